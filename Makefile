@@ -1,0 +1,75 @@
+# pico - top-level Makefile.
+#
+# Each part has its own fragment in mk/ (backend.mk, module.mk,
+# test-tunnel.mk, sdk.mk, k8s.mk, bench.mk). A fragment adds its build
+# targets to BUILD_TARGETS, its unit tests to UNIT_TESTS and its short fuzz
+# runs to FUZZ_SHORT; this file ties them into the commands users type.
+#
+#   make run     install what is missing, build, start the service on :8080
+#   make test    everything above, then unit, fuzz and end-to-end tests
+#   make bench   benchmarks into docs/BENCHMARKS.md
+
+ROOT      := $(CURDIR)
+BUILD     := $(ROOT)/build
+BIN       := $(ROOT)/bin
+VAR       ?= $(ROOT)/var
+IMAGES    ?= $(VAR)/images
+PORT      ?= 8080
+LISTEN    ?= 127.0.0.1:$(PORT)
+PYTHON    := /usr/bin/python3
+PYTEST    := $(PYTHON) -m pytest
+
+CC        ?= cc
+WARN      := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 \
+             -Wno-unused-parameter
+CFLAGS    ?= -O2 -g
+CFLAGS    += -std=gnu11 $(WARN) -D_FORTIFY_SOURCE=2 -fstack-protector-strong \
+             -fPIE
+LDFLAGS   += -pie -Wl,-z,relro,-z,now
+SANFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
+             -fno-sanitize-recover=undefined
+
+BUILD_TARGETS :=
+UNIT_TESTS    :=
+FUZZ_SHORT    :=
+FUZZ_LONG     :=
+
+.PHONY: all build-all deps rootfs run test test-unit test-e2e fuzz fuzz-short \
+        bench lint format clean
+
+all: build-all
+
+include $(sort $(wildcard mk/*.mk))
+
+build-all: $(BUILD_TARGETS)
+
+# Installs the Debian packages pico needs that are not there yet.
+deps:
+	@scripts/deps.sh
+
+# The sandbox root filesystem, built once per machine by mmdebstrap.
+rootfs: deps
+	@scripts/build-rootfs.sh $(IMAGES) sandbox latest
+
+run: deps build-all rootfs
+	@VAR=$(VAR) IMAGES=$(IMAGES) LISTEN=$(LISTEN) scripts/run.sh
+
+test: deps build-all rootfs test-unit fuzz-short test-e2e
+
+test-unit: $(UNIT_TESTS)
+
+fuzz-short: $(FUZZ_SHORT)
+
+fuzz: $(FUZZ_LONG)
+
+test-e2e: build-all rootfs
+	$(PYTEST) -p no:cacheprovider -q tests/e2e $(PYTEST_ARGS)
+
+lint:
+	@scripts/lint.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD) $(BIN)

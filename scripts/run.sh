@@ -1,0 +1,51 @@
+#!/bin/bash
+# `make run`: starts redis-server, pico-backend and nginx in the
+# foreground for one local stack, and on Ctrl-C or SIGTERM stops all of
+# them, sandboxes included. Everything lives under $VAR.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VAR=${VAR:-$ROOT/var}
+IMAGES=${IMAGES:-$VAR/images}
+LISTEN=${LISTEN:-127.0.0.1:8080}
+
+"$ROOT/scripts/pico-conf.sh" "$VAR" "$IMAGES" "$LISTEN"
+
+pids=()
+stopping=0
+stop() {
+    [ "$stopping" = 1 ] && return
+    stopping=1
+    echo "pico: stopping"
+    # nginx first (no new tunnels), then the sandboxes, then the backend
+    # and redis that the drain needs.
+    [ -n "${nginx_pid:-}" ] && kill -QUIT "$nginx_pid" 2>/dev/null || true
+    "$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" drain || true
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    echo "pico: stopped"
+}
+trap stop INT TERM EXIT
+
+redis-server "$VAR/conf/redis.conf" &
+pids+=($!)
+for _ in $(seq 100); do
+    [ -S "$VAR/run/redis.sock" ] && redis-cli -s "$VAR/run/redis.sock" ping \
+        >/dev/null 2>&1 && break
+    sleep 0.05
+done
+
+"$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" &
+backend_pid=$!
+pids=("$backend_pid" "${pids[@]}")
+for _ in $(seq 100); do
+    [ -S "$VAR/run/backend.sock" ] && break
+    sleep 0.05
+done
+
+nginx -p "$VAR/nginx" -c "$VAR/conf/nginx.conf" -e "$VAR/log/nginx-error.log" &
+nginx_pid=$!
+
+echo "pico: listening on http://$LISTEN (state in $VAR); Ctrl-C stops"
+# Return when any one of them exits; the trap stops the rest.
+wait -n
