@@ -35,7 +35,9 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-"$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" &
+# The backend logs to stderr: show it here and keep it in var/log.
+"$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" \
+    2> >(tee -a "$VAR/log/backend.log" >&2) &
 backend_pid=$!
 pids=("$backend_pid" "${pids[@]}")
 for _ in $(seq 100); do
