@@ -1,0 +1,940 @@
+#!/usr/bin/python3
+"""A fake Kubernetes API server for pico's kubernetes runtime tests.
+
+There is no API server on the machines pico is tested on, so the
+kubernetes driver (backend/runtime_k8s.c) is tested against this one. It is
+written from the Kubernetes API reference for the subset the driver uses:
+
+  GET    /version
+  GET    /api/v1/namespaces/{ns}
+  POST   /api/v1/namespaces/{ns}/{pods|secrets}            create (201)
+  GET    /api/v1/namespaces/{ns}/{pods|secrets}            list, or watch
+         (?watch=1|true) with labelSelector (equality-based), fieldSelector
+         (metadata.name, metadata.namespace), resourceVersion,
+         timeoutSeconds, limit/continue
+  GET    /api/v1/namespaces/{ns}/{pods|secrets}/{name}
+  PUT    /api/v1/namespaces/{ns}/{pods|secrets}/{name}     (resourceVersion
+         checked: 409 Conflict when stale)
+  PATCH  /api/v1/namespaces/{ns}/{pods|secrets}/{name}     merge patch
+  DELETE /api/v1/namespaces/{ns}/{pods|secrets}/{name}
+
+Errors are Status objects with the API's codes and reasons (NotFound 404,
+AlreadyExists 409, Conflict 409, Invalid 422, BadRequest 400,
+Unauthorized 401, Gone 410 inside a watch stream, InternalError 500).
+
+Its "kubelet" runs a pod as a REAL sshd: the sandbox root filesystem
+(--rootfs, the one scripts/build-rootfs.sh makes for the local runtime,
+i.e. the same Debian packages as deploy/sandbox) with the image's own
+sshd_config (deploy/sandbox/sshd_config, which the Dockerfile copies in),
+inside a private mount and PID namespace (unshare + chroot). The pod's
+volumes are honoured: secret volumes are written out with their modes and
+bind-mounted at their mountPath, emptyDir volumes are fresh folders. The
+pod's IP is its own address in 127.0.0.0/8, and sshd listens there on
+port 22 (a pod's network namespace is emulated by ListenAddress). The pod
+turns Ready when that port accepts, like a tcpSocket readiness probe.
+Deleting the pod kills its PID namespace, so every process of it goes.
+
+Tests steer it with /_fake/... endpoints (see Faults below). It stops
+cleanly on SIGTERM and kills every sshd it started.
+
+usage: server.py --port N [--rootfs DIR] [--image-files DIR] [--state DIR]
+                 [--namespace NS] [--token T] [--gc]
+"""
+
+import argparse
+import base64
+import copy
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# Runs inside the pod's new mount + PID namespace as its PID 1 until it
+# execs the container's command. Fixed text: every path comes in as an
+# argument, never spliced into the script.
+#   $1 rootfs  $2 pod root mount point  then "src dst" pairs  then "--" cmd
+POD_SCRIPT = r'''
+set -eu
+rootfs=$1 root=$2
+shift 2
+mount --make-rprivate /
+mount --bind "$rootfs" "$root"
+mount -o remount,bind,ro "$root"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=1777,size=64m tmpfs "$root/tmp"
+mount -t tmpfs -o mode=755,size=16m tmpfs "$root/run"
+mkdir -m 755 "$root/run/sshd"
+while [ "$1" != "--" ]; do
+    mount --bind "$1" "$root$2"
+    shift 2
+done
+shift
+exec chroot "$root" "$@"
+'''
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
+
+KINDS = {"pods": "Pod", "secrets": "Secret"}
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_obj(code, reason, message, details=None):
+    st = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+          "status": "Failure", "message": message, "reason": reason,
+          "code": code}
+    if details:
+        st["details"] = details
+    return st
+
+
+class ApiError(Exception):
+    def __init__(self, code, reason, message, details=None):
+        super().__init__(message)
+        self.status = status_obj(code, reason, message, details)
+        self.code = code
+
+
+def not_found(resource, name):
+    return ApiError(404, "NotFound", '%s "%s" not found' % (resource, name),
+                    {"name": name, "kind": resource})
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    if not isinstance(target, dict):
+        target = {}
+    out = dict(target)
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def parse_label_selector(text):
+    """Equality-based selectors: k=v, k==v, k!=v, and bare k (exists)."""
+    reqs = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        if "!=" in part:
+            k, v = part.split("!=", 1)
+            reqs.append((k.strip(), "!=", v.strip()))
+        elif "==" in part:
+            k, v = part.split("==", 1)
+            reqs.append((k.strip(), "=", v.strip()))
+        elif "=" in part:
+            k, v = part.split("=", 1)
+            reqs.append((k.strip(), "=", v.strip()))
+        else:
+            k = part[1:] if part.startswith("!") else part
+            reqs.append((k.strip(), "!" if part.startswith("!") else "exists", None))
+    for k, _, v in reqs:
+        if not LABEL_NAME.match(k.split("/")[-1]) or (v is not None and not LABEL_VALUE.match(v)):
+            raise ApiError(400, "BadRequest", "unable to parse requirement: invalid label selector %r" % text)
+    return reqs
+
+
+def labels_match(labels, reqs):
+    for k, op, v in reqs:
+        have = labels.get(k)
+        if op == "=" and have != v:
+            return False
+        if op == "!=" and have == v:
+            return False
+        if op == "exists" and have is None:
+            return False
+        if op == "!" and have is not None:
+            return False
+    return True
+
+
+def parse_field_selector(text):
+    reqs = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        neg = "!=" in part
+        k, v = re.split(r"!=|==|=", part, 1)
+        if k not in ("metadata.name", "metadata.namespace"):
+            raise ApiError(400, "BadRequest",
+                           'field label not supported: %s' % k)
+        reqs.append((k, neg, v))
+    return reqs
+
+
+def fields_match(obj, reqs):
+    for k, neg, v in reqs:
+        have = obj["metadata"].get(k.split(".")[1])
+        if (have == v) == neg:
+            return False
+    return True
+
+
+class Faults:
+    """What tests can break, set through POST /_fake/faults.
+
+    rules: answer the next `count` requests matching method + resource
+        (+ name) with `status` (a Status object), e.g.
+        {"method": "POST", "resource": "pods", "status": 500, "count": 1}.
+        Shorthands: {"create_pod_status": 500, "count": 1},
+        {"create_secret_status": 403}, {"patch_secret_status": 422}.
+    never_ready: pods stay Pending and no sshd starts.
+    watch_max_s: every watch stream ends after this long (reconnects).
+    watch_gone: the next N watches answer with a 410 Gone event.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.rules = []
+        self.never_ready = False
+        self.watch_max_s = 5.0
+        self.watch_gone = 0
+
+    def set(self, body):
+        count = int(body.get("count", 1))
+        for key, method, res in (("create_pod_status", "POST", "pods"),
+                                 ("create_secret_status", "POST", "secrets"),
+                                 ("patch_secret_status", "PATCH", "secrets"),
+                                 ("delete_pod_status", "DELETE", "pods"),
+                                 ("get_pod_status", "GET", "pods"),
+                                 ("list_pod_status", "LIST", "pods")):
+            if key in body:
+                self.rules.append({"method": method, "resource": res,
+                                   "status": int(body[key]), "count": count,
+                                   "message": body.get("message")})
+        for r in body.get("rules", []):
+            self.rules.append(dict(r, count=int(r.get("count", 1))))
+        if "never_ready" in body:
+            self.never_ready = bool(body["never_ready"])
+        if "watch_max_s" in body:
+            self.watch_max_s = float(body["watch_max_s"])
+        if "watch_gone" in body:
+            self.watch_gone = int(body["watch_gone"])
+
+    def take(self, method, resource, name):
+        for r in self.rules:
+            if r["count"] <= 0 or r["method"] != method or r["resource"] != resource:
+                continue
+            if r.get("name") and r["name"] != name:
+                continue
+            r["count"] -= 1
+            code = int(r["status"])
+            reason = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden",
+                      404: "NotFound", 409: "AlreadyExists", 422: "Invalid",
+                      429: "TooManyRequests", 503: "ServiceUnavailable",
+                      504: "Timeout"}.get(code, "InternalError")
+            msg = r.get("message") or "injected fault: %s %s answered %d" % (method, resource, code)
+            return ApiError(code, reason, msg)
+        return None
+
+
+class Store:
+    """Objects, the resourceVersion clock and the event history watches
+    replay. One lock guards it all; watchers wait on its condition."""
+
+    HISTORY = 2000
+
+    def __init__(self, namespaces):
+        self.cond = threading.Condition()
+        self.rv = 100
+        self.objects = {"pods": {}, "secrets": {}}  # (ns, name) -> obj
+        self.events = []  # (rv, resource, type, obj)
+        self.oldest_rv = self.rv
+        self.namespaces = {ns: {"kind": "Namespace", "apiVersion": "v1",
+                                "metadata": {"name": ns, "uid": str(uuid.uuid4()),
+                                             "resourceVersion": "1",
+                                             "creationTimestamp": now_rfc3339()},
+                                "spec": {"finalizers": ["kubernetes"]},
+                                "status": {"phase": "Active"}}
+                           for ns in namespaces}
+
+    def _bump(self, resource, etype, obj):
+        self.rv += 1
+        obj["metadata"]["resourceVersion"] = str(self.rv)
+        self.events.append((self.rv, resource, etype, copy.deepcopy(obj)))
+        if len(self.events) > self.HISTORY:
+            drop = len(self.events) - self.HISTORY
+            self.oldest_rv = self.events[drop - 1][0]
+            del self.events[:drop]
+        self.cond.notify_all()
+
+    def compact(self):
+        with self.cond:
+            self.oldest_rv = self.rv
+            self.events = []
+
+    def check_ns(self, ns):
+        if ns not in self.namespaces:
+            raise not_found("namespaces", ns)
+
+    def create(self, resource, ns, obj):
+        with self.cond:
+            self.check_ns(ns)
+            name = obj["metadata"]["name"]
+            if (ns, name) in self.objects[resource]:
+                raise ApiError(409, "AlreadyExists",
+                               '%s "%s" already exists' % (resource, name),
+                               {"name": name, "kind": resource})
+            md = obj["metadata"]
+            md["namespace"] = ns
+            md["uid"] = str(uuid.uuid4())
+            md["creationTimestamp"] = now_rfc3339()
+            md.pop("deletionTimestamp", None)
+            self.objects[resource][(ns, name)] = obj
+            self._bump(resource, "ADDED", obj)
+            return copy.deepcopy(obj)
+
+    def get(self, resource, ns, name):
+        with self.cond:
+            self.check_ns(ns)
+            obj = self.objects[resource].get((ns, name))
+            if obj is None:
+                raise not_found(resource, name)
+            return copy.deepcopy(obj)
+
+    def list(self, resource, ns, lsel, fsel):
+        with self.cond:
+            self.check_ns(ns)
+            items = [copy.deepcopy(o) for (n, _), o in sorted(self.objects[resource].items())
+                     if n == ns and labels_match(o["metadata"].get("labels") or {}, lsel)
+                     and fields_match(o, fsel)]
+            return items, str(self.rv)
+
+    def replace(self, resource, ns, name, new, check_rv=True):
+        with self.cond:
+            old = self.objects[resource].get((ns, name))
+            if old is None:
+                raise not_found(resource, name)
+            want = new.get("metadata", {}).get("resourceVersion")
+            if check_rv and want and want != old["metadata"]["resourceVersion"]:
+                raise ApiError(409, "Conflict",
+                               'Operation cannot be fulfilled on %s "%s": the object has been '
+                               'modified; please apply your changes to the latest version and '
+                               'try again' % (resource, name),
+                               {"name": name, "kind": resource})
+            md = new.setdefault("metadata", {})
+            for k in ("uid", "creationTimestamp", "namespace", "name", "deletionTimestamp"):
+                if k in old["metadata"]:
+                    md[k] = old["metadata"][k]
+            self.objects[resource][(ns, name)] = new
+            self._bump(resource, "MODIFIED", new)
+            return copy.deepcopy(new)
+
+    def update_status(self, ns, name, fn):
+        """Kubelet-side change of a pod; returns False if it is gone."""
+        with self.cond:
+            obj = self.objects["pods"].get((ns, name))
+            if obj is None:
+                return False
+            fn(obj)
+            self._bump("pods", "MODIFIED", obj)
+            return True
+
+    def remove(self, resource, ns, name, uid=None):
+        with self.cond:
+            obj = self.objects[resource].get((ns, name))
+            if obj is None or (uid and obj["metadata"]["uid"] != uid):
+                return None
+            del self.objects[resource][(ns, name)]
+            self._bump(resource, "DELETED", obj)
+            return copy.deepcopy(obj)
+
+    def dependents(self, uid):
+        with self.cond:
+            return [(res, ns, name) for res, objs in self.objects.items()
+                    for (ns, name), o in objs.items()
+                    if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+
+
+def validate(resource, obj):
+    """The checks the real API server makes that the driver could trip."""
+    causes = []
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    name = md.get("name", "")
+    if not name:
+        causes.append(("metadata.name", "Required value: name or generateName is required"))
+    elif len(name) > 253 or not DNS1123_SUBDOMAIN.match(name):
+        causes.append(("metadata.name", "Invalid value: %r: a lowercase RFC 1123 subdomain must "
+                       "consist of lower case alphanumeric characters, '-' or '.'" % name))
+    for k, v in (md.get("labels") or {}).items():
+        if not isinstance(v, str) or len(v) > 63 or not LABEL_VALUE.match(v):
+            causes.append(("metadata.labels", "Invalid value: %r: a valid label must be an empty "
+                           "string or consist of alphanumeric characters, '-', '_' or '.'" % v))
+        if len(k.split("/")[-1]) > 63 or not LABEL_NAME.match(k.split("/")[-1]):
+            causes.append(("metadata.labels", "Invalid value: %r: name part must be valid" % k))
+    if resource == "pods":
+        spec = obj.get("spec") or {}
+        containers = spec.get("containers") or []
+        if not containers:
+            causes.append(("spec.containers", "Required value"))
+        vols = {v.get("name") for v in spec.get("volumes") or []}
+        for i, c in enumerate(containers):
+            if not c.get("name") or not DNS1123_LABEL.match(c.get("name", "")):
+                causes.append(("spec.containers[%d].name" % i, "Required value"))
+            if not c.get("image"):
+                causes.append(("spec.containers[%d].image" % i, "Required value"))
+            for part in ("requests", "limits"):
+                for k, q in ((c.get("resources") or {}).get(part) or {}).items():
+                    if not isinstance(q, str) or not QUANTITY.match(q):
+                        causes.append(("spec.containers[%d].resources.%s[%s]" % (i, part, k),
+                                       "Invalid value: %r: quantities must match the regular "
+                                       "expression" % q))
+            for m in c.get("volumeMounts") or []:
+                if m.get("name") not in vols:
+                    causes.append(("spec.containers[%d].volumeMounts.name" % i,
+                                   "Not found: %r" % m.get("name")))
+                if not str(m.get("mountPath", "")).startswith("/"):
+                    causes.append(("spec.containers[%d].volumeMounts.mountPath" % i,
+                                   "Invalid value: must be an absolute path"))
+    elif resource == "secrets":
+        for k, v in (obj.get("data") or {}).items():
+            try:
+                base64.b64decode(v, validate=True)
+            except Exception:
+                causes.append(("data[%s]" % k, "Invalid value: illegal base64 data"))
+    if causes:
+        kind = KINDS[resource]
+        msg = '%s "%s" is invalid: %s' % (kind, name, ", ".join("%s: %s" % c for c in causes))
+        raise ApiError(422, "Invalid", msg,
+                       {"name": name, "kind": kind,
+                        "causes": [{"field": f, "message": m, "reason": "FieldValueInvalid"}
+                                   for f, m in causes]})
+
+
+class Kubelet:
+    """Runs pods as sshd processes on addresses in 127.0.0.0/8."""
+
+    def __init__(self, server):
+        self.srv = server
+        self.lock = threading.Lock()
+        self.procs = {}  # uid -> Popen
+        self.ips = {}    # uid -> ip
+        # A base derived from the port keeps two fakes on one machine apart.
+        self.net = ipaddress.ip_address("127.%d.0.0" % (100 + server.port % 100))
+        self.next_ip = 10
+
+    def alloc_ip(self):
+        with self.lock:
+            used = set(self.ips.values())
+            for _ in range(60000):
+                self.next_ip = 10 + (self.next_ip - 9) % 60000
+                ip = str(self.net + self.next_ip)
+                if ip in used or ip.endswith(".0") or ip.endswith(".255"):
+                    continue
+                with socket.socket() as s:
+                    try:
+                        s.bind((ip, 22))
+                    except OSError:
+                        continue
+                return ip
+        raise RuntimeError("no free pod address")
+
+    def start(self, pod):
+        t = threading.Thread(target=self._run, args=(copy.deepcopy(pod),), daemon=True)
+        t.start()
+
+    def _set(self, pod, fn):
+        md = pod["metadata"]
+        return self.srv.store.update_status(md["namespace"], md["name"], fn)
+
+    def _run(self, pod):
+        md = pod["metadata"]
+        uid, ns = md["uid"], md["namespace"]
+        if self.srv.faults.never_ready:
+            return
+        pdir = os.path.join(self.srv.state, "pods", uid)
+        try:
+            binds = self._volumes(pod, pdir)
+        except (KeyError, ApiError) as e:
+            # Like a kubelet whose secret volume cannot mount: the pod stays
+            # Pending (the real one retries; so does nothing here).
+            self._set(pod, lambda o: o["status"].update(
+                conditions=[{"type": "PodScheduled", "status": "True"},
+                            {"type": "Ready", "status": "False",
+                             "reason": "ContainersNotReady"}],
+                message="MountVolume.SetUp failed: %s" % e))
+            return
+        ip = self.alloc_ip()
+        with self.lock:
+            if self.srv.stopping:
+                return
+            self.ips[uid] = ip
+        c = pod["spec"]["containers"][0]
+        cmd = (c.get("command") or ["/usr/sbin/sshd"]) + \
+            (c.get("args") or (["-D", "-e"] if not c.get("command") else []))
+        # The pod's own network namespace, emulated: sshd binds the pod IP.
+        cmd += ["-o", "ListenAddress=" + ip]
+        argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child",
+                "--propagation", "private", "/bin/sh", "-c", POD_SCRIPT, "pod",
+                self.srv.rootfs, os.path.join(pdir, "root")]
+        for src, dst in binds:
+            argv += [src, dst]
+        argv += ["--"] + cmd
+        log = open(os.path.join(pdir, "container.log"), "ab")
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                start_new_session=True)
+        log.close()
+        with self.lock:
+            self.procs[uid] = proc
+        alive = self._set(pod, lambda o: o["status"].update(
+            phase="Running", podIP=ip, podIPs=[{"ip": ip}], hostIP="127.0.0.1",
+            startTime=now_rfc3339(),
+            conditions=[{"type": "PodScheduled", "status": "True"},
+                        {"type": "Initialized", "status": "True"},
+                        {"type": "ContainersReady", "status": "False"},
+                        {"type": "Ready", "status": "False"}],
+            containerStatuses=[{"name": c["name"], "image": c["image"], "ready": False,
+                                "restartCount": 0, "started": True,
+                                "state": {"running": {"startedAt": now_rfc3339()}}}]))
+        if not alive:
+            self.kill(uid)
+            return
+        # The readiness probe: tcpSocket 22, as often as the fake can.
+        while proc.poll() is None and not self.srv.stopping:
+            try:
+                socket.create_connection((ip, 22), 0.5).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        if proc.poll() is None:
+            def ready(o):
+                for cond in o["status"]["conditions"]:
+                    if cond["type"] in ("Ready", "ContainersReady"):
+                        cond["status"] = "True"
+                o["status"]["containerStatuses"][0]["ready"] = True
+            if not self._set(pod, ready):
+                self.kill(uid)
+                return
+        code = proc.wait()
+        with self.lock:
+            deleted = uid not in self.procs
+        if not deleted:
+            # restartPolicy Never: the container exited, the pod failed.
+            def failed(o):
+                o["status"]["phase"] = "Failed"
+                for cond in o["status"]["conditions"]:
+                    if cond["type"] in ("Ready", "ContainersReady"):
+                        cond["status"] = "False"
+                o["status"]["containerStatuses"][0].update(
+                    ready=False, state={"terminated": {"exitCode": code, "reason": "Error"}})
+            self._set(pod, failed)
+
+    def _volumes(self, pod, pdir):
+        """Lays out the pod folder; returns (source, mountPath) binds."""
+        os.makedirs(os.path.join(pdir, "root"), exist_ok=True)
+        ns = pod["metadata"]["namespace"]
+        vols = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+        binds = []
+        # The image's own files: the Dockerfile copies sshd_config over
+        # Debian's. /etc/ssh is copied per pod so mounts below it work.
+        etc_ssh = os.path.join(pdir, "etc-ssh")
+        shutil.copytree(os.path.join(self.srv.rootfs, "etc", "ssh"), etc_ssh,
+                        symlinks=True, dirs_exist_ok=True)
+        if self.srv.image_files:
+            shutil.copy(os.path.join(self.srv.image_files, "sshd_config"),
+                        os.path.join(etc_ssh, "sshd_config"))
+        binds.append((etc_ssh, "/etc/ssh"))
+        for m in pod["spec"]["containers"][0].get("volumeMounts") or []:
+            v = vols[m["name"]]
+            path = m["mountPath"].rstrip("/")
+            if "secret" in v:
+                sec = self.srv.store.get("secrets", ns, v["secret"]["secretName"])
+                if path.startswith("/etc/ssh/"):
+                    src = os.path.join(etc_ssh, path[len("/etc/ssh/"):])
+                else:
+                    src = os.path.join(pdir, "vol-" + m["name"])
+                self._write_secret(sec, v["secret"], src)
+                if not path.startswith("/etc/ssh/"):
+                    binds.append((src, path))
+            elif "emptyDir" in v:
+                src = os.path.join(pdir, "vol-" + m["name"])
+                os.makedirs(src, exist_ok=True)
+                os.chmod(src, 0o777)
+                binds.append((src, path))
+        # A container's root filesystem is its own: give the user's home a
+        # private copy so the shared rootfs is never written.
+        home = os.path.join(self.srv.rootfs, "home", "sandbox")
+        if os.path.isdir(home):
+            shutil.copytree(home, os.path.join(pdir, "home"), symlinks=True,
+                            dirs_exist_ok=True)
+            binds.append((os.path.join(pdir, "home"), "/home/sandbox"))
+        return binds
+
+    @staticmethod
+    def _write_secret(sec, vol, dest):
+        os.makedirs(dest, exist_ok=True)
+        os.chmod(dest, 0o755)
+        data = sec.get("data") or {}
+        default_mode = vol.get("defaultMode", 0o644)
+        items = vol.get("items") or [{"key": k, "path": k} for k in data]
+        for it in items:
+            if it["key"] not in data:
+                raise KeyError("secret %s has no key %s" % (sec["metadata"]["name"], it["key"]))
+            path = os.path.join(dest, it["path"])
+            with open(path, "wb") as f:
+                f.write(base64.b64decode(data[it["key"]]))
+            os.chmod(path, it.get("mode", default_mode))
+
+    def kill(self, uid):
+        with self.lock:
+            proc = self.procs.pop(uid, None)
+            self.ips.pop(uid, None)
+        if proc is not None and proc.poll() is None:
+            # unshare --kill-child: its PID-1 child (sshd) and with it the
+            # whole PID namespace die when unshare does.
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        pdir = os.path.join(self.srv.state, "pods", uid)
+        shutil.rmtree(pdir, ignore_errors=True)
+
+    def kill_all(self):
+        with self.lock:
+            uids = list(self.procs)
+        for uid in uids:
+            self.kill(uid)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "fake-kube-apiserver/1.0"
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("fake-k8s: %s\n" % (fmt % args))
+
+    # -- plumbing ----------------------------------------------------------
+    def send_json(self, code, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def read_body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(n) if n else b""
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise ApiError(400, "BadRequest", "the body of the request was in an "
+                           "unknown format: %s" % e)
+
+    def handle_one(self, method):
+        url = urllib.parse.urlsplit(self.path)
+        q = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        parts = [urllib.parse.unquote(p) for p in url.path.strip("/").split("/")]
+        try:
+            if parts[0] == "_fake":
+                return self.control(method, parts[1:])
+            tok = self.server.token
+            if tok and self.headers.get("Authorization") != "Bearer " + tok:
+                raise ApiError(401, "Unauthorized", "Unauthorized")
+            self.server.requests.append((method, url.path, q))
+            if method == "GET" and parts == ["version"]:
+                return self.send_json(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
+                                            "platform": "linux/amd64"})
+            if method == "GET" and parts == ["api"]:
+                return self.send_json(200, {"kind": "APIVersions", "versions": ["v1"]})
+            if len(parts) >= 4 and parts[:3] == ["api", "v1", "namespaces"]:
+                return self.api(method, parts[3], parts[4:], q)
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        except ApiError as e:
+            self.send_json(e.code, e.status)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    do_GET = lambda self: self.handle_one("GET")
+    do_POST = lambda self: self.handle_one("POST")
+    do_PUT = lambda self: self.handle_one("PUT")
+    do_PATCH = lambda self: self.handle_one("PATCH")
+    do_DELETE = lambda self: self.handle_one("DELETE")
+
+    # -- the API -----------------------------------------------------------
+    def api(self, method, ns, rest, q):
+        store = self.server.store
+        if not rest:
+            if method != "GET":
+                raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+            with store.cond:
+                nsobj = store.namespaces.get(ns)
+            if nsobj is None:
+                raise not_found("namespaces", ns)
+            return self.send_json(200, nsobj)
+        resource = rest[0]
+        if resource not in KINDS or len(rest) > 2:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = rest[1] if len(rest) == 2 else None
+        kind = KINDS[resource]
+        fault_method = "LIST" if method == "GET" and name is None else method
+        fault = self.server.faults.take(fault_method, resource, name)
+        if fault:
+            raise fault
+        if method == "POST" and name is None:
+            obj = self.read_body()
+            if not isinstance(obj, dict):
+                raise ApiError(400, "BadRequest", "the body of the request is not an object")
+            if obj.get("kind", kind) != kind:
+                raise ApiError(400, "BadRequest", "the kind %r does not match %s" % (obj.get("kind"), kind))
+            obj.setdefault("metadata", {})
+            obj["kind"], obj["apiVersion"] = kind, "v1"
+            validate(resource, obj)
+            if resource == "pods":
+                obj["status"] = {"phase": "Pending", "qosClass": "Guaranteed",
+                                 "conditions": [{"type": "PodScheduled", "status": "True"}]}
+                obj["spec"].setdefault("restartPolicy", "Always")
+            if resource == "secrets":
+                obj.setdefault("type", "Opaque")
+            created = store.create(resource, ns, obj)
+            if resource == "pods":
+                self.server.kubelet.start(created)
+            return self.send_json(201, created)
+        if method == "GET" and name is None:
+            lsel = parse_label_selector(q.get("labelSelector"))
+            fsel = parse_field_selector(q.get("fieldSelector"))
+            if q.get("watch") in ("1", "true"):
+                return self.watch(resource, ns, lsel, fsel, q)
+            items, rv = store.list(resource, ns, lsel, fsel)
+            # limit/continue: the token is the offset, opaque to clients.
+            start = int(q.get("continue") or 0)
+            limit = int(q.get("limit") or 0)
+            md = {"resourceVersion": rv}
+            if limit and start + limit < len(items):
+                md["continue"] = str(start + limit)
+                md["remainingItemCount"] = len(items) - start - limit
+            items = items[start:start + limit] if limit else items[start:]
+            return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",
+                                        "metadata": md, "items": items})
+        if name is None:
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+        if method == "GET":
+            return self.send_json(200, store.get(resource, ns, name))
+        if method in ("PUT", "PATCH"):
+            body = self.read_body()
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "the body of the request is not an object")
+            cur = store.get(resource, ns, name)
+            if method == "PATCH":
+                ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if ctype not in ("application/merge-patch+json",
+                                 "application/strategic-merge-patch+json"):
+                    raise ApiError(415, "UnsupportedMediaType",
+                                   "the body of the request was in an unknown format - "
+                                   "accepted media types include: application/merge-patch+json, "
+                                   "application/strategic-merge-patch+json")
+                new = merge_patch(cur, body)
+                new["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"]
+            else:
+                new = body
+                if new.get("metadata", {}).get("name") != name:
+                    raise ApiError(400, "BadRequest", "the name of the object (%s) does not match "
+                                   "the name on the URL (%s)" % (new.get("metadata", {}).get("name"), name))
+            new["kind"], new["apiVersion"] = kind, "v1"
+            if resource == "pods":
+                if new.get("spec") != cur.get("spec"):
+                    raise ApiError(422, "Invalid", 'Pod "%s" is invalid: spec: Forbidden: pod '
+                                   'updates may not change fields other than image' % name)
+                new["status"] = cur["status"]
+            validate(resource, new)
+            return self.send_json(200, store.replace(resource, ns, name, new))
+        if method == "DELETE":
+            obj = store.get(resource, ns, name)
+            if resource == "pods":
+                # Graceful deletion: mark, let the kubelet stop it, remove.
+                uid = obj["metadata"]["uid"]
+                store.update_status(ns, name, lambda o: o["metadata"].update(
+                    deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=int(q.get("gracePeriodSeconds", 30))))
+                obj = store.get(resource, ns, name)
+                self.server.kubelet.kill(uid)
+                store.remove(resource, ns, name, uid)
+                if self.server.gc:
+                    for res, dns, dname in store.dependents(uid):
+                        store.remove(res, dns, dname)
+                return self.send_json(200, obj)
+            store.remove(resource, ns, name)
+            return self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                        "status": "Success",
+                                        "details": {"name": name, "kind": resource,
+                                                    "uid": obj["metadata"]["uid"]}})
+        raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def watch(self, resource, ns, lsel, fsel, q):
+        store, faults = self.server.store, self.server.faults
+        rv = q.get("resourceVersion")
+        timeout = float(q.get("timeoutSeconds") or 1800)
+        end = time.monotonic() + min(timeout, faults.watch_max_s)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def send(etype, obj):
+            line = json.dumps({"type": etype, "object": obj}).encode() + b"\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+            self.wfile.flush()
+
+        try:
+            with store.cond:
+                store.check_ns(ns)
+                gone = faults.watch_gone > 0
+                if gone:
+                    faults.watch_gone -= 1
+                if rv not in (None, "", "0"):
+                    if not rv.isdigit():
+                        gone = True
+                    elif int(rv) < store.oldest_rv:
+                        gone = True
+                    last = int(rv) if rv.isdigit() else 0
+                    initial = []
+                else:
+                    # No resourceVersion: synthetic ADDED for what exists.
+                    last = store.rv
+                    initial = [copy.deepcopy(o) for (n, _), o in sorted(store.objects[resource].items())
+                               if n == ns and labels_match(o["metadata"].get("labels") or {}, lsel)
+                               and fields_match(o, fsel)]
+            if gone:
+                send("ERROR", status_obj(410, "Expired", "too old resource version: %s (%d)"
+                                         % (rv, store.oldest_rv)))
+                return self.end_chunks()
+            for o in initial:
+                send("ADDED", o)
+            while True:
+                with store.cond:
+                    pending = [e for e in store.events if e[0] > last]
+                    if not pending:
+                        left = end - time.monotonic()
+                        if left <= 0 or self.server.stopping:
+                            break
+                        store.cond.wait(min(left, 0.5))
+                        continue
+                last = pending[-1][0]
+                for _, res, etype, obj in pending:
+                    if res != resource or obj["metadata"]["namespace"] != ns:
+                        continue
+                    if labels_match(obj["metadata"].get("labels") or {}, lsel) and fields_match(obj, fsel):
+                        send(etype, obj)
+            self.end_chunks()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+
+    def end_chunks(self):
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+    # -- test control --------------------------------------------------------
+    def control(self, method, parts):
+        srv = self.server
+        if parts == ["faults"] and method == "POST":
+            srv.faults.set(self.read_body() or {})
+            return self.send_json(200, {"ok": True})
+        if parts == ["faults"] and method == "DELETE":
+            srv.faults.reset()
+            return self.send_json(200, {"ok": True})
+        if parts == ["compact"] and method == "POST":
+            srv.store.compact()
+            return self.send_json(200, {"ok": True})
+        if parts == ["state"] and method == "GET":
+            with srv.store.cond:
+                st = {res: [copy.deepcopy(o) for o in objs.values()]
+                      for res, objs in srv.store.objects.items()}
+            with srv.kubelet.lock:
+                st["sshd"] = {uid: p.pid for uid, p in srv.kubelet.procs.items()}
+            st["requests"] = list(srv.requests)[-500:]
+            return self.send_json(200, st)
+        if len(parts) == 3 and parts[0] == "pods" and parts[2] == "crash" and method == "POST":
+            # The container dies (as if OOM-killed); the pod turns Failed.
+            uid = parts[1]
+            with srv.kubelet.lock:
+                proc = srv.kubelet.procs.get(uid)
+            if proc is None:
+                raise ApiError(404, "NotFound", "no running pod with uid " + uid)
+            proc.terminate()
+            return self.send_json(200, {"ok": True})
+        raise ApiError(404, "NotFound", "unknown control endpoint")
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--address", default="127.0.0.1")
+    ap.add_argument("--rootfs", default=os.path.join(ROOT, "var", "images", "sandbox_latest", "rootfs"))
+    ap.add_argument("--image-files", default=os.path.join(ROOT, "deploy", "sandbox"),
+                    help="folder with the files the sandbox Dockerfile copies in (sshd_config)")
+    ap.add_argument("--state", default=None, help="per-pod folders (default var/fake_k8s-<port>)")
+    ap.add_argument("--namespace", action="append", default=None)
+    ap.add_argument("--token", default=None, help="require this bearer token")
+    ap.add_argument("--gc", action="store_true",
+                    help="garbage-collect dependents (ownerReferences) of deleted pods")
+    ap.add_argument("--verbose", action="store_true")
+    a = ap.parse_args()
+    if not ipaddress.ip_address(a.address).is_loopback:
+        sys.exit("fake-k8s: loopback addresses only")
+    if not os.path.isfile(os.path.join(a.rootfs, "usr", "sbin", "sshd")):
+        sys.exit("fake-k8s: no sandbox rootfs with sshd at %s (make rootfs)" % a.rootfs)
+
+    srv = Server((a.address, a.port), Handler)
+    srv.port = a.port
+    srv.verbose = a.verbose
+    srv.token = a.token
+    srv.gc = a.gc
+    srv.rootfs = os.path.abspath(a.rootfs)
+    srv.image_files = a.image_files
+    srv.state = os.path.abspath(a.state or os.path.join(ROOT, "var", "fake_k8s-%d" % a.port))
+    srv.stopping = False
+    srv.requests = []
+    srv.faults = Faults()
+    srv.store = Store(a.namespace or ["pico-sandboxes", "default"])
+    srv.kubelet = Kubelet(srv)
+    os.makedirs(os.path.join(srv.state, "pods"), exist_ok=True)
+
+    def stop(signum, frame):
+        srv.stopping = True
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print("fake-k8s: listening on http://%s:%d" % (a.address, a.port), flush=True)
+    try:
+        srv.serve_forever(poll_interval=0.1)
+    finally:
+        srv.stopping = True
+        srv.kubelet.kill_all()
+        srv.server_close()
+
+
+if __name__ == "__main__":
+    main()
