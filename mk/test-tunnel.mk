@@ -1,0 +1,50 @@
+# test-tunnel: the C command-line client (libssh, libcurl, jansson).
+#
+#   make build-test-tunnel              bin/test-tunnel
+#   make test-tunnel SESSION_ID=<id>    run it (builds it when missing)
+#   make test-tunnel-build SESSION_ID=<id>  rebuild, then run
+#
+# build/san/test-tunnel is the ASan/UBSan build the e2e tests prefer.
+
+TT_SRC  := $(wildcard test-tunnel/*.c)
+TT_HDR  := $(wildcard test-tunnel/*.h)
+TT_OBJ  := $(patsubst test-tunnel/%.c,$(BUILD)/test-tunnel/%.o,$(TT_SRC))
+TT_SOBJ := $(patsubst test-tunnel/%.c,$(BUILD)/san/test-tunnel.o/%.o,$(TT_SRC))
+TT_PKGS := libssh libcurl jansson
+TT_CFLAGS = -D_GNU_SOURCE $(shell pkg-config --cflags $(TT_PKGS))
+TT_LIBS   = $(shell pkg-config --libs $(TT_PKGS))
+API     ?= http://localhost:8080
+TT_ARGS  = -session $(SESSION_ID) -api $(API)
+
+BUILD_TARGETS += $(BIN)/test-tunnel $(BUILD)/san/test-tunnel
+
+.PHONY: build-test-tunnel test-tunnel test-tunnel-build test-tunnel-need-id
+
+build-test-tunnel: $(BIN)/test-tunnel
+
+$(BIN)/test-tunnel: $(TT_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TT_LIBS)
+
+$(BUILD)/test-tunnel/%.o: test-tunnel/%.c $(TT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(TT_CFLAGS) -c -o $@ $<
+
+$(BUILD)/san/test-tunnel: $(TT_SOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) -o $@ $^ $(TT_LIBS)
+
+$(BUILD)/san/test-tunnel.o/%.o: test-tunnel/%.c $(TT_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 $(WARN) $(SANFLAGS) $(TT_CFLAGS) -c -o $@ $<
+
+test-tunnel-need-id:
+	@if [ -z "$(SESSION_ID)" ]; then \
+	    echo "usage: make test-tunnel SESSION_ID=<session-id> [API=$(API)]" >&2; \
+	    exit 2; fi
+
+test-tunnel: test-tunnel-need-id $(BIN)/test-tunnel
+	$(BIN)/test-tunnel $(TT_ARGS)
+
+test-tunnel-build: test-tunnel-need-id build-test-tunnel
+	$(BIN)/test-tunnel $(TT_ARGS)

@@ -1,0 +1,401 @@
+/*
+ * connect.c - TCP connection to the API and the HTTP CONNECT exchange.
+ *
+ * The answer's header is read with MSG_PEEK first and then consumed only
+ * up to its blank line: the SSH banner may arrive in the same segment as
+ * "200 Connection Established", and it belongs to libssh, which gets the
+ * socket right after this.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "connect.h"
+
+#define HEADER_MAX 16384
+#define BODY_MAX 4096
+
+static void set_err(char *err, size_t errlen, const char *what, int code)
+{
+    char text[128];
+
+    /* Go spells errno texts in lower case ("connection refused"). */
+    snprintf(text, sizeof(text), "%s", strerror(code));
+    text[0] = (char)tolower((unsigned char)text[0]);
+    snprintf(err, errlen, "%s%s", what, text);
+}
+
+/* -- the -api address ------------------------------------------------ */
+
+int api_addr_parse(struct api_addr *a, const char *url, char *err,
+                   size_t errlen)
+{
+    const char *p = url, *end, *hp_end, *colon;
+
+    memset(a, 0, sizeof(*a));
+    if (strncmp(p, "https://", 8) == 0) {
+        snprintf(err, errlen,
+                 "https is not supported yet: use an http:// API address");
+        return -1;
+    }
+    if (strncmp(p, "http://", 7) == 0)
+        p += 7;
+    else if (strstr(p, "://") != NULL) {
+        snprintf(err, errlen, "unsupported API address: %s", url);
+        return -1;
+    }
+    end = p + strcspn(p, "/?#");
+    if (end == p) {
+        snprintf(err, errlen, "API address has no host: %s", url);
+        return -1;
+    }
+    if (*p == '[') { /* [v6]:port */
+        hp_end = memchr(p, ']', (size_t)(end - p));
+        if (hp_end == NULL) {
+            snprintf(err, errlen, "bad API address: %s", url);
+            return -1;
+        }
+        a->host = strndup(p + 1, (size_t)(hp_end - p - 1));
+        colon = hp_end[1] == ':' ? hp_end + 1 : NULL;
+    } else {
+        colon = memchr(p, ':', (size_t)(end - p));
+        a->host = strndup(p, (size_t)((colon ? colon : end) - p));
+    }
+    if (colon && colon + 1 < end)
+        a->port = strndup(colon + 1, (size_t)(end - colon - 1));
+    else
+        a->port = strdup("80");
+    a->hostport = strndup(p, (size_t)(end - p));
+    a->prefix = strndup(end, strcspn(end, "?#"));
+    if (!a->host || !a->port || !a->hostport || !a->prefix) {
+        api_addr_free(a);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    /* "http://host/" and "http://host" name the same API. */
+    if (strcmp(a->prefix, "/") == 0)
+        a->prefix[0] = '\0';
+    if (a->port[0] == '\0' || a->port[strspn(a->port, "0123456789")]) {
+        snprintf(err, errlen, "bad port in API address: %s", url);
+        api_addr_free(a);
+        return -1;
+    }
+    return 0;
+}
+
+void api_addr_free(struct api_addr *a)
+{
+    free(a->host);
+    free(a->port);
+    free(a->hostport);
+    free(a->prefix);
+    memset(a, 0, sizeof(*a));
+}
+
+/* -- TCP ------------------------------------------------------------- */
+
+/* Waits until fd is ready for events; 0, or -1 with errno (ETIMEDOUT). */
+static int wait_fd(int fd, short events, long timeout)
+{
+    struct pollfd pfd = {.fd = fd, .events = events};
+    int ms = timeout > 0 ? (int)(timeout * 1000) : -1;
+    int n;
+
+    do {
+        n = poll(&pfd, 1, ms);
+    } while (n < 0 && errno == EINTR);
+    if (n == 0)
+        errno = ETIMEDOUT;
+    return n > 0 ? 0 : -1;
+}
+
+/* Connects one address with the timeout; returns fd or -1 with errno. */
+static int dial_one(const struct addrinfo *ai, long timeout)
+{
+    int fd, flags, soerr = 0;
+    socklen_t len = sizeof(soerr);
+
+    fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0)
+        return -1;
+    flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, timeout) < 0)
+            goto fail;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        if (soerr != 0) {
+            errno = soerr;
+            goto fail;
+        }
+    }
+    fcntl(fd, F_SETFL, flags);
+    return fd;
+
+fail:
+    soerr = errno;
+    close(fd);
+    errno = soerr;
+    return -1;
+}
+
+int tunnel_dial(const struct api_addr *a, long timeout, char *err,
+                size_t errlen)
+{
+    struct addrinfo hints = {0}, *res, *ai;
+    int rc, fd = -1, code = ECONNREFUSED;
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    rc = getaddrinfo(a->host, a->port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "lookup %s: %s", a->host, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = dial_one(ai, timeout);
+        if (fd < 0)
+            code = errno;
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        set_err(err, errlen, "", code);
+    return fd;
+}
+
+/* -- CONNECT --------------------------------------------------------- */
+
+static int send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Finds "\r\n\r\n" in buf[0..len); returns the offset just past it. */
+static size_t header_end(const char *buf, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i + 4 <= len; i++)
+        if (memcmp(buf + i, "\r\n\r\n", 4) == 0)
+            return i + 4;
+    return 0;
+}
+
+/* Consumes exactly len bytes that are known to be queued on the socket. */
+static int consume(int fd, char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = recv(fd, buf, len, 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/*
+ * Reads the response header into buf (NUL-terminated) without reading a
+ * byte past its end. Returns the header length, or -1 with errno set
+ * (0 for a connection closed before the header ended).
+ */
+static ssize_t read_header(int fd, char *buf, size_t cap, long timeout)
+{
+    size_t len = 0;
+
+    while (len < cap - 1) {
+        size_t from = len > 3 ? len - 3 : 0, end;
+        ssize_t n;
+
+        if (wait_fd(fd, POLLIN, timeout) < 0)
+            return -1;
+        n = recv(fd, buf + len, cap - 1 - len, MSG_PEEK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = 0;
+            return -1;
+        }
+        end = header_end(buf + from, len + (size_t)n - from);
+        if (end)
+            n = (ssize_t)(from + end - len);
+        if (consume(fd, buf + len, (size_t)n) < 0)
+            return -1;
+        len += (size_t)n;
+        if (end) {
+            buf[len] = '\0';
+            return (ssize_t)len;
+        }
+    }
+    errno = EMSGSIZE;
+    return -1;
+}
+
+/* Value of header `name` in a raw header block, or NULL; copied to out. */
+static const char *header_value(const char *hdr, const char *name, char *out,
+                                size_t outlen)
+{
+    size_t nlen = strlen(name);
+    const char *line = strstr(hdr, "\r\n");
+
+    while (line && line[2] != '\r') {
+        const char *p = line + 2, *eol = strstr(p, "\r\n");
+
+        if (eol == NULL)
+            break;
+        if ((size_t)(eol - p) > nlen && strncasecmp(p, name, nlen) == 0 &&
+            p[nlen] == ':') {
+            p += nlen + 1;
+            p += strspn(p, " \t");
+            snprintf(out, outlen, "%.*s", (int)(eol - p), p);
+            return out;
+        }
+        line = eol;
+    }
+    return NULL;
+}
+
+/* Reads an error answer's body (bounded) for the user to see. */
+static void read_body(int fd, const char *hdr, char *out, size_t outlen,
+                      long timeout)
+{
+    char value[32];
+    size_t want = BODY_MAX - 1, len = 0;
+    char *body = malloc(BODY_MAX);
+
+    out[0] = '\0';
+    if (body == NULL)
+        return;
+    if (header_value(hdr, "Content-Length", value, sizeof(value))) {
+        unsigned long cl = strtoul(value, NULL, 10);
+
+        want = cl < want ? cl : want;
+    }
+    while (len < want && wait_fd(fd, POLLIN, timeout) == 0) {
+        ssize_t n = recv(fd, body + len, want - len, 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    body[len] = '\0';
+    snprintf(out, outlen, "%s", body);
+    free(body);
+}
+
+/* Turns a body into one line of text: a JSON error's message, trimmed. */
+static void body_to_message(char *msg, size_t msglen)
+{
+    size_t len;
+
+    if (msg[0] == '{') {
+        json_t *root = json_loads(msg, 0, NULL);
+        const char *m = NULL;
+
+        json_unpack(root, "{s:{s:s}}", "error", "message", &m);
+        if (m == NULL)
+            json_unpack(root, "{s:s}", "error", &m);
+        if (m)
+            snprintf(msg, msglen, "%s", m);
+        json_decref(root);
+    }
+    len = strlen(msg);
+    while (len > 0 && isspace((unsigned char)msg[len - 1]))
+        msg[--len] = '\0';
+    for (len = 0; msg[len]; len++)
+        if (msg[len] == '\r' || msg[len] == '\n')
+            msg[len] = ' ';
+}
+
+static int parse_status(const char *hdr, struct connect_reply *r)
+{
+    const char *eol = strstr(hdr, "\r\n");
+    int minor, n = 0;
+
+    if (sscanf(hdr, "HTTP/1.%d %3d%n", &minor, &r->status, &n) < 2 ||
+        r->status < 100 || r->status > 999)
+        return -1;
+    hdr += n;
+    hdr += strspn(hdr, " ");
+    snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(eol - hdr), hdr);
+    return 0;
+}
+
+int tunnel_connect(int fd, const struct api_addr *a, const char *path,
+                   const char *token, long timeout, struct connect_reply *r,
+                   char *err, size_t errlen)
+{
+    char *req = NULL, *hdr;
+    int len;
+    ssize_t hlen;
+
+    memset(r, 0, sizeof(*r));
+    if (token && token[0])
+        len = asprintf(&req,
+                       "CONNECT %s HTTP/1.1\r\nHost: %s\r\n"
+                       "Authorization: Bearer %s\r\n\r\n",
+                       path, a->hostport, token);
+    else
+        len = asprintf(&req, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", path,
+                       a->hostport);
+    if (len < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (send_all(fd, req, (size_t)len) < 0) {
+        set_err(err, errlen, "failed to send CONNECT request: ", errno);
+        free(req);
+        return -1;
+    }
+    free(req);
+
+    hdr = malloc(HEADER_MAX);
+    if (hdr == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    hlen = read_header(fd, hdr, HEADER_MAX, timeout);
+    if (hlen < 0 || parse_status(hdr, r) < 0) {
+        if (hlen < 0 && errno != 0)
+            set_err(err, errlen, "failed to read CONNECT response: ", errno);
+        else
+            snprintf(err, errlen, "failed to read CONNECT response: %s",
+                     hlen < 0 ? "connection closed by server"
+                              : "malformed status line");
+        free(hdr);
+        return -1;
+    }
+    if (r->status != 200) {
+        read_body(fd, hdr, r->message, sizeof(r->message), timeout);
+        body_to_message(r->message, sizeof(r->message));
+        if (r->message[0] == '\0')
+            snprintf(r->message, sizeof(r->message), "%s", r->reason);
+    }
+    free(hdr);
+    return 0;
+}
