@@ -1,0 +1,263 @@
+"""The REST client: :class:`SandboxClient` creates, finds, lists and
+deletes sessions, and opens tunnels for them.
+
+It speaks JSON over HTTP with the standard library only (``http.client``);
+each call uses its own connection, so one client may be shared by many
+threads.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import ssl
+import urllib.parse
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import paramiko
+
+from . import __version__
+from .errors import (SandboxConnectionError, SandboxError, error_from_response)
+from .session import Session
+from .ssh import load_private_key, public_key_line
+from .tunnel import TunnelSocket, open_tunnel
+
+
+class SessionList(List[Session]):
+    """A list of sessions, plus ``total``: how many the service counted."""
+
+    total: int
+
+    def __init__(self, items: List[Session], total: Optional[int] = None) -> None:
+        super().__init__(items)
+        self.total = len(items) if total is None else total
+
+
+class SandboxClient:
+    """Client of a pico service.
+
+    Args:
+        api_url: the service's URL, e.g. ``http://localhost:8080``
+            (``https://`` works too; a path prefix is kept).
+        token: the API token; sent as ``Authorization: Bearer <token>``
+            when not empty. ``None`` reads ``PICO_TOKEN`` from the
+            environment.
+        timeout: seconds for each HTTP call (creating a session waits for
+            its sandbox to be ready), tunnel set-up and SSH handshake.
+        ssh_password: the sandbox user's password for new sessions
+            (``"sandbox"``).
+        ssh_key: a paramiko key or the path of a private key file; when set,
+            new sessions are created with its public key and SSH
+            authenticates with it first.
+        verify_host_key: compare each sandbox's SSH host key with the one
+            the service published (default ``True``; turning it off trusts
+            whatever answers the tunnel).
+        ssl_context: TLS settings for ``https://`` URLs.
+
+    Example::
+
+        client = SandboxClient("http://localhost:8080", token="")
+        with client.create_session(ttl=600) as session:
+            print(session.run("python3 --version").stdout)
+    """
+
+    def __init__(self, api_url: str = "http://localhost:8080",
+                 token: Optional[str] = "", timeout: Optional[float] = 60.0, *,
+                 ssh_password: Optional[str] = "sandbox",
+                 ssh_key: Union[paramiko.PKey, str, "os.PathLike[str]", None] = None,
+                 verify_host_key: bool = True,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+        parsed = urllib.parse.urlsplit(api_url if "://" in api_url
+                                       else "http://" + api_url)
+        if parsed.scheme not in ("http", "https"):
+            raise ValueError("api_url must be http:// or https://, not %r" % api_url)
+        if not parsed.hostname:
+            raise ValueError("api_url has no host: %r" % api_url)
+        self.api_url = api_url.rstrip("/")
+        self.token = os.environ.get("PICO_TOKEN", "") if token is None else token
+        self.timeout = timeout
+        self.ssh_password = ssh_password
+        self.ssh_key: Optional[paramiko.PKey] = (
+            load_private_key(ssh_key) if ssh_key is not None else None)
+        self.verify_host_key = verify_host_key
+        self._tls = parsed.scheme == "https"
+        self._host = parsed.hostname
+        self._port = parsed.port or (443 if self._tls else 80)
+        self._prefix = parsed.path.rstrip("/")
+        self._ssl_context = ssl_context
+        default_port = 443 if self._tls else 80
+        host = "[%s]" % self._host if ":" in self._host else self._host
+        self._host_header = host if self._port == default_port else \
+            "%s:%d" % (host, self._port)
+
+    def __repr__(self) -> str:
+        return "SandboxClient(%r)" % self.api_url
+
+    # -- HTTP ----------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._tls:
+            return http.client.HTTPSConnection(self._host, self._port,
+                                               timeout=self.timeout,
+                                               context=self._ssl_context)
+        return http.client.HTTPConnection(self._host, self._port,
+                                          timeout=self.timeout)
+
+    def _request(self, method: str, path: str,
+                 body: Optional[Dict[str, Any]] = None) -> Tuple[int, Any]:
+        """Sends one request; returns (status, decoded JSON or None).
+        Raises the mapped :class:`SandboxError` for error answers."""
+        headers = {"Accept": "application/json",
+                   "User-Agent": "sandbox-sdk-python/%s" % __version__}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = "Bearer %s" % self.token
+        conn = self._connection()
+        try:
+            conn.request(method, self._prefix + path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            status, reason = resp.status, resp.reason
+            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+        except (OSError, http.client.HTTPException) as e:
+            raise SandboxConnectionError(
+                "failed to connect to server %s: %s" % (self.api_url, _describe(e)),
+                code="connection_failed") from e
+        finally:
+            conn.close()
+        text = raw.decode("utf-8", "replace")
+        if status >= 400:
+            raise error_from_response(status, text, reason, resp_headers)
+        if not text.strip():
+            return status, None
+        try:
+            return status, json.loads(text)
+        except ValueError as e:
+            raise SandboxError("%s %s: answer is not JSON: %r" % (
+                method, path, text[:200]), code="bad_answer", status=status,
+                body=text) from e
+
+    # -- sessions ------------------------------------------------------
+    def create_session(self, ttl: Optional[int] = 3600,
+                       image: Optional[str] = "sandbox:latest", *,
+                       ssh_public_key: Optional[str] = None,
+                       metadata: Optional[Dict[str, str]] = None,
+                       resources: Optional[Dict[str, int]] = None,
+                       ssh_key: Union[paramiko.PKey, str, None] = None,
+                       **options: Any) -> Session:
+        """Creates a session and returns it once its sandbox is running.
+
+        Args:
+            ttl: lifetime in seconds (the service caps it); ``None`` leaves
+                it to the service's default.
+            image: the sandbox image; ``None`` for the service's default.
+            ssh_public_key: a public key line to authorize in the sandbox.
+            metadata: string labels stored with the session.
+            resources: limits, e.g. ``{"memory_mb": 512, "cpu_millicores":
+                1000, "pids": 256}``.
+            ssh_key: a private key (paramiko key or file path) to log in
+                with; its public key is sent as ``ssh_public_key`` unless
+                that is given. Defaults to the client's ``ssh_key``.
+            **options: further fields sent as they are.
+
+        Raises :class:`InvalidRequest` (400) for bad fields,
+        :class:`RateLimited` (429) when the service is at its session limit,
+        :class:`ServerError` when the sandbox could not be started.
+        """
+        body: Dict[str, Any] = {}
+        if ttl is not None:
+            body["ttl"] = ttl
+        if image is not None:
+            body["image"] = image
+        key = load_private_key(ssh_key) if ssh_key is not None else self.ssh_key
+        if ssh_public_key is None and key is not None:
+            ssh_public_key = public_key_line(key)
+        if ssh_public_key is not None:
+            body["ssh_public_key"] = ssh_public_key
+        if metadata is not None:
+            body["metadata"] = metadata
+        if resources is not None:
+            body["resources"] = resources
+        body.update(options)
+        _, data = self._request("POST", "/v1/sessions", body)
+        return self._session(data, key)
+
+    def _session(self, data: Any, key: Optional[paramiko.PKey] = None) -> Session:
+        if not isinstance(data, dict) or not data.get("session_id"):
+            raise SandboxError("answer is not a session: %r" % (data,),
+                               code="bad_answer")
+        return Session(self, data, ssh_password=self.ssh_password,
+                       ssh_key=key if key is not None else self.ssh_key)
+
+    def _get_session_data(self, session_id: str) -> Dict[str, Any]:
+        _, data = self._request("GET", "/v1/sessions/%s" % _quote(session_id))
+        if not isinstance(data, dict):
+            raise SandboxError("answer is not a session: %r" % (data,),
+                               code="bad_answer")
+        return data
+
+    def get_session(self, session_id: str) -> Session:
+        """Returns the session with this id; :class:`SessionNotFound` if
+        there is none (or it belongs to another principal)."""
+        return self._session(self._get_session_data(session_id))
+
+    def list_sessions(self) -> SessionList:
+        """Returns the sessions the token can see, with ``.total``."""
+        _, data = self._request("GET", "/v1/sessions")
+        if not isinstance(data, dict) or not isinstance(data.get("sessions"), list):
+            raise SandboxError("answer is not a session list: %r" % (data,),
+                               code="bad_answer")
+        items = [self._session(d) for d in data["sessions"]]
+        total = data.get("total")
+        return SessionList(items, total if isinstance(total, int) else None)
+
+    def iter_sessions(self) -> Iterator[Session]:
+        """Iterates over :meth:`list_sessions`."""
+        return iter(self.list_sessions())
+
+    def delete_session(self, session_id: str) -> None:
+        """Deletes a session and its sandbox; :class:`SessionNotFound` if it
+        does not exist."""
+        self._request("DELETE", "/v1/sessions/%s" % _quote(session_id))
+
+    def health(self) -> Dict[str, Any]:
+        """Returns the service's health document. Raises
+        :class:`ServiceUnavailable` (503) when Redis or the runtime is
+        failing, :class:`SandboxConnectionError` when nothing answers."""
+        _, data = self._request("GET", "/health")
+        return data if isinstance(data, dict) else {"status": "ok"}
+
+    def is_healthy(self) -> bool:
+        """``True`` when :meth:`health` succeeds."""
+        try:
+            self.health()
+            return True
+        except SandboxError:
+            return False
+
+    # -- tunnels -------------------------------------------------------
+    def _open_tunnel(self, tunnel_path: str) -> TunnelSocket:
+        return open_tunnel(self._host, self._port, self._prefix + tunnel_path,
+                           token=self.token, use_tls=self._tls,
+                           host_header=self._host_header, timeout=self.timeout,
+                           ssl_context=self._ssl_context)
+
+    def open_tunnel(self, session_id: str) -> TunnelSocket:
+        """Opens a CONNECT tunnel to a session's sshd; see
+        :meth:`Session.open_tunnel`."""
+        return self._open_tunnel("/v1/sessions/%s/tunnel" % _quote(session_id))
+
+
+def _quote(session_id: str) -> str:
+    return urllib.parse.quote(str(session_id), safe="")
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror.lower()
+    return str(e) or type(e).__name__

@@ -1,0 +1,152 @@
+"""Unit tests of sandbox_sdk's own logic: parsing, error mapping, host key
+checks, the CONNECT answer reader. No service needed; the end-to-end tests
+against a real pico stack are in tests/e2e/test_sdk.py."""
+
+import datetime as dt
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import paramiko
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import sandbox_sdk  # noqa: E402
+from sandbox_sdk import errors, ssh, tunnel  # noqa: E402
+from sandbox_sdk.session import CommandResult, parse_time  # noqa: E402
+
+
+def test_parse_time_rfc3339_and_unix():
+    want = dt.datetime(2025, 10, 24, 3, 45, tzinfo=dt.timezone.utc)
+    assert parse_time("2025-10-24T03:45:00Z") == want
+    assert parse_time("2025-10-24T05:45:00+02:00") == want
+    assert parse_time(int(want.timestamp())) == want
+    assert parse_time("2025-10-24T03:45:00.5Z").microsecond == 500000
+    assert parse_time(None) is None
+    assert parse_time("2025-10-24T03:45:00Z").tzinfo is not None
+
+
+@pytest.mark.parametrize("status,cls", [
+    (400, sandbox_sdk.InvalidRequest), (401, sandbox_sdk.AuthenticationError),
+    (404, sandbox_sdk.SessionNotFound), (405, sandbox_sdk.MethodNotAllowed),
+    (409, sandbox_sdk.Conflict), (413, sandbox_sdk.InvalidRequest),
+    (415, sandbox_sdk.InvalidRequest), (429, sandbox_sdk.RateLimited),
+    (500, sandbox_sdk.ServerError), (503, sandbox_sdk.ServiceUnavailable),
+])
+def test_error_mapping(status, cls):
+    body = '{"error": {"code": "some_code", "message": "ttl must be positive"}}'
+    e = errors.error_from_response(status, body, "Reason")
+    assert type(e) is cls
+    assert isinstance(e, sandbox_sdk.SandboxError)
+    assert (e.status, e.code, e.message) == (status, "some_code", "ttl must be positive")
+
+
+def test_tunnel_error_mapping_and_plain_text():
+    e = errors.error_from_response(503, "Sandbox not ready\n", "Service Unavailable",
+                                   tunnel=True)
+    assert type(e) is sandbox_sdk.SandboxNotReady and e.message == "Sandbox not ready"
+    e = errors.error_from_response(502, "", "Bad Gateway", tunnel=True)
+    assert type(e) is sandbox_sdk.TunnelError and e.message == "Bad Gateway"
+    e = errors.error_from_response(429, "{}", "Too Many", {"retry-after": "3"})
+    assert e.retry_after == 3.0
+    e = errors.error_from_response(404, "<html><body>nginx</body></html>", "Not Found")
+    assert e.message == "Not Found"
+
+
+def test_connection_error_is_a_connection_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]      # bound, never listening: refused
+        client = sandbox_sdk.SandboxClient("http://127.0.0.1:%d" % port, token="")
+        with pytest.raises(sandbox_sdk.SandboxConnectionError) as info:
+            client.list_sessions()
+        assert isinstance(info.value, ConnectionError)
+        assert "refused" in str(info.value)
+        with pytest.raises(sandbox_sdk.SandboxConnectionError):
+            client.open_tunnel("00000000-0000-0000-0000-000000000000")
+
+
+def _answer(sock, chunks):
+    for c in chunks:
+        sock.sendall(c)
+
+
+@pytest.mark.parametrize("chunks", [
+    [b"HTTP/1.1 200 Connection Established\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n"],
+    [b"HTTP/1.1 200 Connection Established\r\n\r", b"\nSSH-2.0-OpenSSH_9.2\r\n"],
+    [b"HTTP/1.1 200 Conn", b"ection Established\r\n", b"\r\n", b"SSH-2.0-OpenSSH_9.2\r\n"],
+])
+def test_connect_header_keeps_following_bytes(chunks):
+    a, b = socket.socketpair()
+    with a, b:
+        t = threading.Thread(target=_answer, args=(b, chunks))
+        t.start()
+        head = tunnel._read_header_peek(a)
+        t.join()
+        assert head.endswith(b"\r\n\r\n") and head.startswith(b"HTTP/1.1 200")
+        b.shutdown(socket.SHUT_WR)
+        rest = b""
+        while True:
+            got = a.recv(4096)
+            if not got:
+                break
+            rest += got
+        assert rest == b"SSH-2.0-OpenSSH_9.2\r\n"
+
+
+def test_parse_status():
+    st, reason, hdrs = tunnel.parse_status(
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 17\r\n\r\n")
+    assert (st, reason, hdrs["content-length"]) == (404, "Not Found", "17")
+    with pytest.raises(sandbox_sdk.TunnelError):
+        tunnel.parse_status(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def _keygen(tmp_path, name):
+    path = str(tmp_path / name)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path],
+                   check=True)
+    with open(path + ".pub") as f:
+        return paramiko.Ed25519Key.from_private_key_file(path), f.read().strip()
+
+
+def test_host_key_check(tmp_path):
+    key, line = _keygen(tmp_path, "a")
+    other, other_line = _keygen(tmp_path, "b")
+    fpr = subprocess.run(["ssh-keygen", "-l", "-E", "sha256", "-f", str(tmp_path / "a.pub")],
+                         capture_output=True, text=True, check=True).stdout.split()[1]
+    assert ssh.fingerprint(key.asbytes()) == fpr
+    ssh.check_host_key(key, line, fpr)
+    ssh.check_host_key(key, None, fpr)
+    ssh.check_host_key(key, line, None)
+    with pytest.raises(sandbox_sdk.HostKeyMismatch):
+        ssh.check_host_key(key, other_line, None)
+    with pytest.raises(sandbox_sdk.HostKeyMismatch):
+        ssh.check_host_key(key, None, ssh.fingerprint(other.asbytes()))
+    with pytest.raises(sandbox_sdk.HostKeyMismatch):
+        ssh.check_host_key(key, None, None)
+    with pytest.raises(sandbox_sdk.HostKeyMismatch):
+        ssh.check_host_key(key, "ssh-ed25519 not-base64!", None)
+    assert ssh.public_key_line(key) == " ".join(line.split()[:2])
+
+
+def test_command_result():
+    r = CommandResult("false", 1, b"out\n", b"caf\xc3\xa9 \xff\n")
+    assert r.stdout == "out\n" and r.stderr == "caf\u00e9 \ufffd\n"
+    assert not r.ok
+    with pytest.raises(sandbox_sdk.CommandError) as info:
+        r.check()
+    assert info.value.result is r
+    assert CommandResult("true", 0, b"", b"").check().ok
+
+
+def test_client_url_handling():
+    c = sandbox_sdk.SandboxClient("http://localhost:8080/", token="t")
+    assert (c._host, c._port, c._prefix, c._host_header) == ("localhost", 8080, "", "localhost:8080")
+    c = sandbox_sdk.SandboxClient("https://pico.example/api")
+    assert (c._port, c._prefix, c._tls, c._host_header) == (443, "/api", True, "pico.example")
+    with pytest.raises(ValueError):
+        sandbox_sdk.SandboxClient("ftp://x")
