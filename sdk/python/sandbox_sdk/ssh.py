@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import select
 import threading
 import time
@@ -32,6 +33,11 @@ from .errors import (CommandTimeout, HostKeyMismatch, SandboxError,
 MAX_CHANNELS = 8
 
 _READ_SIZE = 65536
+
+#: paramiko's messages about each connection go to this logger (silent
+#: unless the application configures logging).
+LOGGER_NAME = "sandbox_sdk.ssh"
+logging.getLogger("sandbox_sdk").addHandler(logging.NullHandler())
 
 
 def parse_public_key(text: str) -> Tuple[str, bytes]:
@@ -116,6 +122,7 @@ class SSHConnection:
                  max_channels: int = MAX_CHANNELS) -> None:
         self._channels = threading.BoundedSemaphore(max_channels)
         self.transport = paramiko.Transport(sock)
+        self.transport.set_log_channel(LOGGER_NAME)
         try:
             self._connect(username, password, pkey, host_key,
                           host_key_fingerprint, verify_host_key, timeout, keepalive)
@@ -235,12 +242,16 @@ class SSHConnection:
                     writer.start()
                 else:
                     chan.shutdown_write()
-                out, err = _collect(chan, deadline, command)
-                code = _exit_status(chan, deadline)
-                if code is None:
-                    raise CommandTimeout(
-                        "command did not exit within %ss: %s" % (timeout, command),
-                        stdout=b"".join(out), stderr=b"".join(err), code="timeout")
+                try:
+                    out, err = _collect(chan, deadline, command)
+                    code = _exit_status(chan, deadline)
+                    if code is None:
+                        raise CommandTimeout(
+                            "command did not exit within %ss: %s" % (timeout, command),
+                            stdout=b"".join(out), stderr=b"".join(err), code="timeout")
+                except CommandTimeout:
+                    _send_signal(chan, "KILL")
+                    raise
                 return code, b"".join(out), b"".join(err)
             except paramiko.SSHException as e:
                 raise SSHError("ssh: failed to execute command: %s" % e,
@@ -267,6 +278,21 @@ class SSHConnection:
     def channel_slot(self) -> threading.BoundedSemaphore:
         """The semaphore that bounds channels on this connection."""
         return self._channels
+
+
+def _send_signal(chan: paramiko.Channel, name: str) -> None:
+    """Asks sshd to send a signal to the channel's command (RFC 4254
+    6.9), best effort: paramiko has no call for it, and sshd may refuse."""
+    try:
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)
+        m.add_int(chan.remote_chanid)
+        m.add_string("signal")
+        m.add_boolean(False)
+        m.add_string(name)
+        chan.transport._send_user_message(m)
+    except Exception:  # noqa: BLE001 - best effort on a channel being dropped
+        pass
 
 
 def _feed_stdin(chan: paramiko.Channel, data: bytes) -> None:
