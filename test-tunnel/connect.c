@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,7 +123,7 @@ static int wait_fd(int fd, short events, long timeout)
 /* Connects one address with the timeout; returns fd or -1 with errno. */
 static int dial_one(const struct addrinfo *ai, long timeout)
 {
-    int fd, flags, soerr = 0;
+    int fd, flags, soerr = 0, one = 1;
     socklen_t len = sizeof(soerr);
 
     fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
@@ -139,6 +141,8 @@ static int dial_one(const struct addrinfo *ai, long timeout)
         }
     }
     fcntl(fd, F_SETFL, flags);
+    /* SFTP and interactive SSH wait for each small packet's answer. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
 
 fail:

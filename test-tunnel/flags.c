@@ -80,7 +80,6 @@ static int add_transfer(struct transfer **list, size_t *n, const char *spec,
 {
     const char *colon = strchr(spec, ':');
     struct transfer *grown, *t;
-    char *first, *second;
 
     if (colon == NULL || colon == spec || colon[1] == '\0')
         return -1;
@@ -88,16 +87,20 @@ static int add_transfer(struct transfer **list, size_t *n, const char *spec,
     if (grown == NULL)
         return -1;
     *list = grown;
-    first = strndup(spec, (size_t)(colon - spec));
-    second = strdup(colon + 1);
-    if (first == NULL || second == NULL) {
-        free(first);
-        free(second);
+    t = &grown[*n];
+    if (upload) {
+        t->local = strndup(spec, (size_t)(colon - spec));
+        t->remote = strdup(colon + 1);
+    } else {
+        t->remote = strndup(spec, (size_t)(colon - spec));
+        t->local = strdup(colon + 1);
+    }
+    if (t->local == NULL || t->remote == NULL) {
+        free(t->local);
+        free(t->remote);
         return -1;
     }
-    t = &grown[(*n)++];
-    t->local = upload ? first : second;
-    t->remote = upload ? second : first;
+    (*n)++;
     return 0;
 }
 

@@ -54,11 +54,32 @@ static int same_key(const char *offered, const char *expected)
            (expected[n] == '\0' || expected[n] == ' ');
 }
 
+/* Fingerprint of a "type base64 [comment]" line, for messages. */
+static char *line_fingerprint(const char *line)
+{
+    char *copy = strdup(line), *b64, *fp = NULL;
+    ssh_key key = NULL;
+
+    if (copy == NULL)
+        return NULL;
+    b64 = strchr(copy, ' ');
+    if (b64) {
+        *b64++ = '\0';
+        b64[strcspn(b64, " ")] = '\0';
+        if (ssh_pki_import_pubkey_base64(b64, ssh_key_type_from_name(copy),
+                                         &key) == SSH_OK)
+            fp = key_fingerprint(key);
+    }
+    ssh_key_free(key);
+    free(copy);
+    return fp;
+}
+
 static int check_host_key(ssh_session s, const struct session_keys *keys,
                           char *err, size_t errlen)
 {
     ssh_key key = NULL;
-    char *line = NULL, *fp = NULL;
+    char *line = NULL, *fp = NULL, *want = NULL;
     int ok = 0;
 
     if (ssh_get_server_publickey(s, &key) != SSH_OK) {
@@ -71,12 +92,16 @@ static int check_host_key(ssh_session s, const struct session_keys *keys,
         ok = line && same_key(line, keys->host_key);
     else
         ok = fp && strcmp(fp, keys->host_key_fingerprint) == 0;
-    if (!ok)
+    if (!ok) {
+        want = keys->host_key ? line_fingerprint(keys->host_key) : NULL;
         snprintf(err, errlen,
-                 "host key mismatch: server offered %s, session has %s",
+                 "host key mismatch: server offered %s, session expects %s",
                  fp ? fp : "an unreadable key",
-                 keys->host_key_fingerprint ? keys->host_key_fingerprint
-                                            : keys->host_key);
+                 want                         ? want
+                 : keys->host_key_fingerprint ? keys->host_key_fingerprint
+                                              : keys->host_key);
+    }
+    ssh_string_free_char(want);
     ssh_string_free_char(fp);
     free(line);
     ssh_key_free(key);
