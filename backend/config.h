@@ -15,39 +15,39 @@
 
 typedef struct pico_config {
     /* service */
-    char listen[PICO_PATH_MAX];       /* "unix:/path" or "127.0.0.1:8081" */
-    char listen_group[64];            /* group allowed on a unix listener */
-    char redis[PICO_PATH_MAX];        /* "unix:/path" or "host:port" */
-    char state_dir[PICO_PATH_MAX];    /* all per-session state lives here */
-    char runtime[32];                 /* "local" | "kubernetes" */
-    int auth;                         /* 0 off, 1 on */
-    int threads;                      /* max concurrent HTTP connections */
-    char node_name[64];               /* identifies this backend in leases */
+    char listen[PICO_PATH_MAX];    /* "unix:/path" or "127.0.0.1:8081" */
+    char listen_group[64];         /* group allowed on a unix listener */
+    char redis[PICO_PATH_MAX];     /* "unix:/path" or "host:port" */
+    char state_dir[PICO_PATH_MAX]; /* all per-session state lives here */
+    char runtime[32];              /* "local" | "kubernetes" */
+    int auth;                      /* 0 off, 1 on */
+    int threads;                   /* max concurrent HTTP connections */
+    char node_name[64];            /* identifies this backend in leases */
 
     /* sessions */
-    long long ttl_default;            /* seconds, default 3600 */
-    long long ttl_max;                /* seconds, default 86400 */
-    char default_image[128];          /* "sandbox:latest" */
-    int max_sessions;                 /* 429 beyond this many live ones */
+    long long ttl_default;   /* seconds, default 3600 */
+    long long ttl_max;       /* seconds, default 86400 */
+    char default_image[128]; /* "sandbox:latest" */
+    int max_sessions;        /* 429 beyond this many live ones */
     int memory_mb_default, memory_mb_max;
     int cpu_millicores_default, cpu_millicores_max;
     int pids_default, pids_max;
-    int reaper_interval_ms;           /* how often the reaper looks */
+    int reaper_interval_ms; /* how often the reaper looks */
 
     /* local runtime */
-    char images_dir[PICO_PATH_MAX];   /* <images_dir>/<name>_<tag>/rootfs */
-    char runc[PICO_PATH_MAX];         /* runc binary */
-    char init_binary[PICO_PATH_MAX];  /* pico-init, bind-mounted as PID 1 */
-    char socket_group[64];            /* group of session ssh.sock (nginx) */
-    int tmp_size_mb;                  /* /tmp tmpfs size in a sandbox */
-    int ready_timeout_ms;             /* sshd banner must arrive by then */
+    char images_dir[PICO_PATH_MAX];  /* <images_dir>/<name>_<tag>/rootfs */
+    char runc[PICO_PATH_MAX];        /* runc binary */
+    char init_binary[PICO_PATH_MAX]; /* pico-init, bind-mounted as PID 1 */
+    char socket_group[64];           /* group of session ssh.sock (nginx) */
+    int tmp_size_mb;                 /* /tmp tmpfs size in a sandbox */
+    int ready_timeout_ms;            /* sshd banner must arrive by then */
 
     /* kubernetes runtime */
-    char k8s_api[PICO_PATH_MAX];      /* "" = in-cluster or kubeconfig */
+    char k8s_api[PICO_PATH_MAX]; /* "" = in-cluster or kubeconfig */
     char k8s_kubeconfig[PICO_PATH_MAX];
     char k8s_namespace[128];
-    char k8s_image_prefix[256];       /* "sandbox:latest" -> prefix+that */
-    int k8s_ready_timeout_s;          /* pod not Ready by then -> failed */
+    char k8s_image_prefix[256]; /* "sandbox:latest" -> prefix+that */
+    int k8s_ready_timeout_s;    /* pod not Ready by then -> failed */
     char k8s_ca_file[PICO_PATH_MAX];
     char k8s_token_file[PICO_PATH_MAX];
 } pico_config;
@@ -55,5 +55,8 @@ typedef struct pico_config {
 void config_defaults(pico_config *cfg);
 /* Returns 0, or -1 with "file:line: what is wrong" in err. */
 int config_load(pico_config *cfg, const char *path, char *err, size_t errlen);
+/* The same for text already in memory; `name` is used in messages. */
+int config_parse(pico_config *cfg, const char *name, const char *text,
+                 size_t len, char *err, size_t errlen);
 
 #endif

@@ -1,0 +1,55 @@
+/*
+ * lifecycle.h - the life of a session: create, look up, list, delete,
+ * and the shared "destroy a claimed session" step the reaper, DELETE and
+ * drain all end in. Results carry the HTTP status the API answers with.
+ */
+#ifndef PICO_LIFECYCLE_H
+#define PICO_LIFECYCLE_H
+
+#include "app.h"
+
+/* How long a backend may take to delete a session it claimed before
+ * another backend may take it over (docs/redis.md, pico:reaping). */
+#define PICO_LEASE_MS 30000
+
+typedef struct {
+    int status;       /* HTTP status */
+    const char *code; /* machine-readable, e.g. "not_found" */
+    char message[512];
+} api_error;
+
+void api_error_set(api_error *e, int status, const char *code, const char *fmt,
+                   ...) __attribute__((format(printf, 4, 5)));
+
+/*
+ * Creates a session from a validated request (s has image, ttl, limits,
+ * key, metadata). Returns 0 with s complete and running, or -1 with e.
+ */
+int lifecycle_create(pico_app *app, session *s, const char *owner,
+                     api_error *e);
+
+/* 0 with rec (caller frees rec->s) or -1 with e (404 for another
+ * principal's session). */
+int lifecycle_get(pico_app *app, const char *id, const char *principal,
+                  session_record *rec, api_error *e);
+
+/* Every live session visible to principal, sorted by created_at. */
+int lifecycle_list(pico_app *app, const char *principal, session_record **recs,
+                   size_t *n, api_error *e);
+void lifecycle_free_list(session_record *recs, size_t n);
+
+/* Deletes a session now. 0 or -1 with e. */
+int lifecycle_delete(pico_app *app, const char *id, const char *principal,
+                     api_error *e);
+
+/* Destroys the sandbox of a session this backend claimed and removes its
+ * records. 0 or -1 (the claim's lease lets another backend retry). */
+int lifecycle_destroy_claimed(pico_app *app, const char *id);
+
+/* Ids of every sandbox the runtime has (free with store_free_ids). */
+int lifecycle_list_sandboxes(pico_app *app, char ***ids, size_t *n);
+
+/* Deletes every session and sandbox of this stack. Returns how many. */
+int lifecycle_drain(pico_app *app);
+
+#endif

@@ -1,0 +1,90 @@
+# pico-backend: the REST API, Redis store, reaper and runtime drivers.
+#
+#   bin/pico-backend           -O2 build (every backend/*.c, drivers too)
+#   build/san/pico-backend     the same with ASan+UBSan (e2e prefers it)
+#   unit tests (cmocka), one also under valgrind; libFuzzer harnesses
+
+BACKEND_PKGS := libmicrohttpd jansson hiredis libssh libcurl libcrypto
+BACKEND_CFLAGS := $(shell pkg-config --cflags $(BACKEND_PKGS))
+BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
+BACKEND_SRCS := $(sort $(wildcard backend/*.c))
+BACKEND_HDRS := $(wildcard backend/*.h)
+# The parts unit tests and fuzzers link: no main, no drivers, no HTTP.
+BACKEND_CORE := backend/util.c backend/config.c backend/session.c \
+                backend/tokens.c backend/store.c
+
+BUILD_TARGETS += $(BIN)/pico-backend $(BUILD)/san/pico-backend
+
+$(BIN)/pico-backend: $(BACKEND_SRCS) $(BACKEND_HDRS) mk/backend.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -O2 $(BACKEND_CFLAGS) -Ibackend -o $@ $(BACKEND_SRCS) \
+	    $(LDFLAGS) $(BACKEND_LIBS)
+
+$(BUILD)/san/pico-backend: $(BACKEND_SRCS) $(BACKEND_HDRS) mk/backend.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(BACKEND_CFLAGS) -Ibackend -o $@ \
+	    $(BACKEND_SRCS) $(LDFLAGS) $(BACKEND_LIBS)
+
+# -- unit tests ------------------------------------------------------------
+BACKEND_UNIT := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,\
+                  $(wildcard tests/unit/test_backend_*.c))
+
+$(BUILD)/unit/test_backend_%: tests/unit/test_backend_%.c $(BACKEND_CORE) \
+                              $(BACKEND_HDRS) mk/backend.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) $(BACKEND_CFLAGS) -Ibackend -o $@ $< \
+	    $(BACKEND_CORE) $(LDFLAGS) $(BACKEND_LIBS) -lcmocka
+
+# A plain (no sanitizer) build for valgrind, which does not mix with ASan.
+$(BUILD)/unit-vg/test_backend_session: tests/unit/test_backend_session.c \
+                                       $(BACKEND_CORE) $(BACKEND_HDRS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(BACKEND_CFLAGS) -Ibackend -o $@ $< $(BACKEND_CORE) \
+	    $(LDFLAGS) $(BACKEND_LIBS) -lcmocka
+
+.PHONY: test-unit-backend test-unit-backend-valgrind
+test-unit-backend: $(BACKEND_UNIT)
+	@set -e; for t in $(BACKEND_UNIT); do echo "== $$t"; $$t; done
+
+test-unit-backend-valgrind: $(BUILD)/unit-vg/test_backend_session
+	valgrind --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite $<
+
+UNIT_TESTS += test-unit-backend test-unit-backend-valgrind
+
+# -- fuzzing (clang libFuzzer) ---------------------------------------------
+BACKEND_FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,\
+                     $(wildcard tests/fuzz/backend_*.c))
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=undefined
+
+$(BUILD)/fuzz/backend_%: tests/fuzz/backend_%.c $(BACKEND_CORE) \
+                         $(BACKEND_HDRS) mk/backend.mk
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -std=gnu11 $(BACKEND_CFLAGS) -Ibackend -o $@ $< \
+	    $(BACKEND_CORE) $(BACKEND_LIBS)
+
+.PHONY: fuzz-short-backend fuzz-long-backend
+fuzz-short-backend: $(BACKEND_FUZZERS)
+	@set -e; for f in $(BACKEND_FUZZERS); do \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	    $$f -max_total_time=10 -max_len=8192 \
+	        $(BUILD)/fuzz/corpus-$$(basename $$f) \
+	        tests/fuzz/corpus/$$(basename $$f); done
+
+fuzz-long-backend: $(BACKEND_FUZZERS)
+	@set -e; for f in $(BACKEND_FUZZERS); do \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
+	    $$f -max_total_time=600 -max_len=8192 \
+	        $(BUILD)/fuzz/corpus-$$(basename $$f) \
+	        tests/fuzz/corpus/$$(basename $$f); done
+
+FUZZ_SHORT += fuzz-short-backend
+FUZZ_LONG += fuzz-long-backend
+
+# -- benchmark ---------------------------------------------------------------
+.PHONY: bench-create
+bench-create: build-all rootfs
+	@mkdir -p $(BUILD)/bench
+	$(PYTHON) bench/create.py > $(BUILD)/bench/create.md
+	@cat $(BUILD)/bench/create.md
