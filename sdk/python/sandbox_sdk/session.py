@@ -301,13 +301,14 @@ class Session:
         return self
 
     def _with_conn(self, fn: Any) -> Any:
-        """Calls fn(conn); if the connection turns out dead, reconnects once
-        and tries again."""
+        """Calls fn(conn). If the connection turns out dead before a channel
+        could be opened (so nothing ran yet), reconnects once and tries
+        again."""
         conn = self._ssh()
         try:
             return fn(conn)
-        except SSHError:
-            if conn.active:
+        except SSHError as e:
+            if conn.active or e.code not in ("ssh_channel", "sftp"):
                 raise
             with self._lock:
                 if self._conn is conn:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import os
 import select
 import threading
 import time
@@ -252,6 +253,9 @@ class SSHConnection:
                 except CommandTimeout:
                     _send_signal(chan, "KILL")
                     raise
+                if code == -1 and not self.transport.is_active():
+                    raise SSHError("ssh: connection lost while running: %s" % command,
+                                   code="ssh_lost")
                 return code, b"".join(out), b"".join(err)
             except paramiko.SSHException as e:
                 raise SSHError("ssh: failed to execute command: %s" % e,
@@ -355,10 +359,10 @@ def _exit_status(chan: paramiko.Channel, deadline: Optional[float]) -> Optional[
 
 def load_private_key(key: Any, password: Optional[str] = None) -> paramiko.PKey:
     """Returns a paramiko key from a paramiko key, or from a path to an
-    OpenSSH private key file (ed25519, ECDSA or RSA)."""
+    OpenSSH private key file (ed25519, ECDSA or RSA; ``~`` is expanded)."""
     if isinstance(key, paramiko.PKey):
         return key
-    path = str(key)
+    path = os.path.expanduser(os.fspath(key))
     errors = []
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
