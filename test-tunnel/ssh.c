@@ -7,6 +7,7 @@
  * refused before a password is sent.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,9 +267,16 @@ out:
 
 void ssh_close(ssh_session s)
 {
+    int fd;
+
     if (s == NULL)
         return;
+    /* libssh never closes a socket given with SSH_OPTIONS_FD unless it
+     * failed on it; whatever it still holds open is ours to close. */
+    fd = ssh_get_fd(s);
     if (ssh_is_connected(s))
         ssh_disconnect(s);
     ssh_free(s);
+    if (fd >= 0 && fcntl(fd, F_GETFD) != -1)
+        close(fd);
 }
