@@ -172,22 +172,23 @@ static void print_file(FILE *f)
 static int run_command(const struct options *o, ssh_session s)
 {
     FILE *out = tmpfile(), *errf = tmpfile();
+    struct run_result r;
     char err[ERRLEN];
-    int code = -1, rc = -1;
+    int rc = -1;
 
     if (out == NULL || errf == NULL) {
         log_error("failed to execute command: no temporary file");
         goto out;
     }
-    if (ssh_run(s, o->cmd, out, errf, &code, err, sizeof(err)) < 0) {
+    if (ssh_run(s, o->cmd, out, errf, &r, err, sizeof(err)) < 0) {
         log_error("failed to execute command: %s", err);
         goto out;
     }
-    if (code == 0)
+    if (r.exit_code == 0)
         logln("✅ Command executed successfully");
     fflush(stderr);
     printf("\n--- Command Output ---\nCommand: %s\nExit Code: %d\n", o->cmd,
-           code);
+           r.exit_code);
     printf("Stdout:\n");
     print_file(out);
     printf("\n");
@@ -197,9 +198,12 @@ static int run_command(const struct options *o, ssh_session s)
         printf("\n");
     }
     printf("--- End Output ---\n\n");
-    if (code != 0)
-        log_error("command exited with code %d", code);
-    rc = code == 0 ? 0 : -1;
+    if (r.signal[0])
+        log_error("command exited with code %d (signal %s)", r.exit_code,
+                  r.signal);
+    else if (r.exit_code != 0)
+        log_error("command exited with code %d", r.exit_code);
+    rc = r.exit_code == 0 ? 0 : -1;
 
 out:
     if (out)
@@ -215,21 +219,19 @@ static char *probe(ssh_session s, const char *cmd, char *err, size_t errlen)
     char *text = NULL;
     size_t len = 0;
     FILE *out = open_memstream(&text, &len), *errf = fopen("/dev/null", "w");
-    int code = -1;
+    struct run_result r = {.exit_code = -2};
 
-    if (out == NULL || errf == NULL ||
-        ssh_run(s, cmd, out, errf, &code, err, errlen) < 0) {
-        if (out == NULL || errf == NULL)
-            snprintf(err, errlen, "out of memory");
-        code = -2;
-    }
+    if (out == NULL || errf == NULL)
+        snprintf(err, errlen, "out of memory");
+    else if (ssh_run(s, cmd, out, errf, &r, err, errlen) < 0)
+        r.exit_code = -2;
     if (out)
         fclose(out);
     if (errf)
         fclose(errf);
-    if (code != 0 || text == NULL) {
-        if (code >= -1)
-            snprintf(err, errlen, "`%s` exited with code %d", cmd, code);
+    if (r.exit_code != 0 || text == NULL) {
+        if (r.exit_code > 0)
+            snprintf(err, errlen, "`%s` exited with code %d", cmd, r.exit_code);
         free(text);
         return NULL;
     }

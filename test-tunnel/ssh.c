@@ -13,6 +13,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <libssh/callbacks.h>
+
 #include "ssh.h"
 
 #define RUN_CHUNK 65536
@@ -228,18 +230,50 @@ static int collect(ssh_session s, ssh_channel ch, FILE *out, FILE *errf,
     }
 }
 
-int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
-            int *exit_code, char *err, size_t errlen)
+/* Signal numbers by the names exit-signal carries (RFC 4254 6.10). */
+static int signal_number(const char *name)
 {
+    static const struct {
+        const char *name;
+        int num;
+    } sigs[] = {{"HUP", 1},   {"INT", 2},   {"QUIT", 3},  {"ILL", 4},
+                {"ABRT", 6},  {"FPE", 8},   {"KILL", 9},  {"USR1", 10},
+                {"SEGV", 11}, {"USR2", 12}, {"PIPE", 13}, {"ALRM", 14},
+                {"TERM", 15}};
+    size_t i;
+
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+        if (strcmp(sigs[i].name, name) == 0)
+            return sigs[i].num;
+    return 0;
+}
+
+static void on_exit_signal(ssh_session s, ssh_channel ch, const char *signal,
+                           int core, const char *errmsg, const char *lang,
+                           void *userdata)
+{
+    struct run_result *r = userdata;
+
+    snprintf(r->signal, sizeof(r->signal), "%s", signal);
+}
+
+int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
+            struct run_result *r, char *err, size_t errlen)
+{
+    struct ssh_channel_callbacks_struct cb = {
+        .userdata = r, .channel_exit_signal_function = on_exit_signal};
     ssh_channel ch = ssh_channel_new(s);
     char *buf = malloc(RUN_CHUNK);
     int rc = -1;
 
-    *exit_code = -1;
+    memset(r, 0, sizeof(*r));
+    r->exit_code = -1;
     if (ch == NULL || buf == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
     }
+    ssh_callbacks_init(&cb);
+    ssh_set_channel_callbacks(ch, &cb);
     if (ssh_channel_open_session(ch) != SSH_OK ||
         ssh_channel_request_exec(ch, cmd) != SSH_OK) {
         snprintf(err, errlen, "%s", ssh_get_error(s));
@@ -253,11 +287,21 @@ int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
         snprintf(err, errlen, "storing output: %s", strerror(errno));
         goto out;
     }
-    *exit_code = ssh_channel_get_exit_status(ch);
+    r->exit_code = ssh_channel_get_exit_status(ch);
+    /* Like Go's x/crypto/ssh: a signal's death is 128 + its number. */
+    if (r->exit_code < 0 && r->signal[0])
+        r->exit_code = 128 + signal_number(r->signal);
+    if (r->exit_code < 0) {
+        snprintf(err, errlen,
+                 "remote command exited without exit status "
+                 "or exit signal");
+        goto out;
+    }
     rc = 0;
 
 out:
     if (ch) {
+        ssh_remove_channel_callbacks(ch, &cb);
         ssh_channel_close(ch);
         ssh_channel_free(ch);
     }

@@ -23,13 +23,19 @@ ssh_session ssh_open(int fd, const char *user, const struct session_keys *keys,
 /* Password login (keyboard-interactive as a fallback); 0 or -1. */
 int ssh_login(ssh_session s, const char *password);
 
+/* How a command ended. */
+struct run_result {
+    int exit_code;   /* its status, or 128 + signal number */
+    char signal[16]; /* "KILL" etc. when a signal ended it, else "" */
+};
+
 /*
  * Runs cmd, streaming its stdout and stderr into the two files as they
- * arrive (so any size fits); sets *exit_code (-1 when the server sent
- * none, e.g. the command died of a signal). 0, or -1 with err set.
+ * arrive (so any size fits), and tells how it ended. 0, or -1 with err
+ * set (also when the server sent neither an exit status nor a signal).
  */
 int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
-            int *exit_code, char *err, size_t errlen);
+            struct run_result *r, char *err, size_t errlen);
 
 /* Closes the session and the tunnel under it. */
 void ssh_close(ssh_session s);
