@@ -1,0 +1,110 @@
+"""Restart safety: a backend killed with SIGKILL and started again
+reconciles runc and Redis. Live sessions stay and stay reachable, a
+sandbox without a record is removed, a record whose sandbox died is
+marked failed with a reason. SIGTERM stops the backend cleanly without
+deleting sessions."""
+
+import os
+import signal
+import subprocess
+
+from pico_stack import wait_for
+
+
+def containers_of(st, sid):
+    return [c for c in st.runc_containers() if sid in c]
+
+
+def ssh_banner(st, sid):
+    s, status, rest = st.open_tunnel(sid)
+    try:
+        assert " 200 " in status + " ", status
+        buf = rest
+        while b"\n" not in buf:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+    finally:
+        s.close()
+
+
+def test_sigkill_restart_reconciles(new_stack):
+    st = new_stack()
+    keep = st.create(ttl=600)["session_id"]
+    orphan = st.create(ttl=600)["session_id"]
+    dead = st.create(ttl=600)["session_id"]
+    assert ssh_banner(st, keep).startswith(b"SSH-2.0-")
+
+    st.backend.stop(sig=signal.SIGKILL)
+    # Behind the backend's back: a sandbox loses its record, another
+    # sandbox dies.
+    st.redis_cli("DEL", "pico:session:" + orphan)
+    st.redis_cli("ZREM", "pico:expiry", orphan)
+    [dead_ctr] = containers_of(st, dead)
+    subprocess.run(["runc", "--root", os.path.join(st.var, "runc"), "kill",
+                    dead_ctr, "KILL"], check=True)
+    wait_for(lambda: b'"status": "running"' not in subprocess.run(
+        ["runc", "--root", os.path.join(st.var, "runc"), "state", dead_ctr],
+        capture_output=True).stdout, what="container stopped")
+    assert containers_of(st, orphan)
+
+    st.backend.start()
+    log = st.backend.read_log()
+    assert "reconcile" in log
+
+    # The orphan is gone, files included.
+    assert containers_of(st, orphan) == []
+    assert not os.path.exists(os.path.join(st.var, "sessions", orphan))
+    # The dead one is marked failed, with a reason.
+    r = st.request("GET", "/v1/sessions/" + dead)
+    assert r.status == 200, r
+    assert r.json()["status"] == "failed"
+    assert r.json()["reason"]
+    assert st.redis_cli("HGET", "pico:session:" + dead, "endpoint") == ""
+    # The live one is untouched and still reachable.
+    r = st.request("GET", "/v1/sessions/" + keep)
+    assert r.status == 200 and r.json()["status"] == "running", r
+    assert ssh_banner(st, keep).startswith(b"SSH-2.0-")
+
+    # Deleting both works; nothing is left.
+    assert st.delete(dead).status == 200
+    assert st.delete(keep).status == 200
+    assert st.runc_containers() == []
+
+
+def test_sigterm_keeps_sessions(new_stack):
+    st = new_stack()
+    sid = st.create(ttl=600)["session_id"]
+    proc = st.backend.proc
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(20) == 0
+    st.backend.proc = None
+    assert containers_of(st, sid)
+    assert st.redis_cli("HGET", "pico:session:" + sid, "status") == "running"
+    st.backend.start()
+    r = st.request("GET", "/v1/sessions/" + sid)
+    assert r.status == 200 and r.json()["status"] == "running", r
+    assert ssh_banner(st, sid).startswith(b"SSH-2.0-")
+    assert st.delete(sid).status == 200
+
+
+def test_config_errors_name_file_and_line(new_stack, tmp_path):
+    st = new_stack()
+    conf = str(tmp_path / "bad.conf")
+    with open(st.conf_path("pico.conf")) as f:
+        text = f.read()
+    with open(conf, "w") as f:
+        f.write(text + "ttl_defualt 5\n")
+    from pico_stack import backend_binary
+    r = subprocess.run([backend_binary(), "--config", conf], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    lines = text.count("\n") + 1
+    assert "%s:%d: unknown key" % (conf, lines) in r.stderr, r.stderr
+    with open(conf, "w") as f:
+        f.write(text.replace("ttl_max 86400", "ttl_max 12abc"))
+    r = subprocess.run([backend_binary(), "--config", conf], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1 and "ttl_max" in r.stderr, r.stderr
