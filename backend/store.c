@@ -11,6 +11,7 @@
  * removing them are Lua scripts, each a single step for every backend on
  * the same Redis.
  */
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,6 +158,8 @@ static redisContext *connect_redis(store *st)
         return NULL;
     }
     redisSetTimeout(c, cmd_tv);
+    /* The runtime spawns runc; it must not inherit Redis connections. */
+    fcntl(c->fd, F_SETFD, FD_CLOEXEC);
     return c;
 }
 

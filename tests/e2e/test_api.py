@@ -276,3 +276,35 @@ def test_nothing_leaked(stack):
         assert any(sid in c for sid in live), c
     for b in stack.backends:
         assert b.proc.poll() is None, b.read_log()
+
+
+def test_limit_and_redis_outage():
+    """max_sessions gives 429; with Redis down the API answers 503 JSON and
+    recovers by itself when Redis is back."""
+    from pico_stack import Stack
+    st = Stack(name="limits")
+    st.configure()
+    st.set_conf("max_sessions", "2")
+    st.start(configure=False)
+    try:
+        a = st.create(ttl=120)["session_id"]
+        b = st.create(ttl=120)["session_id"]
+        error_of(st.request("POST", "/v1/sessions", body={"ttl": 60}), 429)
+        assert st.delete(a).status == 200
+        c = st.create(ttl=120)["session_id"]
+
+        st.stop_redis()
+        r = st.request("GET", "/health")
+        assert r.status == 503, r
+        assert r.json()["redis"] != "ok"
+        error_of(st.request("GET", "/v1/sessions"), 503)
+        error_of(st.request("POST", "/v1/sessions", body={"ttl": 60}), 503)
+        st.start_redis()
+        assert st.request("GET", "/health").status == 200
+        ids = {x["session_id"] for x in st.request("GET", "/v1/sessions").json()["sessions"]}
+        assert ids == {b, c}
+        assert st.backend.proc.poll() is None
+    finally:
+        st.stop()
+    assert st.runc_containers() == []
+    assert st.sanitizer_reports() == []
