@@ -187,6 +187,7 @@ static char *kc_scalar(char *v)
 
     while (*v == ' ' || *v == '\t')
         v++;
+    v[strcspn(v, "\r\n")] = '\0';
     if (*v == '"' || *v == '\'') {
         char *end = strrchr(v + 1, *v);
 
@@ -198,7 +199,7 @@ static char *kc_scalar(char *v)
     if (strstr(v, " #"))
         *strstr(v, " #") = '\0';
     n = strlen(v);
-    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r'))
+    while (n > 0 && strchr(" \t\r\n", v[n - 1]) != NULL)
         v[--n] = '\0';
     return v;
 }

@@ -603,14 +603,11 @@ class Kubelet:
             proc = self.procs.pop(uid, None)
             self.ips.pop(uid, None)
         if proc is not None and proc.poll() is None:
-            # unshare --kill-child: its PID-1 child (sshd) and with it the
-            # whole PID namespace die when unshare does.
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            # unshare ignores SIGTERM while it waits for its child, but with
+            # --kill-child its PID-1 child (sshd), and with it the whole PID
+            # namespace, gets SIGKILL when unshare dies.
+            proc.kill()
+            proc.wait()
         pdir = os.path.join(self.srv.state, "pods", uid)
         shutil.rmtree(pdir, ignore_errors=True)
 
@@ -877,7 +874,7 @@ class Handler(BaseHTTPRequestHandler):
                 proc = srv.kubelet.procs.get(uid)
             if proc is None:
                 raise ApiError(404, "NotFound", "no running pod with uid " + uid)
-            proc.terminate()
+            proc.kill()
             return self.send_json(200, {"ok": True})
         raise ApiError(404, "NotFound", "unknown control endpoint")
 

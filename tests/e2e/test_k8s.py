@@ -1,0 +1,384 @@
+"""End-to-end tests of the kubernetes runtime.
+
+The whole pico stack runs for real (redis-server, pico-backend, nginx with
+ngx_pico_module); only the Kubernetes API server is the fake one in
+tests/fake_k8s/server.py, whose pods are real sshd processes on their own
+addresses in 127.0.0.0/8, chrooted into the sandbox rootfs.
+
+A second group drives the driver alone (build/k8s/driver_cli) for what
+the REST API cannot steer: watch reconnects, 410 Gone, API errors in each
+step, kubeconfig and token authentication.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import paramiko
+import pytest
+
+from pico_stack import IMAGES, ROOT, Stack, free_port, wait_for
+
+ROOTFS = os.path.join(IMAGES, "sandbox_latest", "rootfs")
+FAKE = os.path.join(ROOT, "tests", "fake_k8s", "server.py")
+DRIVER = os.path.join(ROOT, "build", "k8s", "driver_cli")
+NS = "pico-sandboxes"
+READY_TIMEOUT_S = 3  # the test stack's k8s_ready_timeout_s
+
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(os.path.join(ROOTFS, "usr", "sbin", "sshd")),
+    reason="no sandbox rootfs (make rootfs)")
+
+
+class FakeK8s:
+    """The fake API server as a process of this test run."""
+
+    def __init__(self, token=None, gc=False):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.token = token
+        self.state = os.path.join(ROOT, "var", "t", "fake_k8s-%d-%d" % (self.port, os.getpid()))
+        os.makedirs(self.state, exist_ok=True)
+        cmd = [sys.executable if sys.executable.startswith("/usr/bin/") else "/usr/bin/python3",
+               FAKE, "--port", str(self.port), "--rootfs", ROOTFS, "--state", self.state]
+        if token:
+            cmd += ["--token", token]
+        if gc:
+            cmd += ["--gc"]
+        self.log = open(os.path.join(self.state, "server.log"), "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
+        wait_for(self._up, what="fake API server")
+
+    def _up(self):
+        if self.proc.poll() is not None:
+            raise RuntimeError("fake API server exited, see %s/server.log" % self.state)
+        try:
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def call(self, method, path, body=None, ctype="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", ctype)
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def state_dump(self):
+        return self.call("GET", "/_fake/state")[1]
+
+    def pods(self):
+        return {p["metadata"]["name"]: p for p in self.state_dump()["pods"]}
+
+    def secrets(self):
+        return {s["metadata"]["name"]: s for s in self.state_dump()["secrets"]}
+
+    def faults(self, **kw):
+        assert self.call("POST", "/_fake/faults", kw)[0] == 200
+
+    def reset_faults(self):
+        self.call("DELETE", "/_fake/faults")
+
+    def stop(self):
+        """SIGTERM; the fake must stop cleanly and take its sshd's along."""
+        sshd = list(self.state_dump()["sshd"].values())
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("fake API server ignored SIGTERM")
+        self.log.close()
+        for pid in sshd:
+            assert not os.path.exists("/proc/%d" % pid) or \
+                open("/proc/%d/stat" % pid).read().split()[2] == "Z", "pod %d left running" % pid
+
+
+@pytest.fixture(scope="module")
+def fake():
+    f = FakeK8s()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="module")
+def kstack(fake):
+    """A stack on the kubernetes runtime with a short readiness deadline."""
+    s = Stack(name="k8s", runtime="kubernetes", env={"K8S_API": fake.url})
+    s.configure()
+    s.set_conf("k8s_ready_timeout_s", str(READY_TIMEOUT_S))
+    s.start(configure=False)
+    yield s
+    s.stop()
+    assert not [n for n in fake.pods() if n.startswith("sandbox-")], "pods left behind"
+    assert s.sanitizer_reports() == [], "sanitizer reported errors: %s" % s.sanitizer_reports()
+
+
+@pytest.fixture(autouse=True)
+def no_faults(request):
+    yield
+    if "fake" in request.fixturenames:
+        request.getfixturevalue("fake").reset_faults()
+
+
+def ssh_over_tunnel(stack, sid, **auth):
+    """paramiko over CONNECT through nginx; returns (client, server key)."""
+    sock, status, rest = stack.open_tunnel(sid)
+    assert status.startswith("HTTP/1.1 200"), status
+    assert rest == b""
+    t = paramiko.Transport(sock)
+    t.start_client(timeout=20)
+    key = t.get_remote_server_key()
+    if "pkey" in auth:
+        t.auth_publickey("sandbox", auth["pkey"])
+    else:
+        t.auth_password("sandbox", auth.get("password", "sandbox"))
+    c = paramiko.SSHClient()
+    c._transport = t
+    return c, key
+
+
+def run(client, cmd):
+    _, out, err = client.exec_command(cmd, timeout=30)
+    return out.read().decode(), err.read().decode(), out.channel.recv_exit_status()
+
+
+# -- through the whole stack ---------------------------------------------
+
+def test_create_ssh_delete(kstack, fake):
+    sess = kstack.create(ttl=600)
+    sid = sess["session_id"]
+    assert sess["status"] == "running"
+    name = "sandbox-" + sid
+    pod = fake.pods()[name]
+    labels = pod["metadata"]["labels"]
+    assert labels == {"app.kubernetes.io/managed-by": "pico", "managed-by": "pico-apiserver",
+                      "session-id": sid, "sandbox": sess["sandbox_name"]}
+    assert pod["metadata"]["namespace"] == NS
+    c = pod["spec"]["containers"][0]
+    assert c["readinessProbe"]["tcpSocket"]["port"] == 22
+    assert c["resources"]["limits"] and c["resources"]["requests"]
+    assert not any("KEY" in e.get("name", "").upper() for e in c.get("env") or [])
+    secret = fake.secrets()[name + "-ssh"]
+    assert secret["metadata"]["labels"]["session-id"] == sid
+    assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [pod["metadata"]["uid"]]
+    vol = [v for v in pod["spec"]["volumes"] if "secret" in v][0]
+    assert vol["secret"]["secretName"] == name + "-ssh"
+    assert vol["secret"]["defaultMode"] in (0o400, 0o600)
+
+    client, key = ssh_over_tunnel(kstack, sid)
+    try:
+        # The session's host key is the one the pod's sshd shows.
+        assert sess["host_key"].split()[1] == key.get_base64()
+        out, _, code = run(client, "pwd; id -un; python3 --version")
+        assert code == 0
+        lines = out.split()
+        assert lines[0] == "/workspace" and lines[1] == "sandbox"
+        assert "Python 3.11" in out
+        out, _, _ = run(client, "echo hi > /workspace/f && cat /workspace/f")
+        assert out == "hi\n"
+    finally:
+        client.close()
+
+    r = kstack.delete(sid)
+    assert r.status in (200, 204), r
+    assert kstack.request("GET", "/v1/sessions/" + sid).status == 404
+    assert name not in fake.pods()
+    assert name + "-ssh" not in fake.secrets()
+    s, status, _ = kstack.open_tunnel(sid)
+    s.close()
+    assert " 404 " in status
+
+
+def test_user_public_key(kstack, fake):
+    key = paramiko.RSAKey.generate(2048)
+    pub = "ssh-rsa " + key.get_base64()
+    sid = kstack.create(ttl=600, ssh_public_key=pub)["session_id"]
+    try:
+        client, _ = ssh_over_tunnel(kstack, sid, pkey=key)
+        out, _, _ = run(client, "pwd")
+        client.close()
+        assert out.strip() == "/workspace"
+    finally:
+        kstack.delete(sid)
+
+
+def test_expiry_deletes_pod(kstack, fake):
+    sid = kstack.create(ttl=2)["session_id"]
+    name = "sandbox-" + sid
+    assert name in fake.pods()
+    wait_for(lambda: kstack.request("GET", "/v1/sessions/" + sid).status == 404,
+             timeout=60, interval=0.2, what="session expiry")
+    wait_for(lambda: name not in fake.pods() and name + "-ssh" not in fake.secrets(),
+             timeout=30, interval=0.2, what="pod and secret deletion")
+
+
+def test_api_5xx_during_create(kstack, fake):
+    before_pods, before_secrets = set(fake.pods()), set(fake.secrets())
+    before = {x["session_id"] for x in kstack.request("GET", "/v1/sessions").json()["sessions"]}
+    fake.faults(create_pod_status=500, count=1, message="etcdserver: request timed out")
+    r = kstack.request("POST", "/v1/sessions", body={"ttl": 60})
+    assert r.status >= 500, r
+    err = r.json()["error"]
+    assert "etcdserver: request timed out" in err["message"]
+    assert set(fake.pods()) == before_pods
+    assert set(fake.secrets()) == before_secrets
+    new = [x for x in kstack.request("GET", "/v1/sessions").json()["sessions"]
+           if x["session_id"] not in before]
+    assert [x["status"] for x in new] in ([], ["failed"])
+
+
+def test_pod_never_ready(kstack, fake):
+    before = set(fake.pods())
+    fake.faults(never_ready=True)
+    r = kstack.request("POST", "/v1/sessions", body={"ttl": 60})
+    assert r.status >= 500, r
+    assert "did not become ready within %ds" % READY_TIMEOUT_S in r.json()["error"]["message"]
+    assert set(fake.pods()) == before
+    assert not [n for n in fake.secrets() if n not in {p + "-ssh" for p in before}]
+    failed = [x for x in kstack.request("GET", "/v1/sessions").json()["sessions"]
+              if x["status"] == "failed" and "did not become ready" in (x.get("reason") or "")]
+    assert failed
+
+
+def test_reconcile_after_restart(kstack, fake):
+    live = kstack.create(ttl=600)["session_id"]
+    vanished = kstack.create(ttl=600)["session_id"]
+    kstack.backend.stop()
+    try:
+        # While the backend is down: its pod vanishes, and a labelled pod
+        # nobody has a record of appears.
+        assert fake.call("DELETE", "/api/v1/namespaces/%s/pods/sandbox-%s" % (NS, vanished))[0] == 200
+        orphan = str(uuid.uuid4())
+        labels = {"app.kubernetes.io/managed-by": "pico", "managed-by": "pico-apiserver",
+                  "session-id": orphan, "sandbox": "sandbox-" + orphan}
+        code, _ = fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
+            "metadata": {"name": "sandbox-" + orphan, "labels": labels},
+            "spec": {"containers": [{"name": "sshd", "image": "sandbox:latest"}]}})
+        assert code == 201
+    finally:
+        kstack.backend.start()
+    wait_for(lambda: "sandbox-" + orphan not in fake.pods(), timeout=30, interval=0.2,
+             what="orphan pod removal")
+    wait_for(lambda: kstack.request("GET", "/v1/sessions/" + vanished).json().get("status") == "failed",
+             timeout=30, interval=0.2, what="vanished session marked failed")
+    assert kstack.request("GET", "/v1/sessions/" + live).json()["status"] == "running"
+    assert "sandbox-" + live in fake.pods()
+    client, _ = ssh_over_tunnel(kstack, live)
+    assert run(client, "true")[2] == 0
+    client.close()
+    for sid in (live, vanished):
+        kstack.delete(sid)
+
+
+def test_health(kstack, fake):
+    assert kstack.request("GET", "/health").status == 200
+    fake.faults(list_pod_status=503, count=1000)
+    assert kstack.request("GET", "/health").status == 503
+    fake.reset_faults()
+    assert kstack.request("GET", "/health").status == 200
+
+
+# -- the driver alone --------------------------------------------------------
+
+def driver(fake, *args, timeout_s=READY_TIMEOUT_S, env=None):
+    if not os.path.exists(DRIVER):
+        pytest.skip("build/k8s/driver_cli not built (make build-all)")
+    e = dict(os.environ, **(env or {}))
+    r = subprocess.run([DRIVER, fake.url, NS, str(timeout_s)] + list(args),
+                       capture_output=True, text=True, timeout=120, env=e)
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_driver_watch_reconnects_and_410(fake):
+    # Streams end every 0.1 s and the first two watches answer 410 Gone:
+    # the driver must resume from its resourceVersion or re-read the pod.
+    fake.faults(watch_max_s=0.1, watch_gone=2)
+    sid = str(uuid.uuid4())
+    code, out, err = driver(fake, "create", sid, timeout_s=30)
+    assert code == 0, err
+    ip, port = out.split()[0].rsplit(":", 1)
+    assert port == "22" and ip.startswith("127.")
+    socket.create_connection((ip, 22), 5).close()
+    assert driver(fake, "alive", sid)[1].strip() == "1"
+    assert sid in driver(fake, "list")[1].split()
+    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(fake, "alive", sid)[1].strip() == "0"
+    assert driver(fake, "destroy", sid)[0] == 0  # already gone is success
+
+
+@pytest.mark.parametrize("fault,text", [
+    ({"create_secret_status": 403, "message": "secrets is forbidden: User cannot create"},
+     "403 Forbidden: secrets is forbidden"),
+    ({"create_pod_status": 422, "message": 'Pod "x" is invalid: spec.containers: Required value'},
+     "422 Invalid"),
+    ({"create_pod_status": 409}, "409 AlreadyExists"),
+    ({"patch_secret_status": 500}, "500"),
+])
+def test_driver_api_errors_leave_nothing(fake, fault, text):
+    fake.faults(**fault)
+    sid = str(uuid.uuid4())
+    code, _, err = driver(fake, "create", sid)
+    assert code == 1
+    assert text in err
+    assert "sandbox-" + sid not in fake.pods()
+    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
+
+
+def test_driver_alive_after_container_exit(fake):
+    # restartPolicy Never: a sandbox whose sshd died is not alive.
+    sid = str(uuid.uuid4())
+    code, _, err = driver(fake, "create", sid, timeout_s=60)
+    assert code == 0, err
+    uid = fake.pods()["sandbox-" + sid]["metadata"]["uid"]
+    assert fake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
+    wait_for(lambda: driver(fake, "alive", sid)[1].strip() == "0", timeout=20, what="pod failed")
+    assert driver(fake, "destroy", sid)[0] == 0
+
+
+def test_driver_unreachable_api_is_an_error_not_a_hang():
+    port = free_port()  # nothing listens there
+    r = subprocess.run([DRIVER, "http://127.0.0.1:%d" % port, NS, "3", "create", str(uuid.uuid4())],
+                       capture_output=True, text=True, timeout=60) if os.path.exists(DRIVER) else None
+    if r is None:
+        pytest.skip("driver_cli not built")
+    assert r.returncode == 1 and "kubernetes API" in r.stderr
+
+
+def test_driver_kubeconfig_and_token(tmp_path):
+    f = FakeK8s(token="s3cr3t-token")
+    try:
+        sid = str(uuid.uuid4())
+        # Without the token: 401, and the Status message says so.
+        code, _, err = driver(f, "health")
+        assert code == 1 and "401" in err
+        kc = tmp_path / "config"
+        kc.write_text(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: %s\n"
+            "  name: fake\ncontexts:\n- context:\n    cluster: fake\n    user: pico\n"
+            "    namespace: %s\n  name: fake-ctx\ncurrent-context: fake-ctx\n"
+            "users:\n- name: pico\n  user:\n    token: \"s3cr3t-token\"\n" % (f.url, NS))
+        code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
+        assert code == 0, err
+        tok = tmp_path / "token"
+        tok.write_text("s3cr3t-token\n")
+        code, out, err = driver(f, "create", sid, timeout_s=30, env={"K8S_TOKEN_FILE": str(tok)})
+        assert code == 0, err
+        assert driver(f, "destroy", sid, env={"K8S_TOKEN_FILE": str(tok)})[0] == 0
+    finally:
+        f.stop()
