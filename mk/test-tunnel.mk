@@ -48,3 +48,27 @@ test-tunnel: test-tunnel-need-id $(BIN)/test-tunnel
 
 test-tunnel-build: test-tunnel-need-id build-test-tunnel
 	$(BIN)/test-tunnel $(TT_ARGS)
+
+# -- unit tests (cmocka): flags and the CONNECT exchange, ASan and valgrind
+TT_UNIT_SRC := test-tunnel/flags.c test-tunnel/connect.c
+
+$(BUILD)/unit/test_tunnel_cli: tests/unit/test_tunnel_cli.c $(TT_UNIT_SRC) \
+                               $(TT_HDR) mk/test-tunnel.mk
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 $(WARN) $(SANFLAGS) $(TT_CFLAGS) -Itest-tunnel -o $@ \
+	    $< $(TT_UNIT_SRC) $(TT_LIBS) -lcmocka -lpthread
+
+$(BUILD)/unit-vg/test_tunnel_cli: tests/unit/test_tunnel_cli.c $(TT_UNIT_SRC) \
+                                  $(TT_HDR) mk/test-tunnel.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(TT_CFLAGS) -Itest-tunnel -o $@ $< $(TT_UNIT_SRC) \
+	    $(LDFLAGS) $(TT_LIBS) -lcmocka -lpthread
+
+.PHONY: test-unit-test-tunnel
+test-unit-test-tunnel: $(BUILD)/unit/test_tunnel_cli \
+                       $(BUILD)/unit-vg/test_tunnel_cli
+	$(BUILD)/unit/test_tunnel_cli
+	valgrind -q --error-exitcode=1 --leak-check=full \
+	    --errors-for-leak-kinds=definite $(BUILD)/unit-vg/test_tunnel_cli
+
+UNIT_TESTS += test-unit-test-tunnel

@@ -282,23 +282,61 @@ static const char *header_value(const char *hdr, const char *name, char *out,
     return NULL;
 }
 
-/* Reads an error answer's body (bounded) for the user to see. */
+/* Decodes a chunked body in place; stops at the last whole chunk. */
+static size_t dechunk(char *body, size_t len)
+{
+    size_t in = 0, out = 0;
+
+    while (in < len) {
+        char *end;
+        unsigned long size = strtoul(body + in, &end, 16);
+        char *data = strstr(end, "\r\n");
+
+        if (data == NULL || size == 0)
+            break;
+        data += 2;
+        if ((size_t)(data - body) + size > len)
+            size = len - (size_t)(data - body);
+        memmove(body + out, data, size);
+        out += size;
+        in = (size_t)(data - body) + size + 2;
+    }
+    body[out] = '\0';
+    return out;
+}
+
+/* True when a chunked body has arrived up to its last (empty) chunk. */
+static int chunked_done(const char *body, size_t len)
+{
+    return (len == 5 && memcmp(body, "0\r\n\r\n", 5) == 0) ||
+           strstr(body, "\r\n0\r\n\r\n") != NULL;
+}
+
+/*
+ * Reads an error answer's body (bounded) for the user to see: up to its
+ * Content-Length, the end of a chunked body, or the connection's end.
+ */
 static void read_body(int fd, const char *hdr, char *out, size_t outlen,
                       long timeout)
 {
     char value[32];
     size_t want = BODY_MAX - 1, len = 0;
     char *body = malloc(BODY_MAX);
+    int chunked;
 
     out[0] = '\0';
     if (body == NULL)
         return;
-    if (header_value(hdr, "Content-Length", value, sizeof(value))) {
+    body[0] = '\0';
+    chunked = header_value(hdr, "Transfer-Encoding", value, sizeof(value)) &&
+              strcasecmp(value, "chunked") == 0;
+    if (!chunked && header_value(hdr, "Content-Length", value, sizeof(value))) {
         unsigned long cl = strtoul(value, NULL, 10);
 
         want = cl < want ? cl : want;
     }
-    while (len < want && wait_fd(fd, POLLIN, timeout) == 0) {
+    while (len < want && !(chunked && chunked_done(body, len)) &&
+           wait_fd(fd, POLLIN, timeout) == 0) {
         ssize_t n = recv(fd, body + len, want - len, 0);
 
         if (n < 0 && errno == EINTR)
@@ -306,16 +344,18 @@ static void read_body(int fd, const char *hdr, char *out, size_t outlen,
         if (n <= 0)
             break;
         len += (size_t)n;
+        body[len] = '\0';
     }
-    body[len] = '\0';
-    snprintf(out, outlen, "%s", body);
+    if (chunked)
+        len = dechunk(body, len);
+    snprintf(out, outlen, "%.*s", (int)len, body);
     free(body);
 }
 
 /* Turns a body into one line of text: a JSON error's message, trimmed. */
 static void body_to_message(char *msg, size_t msglen)
 {
-    size_t len;
+    size_t len, in, out;
 
     if (msg[0] == '{') {
         json_t *root = json_loads(msg, 0, NULL);
@@ -331,9 +371,16 @@ static void body_to_message(char *msg, size_t msglen)
     len = strlen(msg);
     while (len > 0 && isspace((unsigned char)msg[len - 1]))
         msg[--len] = '\0';
-    for (len = 0; msg[len]; len++)
-        if (msg[len] == '\r' || msg[len] == '\n')
-            msg[len] = ' ';
+    /* One line for the terminal: each run of line breaks becomes a space. */
+    for (in = out = 0; msg[in]; in++) {
+        int brk = msg[in] == '\r' || msg[in] == '\n';
+
+        if (!brk)
+            msg[out++] = msg[in];
+        else if (out > 0 && msg[out - 1] != ' ')
+            msg[out++] = ' ';
+    }
+    msg[out] = '\0';
 }
 
 static int parse_status(const char *hdr, struct connect_reply *r)

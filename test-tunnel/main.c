@@ -26,7 +26,7 @@
 #include "rest.h"
 #include "sftp.h"
 #include "ssh.h"
-#include "stdio.h"
+#include "stdio_relay.h"
 
 #define ERRLEN 512
 

@@ -1,5 +1,5 @@
 /*
- * stdio.c - byte relay between our stdin/stdout and the tunnel socket.
+ * stdio_relay.c - byte relay between our stdin/stdout and the tunnel socket.
  *
  * A poll loop with one buffer per direction. EOF is passed on in each
  * direction separately: stdin's EOF becomes a half-close of the socket
@@ -14,7 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "stdio.h"
+#include "stdio_relay.h"
 
 #define RELAY_BUF 65536
 

@@ -1,9 +1,9 @@
 /*
- * stdio.h - the -stdio mode: stdin/stdout <-> tunnel, for OpenSSH's
+ * stdio_relay.h - the -stdio mode: stdin/stdout <-> tunnel, for OpenSSH's
  * ProxyCommand (ssh, scp, sftp speak SSH themselves over our pipes).
  */
-#ifndef TT_STDIO_H
-#define TT_STDIO_H
+#ifndef TT_STDIO_RELAY_H
+#define TT_STDIO_RELAY_H
 
 #include <stddef.h>
 
