@@ -1,4 +1,4 @@
-# test-tunnel: the C command-line client (libssh, libcurl, jansson).
+# test-tunnel: the C command-line client (libssh, libcurl, jansson, OpenSSL).
 #
 #   make build-test-tunnel              bin/test-tunnel
 #   make test-tunnel SESSION_ID=<id>    run it (builds it when missing)
@@ -10,9 +10,9 @@ TT_SRC  := $(wildcard test-tunnel/*.c)
 TT_HDR  := $(wildcard test-tunnel/*.h)
 TT_OBJ  := $(patsubst test-tunnel/%.c,$(BUILD)/test-tunnel/%.o,$(TT_SRC))
 TT_SOBJ := $(patsubst test-tunnel/%.c,$(BUILD)/san/test-tunnel.o/%.o,$(TT_SRC))
-TT_PKGS := libssh libcurl jansson
+TT_PKGS := libssh libcurl jansson libssl libcrypto
 TT_CFLAGS = -D_GNU_SOURCE $(shell pkg-config --cflags $(TT_PKGS))
-TT_LIBS   = $(shell pkg-config --libs $(TT_PKGS))
+TT_LIBS   = $(shell pkg-config --libs $(TT_PKGS)) -lpthread
 API     ?= http://localhost:8080
 TT_ARGS  = -session $(SESSION_ID) -api $(API)
 
@@ -50,7 +50,7 @@ test-tunnel-build: test-tunnel-need-id build-test-tunnel
 	$(BIN)/test-tunnel $(TT_ARGS)
 
 # -- unit tests (cmocka): flags and the CONNECT exchange, ASan and valgrind
-TT_UNIT_SRC := test-tunnel/flags.c test-tunnel/connect.c
+TT_UNIT_SRC := test-tunnel/flags.c test-tunnel/connect.c test-tunnel/conn.c
 
 $(BUILD)/unit/test_tunnel_cli: tests/unit/test_tunnel_cli.c $(TT_UNIT_SRC) \
                                $(TT_HDR) mk/test-tunnel.mk

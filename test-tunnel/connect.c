@@ -42,14 +42,13 @@ int api_addr_parse(struct api_addr *a, const char *url, char *err,
                    size_t errlen)
 {
     const char *p = url, *end, *hp_end, *colon;
+    size_t len;
 
     memset(a, 0, sizeof(*a));
     if (strncmp(p, "https://", 8) == 0) {
-        snprintf(err, errlen,
-                 "https is not supported yet: use an http:// API address");
-        return -1;
-    }
-    if (strncmp(p, "http://", 7) == 0)
+        a->tls = 1;
+        p += 8;
+    } else if (strncmp(p, "http://", 7) == 0)
         p += 7;
     else if (strstr(p, "://") != NULL) {
         snprintf(err, errlen, "unsupported API address: %s", url);
@@ -75,7 +74,7 @@ int api_addr_parse(struct api_addr *a, const char *url, char *err,
     if (colon && colon + 1 < end)
         a->port = strndup(colon + 1, (size_t)(end - colon - 1));
     else
-        a->port = strdup("80");
+        a->port = strdup(a->tls ? "443" : "80");
     a->hostport = strndup(p, (size_t)(end - p));
     a->prefix = strndup(end, strcspn(end, "?#"));
     if (!a->host || !a->port || !a->hostport || !a->prefix) {
@@ -83,9 +82,10 @@ int api_addr_parse(struct api_addr *a, const char *url, char *err,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    /* "http://host/" and "http://host" name the same API. */
-    if (strcmp(a->prefix, "/") == 0)
-        a->prefix[0] = '\0';
+    /* "http://host/p/" and "http://host/p" name the same API. */
+    len = strlen(a->prefix);
+    while (len > 0 && a->prefix[len - 1] == '/')
+        a->prefix[--len] = '\0';
     if (a->port[0] == '\0' || a->port[strspn(a->port, "0123456789")]) {
         snprintf(err, errlen, "bad port in API address: %s", url);
         api_addr_free(a);
@@ -178,21 +178,6 @@ int tunnel_dial(const struct api_addr *a, long timeout, char *err,
 
 /* -- CONNECT --------------------------------------------------------- */
 
-static int send_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Finds "\r\n\r\n" in buf[0..len); returns the offset just past it. */
 static size_t header_end(const char *buf, size_t len)
 {
@@ -204,14 +189,12 @@ static size_t header_end(const char *buf, size_t len)
     return 0;
 }
 
-/* Consumes exactly len bytes that are known to be queued on the socket. */
-static int consume(int fd, char *buf, size_t len)
+/* Consumes exactly len bytes that are known to be queued. */
+static int consume(struct api_conn *c, char *buf, size_t len)
 {
     while (len > 0) {
-        ssize_t n = recv(fd, buf, len, 0);
+        ssize_t n = conn_recv(c, buf, len, 0);
 
-        if (n < 0 && errno == EINTR)
-            continue;
         if (n <= 0)
             return -1;
         buf += n;
@@ -225,7 +208,8 @@ static int consume(int fd, char *buf, size_t len)
  * byte past its end. Returns the header length, or -1 with errno set
  * (0 for a connection closed before the header ended).
  */
-static ssize_t read_header(int fd, char *buf, size_t cap, long timeout)
+static ssize_t read_header(struct api_conn *c, char *buf, size_t cap,
+                           long timeout)
 {
     size_t len = 0;
 
@@ -233,11 +217,9 @@ static ssize_t read_header(int fd, char *buf, size_t cap, long timeout)
         size_t from = len > 3 ? len - 3 : 0, end;
         ssize_t n;
 
-        if (wait_fd(fd, POLLIN, timeout) < 0)
+        if (conn_wait(c, POLLIN, timeout) < 0)
             return -1;
-        n = recv(fd, buf + len, cap - 1 - len, MSG_PEEK);
-        if (n < 0 && errno == EINTR)
-            continue;
+        n = conn_recv(c, buf + len, cap - 1 - len, 1);
         if (n <= 0) {
             if (n == 0)
                 errno = 0;
@@ -246,7 +228,7 @@ static ssize_t read_header(int fd, char *buf, size_t cap, long timeout)
         end = header_end(buf + from, len + (size_t)n - from);
         if (end)
             n = (ssize_t)(from + end - len);
-        if (consume(fd, buf + len, (size_t)n) < 0)
+        if (consume(c, buf + len, (size_t)n) < 0)
             return -1;
         len += (size_t)n;
         if (end) {
@@ -316,8 +298,8 @@ static int chunked_done(const char *body, size_t len)
  * Reads an error answer's body (bounded) for the user to see: up to its
  * Content-Length, the end of a chunked body, or the connection's end.
  */
-static void read_body(int fd, const char *hdr, char *out, size_t outlen,
-                      long timeout)
+static void read_body(struct api_conn *c, const char *hdr, char *out,
+                      size_t outlen, long timeout)
 {
     char value[32];
     size_t want = BODY_MAX - 1, len = 0;
@@ -336,11 +318,9 @@ static void read_body(int fd, const char *hdr, char *out, size_t outlen,
         want = cl < want ? cl : want;
     }
     while (len < want && !(chunked && chunked_done(body, len)) &&
-           wait_fd(fd, POLLIN, timeout) == 0) {
-        ssize_t n = recv(fd, body + len, want - len, 0);
+           conn_wait(c, POLLIN, timeout) == 0) {
+        ssize_t n = conn_recv(c, body + len, want - len, 0);
 
-        if (n < 0 && errno == EINTR)
-            continue;
         if (n <= 0)
             break;
         len += (size_t)n;
@@ -397,9 +377,9 @@ static int parse_status(const char *hdr, struct connect_reply *r)
     return 0;
 }
 
-int tunnel_connect(int fd, const struct api_addr *a, const char *path,
-                   const char *token, long timeout, struct connect_reply *r,
-                   char *err, size_t errlen)
+int tunnel_connect(struct api_conn *c, const struct api_addr *a,
+                   const char *path, const char *token, long timeout,
+                   struct connect_reply *r, char *err, size_t errlen)
 {
     char *req = NULL, *hdr;
     int len;
@@ -418,7 +398,7 @@ int tunnel_connect(int fd, const struct api_addr *a, const char *path,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (send_all(fd, req, (size_t)len) < 0) {
+    if (conn_send_all(c, req, (size_t)len) < 0) {
         set_err(err, errlen, "failed to send CONNECT request: ", errno);
         free(req);
         return -1;
@@ -430,7 +410,7 @@ int tunnel_connect(int fd, const struct api_addr *a, const char *path,
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    hlen = read_header(fd, hdr, HEADER_MAX, timeout);
+    hlen = read_header(c, hdr, HEADER_MAX, timeout);
     if (hlen < 0 || parse_status(hdr, r) < 0) {
         if (hlen < 0 && errno != 0)
             set_err(err, errlen, "failed to read CONNECT response: ", errno);
@@ -442,7 +422,7 @@ int tunnel_connect(int fd, const struct api_addr *a, const char *path,
         return -1;
     }
     if (r->status != 200) {
-        read_body(fd, hdr, r->message, sizeof(r->message), timeout);
+        read_body(c, hdr, r->message, sizeof(r->message), timeout);
         body_to_message(r->message, sizeof(r->message));
         if (r->message[0] == '\0')
             snprintf(r->message, sizeof(r->message), "%s", r->reason);

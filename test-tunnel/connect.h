@@ -8,10 +8,13 @@
 
 #include <stddef.h>
 
-/* The -api address, split. Only plain http is spoken. */
+#include "conn.h"
+
+/* The -api address, split. */
 struct api_addr {
+    int tls;        /* https:// */
     char *host;     /* name or address, without IPv6 brackets */
-    char *port;     /* "80" when the URL names none */
+    char *port;     /* "80" (or "443") when the URL names none */
     char *hostport; /* host:port as the URL gives it, for logs and Host: */
     char *prefix;   /* path before /v1/..., "" or "/something" */
 };
@@ -37,8 +40,8 @@ struct connect_reply {
  * it (the SSH banner) is still in the socket for the SSH client. Returns 0
  * when an answer was read, -1 with err set otherwise.
  */
-int tunnel_connect(int fd, const struct api_addr *a, const char *path,
-                   const char *token, long timeout, struct connect_reply *r,
-                   char *err, size_t errlen);
+int tunnel_connect(struct api_conn *c, const struct api_addr *a,
+                   const char *path, const char *token, long timeout,
+                   struct connect_reply *r, char *err, size_t errlen);
 
 #endif

@@ -31,6 +31,9 @@ static const struct flag flag_table[] = {
      "copy LOCAL:REMOTE into the sandbox over SFTP (repeatable)"},
     {"download", FLAG_TRANSFER, NULL,
      "copy REMOTE:LOCAL out of the sandbox over SFTP (repeatable)"},
+    {"cacert", FLAG_STRING, NULL,
+     "CA certificates (PEM) to trust for an https:// -api, instead of the "
+     "system's"},
     {"stdio", FLAG_BOOL, NULL,
      "relay stdin/stdout through the tunnel (for ssh -o ProxyCommand)"},
     {"timeout", FLAG_SECONDS, "30",
@@ -149,6 +152,8 @@ static int flag_set(struct options *o, const struct flag *f, const char *v)
         o->password = v;
     else if (strcmp(name, "cmd") == 0)
         o->cmd = v;
+    else if (strcmp(name, "cacert") == 0)
+        o->cacert = v;
     else if (strcmp(name, "upload") == 0)
         return add_transfer(&o->uploads, &o->nuploads, v, 1);
     else if (strcmp(name, "download") == 0)

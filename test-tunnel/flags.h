@@ -24,8 +24,9 @@ struct options {
     const char *user;
     const char *password;
     const char *cmd;
-    long timeout; /* seconds for connecting and handshakes; 0 = none */
-    int stdio;    /* relay stdin/stdout through the tunnel and nothing else */
+    const char *cacert; /* CA file for https, NULL = the system's */
+    long timeout;       /* seconds for connecting and handshakes; 0 = none */
+    int stdio; /* relay stdin/stdout through the tunnel and nothing else */
     struct transfer *uploads;
     size_t nuploads;
     struct transfer *downloads;

@@ -8,6 +8,9 @@
  * -stdio stops after the CONNECT and relays stdin/stdout instead, so
  * OpenSSH's own clients can use the tunnel as a ProxyCommand.
  *
+ * An https:// -api is spoken over TLS (tls.c); everything after the CONNECT
+ * then runs over a plain socket relayed to the TLS stream.
+ *
  * Exit status: 0 when everything worked, 1 on any failure, 2 for a bad
  * command line.
  */
@@ -27,6 +30,7 @@
 #include "sftp.h"
 #include "ssh.h"
 #include "stdio_relay.h"
+#include "tls.h"
 
 #define ERRLEN 512
 
@@ -49,28 +53,42 @@ static int valid_token(const char *t)
     return 1;
 }
 
-/* TCP connect and CONNECT; returns the tunnel's fd or -1 (reported). */
-static int open_tunnel(const struct options *o, const struct api_addr *a)
+/* TCP (and TLS) to the API; 0, or -1 after reporting why not. */
+static int dial_api(const struct options *o, const struct api_addr *a,
+                    struct api_conn *c)
+{
+    char err[ERRLEN];
+
+    c->ssl = NULL;
+    c->fd = tunnel_dial(a, o->timeout, err, sizeof(err));
+    if (c->fd < 0 || (a->tls && tls_start(c, a->host, o->cacert, o->timeout,
+                                          err, sizeof(err)) < 0)) {
+        log_error("failed to connect to server: %s", err);
+        conn_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Connects and sends the CONNECT; 0, or -1 after reporting why not. */
+static int open_tunnel(const struct options *o, const struct api_addr *a,
+                       struct api_conn *c)
 {
     struct connect_reply r;
     char err[ERRLEN], *path = NULL;
-    int fd;
 
     logln("Connecting to %s", a->hostport);
-    fd = tunnel_dial(a, o->timeout, err, sizeof(err));
-    if (fd < 0) {
-        log_error("failed to connect to server: %s", err);
+    if (dial_api(o, a, c) < 0)
         return -1;
-    }
     if (asprintf(&path, "%s/v1/sessions/%s/tunnel", a->prefix, o->session) <
         0) {
         log_error("out of memory");
-        close(fd);
+        conn_close(c);
         return -1;
     }
     logln("Sending CONNECT request to %s", path);
-    if (tunnel_connect(fd, a, path, o->token, o->timeout, &r, err,
-                       sizeof(err)) < 0) {
+    if (tunnel_connect(c, a, path, o->token, o->timeout, &r, err, sizeof(err)) <
+        0) {
         log_error("%s", err);
         goto fail;
     }
@@ -81,12 +99,33 @@ static int open_tunnel(const struct options *o, const struct api_addr *a)
     }
     logln("✅ HTTP CONNECT tunnel established successfully");
     free(path);
-    return fd;
+    return 0;
 
 fail:
     free(path);
-    close(fd);
+    conn_close(c);
     return -1;
+}
+
+/*
+ * The open tunnel as a plain socket for libssh or the -stdio relay: the
+ * TCP socket itself, or over TLS one end of a relay (*relay set). -1 on
+ * failure (reported; c closed).
+ */
+static int tunnel_socket(struct api_conn *c, struct tls_relay **relay)
+{
+    char err[ERRLEN];
+    int fd;
+
+    *relay = NULL;
+    if (c->ssl == NULL)
+        return c->fd;
+    fd = tls_relay_start(c, relay, err, sizeof(err));
+    if (fd < 0) {
+        log_error("%s", err);
+        conn_close(c);
+    }
+    return fd;
 }
 
 /* Handshake, host key check and login; NULL when any fails (reported). */
@@ -97,8 +136,8 @@ static ssh_session open_ssh(const struct options *o, const struct api_addr *a,
     char err[ERRLEN];
     ssh_session s;
 
-    if (rest_session_keys(a, o->session, o->token, o->timeout, &keys, err,
-                          sizeof(err)) < 0) {
+    if (rest_session_keys(a, o->session, o->token, o->cacert, o->timeout, &keys,
+                          err, sizeof(err)) < 0) {
         log_error("failed to fetch the session's host key: %s", err);
         close(fd);
         return NULL;
@@ -270,39 +309,54 @@ static int additional_tests(ssh_session s)
 /* The -stdio mode: CONNECT, then relay; logs nothing on stdout. */
 static int run_stdio(const struct options *o, const struct api_addr *a)
 {
+    struct tls_relay *relay;
+    struct api_conn c;
     char err[ERRLEN];
     int fd, rc;
 
     log_set_quiet(1);
-    fd = open_tunnel(o, a);
+    if (open_tunnel(o, a, &c) < 0)
+        return 1;
+    fd = tunnel_socket(&c, &relay);
     if (fd < 0)
         return 1;
     rc = stdio_relay(fd, err, sizeof(err));
     close(fd);
+    tls_relay_stop(relay);
     if (rc < 0)
         log_error("%s", err);
     return rc < 0 ? 1 : 0;
 }
 
+static int run_session(const struct options *o, ssh_session s)
+{
+    if (do_uploads(o, s) < 0 || run_command(o, s) < 0 ||
+        do_downloads(o, s) < 0 || additional_tests(s) < 0)
+        return 1;
+    fflush(stderr);
+    printf("\n🎉 All tests completed successfully!\n");
+    return 0;
+}
+
 static int run_test(const struct options *o, const struct api_addr *a)
 {
+    struct tls_relay *relay;
+    struct api_conn c;
     ssh_session s;
     int fd, rc = 1;
 
     logln("Testing tunnel connection to session: %s", o->session);
-    fd = open_tunnel(o, a);
+    if (open_tunnel(o, a, &c) < 0)
+        return 1;
+    fd = tunnel_socket(&c, &relay);
     if (fd < 0)
         return 1;
     s = open_ssh(o, a, fd);
-    if (s == NULL)
-        return 1;
-    if (do_uploads(o, s) == 0 && run_command(o, s) == 0 &&
-        do_downloads(o, s) == 0 && additional_tests(s) == 0) {
-        fflush(stderr);
-        printf("\n🎉 All tests completed successfully!\n");
-        rc = 0;
+    if (s) {
+        rc = run_session(o, s);
+        ssh_close(s);
     }
-    ssh_close(s);
+    tls_relay_stop(relay);
     return rc;
 }
 

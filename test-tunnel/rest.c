@@ -68,7 +68,7 @@ static int parse_keys(const char *text, struct session_keys *keys, char *err,
 }
 
 int rest_session_keys(const struct api_addr *a, const char *session,
-                      const char *token, long timeout,
+                      const char *token, const char *cafile, long timeout,
                       struct session_keys *keys, char *err, size_t errlen)
 {
     struct curl_slist *hdrs = NULL;
@@ -81,8 +81,9 @@ int rest_session_keys(const struct api_addr *a, const char *session,
 
     memset(keys, 0, sizeof(*keys));
     curl = curl_easy_init();
-    if (curl == NULL || asprintf(&url, "http://%s%s/v1/sessions/%s",
-                                 a->hostport, a->prefix, session) < 0) {
+    if (curl == NULL ||
+        asprintf(&url, "%s://%s%s/v1/sessions/%s", a->tls ? "https" : "http",
+                 a->hostport, a->prefix, session) < 0) {
         url = NULL;
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -102,6 +103,8 @@ int rest_session_keys(const struct api_addr *a, const char *session,
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(curl, CURLOPT_PROXY, ""); /* loopback API: no proxy */
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout);
+    if (cafile && cafile[0])
+        curl_easy_setopt(curl, CURLOPT_CAINFO, cafile);
     rc = curl_easy_perform(curl);
     if (rc != CURLE_OK) {
         snprintf(err, errlen, "GET %s: %s", url, curl_easy_strerror(rc));

@@ -16,7 +16,7 @@ struct session_keys {
 
 /* Fetches the session's host key; 0, or -1 with err set. */
 int rest_session_keys(const struct api_addr *a, const char *session,
-                      const char *token, long timeout,
+                      const char *token, const char *cafile, long timeout,
                       struct session_keys *keys, char *err, size_t errlen);
 void session_keys_free(struct session_keys *keys);
 

@@ -5,7 +5,9 @@ real stack: every flag and spelling, every error the user's guide lists
 
 test-tunnel runs as its ASan/UBSan build (build/san/test-tunnel) when it
 exists; every run asserts that the sanitizers stayed silent. One test runs
-bin/test-tunnel under valgrind on the success path and each error path."""
+bin/test-tunnel under valgrind on the success path and each error path.
+https is checked through a TLS-terminating front (standing in for an
+ingress) in front of the stack's plain-HTTP port."""
 
 import glob
 import hashlib
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -214,12 +217,6 @@ def test_bad_command_lines_exit_2(args, message):
     assert p.returncode == 2
     assert err(p).startswith(message + "\n"), err(p)
     assert out(p) == ""
-
-
-def test_https_is_refused_clearly():
-    p = run_tt(["-api", "https://127.0.0.1:1", "-session", "x"])
-    assert p.returncode == 2
-    assert err(p) == "Error: https is not supported yet: use an http:// API address\n"
 
 
 def test_session_id_cannot_inject_into_the_request():
@@ -560,13 +557,116 @@ def test_token_flag_against_a_stack_with_auth(new_stack):
         st.delete(s, token=token)
 
 
+# -- https ---------------------------------------------------------------
+
+class TLSFront:
+    """A TLS-terminating front (what an ingress does) for the stack's
+    plain-HTTP port, with a throwaway self-signed certificate."""
+
+    def __init__(self, stack, tmp):
+        self.cert = os.path.join(tmp, "front.crt")
+        key = os.path.join(tmp, "front.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                        "-keyout", key, "-out", self.cert, "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(self.cert, key)
+        self.backend_port = stack.port
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @staticmethod
+    def pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def handle(self, c):
+        try:
+            t = self.ctx.wrap_socket(c, server_side=True)
+        except (OSError, ssl.SSLError):
+            c.close()
+            return
+        u = socket.create_connection(("127.0.0.1", self.backend_port))
+        th = threading.Thread(target=self.pipe, args=(u, t), daemon=True)
+        th.start()
+        self.pipe(t, u)
+        th.join(60)
+        t.close()
+        u.close()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(c,), daemon=True).start()
+
+    @property
+    def url(self):
+        return "https://127.0.0.1:%d" % self.port
+
+
+@pytest.fixture(scope="module")
+def tls_front(stack, tmp):
+    f = TLSFront(stack, tmp)
+    yield f
+    f.sock.close()
+
+
+def test_https_api_with_cacert(stack, sid, tls_front, tmp):
+    src = os.path.join(tmp, "tls.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(5 << 20))
+    p = run_tt(["-api", tls_front.url, "-cacert", tls_front.cert, "-session", sid,
+                "-upload", src + ":/workspace/tls.bin", "-cmd",
+                "sha256sum < /workspace/tls.bin"])
+    assert p.returncode == 0, err(p)
+    assert "Connecting to 127.0.0.1:%d" % tls_front.port in err(p)
+    assert "Stdout:\n%s  -\n" % sha256(src) in out(p)
+    assert "🎉 All tests completed successfully!" in out(p)
+
+
+def test_https_api_with_an_untrusted_certificate(sid, tls_front):
+    p = run_tt(["-api", tls_front.url, "-session", sid])
+    assert p.returncode == 1
+    assert err(p).endswith("\nError: failed to connect to server: tls: "
+                           "certificate: self-signed certificate\n"), err(p)
+
+
+def test_https_errors_and_stdio(stack, sid, tls_front, keypair):
+    p = run_tt(["-api", tls_front.url, "-cacert", tls_front.cert, "-session",
+                str(uuid.uuid4())])
+    assert p.returncode == 1
+    assert err(p).endswith("Error: CONNECT failed with status 404: Session not found\n")
+    proxy = "ProxyCommand=%s -api %s -cacert %s -session %%h -stdio" % (
+        TT, tls_front.url, tls_front.cert)
+    p = subprocess.run(["ssh"] + SSH_OPTS + ["-i", keypair[0], "-o", proxy,
+                        "sandbox@" + sid, "echo over tls"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == b"over tls\n"
+
+
 # -- memory checks --------------------------------------------------------
 
 VALGRIND = ["valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
             "--errors-for-leak-kinds=definite", "--track-fds=yes"]
 
 
-def test_valgrind_clean_on_success_and_every_error(stack, sid, scratch):
+def test_valgrind_clean_on_success_and_every_error(stack, sid, scratch, tls_front):
     if shutil.which("valgrind") is None:
         pytest.fail("valgrind is missing (scripts/deps.sh installs it)")
     pending = scratch()
@@ -581,6 +681,11 @@ def test_valgrind_clean_on_success_and_every_error(stack, sid, scratch):
         (["-api", stack.url, "-session", sid, "-stdio"], 0),
         (["-session"], 2),
     ]
+    cases += [(["-api", tls_front.url, "-cacert", tls_front.cert,
+                "-session", sid], 0),
+              (["-api", tls_front.url, "-cacert", tls_front.cert,
+                "-session", sid, "-stdio"], 0),
+              (["-api", tls_front.url, "-session", sid], 1)]
     for args, code in cases:
         p = subprocess.run(VALGRIND + [BIN] + args, capture_output=True,
                            input=b"", timeout=120)

@@ -136,9 +136,12 @@ static void test_api_addr(void **state)
     check_addr("http://example.org/", "example.org", "80", "example.org", "");
     check_addr("http://[::1]:9/pico", "::1", "9", "[::1]:9", "/pico");
     check_addr("127.0.0.1:81", "127.0.0.1", "81", "127.0.0.1:81", "");
-    assert_int_equal(api_addr_parse(&a, "https://x", err, sizeof(err)), -1);
-    assert_string_equal(
-        err, "https is not supported yet: use an http:// API address");
+    check_addr("https://api.example/p/", "api.example", "443", "api.example",
+               "/p");
+    assert_int_equal(api_addr_parse(&a, "https://x:8443", err, sizeof(err)), 0);
+    assert_int_equal(a.tls, 1);
+    assert_string_equal(a.port, "8443");
+    api_addr_free(&a);
     assert_int_equal(api_addr_parse(&a, "ftp://x", err, sizeof(err)), -1);
     assert_int_equal(api_addr_parse(&a, "http://x:8o", err, sizeof(err)), -1);
     assert_int_equal(api_addr_parse(&a, "http:///v1", err, sizeof(err)), -1);
@@ -184,6 +187,7 @@ static int exchange(struct peer *p, const char *token, struct connect_reply *r,
                     int *rc)
 {
     struct api_addr a = {.hostport = "h:1", .prefix = ""};
+    struct api_conn c = {.ssl = NULL};
     pthread_t t;
     char err[256];
     int sv[2];
@@ -192,7 +196,8 @@ static int exchange(struct peer *p, const char *token, struct connect_reply *r,
     p->fd = sv[1];
     p->request[0] = '\0';
     assert_int_equal(pthread_create(&t, NULL, serve, p), 0);
-    *rc = tunnel_connect(sv[0], &a, "/v1/sessions/s1/tunnel", token, 10, r, err,
+    c.fd = sv[0];
+    *rc = tunnel_connect(&c, &a, "/v1/sessions/s1/tunnel", token, 10, r, err,
                          sizeof(err));
     /* Closing our end of the server lets the client read to EOF. */
     pthread_join(t, NULL);
