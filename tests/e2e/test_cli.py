@@ -195,7 +195,7 @@ def test_help_lists_every_flag_with_its_default(flag):
                           ("timeout", "30")]:
         assert re.search(r"  -%s .*\n.*\(default %s\)" % (name, re.escape(default)),
                          text), (name, text)
-    for name in ("session", "upload", "download", "stdio"):
+    for name in ("session", "upload", "download", "stdio", "cacert"):
         assert "  -" + name in text
 
 
