@@ -286,6 +286,26 @@ def test_reconcile_after_restart(kstack, fake):
         kstack.delete(sid)
 
 
+def test_concurrent_creates(kstack, fake):
+    # Request threads share one driver: each create must get its own pod,
+    # key and address, and SSH into the right one.
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(4) as ex:
+        rs = list(ex.map(lambda _: kstack.request("POST", "/v1/sessions", body={"ttl": 600}), range(4)))
+    assert [r.status for r in rs] == [201] * 4, rs
+    sess = [r.json() for r in rs]
+    pods = fake.pods()
+    ips = {pods["sandbox-" + x["session_id"]]["status"]["podIP"] for x in sess}
+    assert len(ips) == 4
+    assert len({x["host_key"] for x in sess}) == 4
+    for x in sess:
+        client, key = ssh_over_tunnel(kstack, x["session_id"])
+        client.close()
+        assert x["host_key"].split()[1] == key.get_base64()
+    for x in sess:
+        assert kstack.delete(x["session_id"]).status in (200, 204)
+
+
 def test_health(kstack, fake):
     assert kstack.request("GET", "/health").status == 200
     fake.faults(list_pod_status=503, count=1000)
