@@ -33,6 +33,8 @@
 #include "runtime.h"
 
 #define K8S_CALL_TIMEOUT_S 30
+/* Undoing a failed create must not wait as long as a call may. */
+#define K8S_CLEANUP_TIMEOUT_S 10
 #define K8S_HEALTH_TIMEOUT_S 5
 #define K8S_LIST_PAGE 500
 #define K8S_MOUNT "/etc/ssh/pico"
@@ -195,9 +197,29 @@ static json_t *pod_object(const runtime *rt, const session *s)
 
 /* ---- small API helpers ------------------------------------------------ */
 
+static double mono_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A call made for create() may take what is left of its deadline, so a
+ * hanging API server fails the create in time (at least 1 s, at most
+ * K8S_CALL_TIMEOUT_S). */
+static long call_timeout(double deadline)
+{
+    double left = deadline - mono_now();
+
+    if (left < 1)
+        return 1;
+    return left > K8S_CALL_TIMEOUT_S ? K8S_CALL_TIMEOUT_S : (long)left + 1;
+}
+
 /* Deletes one object; a missing one is success. */
 static int delete_object(runtime *rt, const char *kind, const char *name,
-                         char *err, size_t errlen)
+                         long timeout_s, char *err, size_t errlen)
 {
     char path[K8S_PATH_MAX];
     k8s_resp r;
@@ -207,8 +229,8 @@ static int delete_object(runtime *rt, const char *kind, const char *name,
                              "propagationPolicy", "Background");
 
     object_path(rt, kind, name, path, sizeof(path));
-    if (k8s_request(&rt->conn, "DELETE", path, NULL, opts, K8S_CALL_TIMEOUT_S,
-                    &r, err, errlen) < 0) {
+    if (k8s_request(&rt->conn, "DELETE", path, NULL, opts, timeout_s, &r, err,
+                    errlen) < 0) {
         json_decref(opts);
         return -1;
     }
@@ -229,15 +251,15 @@ static void delete_both(runtime *rt, const char *id)
     char name[PICO_NAME_MAX + 16], err[PICO_REASON_MAX];
 
     pod_name(id, name, sizeof(name));
-    delete_object(rt, "pods", name, err, sizeof(err));
+    delete_object(rt, "pods", name, K8S_CLEANUP_TIMEOUT_S, err, sizeof(err));
     secret_name(id, name, sizeof(name));
-    delete_object(rt, "secrets", name, err, sizeof(err));
+    delete_object(rt, "secrets", name, K8S_CLEANUP_TIMEOUT_S, err, sizeof(err));
 }
 
 /* POSTs obj (and releases it); on 201 returns the created object, which
  * the caller releases. */
 static json_t *create_object(runtime *rt, const char *kind, json_t *obj,
-                             char *err, size_t errlen)
+                             double deadline, char *err, size_t errlen)
 {
     char path[K8S_PATH_MAX];
     json_t *out = NULL;
@@ -248,8 +270,8 @@ static json_t *create_object(runtime *rt, const char *kind, json_t *obj,
         snprintf(err, errlen, "out of memory building the %s", kind);
         return NULL;
     }
-    if (k8s_request(&rt->conn, "POST", path, NULL, obj, K8S_CALL_TIMEOUT_S, &r,
-                    err, errlen) < 0) {
+    if (k8s_request(&rt->conn, "POST", path, NULL, obj, call_timeout(deadline),
+                    &r, err, errlen) < 0) {
         json_decref(obj);
         return NULL;
     }
@@ -271,7 +293,7 @@ static json_t *create_object(runtime *rt, const char *kind, json_t *obj,
 
 /* Makes the Pod the Secret's owner (merge patch of ownerReferences). */
 static int own_secret(runtime *rt, const session *s, const char *pod_uid,
-                      char *err, size_t errlen)
+                      double deadline, char *err, size_t errlen)
 {
     char name[PICO_NAME_MAX + 16], pod[PICO_NAME_MAX + 16];
     char path[K8S_PATH_MAX];
@@ -286,7 +308,7 @@ static int own_secret(runtime *rt, const session *s, const char *pod_uid,
                       "ownerReferences", "apiVersion", "v1", "kind", "Pod",
                       "name", pod, "uid", pod_uid);
     if (k8s_request(&rt->conn, "PATCH", path, "application/merge-patch+json",
-                    patch, K8S_CALL_TIMEOUT_S, &r, err, errlen) < 0) {
+                    patch, call_timeout(deadline), &r, err, errlen) < 0) {
         json_decref(patch);
         return -1;
     }
@@ -414,25 +436,17 @@ static int on_pod_event(const char *type, json_t *obj, void *arg)
     return st->done != 0;
 }
 
-static double mono_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 /* GET the pod and judge it; also restarts the watch after a 410. */
-static int relist(runtime *rt, const char *name, ready_state *st, char *err,
-                  size_t errlen)
+static int relist(runtime *rt, const char *name, ready_state *st,
+                  double deadline, char *err, size_t errlen)
 {
     char path[K8S_PATH_MAX];
     k8s_resp r;
     int rc = 0;
 
     object_path(rt, "pods", name, path, sizeof(path));
-    if (k8s_request(&rt->conn, "GET", path, NULL, NULL, K8S_CALL_TIMEOUT_S, &r,
-                    err, errlen) < 0)
+    if (k8s_request(&rt->conn, "GET", path, NULL, NULL, call_timeout(deadline),
+                    &r, err, errlen) < 0)
         return -1;
     if (r.status == 200) {
         judge_pod(st, r.body);
@@ -467,7 +481,7 @@ static int wait_ready(runtime *rt, const char *name, ready_state *st,
 
         if (st->gone) {
             st->gone = 0;
-            if (relist(rt, name, st, err, errlen) < 0)
+            if (relist(rt, name, st, deadline, err, errlen) < 0)
                 return -1;
             continue;
         }
@@ -547,17 +561,19 @@ static int k8s_image_exists(runtime *rt, const char *image)
 
 /* Secret, then Pod, then the owner link; on failure undoes what exists. */
 static int start_objects(runtime *rt, session *s, const hostkey *hk,
-                         ready_state *st, char *err, size_t errlen)
+                         ready_state *st, double deadline, char *err,
+                         size_t errlen)
 {
     json_t *created;
     const char *uid, *rv;
 
-    created =
-        create_object(rt, "secrets", secret_object(rt, s, hk), err, errlen);
+    created = create_object(rt, "secrets", secret_object(rt, s, hk), deadline,
+                            err, errlen);
     if (created == NULL)
         return -1;
     json_decref(created);
-    created = create_object(rt, "pods", pod_object(rt, s), err, errlen);
+    created =
+        create_object(rt, "pods", pod_object(rt, s), deadline, err, errlen);
     if (created == NULL) {
         delete_both(rt, s->id);
         return -1;
@@ -572,7 +588,7 @@ static int start_objects(runtime *rt, session *s, const hostkey *hk,
     }
     snprintf(st->rv, sizeof(st->rv), "%s", rv);
     judge_pod(st, created);
-    if (own_secret(rt, s, uid, err, errlen) < 0) {
+    if (own_secret(rt, s, uid, deadline, err, errlen) < 0) {
         json_decref(created);
         delete_both(rt, s->id);
         return -1;
@@ -597,7 +613,7 @@ static int k8s_create(runtime *rt, session *s, char *err, size_t errlen)
     memset(&st, 0, sizeof(st));
     if (hostkey_generate(&hk, err, errlen) < 0)
         return -1;
-    rc = start_objects(rt, s, &hk, &st, err, errlen);
+    rc = start_objects(rt, s, &hk, &st, deadline, err, errlen);
     if (rc == 0) {
         snprintf(s->host_key, sizeof(s->host_key), "%s", hk.public_key);
         snprintf(s->host_key_fpr, sizeof(s->host_key_fpr), "%s",
@@ -632,12 +648,12 @@ static int k8s_destroy(runtime *rt, const char *session_id, char *err,
         return -1;
     }
     pod_name(session_id, name, sizeof(name));
-    if (delete_object(rt, "pods", name, err, errlen) < 0)
+    if (delete_object(rt, "pods", name, K8S_CALL_TIMEOUT_S, err, errlen) < 0)
         return -1;
     /* Garbage collection would remove it too, but not at once, and not
      * at all if the owner link was never made. */
     secret_name(session_id, name, sizeof(name));
-    return delete_object(rt, "secrets", name, err, errlen);
+    return delete_object(rt, "secrets", name, K8S_CALL_TIMEOUT_S, err, errlen);
 }
 
 static int k8s_alive(runtime *rt, const char *session_id)

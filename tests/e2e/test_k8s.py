@@ -360,6 +360,20 @@ def test_driver_api_errors_leave_nothing(fake, fault, text):
     assert "sandbox-" + sid + "-ssh" not in fake.secrets()
 
 
+def test_driver_hung_api_fails_within_deadline(fake):
+    # The API server takes the pod create and does not answer in time: the
+    # create fails with curl's timeout (no hang), and the secret made
+    # before it is removed.
+    fake.faults(rules=[{"method": "POST", "resource": "pods", "status": 504,
+                        "delay_s": READY_TIMEOUT_S + 3, "count": 1}])
+    sid = str(uuid.uuid4())
+    code, _, err = driver(fake, "create", sid)
+    assert code == 1
+    assert "Timeout" in err or "timed out" in err, err
+    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
+    assert "sandbox-" + sid not in fake.pods()
+
+
 def test_driver_alive_after_container_exit(fake):
     # restartPolicy Never: a sandbox whose sshd died is not alive.
     sid = str(uuid.uuid4())

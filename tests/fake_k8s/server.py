@@ -197,6 +197,8 @@ class Faults:
     rules: answer the next `count` requests matching method + resource
         (+ name) with `status` (a Status object), e.g.
         {"method": "POST", "resource": "pods", "status": 500, "count": 1}.
+        "delay_s": N answers only after N seconds (with `status`, or
+        normally without it).
         Shorthands: {"create_pod_status": 500, "count": 1},
         {"create_secret_status": 403}, {"patch_secret_status": 422}.
     never_ready: pods stay Pending and no sshd starts.
@@ -241,6 +243,12 @@ class Faults:
             if r.get("name") and r["name"] != name:
                 continue
             r["count"] -= 1
+            if r.get("delay_s"):
+                # A slow or hung API server: answer late (or never, for
+                # the client's purposes).
+                time.sleep(float(r["delay_s"]))
+            if not r.get("status"):
+                return None
             code = int(r["status"])
             reason = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden",
                       404: "NotFound", 409: "AlreadyExists", 422: "Invalid",
