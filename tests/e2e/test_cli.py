@@ -12,6 +12,7 @@ ingress) in front of the stack's plain-HTTP port."""
 import glob
 import hashlib
 import os
+import pty
 import re
 import shutil
 import socket
@@ -73,17 +74,19 @@ def scratch(stack):
         stack.delete(sid_)
 
 
-def run_tt(args, binary=TT, merge=False, timeout=120, **kw):
+def run_tt(args, binary=TT, merge=False, timeout=120, stdout=None,
+           stderr=None, **kw):
     """Runs test-tunnel; asserts the sanitizers reported nothing."""
     logdir = tempfile.mkdtemp(prefix="tt-san-", dir=os.path.join(ROOT, "var"))
     env = dict(os.environ,
                ASAN_OPTIONS="detect_leaks=1:log_path=%s/asan" % logdir,
                UBSAN_OPTIONS="print_stacktrace=1:log_path=%s/ubsan" % logdir)
     try:
-        p = subprocess.run([binary] + args, capture_output=not merge,
-                           stdout=subprocess.PIPE if merge else None,
-                           stderr=subprocess.STDOUT if merge else None,
-                           env=env, timeout=timeout, **kw)
+        if merge:
+            stdout, stderr = subprocess.PIPE, subprocess.STDOUT
+        p = subprocess.run([binary] + args, env=env, timeout=timeout,
+                           stdout=stdout or subprocess.PIPE,
+                           stderr=stderr or subprocess.PIPE, **kw)
         reports = glob.glob(os.path.join(logdir, "*"))
         text = "".join(open(r, errors="replace").read() for r in reports)
         assert not reports, "sanitizer reports:\n" + text
@@ -365,9 +368,12 @@ def test_lost_connection_fails_to_execute_command(stack, sid):
 # -- the guide's scenarios ------------------------------------------------
 
 def test_python_code_runs(stack, sid):
-    p = tt(stack, sid, "-cmd", "python3 -c 'print(sum(range(100)))'")
+    p = tt(stack, sid, "-cmd", "python -c 'print(sum(range(100)))'")
     assert p.returncode == 0, err(p)
     assert "Stdout:\n4950\n\n" in out(p)
+    p = tt(stack, sid, "-cmd", "python -c 'import sys; print(sys.version)'")
+    assert p.returncode == 0, err(p)
+    assert "Stdout:\n3.11." in out(p)
 
 
 def test_file_operations(stack, sid):
@@ -435,6 +441,41 @@ def test_upload_and_download_50_mib(stack, sid, tmp):
     assert "✅ Downloaded /workspace/up.bin -> %s (52428800 bytes)" % back in err(p)
     assert sha256(back) == digest
     assert "MiB (" not in err(p)  # no progress line without a terminal
+
+
+def test_progress_is_shown_on_a_terminal(stack, sid, tmp):
+    src = os.path.join(tmp, "progress.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    master, slave = pty.openpty()
+    chunks = []
+
+    def drain():
+        while True:
+            try:
+                d = os.read(master, 65536)
+            except OSError:
+                return
+            if not d:
+                return
+            chunks.append(d)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        p = run_tt(["-api", stack.url, "-session", sid, "-upload",
+                    src + ":/workspace/progress.bin", "-download",
+                    "/workspace/progress.bin:" + src + ".back"],
+                   stderr=slave, stdout=subprocess.PIPE)
+    finally:
+        os.close(slave)
+        reader.join(30)
+        os.close(master)
+    text = b"".join(chunks).decode(errors="replace")
+    assert p.returncode == 0, text
+    assert "Uploading %s: 4.0 / 4.0 MiB (100%%)" % src in text, text
+    assert "Downloading /workspace/progress.bin: 4.0 / 4.0 MiB (100%)" in text
+    assert sha256(src + ".back") == sha256(src)
 
 
 def test_upload_of_a_missing_file_fails(stack, sid, tmp):
