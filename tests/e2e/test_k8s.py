@@ -40,9 +40,9 @@ pytestmark = pytest.mark.skipif(
 class FakeK8s:
     """The fake API server as a process of this test run."""
 
-    def __init__(self, token=None, gc=False):
+    def __init__(self, token=None, gc=False, tls=False):
         self.port = free_port()
-        self.url = "http://127.0.0.1:%d" % self.port
+        self.url = "%s://127.0.0.1:%d" % ("https" if tls else "http", self.port)
         self.token = token
         self.state = os.path.join(ROOT, "var", "t", "fake_k8s-%d-%d" % (self.port, os.getpid()))
         os.makedirs(self.state, exist_ok=True)
@@ -52,6 +52,18 @@ class FakeK8s:
             cmd += ["--token", token]
         if gc:
             cmd += ["--gc"]
+        self.ca = None
+        if tls:
+            # A self-signed certificate for 127.0.0.1: the API server's,
+            # and the CA clients must be told to trust.
+            self.ca = os.path.join(self.state, "tls.crt")
+            key = os.path.join(self.state, "tls.key")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                            "-subj", "/CN=fake-kube-apiserver", "-addext",
+                            "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", self.ca],
+                           check=True, capture_output=True)
+            cmd += ["--tls-cert", self.ca, "--tls-key", key]
         self.log = open(os.path.join(self.state, "server.log"), "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log)
         wait_for(self._up, what="fake API server")
@@ -66,6 +78,8 @@ class FakeK8s:
             return False
 
     def call(self, method, path, body=None, ctype="application/json"):
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca) if self.ca else None
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
@@ -73,7 +87,7 @@ class FakeK8s:
         if self.token:
             req.add_header("Authorization", "Bearer " + self.token)
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=30, context=ctx) as r:
                 return r.status, json.loads(r.read() or b"null")
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"null")
@@ -414,5 +428,44 @@ def test_driver_kubeconfig_and_token(tmp_path):
         code, out, err = driver(f, "create", sid, timeout_s=30, env={"K8S_TOKEN_FILE": str(tok)})
         assert code == 0, err
         assert driver(f, "destroy", sid, env={"K8S_TOKEN_FILE": str(tok)})[0] == 0
+    finally:
+        f.stop()
+
+
+def test_driver_tls_in_cluster_and_kubeconfig_ca(tmp_path):
+    f = FakeK8s(token="in-cluster-token", tls=True)
+    try:
+        tok = tmp_path / "token"
+        tok.write_text("in-cluster-token")
+        cluster = {"K8S_INCLUSTER": "1", "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                   "KUBERNETES_SERVICE_PORT": str(f.port), "K8S_TOKEN_FILE": str(tok)}
+        # The certificate is verified: without the CA the call fails.
+        code, _, err = driver(f, "health", env=cluster)
+        assert code == 1 and "certificate" in err.lower(), err
+        cluster["K8S_CA_FILE"] = f.ca
+        code, _, err = driver(f, "health", env=cluster)
+        assert code == 0, err
+        sid = str(uuid.uuid4())
+        code, _, err = driver(f, "create", sid, timeout_s=30, env=cluster)
+        assert code == 0, err
+        assert driver(f, "destroy", sid, env=cluster)[0] == 0
+        # kubeconfig with the CA inline (certificate-authority-data).
+        import base64
+        ca_data = base64.b64encode(open(f.ca, "rb").read()).decode()
+        kc = tmp_path / "config"
+        kc.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n  - name: k\n"
+            "    cluster:\n      certificate-authority-data: %s\n      server: %s\n"
+            "contexts:\n  - name: c\n    context: {cluster: k, user: u}\n" % (ca_data, f.url))
+        # flow-style maps are outside the subset: the context names no cluster.
+        code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
+        assert code == 1 and "no cluster" in err, err
+        kc.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n  - name: k\n"
+            "    cluster:\n      certificate-authority-data: %s\n      server: %s\n"
+            "contexts:\n  - name: c\n    context:\n      cluster: k\n      user: u\n"
+            "users:\n  - name: u\n    user:\n      tokenFile: token\n" % (ca_data, f.url))
+        code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
+        assert code == 0, err
     finally:
         f.stop()

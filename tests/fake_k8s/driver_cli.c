@@ -11,7 +11,9 @@
  *   COMMAND: create ID [PUBKEY] | destroy ID | alive ID | list | health
  *
  * create prints "endpoint host_key host_key_fpr"; failures print the
- * driver's reason on stderr and exit 1.
+ * driver's reason on stderr and exit 1. Environment: K8S_KUBECONFIG
+ * (use that file, not API_URL), K8S_INCLUSTER (use
+ * KUBERNETES_SERVICE_HOST/PORT), K8S_TOKEN_FILE, K8S_CA_FILE.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,13 @@ int main(int argc, char **argv)
         snprintf(cfg.k8s_kubeconfig, sizeof(cfg.k8s_kubeconfig), "%s",
                  getenv("K8S_KUBECONFIG"));
     }
+    /* In-cluster: no k8s_api, KUBERNETES_SERVICE_HOST/PORT from the
+     * environment. */
+    if (getenv("K8S_INCLUSTER") != NULL)
+        cfg.k8s_api[0] = '\0';
+    if (getenv("K8S_CA_FILE") != NULL)
+        snprintf(cfg.k8s_ca_file, sizeof(cfg.k8s_ca_file), "%s",
+                 getenv("K8S_CA_FILE"));
     if (getenv("K8S_TOKEN_FILE") != NULL)
         snprintf(cfg.k8s_token_file, sizeof(cfg.k8s_token_file), "%s",
                  getenv("K8S_TOKEN_FILE"));

@@ -39,6 +39,7 @@ cleanly on SIGTERM and kills every sshd it started.
 
 usage: server.py --port N [--rootfs DIR] [--image-files DIR] [--state DIR]
                  [--namespace NS] [--token T] [--gc]
+                 [--tls-cert PEM --tls-key PEM]   (https, as a real one)
 """
 
 import argparse
@@ -52,6 +53,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -904,6 +906,8 @@ def main():
     ap.add_argument("--token", default=None, help="require this bearer token")
     ap.add_argument("--gc", action="store_true",
                     help="garbage-collect dependents (ownerReferences) of deleted pods")
+    ap.add_argument("--tls-cert", default=None, help="serve https with this certificate")
+    ap.add_argument("--tls-key", default=None)
     ap.add_argument("--verbose", action="store_true")
     a = ap.parse_args()
     if not ipaddress.ip_address(a.address).is_loopback:
@@ -912,6 +916,12 @@ def main():
         sys.exit("fake-k8s: no sandbox rootfs with sshd at %s (make rootfs)" % a.rootfs)
 
     srv = Server((a.address, a.port), Handler)
+    if a.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        # The handshake happens in the handler thread, not in accept().
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True,
+                                     do_handshake_on_connect=False)
     srv.port = a.port
     srv.verbose = a.verbose
     srv.token = a.token
