@@ -26,6 +26,11 @@ static void curl_init_once(void)
     curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
+void k8s_global_init(void)
+{
+    pthread_once(&curl_once, curl_init_once);
+}
+
 /* A growing byte buffer for answers. */
 typedef struct {
     char *data;
@@ -104,7 +109,7 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
     char tok[K8S_TOKEN_MAX], auth[K8S_TOKEN_MAX + 32];
     CURL *h;
 
-    pthread_once(&curl_once, curl_init_once);
+    k8s_global_init();
     if (read_token(c, tok, sizeof(tok), err, errlen) < 0)
         return NULL;
     h = curl_easy_init();

@@ -41,6 +41,10 @@ typedef struct {
     json_t *body;
 } k8s_resp;
 
+/* libcurl's global setup. Called by the driver's open(), while the
+ * backend is still single-threaded; calls made later only find it done. */
+void k8s_global_init(void);
+
 /*
  * Fills c from the configuration: k8s_api when set, else the in-cluster
  * service account when KUBERNETES_SERVICE_HOST is set, else

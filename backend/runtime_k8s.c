@@ -526,6 +526,7 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
                  "quotes or backslashes");
         return NULL;
     }
+    k8s_global_init();
     rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
         snprintf(err, errlen, "out of memory");
