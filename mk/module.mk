@@ -1,0 +1,63 @@
+# ngx_pico_module: the dynamic module for Debian's stock nginx, built
+# against nginx-dev's copy of the nginx source (never written to: it is
+# copied into build/nginx-src first). See docs/nginx-module.md.
+
+MOD_DIR      := $(ROOT)/ngx_pico_module
+MOD_NGX_SRC  := /usr/share/nginx/src
+MOD_SRC      := $(BUILD)/nginx-src
+MOD_OBJ      := $(BUILD)/nginx-obj
+MOD_SO       := $(BUILD)/modules/ngx_pico_module.so
+MOD_SOURCES  := $(wildcard $(MOD_DIR)/*.c $(MOD_DIR)/*.h) $(MOD_DIR)/config
+MOD_FUZZ     := $(BUILD)/fuzz/pico_parse_fuzz
+MOD_FUZZ_SRC := $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c \
+                $(MOD_DIR)/ngx_pico_parse.h
+
+BUILD_TARGETS += $(MOD_SO)
+FUZZ_SHORT    += fuzz-module-short
+FUZZ_LONG     += fuzz-module-long
+
+.PHONY: module fuzz-module-short fuzz-module-long bench-tunnel
+
+module: $(MOD_SO)
+
+# configure once per nginx-dev version (conf_flags changes with it) and
+# whenever the module's config file changes.
+$(MOD_OBJ)/Makefile: $(MOD_DIR)/config $(MOD_NGX_SRC)/conf_flags mk/module.mk
+	rm -rf $(MOD_SRC) $(MOD_OBJ)
+	mkdir -p $(BUILD)
+	cp -a $(MOD_NGX_SRC) $(MOD_SRC)
+	cd $(MOD_SRC) && bash -c '. ./conf_flags && ./configure \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" --add-dynamic-module=$(MOD_DIR) \
+	    --builddir=$(MOD_OBJ)' > $(BUILD)/nginx-configure.log 2>&1 \
+	    || { tail -30 $(BUILD)/nginx-configure.log; exit 1; }
+
+$(MOD_SO): $(MOD_OBJ)/Makefile $(MOD_SOURCES)
+	$(MAKE) -s -f $(MOD_OBJ)/Makefile -C $(MOD_SRC) modules
+	mkdir -p $(dir $@)
+	cp $(MOD_OBJ)/ngx_pico_module.so $@.tmp
+	mv $@.tmp $@
+
+$(MOD_FUZZ): $(MOD_FUZZ_SRC)
+	mkdir -p $(dir $@)
+	clang -g -O1 -fno-omit-frame-pointer \
+	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -o $@ $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c
+
+# The seed corpus is in the repository; what the fuzzer finds stays in
+# build/ (a crash fails the target and leaves its input in build/fuzz).
+fuzz-module-short: $(MOD_FUZZ)
+	mkdir -p $(BUILD)/fuzz/corpus-parse
+	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=20 -max_len=512 \
+	    -print_final_stats=1 corpus-parse $(MOD_DIR)/fuzz/corpus 2>&1 | tail -3
+
+fuzz-module-long: $(MOD_FUZZ)
+	mkdir -p $(BUILD)/fuzz/corpus-parse
+	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=$${FUZZ_SECONDS:-600} \
+	    -max_len=512 -print_final_stats=1 corpus-parse \
+	    $(MOD_DIR)/fuzz/corpus 2>&1 | tail -3
+
+bench-tunnel: $(MOD_SO)
+	mkdir -p $(BUILD)/bench
+	$(PYTHON) bench/tunnel.py --out $(BUILD)/bench/tunnel.md

@@ -1,0 +1,74 @@
+/*
+ * libFuzzer harness for ngx_pico_parse.c: feeds the same bytes to every
+ * parser and checks the invariants their callers rely on (returned
+ * pointers lie inside the input and point at well formed values).
+ */
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../ngx_pico_parse.h"
+
+static void
+check_inside(const uint8_t *data, size_t size, const unsigned char *p,
+             size_t len)
+{
+    if (p < data || p + len > data + size) {
+        abort();
+    }
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    const unsigned char *id, *tok, *tid;
+    size_t toklen;
+    unsigned char *copy;
+    int rc;
+
+    /* a private copy, so reads past size are caught by ASan */
+    copy = malloc(size ? size : 1);
+    if (copy == NULL) {
+        return 0;
+    }
+    memcpy(copy, data, size);
+
+    if (pico_parse_uuid(copy, size) && size != PICO_ID_LEN) {
+        abort();
+    }
+
+    id = NULL;
+    rc = pico_parse_tunnel_path(copy, size, &id);
+    if (rc == PICO_PATH_OK) {
+        check_inside(copy, size, id, PICO_ID_LEN);
+        if (!pico_parse_uuid(id, PICO_ID_LEN)) {
+            abort();
+        }
+    } else if (rc != PICO_PATH_BAD_ID && rc != PICO_PATH_NOT_FOUND) {
+        abort();
+    }
+
+    rc = pico_parse_authorization(copy, size, &tok, &toklen);
+    if (rc == PICO_AUTH_OK) {
+        check_inside(copy, size, tok, toklen);
+        if (toklen != PICO_TOKEN_LEN || !pico_parse_token(tok, toklen, &tid)) {
+            abort();
+        }
+        check_inside(copy, size, tid, PICO_TOKEN_ID_LEN);
+    }
+
+    if (pico_parse_token(copy, size, &tid)) {
+        check_inside(copy, size, tid, PICO_TOKEN_ID_LEN);
+    }
+
+    if (pico_parse_event(copy, size, &id)) {
+        check_inside(copy, size, id, PICO_ID_LEN);
+    }
+
+    (void) pico_parse_sha256_hex(copy, size);
+
+    free(copy);
+
+    return 0;
+}

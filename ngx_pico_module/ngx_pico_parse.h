@@ -1,0 +1,64 @@
+/*
+ * Pure parsing for ngx_pico_module: the tunnel path, session ids, the
+ * Authorization header, tokens and pico:events messages.  No nginx types,
+ * no allocation, so the libFuzzer harness in fuzz/ links this file alone.
+ */
+
+#ifndef NGX_PICO_PARSE_H
+#define NGX_PICO_PARSE_H
+
+#include <stddef.h>
+
+#define PICO_ID_LEN 36        /* canonical UUID, lowercase */
+#define PICO_TOKEN_ID_LEN 16  /* hex */
+#define PICO_TOKEN_SECRET_LEN 64
+#define PICO_TOKEN_LEN (5 + PICO_TOKEN_ID_LEN + 1 + PICO_TOKEN_SECRET_LEN)
+
+enum {
+    PICO_PATH_OK = 0,     /* /v1/sessions/<uuid>/tunnel */
+    PICO_PATH_BAD_ID,     /* /v1/sessions/<not a uuid>/tunnel */
+    PICO_PATH_NOT_FOUND   /* anything else */
+};
+
+enum {
+    PICO_AUTH_OK = 0,
+    PICO_AUTH_MISSING,  /* no header or empty */
+    PICO_AUTH_INVALID   /* not "Bearer <well formed token>" */
+};
+
+/* 1 if p[0..len) is a lowercase canonical UUID (8-4-4-4-12 hex). */
+int pico_parse_uuid(const unsigned char *p, size_t len);
+
+/*
+ * Classifies a request target (path, no query allowed).  On PICO_PATH_OK
+ * *id points at the 36 id characters inside p.
+ */
+int pico_parse_tunnel_path(const unsigned char *p, size_t len,
+                           const unsigned char **id);
+
+/*
+ * 1 if p[0..len) is pico_<16 hex>_<64 hex> (lowercase); *tid points at the
+ * token id inside p.
+ */
+int pico_parse_token(const unsigned char *p, size_t len,
+                     const unsigned char **tid);
+
+/*
+ * Parses an Authorization header value: "Bearer" (any case), blanks, a
+ * well formed token, optional trailing blanks.  On PICO_AUTH_OK *tok and
+ * *toklen give the token inside p.
+ */
+int pico_parse_authorization(const unsigned char *p, size_t len,
+                             const unsigned char **tok, size_t *toklen);
+
+/*
+ * Parses a pico:events message "deleted <uuid>".  Returns 1 and sets *id
+ * for a well formed message, 0 otherwise.
+ */
+int pico_parse_event(const unsigned char *p, size_t len,
+                     const unsigned char **id);
+
+/* 1 if s is a 64 character lowercase hex string. */
+int pico_parse_sha256_hex(const unsigned char *p, size_t len);
+
+#endif
