@@ -238,8 +238,10 @@ def test_large_upload_download(client, tmp_path):
 
 def test_run_code(client):
     with client.create_session(ttl=600) as s:
-        r = s.run_code("import sys\nprint('it''s \"quoted\" $HOME `x`')\n"
-                       "print(sys.version_info[:2])\n")
+        r = s.run_code('''import sys
+print("it's \\"quoted\\" $HOME `x`")
+print(sys.version_info[:2])
+''')
         assert r.exit_code == 0, r.stderr
         assert r.stdout == "it's \"quoted\" $HOME `x`\n(3, 11)\n"
 

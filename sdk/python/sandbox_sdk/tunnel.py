@@ -83,8 +83,8 @@ def _read_header_peek(sock: socket.socket) -> bytes:
                 need -= len(got)
             return buf[:end + 4]
         # No end of header yet: these bytes are all header; consume them so
-        # the next peek waits for new data. Keep the last 3 bytes' worth of
-        # context by searching head + chunk each time.
+        # the next peek blocks until new data arrives. The search runs over
+        # head + chunk, so a terminator split across reads is still found.
         got = sock.recv(len(chunk))
         head += got
         if len(head) > MAX_HEADER:
