@@ -15,6 +15,7 @@ import stat as _stat
 import tempfile
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Union)
 
@@ -290,6 +291,9 @@ class Session:
                 sock.close()
                 raise
             self._conn = conn
+            # A Session dropped without close() must not leave its
+            # connection (and paramiko's thread) behind.
+            weakref.finalize(self, conn.close)
             return conn
 
     def connect(self) -> "Session":
