@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -210,24 +209,46 @@ static int drain(ssh_channel ch, int is_stderr, FILE *f, char *buf)
     }
 }
 
-/* Reads both streams until the command's end, without a busy loop. */
-static int collect(ssh_session s, ssh_channel ch, FILE *out, FILE *errf,
-                   char *buf)
+/* True when the command is over (see collect()). */
+static int run_over(ssh_channel ch, const struct run_result *r)
 {
-    struct pollfd pfd = {.fd = ssh_get_fd(s), .events = POLLIN};
+    return ssh_channel_is_closed(ch) ||
+           (ssh_channel_is_eof(ch) && (r->exited || r->signal[0]));
+}
 
+/*
+ * Reads both streams until the command has ended: its output is over and
+ * its exit status or signal has come (a command may close its output and
+ * run on), or the channel is closed. libssh stops reading the socket for
+ * a channel at its EOF, so an event loop on the session keeps packets
+ * (exit-status, close) flowing; its timeout is only a safety net.
+ */
+static int collect(ssh_session s, ssh_channel ch, FILE *out, FILE *errf,
+                   const struct run_result *r, char *buf)
+{
+    ssh_event ev = ssh_event_new();
+    int rc = -1;
+
+    if (ev == NULL || ssh_event_add_session(ev, s) != SSH_OK) {
+        if (ev)
+            ssh_event_free(ev);
+        return -1;
+    }
     for (;;) {
         int a = drain(ch, 0, out, buf), b = drain(ch, 1, errf, buf);
 
         if (a < 0 || b < 0)
-            return -1;
-        if (ssh_channel_is_eof(ch) || ssh_channel_is_closed(ch))
-            return 0;
-        /* libssh parses every whole packet it has read, so an idle socket
-         * means there is nothing to drain; the timeout is a safety net. */
-        if (a == 0 && b == 0 && poll(&pfd, 1, 1000) < 0 && errno != EINTR)
-            return -1;
+            break;
+        if (run_over(ch, r)) {
+            rc = 0;
+            break;
+        }
+        if (a == 0 && b == 0 && ssh_event_dopoll(ev, 1000) == SSH_ERROR)
+            break;
     }
+    ssh_event_remove_session(ev, s);
+    ssh_event_free(ev);
+    return rc;
 }
 
 /* Signal numbers by the names exit-signal carries (RFC 4254 6.10). */
@@ -248,6 +269,15 @@ static int signal_number(const char *name)
     return 0;
 }
 
+static void on_exit_status(ssh_session s, ssh_channel ch, int status,
+                           void *userdata)
+{
+    struct run_result *r = userdata;
+
+    r->exit_code = status;
+    r->exited = 1;
+}
+
 static void on_exit_signal(ssh_session s, ssh_channel ch, const char *signal,
                            int core, const char *errmsg, const char *lang,
                            void *userdata)
@@ -261,7 +291,9 @@ int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
             struct run_result *r, char *err, size_t errlen)
 {
     struct ssh_channel_callbacks_struct cb = {
-        .userdata = r, .channel_exit_signal_function = on_exit_signal};
+        .userdata = r,
+        .channel_exit_status_function = on_exit_status,
+        .channel_exit_signal_function = on_exit_signal};
     ssh_channel ch = ssh_channel_new(s);
     char *buf = malloc(RUN_CHUNK);
     int rc = -1;
@@ -279,7 +311,7 @@ int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
         snprintf(err, errlen, "%s", ssh_get_error(s));
         goto out;
     }
-    if (collect(s, ch, out, errf, buf) < 0) {
+    if (collect(s, ch, out, errf, r, buf) < 0) {
         snprintf(err, errlen, "reading output: %s", ssh_get_error(s));
         goto out;
     }
@@ -287,9 +319,8 @@ int ssh_run(ssh_session s, const char *cmd, FILE *out, FILE *errf,
         snprintf(err, errlen, "storing output: %s", strerror(errno));
         goto out;
     }
-    r->exit_code = ssh_channel_get_exit_status(ch);
     /* Like Go's x/crypto/ssh: a signal's death is 128 + its number. */
-    if (r->exit_code < 0 && r->signal[0])
+    if (!r->exited && r->signal[0])
         r->exit_code = 128 + signal_number(r->signal);
     if (r->exit_code < 0) {
         snprintf(err, errlen,

@@ -26,6 +26,7 @@ int ssh_login(ssh_session s, const char *password);
 /* How a command ended. */
 struct run_result {
     int exit_code;   /* its status, or 128 + signal number */
+    int exited;      /* an exit status came */
     char signal[16]; /* "KILL" etc. when a signal ended it, else "" */
 };
 

@@ -351,6 +351,14 @@ def test_failing_command_shows_its_exit_code(stack, sid):
     assert "✅ Command executed successfully" not in err(p)
 
 
+def test_command_that_closes_its_output_and_runs_on(stack, sid):
+    # The exit status, not the end of output, ends a command.
+    cmd = "echo early; exec >&- 2>&-; sleep 2; exit 5"
+    p = tt(stack, sid, "-cmd", cmd)
+    assert p.returncode == 1
+    assert out(p) == command_block(cmd, 5, "early\n")
+
+
 def test_command_killed_by_a_signal(stack, sid):
     p = tt(stack, sid, "-cmd", "kill -9 $$")
     assert p.returncode == 1
