@@ -8,7 +8,6 @@ nginx nginx-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev
 libssh-dev libssl-dev libmicrohttpd-dev libcmocka-dev
 redis-server runc mmdebstrap openssh-client openssh-sftp-server
 python3 python3-pytest python3-paramiko python3-yaml jq curl iproute2
-openssl
 openssl"
 
 missing=""
