@@ -1,16 +1,951 @@
 /*
- * runtime_local.c - the "local" runtime driver (placeholder until implemented).
+ * runtime_local.c - the "local" runtime driver: one runc container per
+ * session, on this host.
+ *
+ * A session's files live in <state_dir>/sessions/<id>/:
+ *
+ *   config.json   the OCI bundle config (oci.c); the root filesystem is the
+ *                 shared, read-only <images_dir>/<name>_<tag>/rootfs
+ *   workspace/    mounted at /workspace     (uid 1000, read-write)
+ *   home/         mounted at /home/sandbox  (uid 1000, read-write)
+ *   keys/         mounted at /etc/ssh/pico  (read-only: host key,
+ *                 authorized_keys)
+ *   ssh.sock      the session's endpoint
+ *
+ * The backend binds and listens on ssh.sock itself and hands the listening
+ * descriptor to the container as fd 3 (`runc run --preserve-fds 1`), where
+ * pico-init accepts on it and runs `sshd -i` per connection. So the
+ * sandbox needs no network at all (its network namespace has only lo) and
+ * the endpoint exists before the container does. nginx connects to it as
+ * socket_group.
+ *
+ * runc runs with its own state root, <state_dir>/runc, so `runc list`
+ * there is exactly this backend's sandboxes. Containers are named
+ * "pico-<session id>" and their cgroups are /pico/<session id> in each v1
+ * hierarchy (absolute, so they do not depend on the cgroup of whoever
+ * started the backend).
+ *
+ * Every function is safe to call from many request threads at once: the
+ * driver keeps no mutable state, runc is started with posix_spawn (no
+ * fork of a threaded process) and only the descriptors it needs.
  */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <spawn.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <jansson.h>
+#include "config.h"
+#include "hostkey.h"
+#include "oci.h"
 #include "runtime.h"
 
-static runtime *local_open(const struct pico_config *cfg, char *err, size_t errlen)
+#define SANDBOX_UID 1000
+#define SANDBOX_GID 1000
+#define CID_PREFIX "pico-"
+#define CGROUP_PARENT "/pico"
+#define RUNC_TIMEOUT_MS 30000 /* runc itself never takes this long */
+#define OUT_MAX (4 << 20)     /* cap on captured runc output */
+
+struct runtime {
+    char runc[PICO_PATH_MAX];
+    char runc_root[PICO_PATH_MAX];    /* <state_dir>/runc */
+    char sessions_dir[PICO_PATH_MAX]; /* <state_dir>/sessions */
+    char images_dir[PICO_PATH_MAX];
+    char init_binary[PICO_PATH_MAX];
+    gid_t socket_gid;
+    int tmp_size_mb;
+    int ready_timeout_ms;
+};
+
+static char *const runc_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
+
+/* ---------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------- */
+
+static long long mono_ms(void)
 {
-    snprintf(err, errlen, "runtime local is not implemented yet");
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* snprintf that treats truncation as an error: every path here must fit
+ * exactly or not be used at all. */
+static int fmt(char *buf, size_t len, const char *f, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fmt(char *buf, size_t len, const char *f, ...)
+{
+    va_list ap;
+    int n;
+
+    va_start(ap, f);
+    n = vsnprintf(buf, len, f, ap);
+    va_end(ap);
+    return n >= 0 && (size_t)n < len ? 0 : -1;
+}
+
+/* The core hands us validated UUIDs; check again, since the id becomes
+ * part of paths and of runc's command line. */
+static int id_ok(const char *id)
+{
+    size_t i;
+
+    if (id == NULL || strlen(id) != PICO_ID_LEN)
+        return 0;
+    for (i = 0; i < PICO_ID_LEN; i++) {
+        char c = id[i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* "name:tag" with both parts made of [a-z0-9._-], no "..": it becomes
+ * the folder name <name>_<tag>. */
+static int image_dir(const runtime *rt, const char *image, char *buf,
+                     size_t len)
+{
+    const char *colon = strchr(image, ':');
+    const char *p;
+    size_t nlen;
+
+    if (colon == NULL || colon == image || colon[1] == '\0' ||
+        strstr(image, "..") != NULL)
+        return -1;
+    for (p = image; *p; p++) {
+        if (p == colon)
+            continue;
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '_' || *p == '-'))
+            return -1;
+    }
+    nlen = (size_t)(colon - image);
+    return fmt(buf, len, "%s/%.*s_%s", rt->images_dir, (int)nlen, image,
+               colon + 1);
+}
+
+static int write_file(const char *path, const char *data, size_t len,
+                      mode_t mode)
+{
+    int fd =
+        open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+    size_t off = 0;
+
+    if (fd < 0)
+        return -1;
+    while (off < len) {
+        ssize_t n = write(fd, data + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            close(fd);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    return close(fd);
+}
+
+/* Last non-empty line of runc's stderr, without logrus decoration, so a
+ * failure reads "runc: <what went wrong>". */
+static void last_line(const char *text, char *out, size_t outlen)
+{
+    const char *end = text + strlen(text), *start, *msg;
+    size_t n;
+
+    while (end > text && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
+        end--;
+    start = end;
+    while (start > text && start[-1] != '\n')
+        start--;
+    msg = strstr(start, "msg=\"");
+    if (msg != NULL && msg < end) {
+        start = msg + 5;
+        if (end > start && end[-1] == '"')
+            end--;
+    }
+    n = (size_t)(end - start);
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, start, n);
+    out[n] = '\0';
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' ';
+}
+
+/* ---------------------------------------------------------------------
+ * Running runc
+ * ------------------------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} buf_t;
+
+/* Reads what is there: 1 got data, 0 end of file, -1 nothing now. */
+static int buf_read(buf_t *b, int fd)
+{
+    char tmp[8192];
+    ssize_t n = read(fd, tmp, sizeof(tmp));
+
+    if (n <= 0)
+        return n == 0 ? 0 : -1;
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        char *d;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        if (cap > OUT_MAX)
+            return 1; /* drop the excess, keep draining */
+        d = realloc(b->data, cap);
+        if (d == NULL)
+            return 1;
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, tmp, (size_t)n);
+    b->len += (size_t)n;
+    b->data[b->len] = '\0';
+    return 1;
+}
+
+/* Reads from *fd if poll said so; closes it at end of file so poll stops
+ * reporting it. */
+static void pipe_step(buf_t *b, int *fd, short revents)
+{
+    if (*fd >= 0 && revents && buf_read(b, *fd) == 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static int spawn_actions(posix_spawn_file_actions_t *fa, int keep_fd, int out_w,
+                         int err_w)
+{
+    int rc = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0);
+
+    if (rc == 0)
+        rc = out_w >= 0 ? posix_spawn_file_actions_adddup2(fa, out_w, 1)
+                        : posix_spawn_file_actions_addopen(fa, 1, "/dev/null",
+                                                           O_WRONLY, 0);
+    if (rc == 0)
+        rc = posix_spawn_file_actions_adddup2(fa, err_w, 2);
+    /* dup2 of an fd onto itself clears close-on-exec (glibc >= 2.29) */
+    if (rc == 0 && keep_fd >= 0)
+        rc = posix_spawn_file_actions_adddup2(fa, keep_fd, 3);
+    /* nothing else of ours, e.g. another session's socket being set up by
+     * another thread, reaches runc */
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addclosefrom_np(fa, keep_fd >= 0 ? 4 : 3);
+    return rc;
+}
+
+/*
+ * Runs `runc --root <runc_root> <args...>` without a shell. keep_fd, if
+ * >= 0, becomes the child's fd 3. stdout is captured into out when out is
+ * not NULL; stderr always goes into errbuf (for messages). Returns the exit
+ * status (0 = success), or -1 when runc could not be run or timed out.
+ *
+ * runc run --detach leaves the container holding runc's stdio until
+ * pico-init swaps it for /dev/null, so the end of runc is told by its
+ * pidfd, never by EOF on the pipes.
+ */
+static int run_runc(const runtime *rt, const char *const *args, int keep_fd,
+                    buf_t *out, char *errbuf, size_t errlen)
+{
+    const char *argv[16];
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    int n = 0, status = -1, pidfd = -1, st, rc;
+    posix_spawn_file_actions_t fa;
+    buf_t err = {0};
+    long long deadline;
+    pid_t pid, w;
+
+    errbuf[0] = '\0';
+    argv[n++] = rt->runc;
+    argv[n++] = "--root";
+    argv[n++] = rt->runc_root;
+    for (int i = 0; args[i] != NULL && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+
+    if ((out && pipe2(outp, O_CLOEXEC | O_NONBLOCK) < 0) ||
+        pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
+        snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
+        goto done;
+    }
+    if (posix_spawn_file_actions_init(&fa) != 0) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto done;
+    }
+    rc = spawn_actions(&fa, keep_fd, outp[1], errp[1]);
+    if (rc == 0)
+        rc = posix_spawn(&pid, rt->runc, &fa, NULL, (char *const *)argv,
+                         runc_env);
+    if (rc != 0) {
+        posix_spawn_file_actions_destroy(&fa);
+        snprintf(errbuf, errlen, "cannot run runc: %s", strerror(rc));
+        goto done;
+    }
+    posix_spawn_file_actions_destroy(&fa);
+    for (int i = 1; i < 2; i++) {
+        if (outp[i] >= 0)
+            close(outp[i]);
+        close(errp[i]);
+        outp[i] = errp[i] = -1;
+    }
+
+    /* Without a pidfd (old kernel) poll in 5 ms steps. */
+    pidfd = (int)pidfd_open(pid, 0);
+    deadline = mono_ms() + RUNC_TIMEOUT_MS;
+    for (;;) {
+        struct pollfd p[3] = {
+            {pidfd, POLLIN, 0}, {errp[0], POLLIN, 0}, {outp[0], POLLIN, 0}};
+        long long left = deadline - mono_ms();
+
+        if (left <= 0) {
+            kill(pid, SIGKILL);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            snprintf(errbuf, errlen, "runc %s timed out", args[0]);
+            status = -1;
+            goto done;
+        }
+        if (poll(p, 3, pidfd < 0 ? 5 : (int)left) < 0 && errno != EINTR)
+            left = 0;
+        pipe_step(&err, &errp[0], p[1].revents);
+        pipe_step(out, &outp[0], p[2].revents);
+        if (pidfd >= 0 && !(p[0].revents & POLLIN))
+            continue;
+        w = waitpid(pid, &st, pidfd < 0 ? WNOHANG : 0);
+        if (w == pid) {
+            status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            break;
+        }
+        if (w < 0 && errno != EINTR) {
+            snprintf(errbuf, errlen, "waitpid: %s", strerror(errno));
+            goto done;
+        }
+    }
+    /* runc has exited: whatever it wrote is in the pipes now */
+    while (errp[0] >= 0 && buf_read(&err, errp[0]) > 0)
+        ;
+    while (outp[0] >= 0 && buf_read(out, outp[0]) > 0)
+        ;
+    if (status != 0 && err.data)
+        last_line(err.data, errbuf, errlen);
+    if (status != 0 && errbuf[0] == '\0')
+        snprintf(errbuf, errlen, "runc %s failed (status %d)", args[0], status);
+
+done:
+    if (pidfd >= 0)
+        close(pidfd);
+    for (int i = 0; i < 2; i++) {
+        if (outp[i] >= 0)
+            close(outp[i]);
+        if (errp[i] >= 0)
+            close(errp[i]);
+    }
+    free(err.data);
+    return status;
+}
+
+/* `runc delete --force` kills the container if it runs and removes its
+ * state and cgroups; a container that does not exist is success. */
+static int runc_delete(const runtime *rt, const char *cid, char *err,
+                       size_t errlen)
+{
+    const char *args[] = {"delete", "--force", cid, NULL};
+
+    return run_runc(rt, args, -1, NULL, err, errlen) == 0 ? 0 : -1;
+}
+
+/* ---------------------------------------------------------------------
+ * Session folder
+ * ------------------------------------------------------------------- */
+
+static int rm_entry(const char *path, const struct stat *st, int type,
+                    struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    if (type == FTW_DP)
+        return rmdir(path) < 0 && errno != ENOENT ? -1 : 0;
+    return unlink(path) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* rm -rf without a shell: depth first, never following symlinks (the
+ * sandbox user controls what is in workspace/ and home/) and never
+ * crossing into another file system. */
+static int remove_tree(const char *path)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -1;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+static int make_dir(const char *path, mode_t mode, uid_t uid, gid_t gid)
+{
+    if (mkdir(path, mode) < 0)
+        return -1;
+    /* mkdir's mode is filtered by the umask; say exactly what we mean */
+    if (chmod(path, mode) < 0 || chown(path, uid, gid) < 0)
+        return -1;
+    return 0;
+}
+
+/* The image's /etc/skel goes into the fresh home, so shells get the
+ * usual prompt and aliases. Plain files only; a failure is not fatal. */
+static void copy_skel(const char *rootfs, const char *home)
+{
+    char src[PICO_PATH_MAX], dst[PICO_PATH_MAX], data[16384];
+    struct dirent *e;
+    DIR *d;
+
+    if (fmt(src, sizeof(src), "%s/etc/skel", rootfs) < 0 ||
+        (d = opendir(src)) == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        int fd;
+        ssize_t n;
+
+        if (e->d_type != DT_REG ||
+            fmt(src, sizeof(src), "%s/etc/skel/%s", rootfs, e->d_name) < 0 ||
+            fmt(dst, sizeof(dst), "%s/%s", home, e->d_name) < 0)
+            continue;
+        fd = open(src, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        n = read(fd, data, sizeof(data));
+        close(fd);
+        if (n >= 0 && (size_t)n < sizeof(data) &&
+            write_file(dst, data, (size_t)n, 0644) == 0 &&
+            chown(dst, SANDBOX_UID, SANDBOX_GID) < 0)
+            (void)unlink(dst);
+    }
+    closedir(d);
+}
+
+/* ---------------------------------------------------------------------
+ * The endpoint
+ * ------------------------------------------------------------------- */
+
+/* Binds and listens on path, reachable by socket_group (nginx) and root
+ * only. */
+static int listen_unix(const runtime *rt, const char *path, char *err,
+                       size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        snprintf(err, errlen,
+                 "socket path too long (%zu bytes, the limit is %zu): "
+                 "choose a shorter state_dir",
+                 strlen(path), sizeof(sa.sun_path) - 1);
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    /* nobody can connect before listen(), so fixing the mode after bind
+     * is not a race */
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        chown(path, 0, rt->socket_gid) < 0 || chmod(path, 0660) < 0 ||
+        listen(fd, 128) < 0) {
+        snprintf(err, errlen, "session socket %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The sandbox is ready when its sshd sends the SSH banner on a fresh
+ * connection: that proves pico-init accepts, sshd starts and its host key
+ * and configuration load. */
+static int wait_banner(const char *path, int timeout_ms, char *err,
+                       size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    long long deadline = mono_ms() + timeout_ms;
+    char buf[256];
+    size_t got = 0;
+    int fd, rc = -1;
+
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        snprintf(err, errlen, "socket: %s", strerror(errno));
+        return -1;
+    }
+    /* the listener exists already, so connect only waits for backlog
+     * room */
+    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        if (errno != EAGAIN || mono_ms() >= deadline) {
+            snprintf(err, errlen, "sandbox endpoint refused: %s",
+                     strerror(errno));
+            goto out;
+        }
+        poll(NULL, 0, 2);
+    }
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        long long left = deadline - mono_ms();
+        ssize_t n;
+
+        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+            snprintf(err, errlen, "sandbox sshd did not answer within %d ms",
+                     timeout_ms);
+            goto out;
+        }
+        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen,
+                     "sandbox sshd closed the connection "
+                     "before its banner");
+            goto out;
+        }
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "SSH-2.0-") != NULL) {
+            rc = 0;
+            goto out;
+        }
+        if (got == sizeof(buf) - 1) {
+            snprintf(err, errlen, "sandbox sshd sent no SSH banner");
+            goto out;
+        }
+    }
+out:
+    close(fd);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * runtime_ops
+ * ------------------------------------------------------------------- */
+
+static int ensure_dir(const char *path, mode_t mode)
+{
+    struct stat st;
+
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return -1;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+static runtime *local_open(const struct pico_config *cfg, char *err,
+                           size_t errlen)
+{
+    runtime *rt = calloc(1, sizeof(*rt));
+    char buf[4096], init[PATH_MAX];
+    struct group gr, *grp = NULL;
+
+    if (rt == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->tmp_size_mb = cfg->tmp_size_mb > 0 ? cfg->tmp_size_mb : 256;
+    rt->ready_timeout_ms =
+        cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 5000;
+    if (fmt(rt->runc, sizeof(rt->runc), "%s", cfg->runc) < 0 ||
+        fmt(rt->runc_root, sizeof(rt->runc_root), "%s/runc", cfg->state_dir) <
+            0 ||
+        fmt(rt->sessions_dir, sizeof(rt->sessions_dir), "%s/sessions",
+            cfg->state_dir) < 0 ||
+        fmt(rt->images_dir, sizeof(rt->images_dir), "%s", cfg->images_dir) <
+            0 ||
+        realpath(cfg->init_binary, init) == NULL ||
+        fmt(rt->init_binary, sizeof(rt->init_binary), "%s", init) < 0) {
+        snprintf(err, errlen, "local runtime: init_binary %s: %s",
+                 cfg->init_binary, strerror(errno));
+        goto fail;
+    }
+    if (cfg->state_dir[0] != '/' || cfg->images_dir[0] != '/') {
+        snprintf(err, errlen,
+                 "local runtime: state_dir and images_dir must be absolute");
+        goto fail;
+    }
+    if (access(rt->runc, X_OK) < 0 || access(rt->init_binary, X_OK) < 0) {
+        snprintf(err, errlen, "local runtime: %s or %s is not executable",
+                 rt->runc, rt->init_binary);
+        goto fail;
+    }
+    if (ensure_dir(rt->runc_root, 0700) < 0 ||
+        ensure_dir(rt->sessions_dir, 0750) < 0) {
+        snprintf(err, errlen,
+                 "local runtime: cannot create %s/{runc,"
+                 "sessions}: %s",
+                 cfg->state_dir, strerror(errno));
+        goto fail;
+    }
+    if (cfg->socket_group[0] == '\0') {
+        rt->socket_gid = 0;
+    } else if (getgrnam_r(cfg->socket_group, &gr, buf, sizeof(buf), &grp) !=
+                   0 ||
+               grp == NULL) {
+        snprintf(err, errlen, "local runtime: socket_group %s: no such group",
+                 cfg->socket_group);
+        goto fail;
+    } else {
+        rt->socket_gid = grp->gr_gid;
+    }
+    return rt;
+fail:
+    free(rt);
     return NULL;
+}
+
+static void local_close(runtime *rt)
+{
+    free(rt);
+}
+
+static int local_image_exists(runtime *rt, const char *image)
+{
+    char dir[PICO_PATH_MAX], path[PICO_PATH_MAX];
+    struct stat st;
+
+    if (image_dir(rt, image, dir, sizeof(dir)) < 0 ||
+        fmt(path, sizeof(path), "%s/.complete", dir) < 0 || stat(path, &st) < 0)
+        return 0;
+    if (fmt(path, sizeof(path), "%s/rootfs", dir) < 0 || stat(path, &st) < 0)
+        return 0;
+    return S_ISDIR(st.st_mode);
+}
+
+typedef struct {
+    char dir[PICO_PATH_MAX];
+    char workspace[PICO_PATH_MAX];
+    char home[PICO_PATH_MAX];
+    char keys[PICO_PATH_MAX];
+    char sock[PICO_PATH_MAX];
+    char config[PICO_PATH_MAX];
+    char cid[64];
+    char cgroup[128];
+} session_paths;
+
+static int paths_for(const runtime *rt, const char *id, session_paths *p)
+{
+    if (!id_ok(id))
+        return -1;
+    return fmt(p->dir, sizeof(p->dir), "%s/%s", rt->sessions_dir, id) ||
+                   fmt(p->workspace, sizeof(p->workspace), "%s/workspace",
+                       p->dir) ||
+                   fmt(p->home, sizeof(p->home), "%s/home", p->dir) ||
+                   fmt(p->keys, sizeof(p->keys), "%s/keys", p->dir) ||
+                   fmt(p->sock, sizeof(p->sock), "%s/ssh.sock", p->dir) ||
+                   fmt(p->config, sizeof(p->config), "%s/config.json",
+                       p->dir) ||
+                   fmt(p->cid, sizeof(p->cid), CID_PREFIX "%s", id) ||
+                   fmt(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s", id)
+               ? -1
+               : 0;
+}
+
+/* The folders, keys and config of a new session. */
+static int prepare_bundle(const runtime *rt, const session *s,
+                          const session_paths *p, const char *rootfs,
+                          hostkey *hk, char *err, size_t errlen)
+{
+    char path[PICO_PATH_MAX], *config;
+    oci_params op;
+    int rc;
+
+    if (mkdir(p->dir, 0710) < 0) {
+        snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
+        return -1;
+    }
+    if (chown(p->dir, 0, rt->socket_gid) < 0 || chmod(p->dir, 0710) < 0 ||
+        make_dir(p->workspace, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        make_dir(p->home, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        make_dir(p->keys, 0755, 0, 0) < 0) {
+        snprintf(err, errlen, "session folders: %s", strerror(errno));
+        return -1;
+    }
+    copy_skel(rootfs, p->home);
+
+    if (hostkey_generate(hk, err, errlen) < 0)
+        return -1;
+    if (fmt(path, sizeof(path), "%s/ssh_host_ed25519_key", p->keys) < 0 ||
+        write_file(path, hk->private_key, strlen(hk->private_key), 0600) < 0) {
+        snprintf(err, errlen, "host key file: %s", strerror(errno));
+        return -1;
+    }
+    if (s->ssh_public_key[0] != '\0') {
+        char line[PICO_PUBKEY_MAX + 2];
+        /* one key, one line: a newline inside would add more keys */
+        size_t n = strcspn(s->ssh_public_key, "\r\n");
+        memcpy(line, s->ssh_public_key, n);
+        line[n++] = '\n';
+        if (fmt(path, sizeof(path), "%s/authorized_keys", p->keys) < 0 ||
+            write_file(path, line, n, 0644) < 0) {
+            snprintf(err, errlen, "authorized_keys: %s", strerror(errno));
+            return -1;
+        }
+    }
+
+    op = (oci_params){
+        .rootfs = rootfs,
+        .hostname = s->sandbox_name[0] ? s->sandbox_name : "sandbox",
+        .init_binary = rt->init_binary,
+        .workspace = p->workspace,
+        .home = p->home,
+        .keys = p->keys,
+        .cgroups_path = p->cgroup,
+        .memory_mb = s->limits.memory_mb,
+        .cpu_millicores = s->limits.cpu_millicores,
+        .pids = s->limits.pids,
+        .tmp_size_mb = rt->tmp_size_mb,
+    };
+    config = oci_config_json(&op);
+    if (config == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = write_file(p->config, config, strlen(config), 0600);
+    free(config);
+    if (rc < 0)
+        snprintf(err, errlen, "config.json: %s", strerror(errno));
+    return rc;
+}
+
+static int start_container(const runtime *rt, const session_paths *p, int lfd,
+                           char *err, size_t errlen)
+{
+    const char *args[] = {"run",      "--detach", "--preserve-fds", "1",
+                          "--bundle", p->dir,     p->cid,           NULL};
+    char why[PICO_REASON_MAX];
+
+    if (run_runc(rt, args, lfd, NULL, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "sandbox failed to start: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int local_create(runtime *rt, session *s, char *err, size_t errlen)
+{
+    char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], ignored[PICO_REASON_MAX];
+    session_paths p;
+    hostkey hk;
+    int lfd = -1, started = 0;
+
+    if (paths_for(rt, s->id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id or state_dir too long");
+        return -1;
+    }
+    if (strlen(p.sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+        snprintf(err, errlen,
+                 "session socket path %s is %zu bytes, over the unix "
+                 "socket limit of 107: choose a shorter state_dir",
+                 p.sock, strlen(p.sock));
+        return -1;
+    }
+    if (image_dir(rt, s->image, dir, sizeof(dir)) < 0 ||
+        fmt(rootfs, sizeof(rootfs), "%s/rootfs", dir) < 0 ||
+        !local_image_exists(rt, s->image)) {
+        snprintf(err, errlen, "image %s is not available", s->image);
+        return -1;
+    }
+
+    if (prepare_bundle(rt, s, &p, rootfs, &hk, err, errlen) < 0)
+        goto fail;
+    lfd = listen_unix(rt, p.sock, err, errlen);
+    if (lfd < 0)
+        goto fail;
+    started = 1; /* from here a half-made container may exist */
+    if (start_container(rt, &p, lfd, err, errlen) < 0)
+        goto fail;
+    /* the container holds the listener now */
+    close(lfd);
+    lfd = -1;
+    if (wait_banner(p.sock, rt->ready_timeout_ms, err, errlen) < 0)
+        goto fail;
+
+    if (fmt(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
+        fmt(s->host_key, sizeof(s->host_key), "%s", hk.public_key) < 0 ||
+        fmt(s->host_key_fpr, sizeof(s->host_key_fpr), "%s", hk.fingerprint) <
+            0) {
+        snprintf(err, errlen, "endpoint or host key too long");
+        goto fail;
+    }
+    hostkey_wipe(&hk);
+    return 0;
+
+fail:
+    hostkey_wipe(&hk);
+    if (lfd >= 0)
+        close(lfd);
+    if (started)
+        (void)runc_delete(rt, p.cid, ignored, sizeof(ignored));
+    (void)remove_tree(p.dir);
+    return -1;
+}
+
+static int local_destroy(runtime *rt, const char *session_id, char *err,
+                         size_t errlen)
+{
+    char why[PICO_REASON_MAX];
+    session_paths p;
+
+    if (paths_for(rt, session_id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id");
+        return -1;
+    }
+    if (runc_delete(rt, p.cid, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "cannot remove sandbox: %s", why);
+        return -1;
+    }
+    /* Only once the container is gone: nothing in it can race the walk
+     * through its files any more. */
+    if (remove_tree(p.dir) < 0) {
+        snprintf(err, errlen, "cannot remove %s: %s", p.dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int local_alive(runtime *rt, const char *session_id)
+{
+    const char *args[] = {"state", NULL, NULL};
+    char why[PICO_REASON_MAX];
+    session_paths p;
+    buf_t out = {0};
+    json_t *st;
+    int rc;
+
+    if (paths_for(rt, session_id, &p) < 0)
+        return -1;
+    args[1] = p.cid;
+    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+        char statedir[PICO_PATH_MAX];
+        free(out.data);
+        /* runc fails on a missing container; tell that from a broken runc
+         * by its state folder */
+        if (fmt(statedir, sizeof(statedir), "%s/%s", rt->runc_root, p.cid) < 0)
+            return -1;
+        return access(statedir, F_OK) < 0 && errno == ENOENT ? 0 : -1;
+    }
+    st = out.data ? json_loads(out.data, 0, NULL) : NULL;
+    free(out.data);
+    if (st == NULL)
+        return -1;
+    rc = json_is_string(json_object_get(st, "status")) &&
+         strcmp(json_string_value(json_object_get(st, "status")), "running") ==
+             0;
+    json_decref(st);
+    return rc;
+}
+
+/*
+ * Reports the session id of every pico container under our runc root,
+ * and of every session folder without one (left by a crash between
+ * mkdir and runc run), so reconcile can destroy leftovers too.
+ */
+static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
+                      size_t errlen)
+{
+    const char *args[] = {"list", "--format", "json", NULL};
+    char why[PICO_REASON_MAX], path[PICO_PATH_MAX];
+    buf_t out = {0};
+    json_t *arr, *c;
+    struct dirent *e;
+    size_t i;
+    DIR *d;
+
+    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+        free(out.data);
+        snprintf(err, errlen, "runc list: %s", why);
+        return -1;
+    }
+    arr = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
+    free(out.data);
+    /* runc prints "null" when there are no containers */
+    json_array_foreach(arr, i, c)
+    {
+        const char *id = json_string_value(json_object_get(c, "id"));
+        if (id && strncmp(id, CID_PREFIX, strlen(CID_PREFIX)) == 0 &&
+            id_ok(id + strlen(CID_PREFIX)))
+            cb(id + strlen(CID_PREFIX), arg);
+    }
+
+    d = opendir(rt->sessions_dir);
+    if (d == NULL) {
+        json_decref(arr);
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        int listed = 0;
+        if (!id_ok(e->d_name) ||
+            fmt(path, sizeof(path), CID_PREFIX "%s", e->d_name) < 0)
+            continue;
+        json_array_foreach(arr, i, c)
+        {
+            const char *id = json_string_value(json_object_get(c, "id"));
+            if (id && strcmp(id, path) == 0)
+                listed = 1;
+        }
+        if (!listed)
+            cb(e->d_name, arg);
+    }
+    closedir(d);
+    json_decref(arr);
+    return 0;
+}
+
+static int local_health(runtime *rt, char *err, size_t errlen)
+{
+    if (access(rt->runc, X_OK) < 0) {
+        snprintf(err, errlen, "runc %s: %s", rt->runc, strerror(errno));
+        return -1;
+    }
+    if (access(rt->runc_root, W_OK) < 0 || access(rt->sessions_dir, W_OK) < 0) {
+        snprintf(err, errlen, "state folder not writable: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 const runtime_ops runtime_local_ops = {
     .name = "local",
     .open = local_open,
+    .close = local_close,
+    .image_exists = local_image_exists,
+    .create = local_create,
+    .destroy = local_destroy,
+    .alive = local_alive,
+    .list = local_list,
+    .health = local_health,
 };

@@ -1,0 +1,175 @@
+/*
+ * pico-init.c - PID 1 of a local sandbox.
+ *
+ * The backend binds a unix socket for each session and hands its
+ * listening descriptor to the container as fd 3 (`runc run --preserve-fds
+ * 1`). pico-init accepts connections on it and runs `sshd -i` (inetd mode)
+ * for each one, with the connection as stdin and stdout. As PID 1 it also
+ * reaps every orphan in the sandbox, and it exits on SIGTERM, which takes
+ * the whole pid namespace down with it.
+ *
+ * It is bind-mounted read-only from the host (config init_binary), so it
+ * is linked statically and needs nothing from the sandbox's root
+ * filesystem but /usr/sbin/sshd.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LISTEN_FD 3
+#define SSHD "/usr/sbin/sshd"
+#define PRIVSEP_DIR "/run/sshd" /* sshd's chroot; /run is a fresh tmpfs */
+
+static char *const sshd_argv[] = {SSHD, "-i", NULL};
+static char *const sshd_envp[] = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG=C.UTF-8", NULL};
+
+/* Close everything but 0-2 and the listener: runc passes only those, but a
+ * leaked descriptor here would reach every session. */
+static void close_other_fds(void)
+{
+    int fd;
+    long max = sysconf(_SC_OPEN_MAX);
+
+    if (max < 0 || max > 65536)
+        max = 65536;
+    for (fd = LISTEN_FD + 1; fd < max; fd++)
+        (void)close(fd);
+}
+
+/* stdin/out/err are whatever runc was given; nothing should be written
+ * there, and holding them would keep the starter's pipes open. */
+static void null_stdio(void)
+{
+    int fd = open("/dev/null", O_RDWR);
+
+    if (fd < 0)
+        return;
+    (void)dup2(fd, 0);
+    (void)dup2(fd, 1);
+    (void)dup2(fd, 2);
+    if (fd > 2)
+        (void)close(fd);
+}
+
+static void pause_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+static void reap(void)
+{
+    while (waitpid(-1, NULL, WNOHANG) > 0)
+        ;
+}
+
+/* In the child: the connection becomes sshd's stdin/stdout. */
+static void run_sshd(int conn, const sigset_t *oldmask)
+{
+    /* stderr is /dev/null already (null_stdio) */
+    if (dup2(conn, 0) < 0 || dup2(conn, 1) < 0)
+        _exit(127);
+    if (conn > 2)
+        (void)close(conn);
+    (void)sigprocmask(SIG_SETMASK, oldmask, NULL);
+    execve(SSHD, sshd_argv, sshd_envp);
+    _exit(127);
+}
+
+/* Accepts one pending connection. Returns how long to back off (ms) before
+ * polling again: resource shortages must not turn into a busy loop. */
+static long accept_one(const sigset_t *oldmask)
+{
+    pid_t pid;
+    int conn = accept4(LISTEN_FD, NULL, NULL, SOCK_CLOEXEC);
+
+    if (conn < 0) {
+        switch (errno) {
+        case EAGAIN:
+        case EINTR:
+        case ECONNABORTED:
+        case EPROTO:
+            return 0;
+        default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM, ... */
+            return 100;
+        }
+    }
+    pid = fork();
+    if (pid == 0)
+        run_sshd(conn, oldmask);
+    (void)close(conn);
+    return pid < 0 ? 100 : 0; /* fork fails at the pids limit */
+}
+
+int main(void)
+{
+    sigset_t mask, oldmask;
+    struct signalfd_siginfo si;
+    struct pollfd pfd[2];
+    int sfd, flags;
+    long backoff;
+
+    close_other_fds();
+    null_stdio();
+    (void)umask(022);
+    (void)mkdir(PRIVSEP_DIR, 0755);
+
+    /* Signals arrive through a descriptor, so the loop below is the only
+     * place anything happens and there are no handler races. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    if (sigprocmask(SIG_BLOCK, &mask, &oldmask) < 0)
+        return 1;
+    sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sfd < 0)
+        return 1;
+
+    /* Non-blocking so a connection reset between poll and accept cannot
+     * stall us; close-on-exec so sshd does not inherit it. */
+    flags = fcntl(LISTEN_FD, F_GETFL);
+    if (flags < 0 || fcntl(LISTEN_FD, F_SETFL, flags | O_NONBLOCK) < 0 ||
+        fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC) < 0)
+        return 1;
+
+    pfd[0].fd = LISTEN_FD;
+    pfd[0].events = POLLIN;
+    pfd[1].fd = sfd;
+    pfd[1].events = POLLIN;
+    for (;;) {
+        if (poll(pfd, 2, -1) < 0) {
+            if (errno != EINTR)
+                pause_ms(100);
+            continue;
+        }
+        if (pfd[1].revents & POLLIN) {
+            while (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+                    return 0;
+            }
+            reap();
+        }
+        if (pfd[0].revents & (POLLERR | POLLNVAL))
+            return 1;
+        if (pfd[0].revents & POLLIN) {
+            backoff = accept_one(&oldmask);
+            if (backoff)
+                pause_ms(backoff);
+        }
+    }
+}

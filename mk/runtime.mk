@@ -1,0 +1,15 @@
+# Local runtime: pico-init, PID 1 of every local sandbox. It is
+# bind-mounted into containers from the host, so it is linked statically
+# (no sanitizers) and needs nothing from the sandbox's root filesystem.
+# The driver itself (backend/runtime_local.c, oci.c, hostkey.c) is part of
+# pico-backend (mk/backend.mk).
+
+INIT_CFLAGS := -std=gnu11 -O2 -g $(WARN) -D_FORTIFY_SOURCE=2 \
+               -fstack-protector-strong
+
+BUILD_TARGETS += $(BIN)/pico-init
+
+$(BIN)/pico-init: backend/sandbox/pico-init.c mk/runtime.mk
+	@mkdir -p $(BIN)
+	$(CC) $(INIT_CFLAGS) -static -o $@.tmp $<
+	@mv $@.tmp $@
