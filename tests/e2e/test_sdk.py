@@ -447,18 +447,6 @@ def test_limits_and_outages_map_to_exceptions():
         with pytest.raises(sandbox_sdk.MethodNotAllowed):
             c._request("PUT", "/v1/sessions")
 
-        st.stop_redis()
-        try:
-            with pytest.raises(sandbox_sdk.ServiceUnavailable) as info:
-                c.health()
-            assert info.value.status == 503
-            with pytest.raises(sandbox_sdk.ServiceUnavailable):
-                c.list_sessions()
-            assert not c.is_healthy()
-        finally:
-            st.start_redis()
-        assert c.health()["status"] == "ok"
-
         st.backend.stop()
         try:
             with pytest.raises(sandbox_sdk.ServiceUnavailable) as info:
@@ -468,6 +456,22 @@ def test_limits_and_outages_map_to_exceptions():
             assert s.run("echo up").stdout == "up\n"
         finally:
             st.backend.start()
+        st.stop_redis()
+        try:
+            with pytest.raises(sandbox_sdk.ServiceUnavailable) as info:
+                c.health()
+            assert info.value.status == 503
+            with pytest.raises(sandbox_sdk.ServiceUnavailable):
+                c.list_sessions()
+            assert not c.is_healthy()
+            # the tunnel's 503 here is the service's, not the sandbox's
+            with pytest.raises(sandbox_sdk.ServiceUnavailable) as info:
+                s.open_tunnel()
+            assert not isinstance(info.value, SandboxNotReady)
+        finally:
+            st.start_redis()
+        assert c.health()["status"] == "ok"
+
         s.delete()
     finally:
         st.stop()

@@ -213,15 +213,20 @@ def error_from_response(status: int, body: str, reason: str = "",
                         tunnel: bool = False) -> SandboxError:
     """Builds the exception for an HTTP answer with a non-success status.
 
-    ``tunnel`` selects the tunnel's meanings: there 503 is
-    :class:`SandboxNotReady` and 502 is :class:`TunnelError`.
+    ``tunnel`` selects the tunnel's meanings: there 503 ``Sandbox not
+    ready`` is :class:`SandboxNotReady` (other 503s stay
+    :class:`ServiceUnavailable`) and 502 is :class:`TunnelError`.
     """
     code, message = parse_error_body(body)
     if not message:
         message = reason or "HTTP %d" % status
     kw: Dict[str, Any] = {"code": code, "status": status, "body": body}
     if tunnel and status == 503:
-        return SandboxNotReady(message, **kw)
+        # "Sandbox not ready" is the session's state; other 503 texts
+        # (e.g. "Session store unavailable") are the service's.
+        if not body.strip() or "not ready" in message.lower():
+            return SandboxNotReady(message, **kw)
+        return ServiceUnavailable(message, **kw)
     if tunnel and status == 502:
         return TunnelError(message, **kw)
     cls = _BY_STATUS.get(status)

@@ -48,6 +48,9 @@ def test_tunnel_error_mapping_and_plain_text():
     e = errors.error_from_response(503, "Sandbox not ready\n", "Service Unavailable",
                                    tunnel=True)
     assert type(e) is sandbox_sdk.SandboxNotReady and e.message == "Sandbox not ready"
+    e = errors.error_from_response(503, "Session store unavailable\n",
+                                   "Service Unavailable", tunnel=True)
+    assert type(e) is sandbox_sdk.ServiceUnavailable
     e = errors.error_from_response(502, "", "Bad Gateway", tunnel=True)
     assert type(e) is sandbox_sdk.TunnelError and e.message == "Bad Gateway"
     e = errors.error_from_response(429, "{}", "Too Many", {"retry-after": "3"})
