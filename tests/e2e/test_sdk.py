@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,6 +20,7 @@ SDK = os.path.join(ROOT, "sdk", "python")
 sys.path.insert(0, SDK)
 
 import sandbox_sdk  # noqa: E402
+from sandbox_sdk import tunnel as sdk_tunnel  # noqa: E402
 from sandbox_sdk import (AuthenticationError, HostKeyMismatch,  # noqa: E402
                          InvalidRequest, SandboxClient, SandboxConnectionError,
                          SandboxError, SandboxNotReady, SessionNotFound)
@@ -117,8 +119,14 @@ def test_lifecycle(stack, client):
 
         with pytest.raises(sandbox_sdk.CommandTimeout):
             session.run("sleep 30", timeout=1)
-        # the connection is still usable after a timeout
+        # the connection is still usable after a timeout, and the command
+        # was killed
         assert session.run("echo still").stdout == "still\n"
+        assert session.run("ps -eo args | grep -c '^sleep 30' || true").stdout == "0\n"
+
+        # relative paths: SFTP and commands both start in /workspace
+        session.write_file("relative.txt", b"rel\n")
+        assert session.run("cat relative.txt").stdout == "rel\n"
 
         session.refresh()
         assert session.status == "running"
@@ -398,7 +406,7 @@ def test_context_manager_deletes(client):
         s.delete()
 
 
-def test_open_tunnel_raw_socket(client):
+def test_open_tunnel_raw_socket(stack, client):
     with client.create_session(ttl=600) as s:
         sock = s.open_tunnel()
         try:
@@ -414,6 +422,22 @@ def test_open_tunnel_raw_socket(client):
             assert sock.recv(4096)
         finally:
             sock.close()
+        # the 200 and the sandbox's banner waiting together in the socket
+        # buffer: the header is consumed, the banner is kept
+        raw = socket.create_connection(("127.0.0.1", stack.port), 10)
+        try:
+            raw.sendall(("CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                         % s.tunnel_path).encode())
+            peeked = b""
+            while b"\r\n\r\nSSH-2.0-" not in peeked:
+                if peeked:
+                    time.sleep(0.005)   # the 200 is there, the banner not yet
+                peeked = raw.recv(4096, socket.MSG_PEEK)
+                assert peeked.startswith(b"HTTP/1.1 200"), peeked
+            assert sdk_tunnel._read_header_peek(raw).startswith(b"HTTP/1.1 200")
+            assert recv_exact(raw, 8) == b"SSH-2.0-"
+        finally:
+            raw.close()
         # many tunnels to one session at once
         socks = [s.open_tunnel() for _ in range(5)]
         try:

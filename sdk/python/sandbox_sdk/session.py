@@ -399,8 +399,8 @@ class Session:
                     mode: Optional[int] = None,
                     callback: Optional[Any] = None) -> int:
         """Copies a local file into the sandbox, streaming it in chunks, and
-        checks the remote size afterwards. Relative ``remote_path`` is
-        relative to the SSH user's home. ``mode`` sets the remote file's
+        checks the remote size afterwards. A relative ``remote_path`` starts
+        in SFTP's starting folder (``/workspace`` in pico's sandboxes). ``mode`` sets the remote file's
         permission bits; ``callback(done, total)`` is called as bytes go.
         Returns the number of bytes copied; :class:`TransferError` on a
         size mismatch or remote error."""
