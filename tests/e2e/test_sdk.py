@@ -500,3 +500,24 @@ def test_limits_and_outages_map_to_exceptions():
     finally:
         st.stop()
     assert st.runc_containers() == []
+
+
+def test_ssh_key_login(stack, tmp_path):
+    key = str(tmp_path / "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key],
+                   check=True)
+    with open(key + ".pub") as f:
+        public = " ".join(f.read().split()[:2])
+    c = SandboxClient(stack.url, token="", ssh_key=key, ssh_password=None)
+    with c.create_session(ttl=300) as s:
+        assert s.raw.get("ssh_public_key") == public
+        assert s.run("whoami").stdout == "sandbox\n"
+        # another key, and no password: refused by sshd
+        s.close()
+        s.ssh_key = None
+        with pytest.raises(sandbox_sdk.SSHAuthenticationError):
+            s.run("true")
+        s.ssh_password = "wrong"
+        with pytest.raises(sandbox_sdk.SSHAuthenticationError) as info:
+            s.run("true")
+        assert "unable to authenticate" in str(info.value)
