@@ -123,11 +123,15 @@ static json_t *process(void)
 static json_t *resources(const oci_params *p)
 {
     json_int_t mem = (json_int_t)p->memory_mb * 1024 * 1024;
+    /* the kernel's smallest CFS quota is 1 ms per period (10 millicores) */
+    json_int_t quota = (json_int_t)p->cpu_millicores * 100;
+
+    if (quota < 1000)
+        quota = 1000;
 
     return json_pack("{s:[{s:b, s:s}], s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I}}",
                      "devices", "allow", 0, "access", "rwm", "memory", "limit",
-                     mem, "swap", mem, "cpu", "quota",
-                     (json_int_t)p->cpu_millicores * 100, "period",
+                     mem, "swap", mem, "cpu", "quota", quota, "period",
                      (json_int_t)100000, "pids", "limit", (json_int_t)p->pids);
 }
 

@@ -123,17 +123,17 @@ static int id_ok(const char *id)
     return 1;
 }
 
-/* "name:tag" with both parts made of [a-z0-9._-], no "..": it becomes
- * the folder name <name>_<tag>. */
+/* "name[:tag]" (no tag = "latest") with both parts made of [a-z0-9._-],
+ * no "..": it becomes the folder name <name>_<tag>. */
 static int image_dir(const runtime *rt, const char *image, char *buf,
                      size_t len)
 {
     const char *colon = strchr(image, ':');
+    const char *tag = colon ? colon + 1 : "latest";
+    size_t nlen = colon ? (size_t)(colon - image) : strlen(image);
     const char *p;
-    size_t nlen;
 
-    if (colon == NULL || colon == image || colon[1] == '\0' ||
-        strstr(image, "..") != NULL)
+    if (nlen == 0 || tag[0] == '\0' || strstr(image, "..") != NULL)
         return -1;
     for (p = image; *p; p++) {
         if (p == colon)
@@ -142,9 +142,7 @@ static int image_dir(const runtime *rt, const char *image, char *buf,
               *p == '.' || *p == '_' || *p == '-'))
             return -1;
     }
-    nlen = (size_t)(colon - image);
-    return fmt(buf, len, "%s/%.*s_%s", rt->images_dir, (int)nlen, image,
-               colon + 1);
+    return fmt(buf, len, "%s/%.*s_%s", rt->images_dir, (int)nlen, image, tag);
 }
 
 static int write_file(const char *path, const char *data, size_t len,
