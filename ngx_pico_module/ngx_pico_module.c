@@ -798,7 +798,7 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
                               3600000);
     ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size,
-                              64 * 1024);
+                              256 * 1024);
 
     if (conf->buffer_size < 4096) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

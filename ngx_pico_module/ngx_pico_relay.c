@@ -321,6 +321,19 @@ ngx_pico_relay(ngx_pico_tunnel_t *t)
         return;
     }
 
+    /*
+     * nginx registers an accepted connection's write event only on demand
+     * (epoll): make sure both sides wake us when they can take more.
+     */
+    if (ngx_handle_write_event(t->up.src->write, 0) != NGX_OK
+        || ngx_handle_read_event(t->up.src->read, 0) != NGX_OK
+        || ngx_handle_write_event(t->down.src->write, 0) != NGX_OK
+        || ngx_handle_read_event(t->down.src->read, 0) != NGX_OK)
+    {
+        ngx_pico_finish(t, "error");
+        return;
+    }
+
     if (up == NGX_OK || down == NGX_OK || !t->idle.timer_set) {
         /* ngx_add_timer() is cheap when the deadline barely moves */
         ngx_add_timer(&t->idle, t->plcf->idle_timeout);

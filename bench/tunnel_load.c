@@ -1,0 +1,426 @@
+/*
+ * tunnel_load: the load tool of bench/tunnel.py (and of the module's e2e
+ * tests that need an endpoint they control).  Loopback and unix sockets
+ * only.
+ *
+ *   tunnel_load server PATH
+ *       endpoint on a unix socket; each connection sends one line:
+ *       "up N\n"   the client then sends N bytes; answered "ok\n"
+ *       "down N\n" the server sends N bytes, then closes
+ *       "echo\n"   echoes until EOF
+ *       "idle\n"   holds the connection until the client closes
+ *   tunnel_load up|down BYTES TARGET
+ *       one transfer, prints "<seconds>"
+ *   tunnel_load latency COUNT TARGET
+ *       CONNECT -> 200 latencies of COUNT tunnels, prints microseconds
+ *       one per line
+ *   tunnel_load hold COUNT TARGET
+ *       opens COUNT idle tunnels, prints "ready N" and holds them until
+ *       its stdin closes
+ *
+ * TARGET is unix:PATH or tcp:127.0.0.1:PORT (direct), or
+ * HOST:PORT/SESSION_ID (through nginx).  The server's PATH may also be
+ * 127.0.0.1:PORT.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHUNK (256 * 1024)
+
+static double
+now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+die(const char *what)
+{
+    perror(what);
+    exit(1);
+}
+
+static int
+write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return -1;
+        }
+        p += w;
+        n -= (size_t) w;
+    }
+    return 0;
+}
+
+static int
+read_line(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+
+    while (n + 1 < size) {
+        ssize_t r = read(fd, buf + n, 1);
+        if (r <= 0) {
+            return -1;
+        }
+        if (buf[n] == '\n') {
+            buf[n] = '\0';
+            return 0;
+        }
+        n++;
+    }
+    return -1;
+}
+
+/* -- server ------------------------------------------------------------ */
+
+static void *
+serve(void *arg)
+{
+    int fd = (int) (long) arg;
+    char line[64], *buf;
+    long long n;
+    ssize_t r;
+
+    buf = malloc(CHUNK);
+    if (buf == NULL || read_line(fd, line, sizeof(line)) != 0) {
+        goto done;
+    }
+
+    if (strncmp(line, "up ", 3) == 0) {
+        n = atoll(line + 3);
+        while (n > 0 && (r = read(fd, buf, CHUNK)) > 0) {
+            n -= r;
+        }
+        write_all(fd, "ok\n", 3);
+
+    } else if (strncmp(line, "down ", 5) == 0) {
+        n = atoll(line + 5);
+        memset(buf, 'x', CHUNK);
+        while (n > 0) {
+            size_t k = n > CHUNK ? CHUNK : (size_t) n;
+            if (write_all(fd, buf, k) != 0) {
+                break;
+            }
+            n -= (long long) k;
+        }
+
+    } else if (strcmp(line, "echo") == 0) {
+        while ((r = read(fd, buf, CHUNK)) > 0) {
+            if (write_all(fd, buf, (size_t) r) != 0) {
+                break;
+            }
+        }
+
+    } else {
+        while (read(fd, buf, CHUNK) > 0) {
+        }
+    }
+
+done:
+    free(buf);
+    close(fd);
+    return NULL;
+}
+
+static int
+server(const char *path)
+{
+    int s, fd;
+    pthread_t th;
+    pthread_attr_t attr;
+    struct sockaddr_un sa;
+
+    if (strncmp(path, "127.0.0.1:", 10) == 0) {
+        int one = 1;
+        struct sockaddr_in sin;
+
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((unsigned short) atoi(path + 10));
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        s = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (s < 0 || bind(s, (struct sockaddr *) &sin, sizeof(sin)) != 0
+            || listen(s, 4096) != 0)
+        {
+            die("server");
+        }
+
+    } else {
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        unlink(path);
+
+        s = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (s < 0 || bind(s, (struct sockaddr *) &sa, sizeof(sa)) != 0
+            || listen(s, 4096) != 0)
+        {
+            die("server");
+        }
+        chmod(path, 0777);
+    }
+
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+
+    printf("listening\n");
+    fflush(stdout);
+
+    for (;;) {
+        fd = accept(s, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR || errno == EMFILE || errno == ENFILE) {
+                usleep(1000);
+                continue;
+            }
+            die("accept");
+        }
+        if (pthread_create(&th, &attr, serve, (void *) (long) fd) != 0) {
+            close(fd);
+        }
+    }
+
+    return 0;
+}
+
+/* -- clients ----------------------------------------------------------- */
+
+/* connects to TARGET; through nginx it also does the CONNECT exchange */
+static int
+open_target(const char *target, double *latency)
+{
+    int fd, one = 1;
+    char host[64], req[256], buf[1024];
+    const char *slash, *colon;
+    size_t n = 0;
+    double t0;
+    struct sockaddr_in sin;
+    struct sockaddr_un sa;
+
+    t0 = now();
+
+    if (strncmp(target, "unix:", 5) == 0) {
+        memset(&sa, 0, sizeof(sa));
+        sa.sun_family = AF_UNIX;
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", target + 5);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+            return -1;
+        }
+        if (latency) {
+            *latency = now() - t0;
+        }
+        return fd;
+    }
+
+    if (strncmp(target, "tcp:", 4) == 0) {
+        memset(&sin, 0, sizeof(sin));
+        sin.sin_family = AF_INET;
+        sin.sin_port = htons((unsigned short) atoi(strrchr(target, ':') + 1));
+        sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0)
+        {
+            return -1;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (latency) {
+            *latency = now() - t0;
+        }
+        return fd;
+    }
+
+    colon = strchr(target, ':');
+    slash = strchr(target, '/');
+    if (colon == NULL || slash == NULL || colon - target >= (long) sizeof(host))
+    {
+        fprintf(stderr, "bad target %s\n", target);
+        exit(2);
+    }
+    memcpy(host, target, (size_t) (colon - target));
+    host[colon - target] = '\0';
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((unsigned short) atoi(colon + 1));
+    inet_pton(AF_INET, host, &sin.sin_addr);
+
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0) {
+        return -1;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+
+    snprintf(req, sizeof(req),
+             "CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: %s\r\n\r\n",
+             slash + 1, host);
+    if (write_all(fd, req, strlen(req)) != 0) {
+        close(fd);
+        return -1;
+    }
+
+    /* read the answer byte by byte: nothing of the stream is consumed */
+    while (n < sizeof(buf) - 1) {
+        if (read(fd, buf + n, 1) != 1) {
+            close(fd);
+            return -1;
+        }
+        n++;
+        if (n >= 4 && memcmp(buf + n - 4, "\r\n\r\n", 4) == 0) {
+            break;
+        }
+    }
+    buf[n] = '\0';
+
+    if (strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+        fprintf(stderr, "CONNECT failed: %.60s\n", buf);
+        close(fd);
+        return -1;
+    }
+
+    if (latency) {
+        *latency = now() - t0;
+    }
+
+    return fd;
+}
+
+static int
+transfer(const char *dir, long long bytes, const char *target)
+{
+    int fd;
+    char line[64], *buf;
+    long long n;
+    ssize_t r;
+    double t0;
+
+    buf = malloc(CHUNK);
+    memset(buf, 'y', CHUNK);
+
+    fd = open_target(target, NULL);
+    if (fd < 0) {
+        die("connect");
+    }
+
+    snprintf(line, sizeof(line), "%s %lld\n", dir, bytes);
+    write_all(fd, line, strlen(line));
+
+    t0 = now();
+
+    if (strcmp(dir, "up") == 0) {
+        n = bytes;
+        while (n > 0) {
+            size_t k = n > CHUNK ? CHUNK : (size_t) n;
+            if (write_all(fd, buf, k) != 0) {
+                die("write");
+            }
+            n -= (long long) k;
+        }
+        if (read_line(fd, line, sizeof(line)) != 0 || strcmp(line, "ok")) {
+            fprintf(stderr, "no ok\n");
+            return 1;
+        }
+
+    } else {
+        n = 0;
+        while ((r = read(fd, buf, CHUNK)) > 0) {
+            n += r;
+        }
+        if (n != bytes) {
+            fprintf(stderr, "short: %lld of %lld\n", n, bytes);
+            return 1;
+        }
+    }
+
+    printf("%.6f\n", now() - t0);
+    close(fd);
+    free(buf);
+    return 0;
+}
+
+static int
+latency(int count, const char *target)
+{
+    int i, fd;
+    double l;
+
+    for (i = 0; i < count; i++) {
+        fd = open_target(target, &l);
+        if (fd < 0) {
+            fprintf(stderr, "tunnel %d failed\n", i);
+            return 1;
+        }
+        printf("%.1f\n", l * 1e6);
+        close(fd);
+    }
+    return 0;
+}
+
+static int
+hold(int count, const char *target)
+{
+    int i, fd, opened = 0;
+    char c;
+
+    for (i = 0; i < count; i++) {
+        fd = open_target(target, NULL);
+        if (fd < 0) {
+            break;
+        }
+        write_all(fd, "idle\n", 5);
+        opened++;
+    }
+
+    printf("ready %d\n", opened);
+    fflush(stdout);
+
+    while (read(0, &c, 1) > 0) {
+    }
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+
+    if (argc == 3 && strcmp(argv[1], "server") == 0) {
+        return server(argv[2]);
+    }
+    if (argc == 4 && (!strcmp(argv[1], "up") || !strcmp(argv[1], "down"))) {
+        return transfer(argv[1], atoll(argv[2]), argv[3]);
+    }
+    if (argc == 4 && strcmp(argv[1], "latency") == 0) {
+        return latency(atoi(argv[2]), argv[3]);
+    }
+    if (argc == 4 && strcmp(argv[1], "hold") == 0) {
+        return hold(atoi(argv[2]), argv[3]);
+    }
+
+    fprintf(stderr, "usage: see the comment at the top of tunnel_load.c\n");
+    return 2;
+}
