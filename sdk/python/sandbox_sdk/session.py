@@ -23,7 +23,7 @@ import paramiko
 
 from .errors import (CommandError, SandboxError, SandboxNotReady, SessionNotFound,
                      SSHError, TransferError)
-from .ssh import SSHConnection, load_private_key
+from .ssh import SSHConnection
 from .tunnel import TunnelSocket
 
 if TYPE_CHECKING:  # pragma: no cover
