@@ -163,6 +163,9 @@ class SandboxClient:
                 that is given. Defaults to the client's ``ssh_key``.
             **options: further fields sent as they are.
 
+        If the service answers while the sandbox is still ``pending``, this
+        waits (up to the client's ``timeout``) until it is ``running``.
+
         Raises :class:`InvalidRequest` (400) for bad fields,
         :class:`RateLimited` (429) when the service is at its session limit,
         :class:`ServerError` when the sandbox could not be started.
@@ -183,7 +186,12 @@ class SandboxClient:
             body["resources"] = resources
         body.update(options)
         _, data = self._request("POST", "/v1/sessions", body)
-        return self._session(data, key)
+        session = self._session(data, key)
+        if session.status == "pending":
+            # pico answers once the sandbox runs; a service that answers
+            # earlier is waited for here, so the session is usable at once.
+            session.wait_until_running(timeout=self.timeout or 60.0)
+        return session
 
     def _session(self, data: Any, key: Optional[paramiko.PKey] = None) -> Session:
         if not isinstance(data, dict) or not data.get("session_id"):
