@@ -648,6 +648,9 @@ class TLSFront:
             c.close()
             return
         u = socket.create_connection(("127.0.0.1", self.backend_port))
+        # SFTP waits for each small reply: no Nagle delays in the front.
+        for sk in (t, u):
+            sk.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         th = threading.Thread(target=self.pipe, args=(u, t), daemon=True)
         th.start()
         self.pipe(t, u)
