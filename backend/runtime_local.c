@@ -487,34 +487,34 @@ static int listen_unix(const runtime *rt, const char *path, char *err,
     return fd;
 }
 
-/* The sandbox is ready when its sshd sends the SSH banner on a fresh
- * connection: that proves pico-init accepts, sshd starts and its host key
- * and configuration load. */
-static int wait_banner(const char *path, int timeout_ms, char *err,
-                       size_t errlen)
+/* Connects to the session's own listener before the container exists:
+ * the connection waits in the backlog, so pico-init takes it the moment it
+ * starts and sshd comes up while runc is still finishing. */
+static int probe_connect(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    long long deadline = mono_ms() + timeout_ms;
-    char buf[256];
-    size_t got = 0;
-    int fd, rc = -1;
+    int fd;
 
     memcpy(sa.sun_path, path, strlen(path) + 1);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        snprintf(err, errlen, "session socket: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
-    /* the listener exists already, so connect only waits for backlog
-     * room */
-    while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        if (errno != EAGAIN || mono_ms() >= deadline) {
-            snprintf(err, errlen, "sandbox endpoint refused: %s",
-                     strerror(errno));
-            goto out;
-        }
-        poll(NULL, 0, 2);
-    }
+    return fd;
+}
+
+/* The sandbox is ready when its sshd sends the SSH banner on the probe
+ * connection: that proves pico-init accepts, sshd starts and its host key
+ * and configuration load. */
+static int wait_banner(int fd, int timeout_ms, char *err, size_t errlen)
+{
+    long long deadline = mono_ms() + timeout_ms;
+    char buf[256];
+    size_t got = 0;
+
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
         long long left = deadline - mono_ms();
@@ -523,31 +523,25 @@ static int wait_banner(const char *path, int timeout_ms, char *err,
         if (left <= 0 || poll(&p, 1, (int)left) == 0) {
             snprintf(err, errlen, "sandbox sshd did not answer within %d ms",
                      timeout_ms);
-            goto out;
+            return -1;
         }
         n = read(fd, buf + got, sizeof(buf) - 1 - got);
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             continue;
         if (n <= 0) {
             snprintf(err, errlen,
-                     "sandbox sshd closed the connection "
-                     "before its banner");
-            goto out;
+                     "sandbox sshd closed the connection before its banner");
+            return -1;
         }
         got += (size_t)n;
         buf[got] = '\0';
-        if (strstr(buf, "SSH-2.0-") != NULL) {
-            rc = 0;
-            goto out;
-        }
+        if (strstr(buf, "SSH-2.0-") != NULL)
+            return 0;
         if (got == sizeof(buf) - 1) {
             snprintf(err, errlen, "sandbox sshd sent no SSH banner");
-            goto out;
+            return -1;
         }
     }
-out:
-    close(fd);
-    return rc;
 }
 
 /* ---------------------------------------------------------------------
@@ -672,7 +666,8 @@ static int paths_for(const runtime *rt, const char *id, session_paths *p)
                : 0;
 }
 
-/* The folders, keys and config of a new session. */
+/* The folders, keys and config of a new session, in its just-made
+ * folder p->dir. */
 static int prepare_bundle(const runtime *rt, const session *s,
                           const session_paths *p, const char *rootfs,
                           hostkey *hk, char *err, size_t errlen)
@@ -681,10 +676,6 @@ static int prepare_bundle(const runtime *rt, const session *s,
     oci_params op;
     int rc;
 
-    if (mkdir(p->dir, 0710) < 0) {
-        snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
-        return -1;
-    }
     if (chown(p->dir, 0, rt->socket_gid) < 0 || chmod(p->dir, 0710) < 0 ||
         make_dir(p->workspace, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
         make_dir(p->home, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
@@ -758,7 +749,7 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
     char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], ignored[PICO_REASON_MAX];
     session_paths p;
     hostkey hk;
-    int lfd = -1, started = 0;
+    int lfd = -1, probe = -1, started = 0;
 
     if (paths_for(rt, s->id, &p) < 0) {
         snprintf(err, errlen, "invalid session id or state_dir too long");
@@ -778,10 +769,15 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
         return -1;
     }
 
+    /* an existing folder is not ours to clean up on failure */
+    if (mkdir(p.dir, 0710) < 0) {
+        snprintf(err, errlen, "session folder %s: %s", p.dir, strerror(errno));
+        return -1;
+    }
     if (prepare_bundle(rt, s, &p, rootfs, &hk, err, errlen) < 0)
         goto fail;
     lfd = listen_unix(rt, p.sock, err, errlen);
-    if (lfd < 0)
+    if (lfd < 0 || (probe = probe_connect(p.sock, err, errlen)) < 0)
         goto fail;
     started = 1; /* from here a half-made container may exist */
     if (start_container(rt, &p, lfd, err, errlen) < 0)
@@ -789,8 +785,10 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
     /* the container holds the listener now */
     close(lfd);
     lfd = -1;
-    if (wait_banner(p.sock, rt->ready_timeout_ms, err, errlen) < 0)
+    if (wait_banner(probe, rt->ready_timeout_ms, err, errlen) < 0)
         goto fail;
+    close(probe);
+    probe = -1;
 
     if (fmt(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
         fmt(s->host_key, sizeof(s->host_key), "%s", hk.public_key) < 0 ||
@@ -806,6 +804,8 @@ fail:
     hostkey_wipe(&hk);
     if (lfd >= 0)
         close(lfd);
+    if (probe >= 0)
+        close(probe);
     if (started)
         (void)runc_delete(rt, p.cid, ignored, sizeof(ignored));
     (void)remove_tree(p.dir);
