@@ -13,3 +13,16 @@ $(BIN)/pico-init: backend/sandbox/pico-init.c mk/runtime.mk
 	@mkdir -p $(BIN)
 	$(CC) $(INIT_CFLAGS) -static -o $@.tmp $<
 	@mv $@.tmp $@
+
+# -- unit tests ------------------------------------------------------------
+$(BUILD)/unit/test_oci: tests/unit/test_oci.c backend/oci.c backend/oci.h \
+                        mk/runtime.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) -Ibackend -o $@ $< backend/oci.c \
+	    $(LDFLAGS) -ljansson -lcmocka
+
+.PHONY: test-unit-oci
+test-unit-oci: $(BUILD)/unit/test_oci
+	$<
+
+UNIT_TESTS += test-unit-oci
