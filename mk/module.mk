@@ -12,7 +12,9 @@ MOD_FUZZ     := $(BUILD)/fuzz/pico_parse_fuzz
 MOD_FUZZ_SRC := $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c \
                 $(MOD_DIR)/ngx_pico_parse.h
 
-BUILD_TARGETS += $(MOD_SO)
+MOD_LOAD     := $(BUILD)/bench/tunnel_load
+
+BUILD_TARGETS += $(MOD_SO) $(MOD_LOAD)
 FUZZ_SHORT    += fuzz-module-short
 FUZZ_LONG     += fuzz-module-long
 
@@ -39,6 +41,11 @@ $(MOD_SO): $(MOD_OBJ)/Makefile $(MOD_SOURCES)
 	cp $(MOD_OBJ)/ngx_pico_module.so $@.tmp
 	mv $@.tmp $@
 
+# the load tool of bench/tunnel.py, also the echo endpoint of the e2e tests
+$(MOD_LOAD): bench/tunnel_load.c
+	mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -pthread -o $@ $<
+
 $(MOD_FUZZ): $(MOD_FUZZ_SRC)
 	mkdir -p $(dir $@)
 	clang -g -O1 -fno-omit-frame-pointer \
@@ -58,6 +65,6 @@ fuzz-module-long: $(MOD_FUZZ)
 	    -max_len=512 -print_final_stats=1 corpus-parse \
 	    $(MOD_DIR)/fuzz/corpus 2>&1 | tail -3
 
-bench-tunnel: $(MOD_SO)
+bench-tunnel: $(MOD_SO) $(MOD_LOAD)
 	mkdir -p $(BUILD)/bench
 	$(PYTHON) bench/tunnel.py --out $(BUILD)/bench/tunnel.md

@@ -229,6 +229,7 @@ ngx_pico_handler(ngx_http_request_t *r)
      * The connection is never reused for another request.
      */
     r->keepalive = 0;
+    c->log->action = "opening a tunnel";
 
     if (c->read->timer_set) {
         ngx_del_timer(c->read);

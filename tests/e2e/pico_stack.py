@@ -108,7 +108,7 @@ class Backend:
 
 class Stack:
     def __init__(self, name=None, auth=False, runtime="local", workers=2,
-                 backends=1, env=None):
+                 backends=1, env=None, nginx_http_extra=""):
         self.name = name or "s%d" % next(_counter)
         self.var = os.path.join(ROOT, "var", "t", "%s-%d" % (self.name, os.getpid()))
         self.port = free_port()
@@ -117,6 +117,8 @@ class Stack:
         self.workers = workers
         self.nbackends = backends
         self.extra_env = env or {}
+        # extra directives for nginx's http block (e.g. pico_max_tunnels 3;)
+        self.nginx_http_extra = nginx_http_extra
         self.redis = None
         self.nginx = None
         self.backends = []
@@ -160,6 +162,13 @@ class Stack:
         subprocess.check_call([os.path.join(ROOT, "scripts", "pico-conf.sh"),
                                self.var, IMAGES, "127.0.0.1:%d" % self.port],
                               env=env)
+        if self.nginx_http_extra:
+            path = self.conf_path("nginx.conf")
+            with open(path) as f:
+                text = f.read()
+            text = text.replace("http {\n", "http {\n    %s\n" % self.nginx_http_extra, 1)
+            with open(path, "w") as f:
+                f.write(text)
 
     # -- processes -----------------------------------------------------
     def start(self, configure=True):
@@ -186,10 +195,11 @@ class Stack:
             self.redis.wait(10)
         self.redis = None
 
-    def start_nginx(self, prefix_cmd=None):
+    def start_nginx(self, prefix_cmd=None, args=None):
         cmd = (prefix_cmd or []) + ["nginx", "-p", os.path.join(self.var, "nginx"),
                                     "-c", self.conf_path("nginx.conf"),
                                     "-e", os.path.join(self.var, "log", "nginx-error.log")]
+        cmd += args or []
         self.nginx = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                       stderr=open(os.path.join(self.var, "log", "nginx.out"), "ab"))
         wait_for(self._port_open, timeout=60 if prefix_cmd else 10, what="nginx port")

@@ -1,0 +1,615 @@
+"""End-to-end tests of ngx_pico_module: CONNECT /v1/sessions/<id>/tunnel
+through the real stack (nginx with the module, redis, pico-backend, runc
+sandboxes with sshd).
+
+Bulk-transfer tests use an echo endpoint the test controls
+(build/bench/tunnel_load server) behind a session record written with
+redis-cli: the module's code path (lookup, connect, relay, accounting) is
+the same as for a sandbox, and it moves a gigabyte without 100 sshds."""
+
+import concurrent.futures
+import glob
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import paramiko
+import pytest
+
+from pico_stack import ROOT, Stack, wait_for
+
+LOAD = os.path.join(ROOT, "build", "bench", "tunnel_load")
+
+
+# -- helpers -------------------------------------------------------------
+
+def connect_raw(stack, payload, timeout=10):
+    """Sends payload; returns (socket, head, rest) of the first response."""
+    s = socket.create_connection(("127.0.0.1", stack.port), timeout)
+    s.sendall(payload)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return s, head.decode("latin-1"), rest
+
+
+def read_body(s, head, rest):
+    m = re.search(r"(?i)content-length:\s*(\d+)", head)
+    n = int(m.group(1)) if m else 0
+    while len(rest) < n:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        rest += chunk
+    return rest[:n].decode()
+
+
+def tunnel_answer(stack, sid, token=None, path=None):
+    """CONNECT and return (status code, headers, body) of an error answer."""
+    req = "CONNECT %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (
+        path or "/v1/sessions/%s/tunnel" % sid)
+    if token is not None:
+        req += "Authorization: %s\r\n" % token
+    s, head, rest = connect_raw(stack, req.encode() + b"\r\n")
+    try:
+        code = int(head.split(" ", 2)[1])
+        body = read_body(s, head, rest) if code != 200 else ""
+        return code, head, body
+    finally:
+        s.close()
+
+
+def read_until(s, marker, limit=1 << 16):
+    buf = b""
+    while marker not in buf and len(buf) < limit:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def wait_closed(s, deadline_s):
+    """True if the peer closes s within deadline_s (data is discarded)."""
+    s.settimeout(0.2)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if s.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+class EchoEndpoint:
+    """build/bench/tunnel_load's server on a unix socket in the stack's
+    sessions folder (where nginx's workers may connect)."""
+
+    def __init__(self, stack, name="echo"):
+        assert os.path.exists(LOAD), "build/bench/tunnel_load missing: make"
+        self.path = os.path.join(stack.var, "sessions", name + ".sock")
+        self.proc = subprocess.Popen([LOAD, "server", self.path],
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL)
+        assert self.proc.stdout.readline().strip() == b"listening"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+_records = []
+
+
+def add_record(stack, endpoint, status="running", owner=""):
+    """A session record pointing at an endpoint the test controls (removed
+    again after the test, see cleanup_records)."""
+    sid = str(uuid.uuid4())
+    stack.redis_cli("HSET", "pico:session:" + sid, "session_id", sid,
+                    "status", status, "endpoint", endpoint, "owner", owner)
+    _records.append((stack, sid))
+    return sid
+
+
+@pytest.fixture(autouse=True)
+def cleanup_records():
+    yield
+    while _records:
+        stack, sid = _records.pop()
+        if stack.redis is not None:
+            stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def open_echo(stack, sid, timeout=30):
+    s, status, rest = stack.open_tunnel(sid, extra=b"echo\n", timeout=timeout)
+    assert status == "HTTP/1.1 200 Connection Established", status
+    assert rest == b""
+    return s
+
+
+def echo_roundtrip(s, data):
+    """Sends data while reading the echo back; returns what came back."""
+    got = []
+
+    def reader():
+        n = 0
+        while n < len(data):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                break
+            got.append(chunk)
+            n += len(chunk)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    s.sendall(data)
+    t.join(120)
+    return b"".join(got)
+
+
+def ssh_client(sock):
+    """paramiko over an open tunnel, as user sandbox."""
+    t = paramiko.Transport(sock)
+    t.start_client(timeout=30)
+    t.auth_password("sandbox", "sandbox")
+    assert t.is_authenticated()
+    return t
+
+
+def ssh_run(transport, command):
+    chan = transport.open_session()
+    chan.exec_command(command)
+    out = b""
+    while True:
+        chunk = chan.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    status = chan.recv_exit_status()
+    chan.close()
+    return status, out.decode()
+
+
+@pytest.fixture
+def echo(stack):
+    e = EchoEndpoint(stack)
+    yield e
+    e.stop()
+
+
+# -- the tunnel itself ---------------------------------------------------
+
+def test_tunnel_reaches_sshd(stack):
+    sess = stack.create()
+    s, status, rest = stack.open_tunnel(sess["session_id"])
+    try:
+        assert status == "HTTP/1.1 200 Connection Established"
+        s.settimeout(10)
+        banner = rest
+        while b"\r\n" not in banner:
+            chunk = s.recv(4096)
+            assert chunk, banner
+            banner += chunk
+        assert banner.startswith(b"SSH-2.0-OpenSSH"), banner
+    finally:
+        s.close()
+        stack.delete(sess["session_id"])
+
+
+def test_ssh_command_over_tunnel(stack):
+    sess = stack.create()
+    s, status, rest = stack.open_tunnel(sess["session_id"])
+    assert status == "HTTP/1.1 200 Connection Established"
+    assert rest == b""  # the banner is read by paramiko itself
+    t = ssh_client(s)
+    try:
+        code, out = ssh_run(t, "id -un; pwd; echo $((6*7))")
+        assert code == 0
+        assert out.split() == ["sandbox", "/workspace", "42"]
+    finally:
+        t.close()
+        stack.delete(sess["session_id"])
+
+
+def test_banner_in_the_same_write_as_the_header(stack):
+    """Bytes pipelined after the request header reach sshd: it answers a
+    client banner with its key exchange (SSH_MSG_KEXINIT, 20)."""
+    sess = stack.create()
+    s, status, rest = stack.open_tunnel(sess["session_id"],
+                                        extra=b"SSH-2.0-pico_e2e\r\n")
+    try:
+        assert status == "HTTP/1.1 200 Connection Established"
+        s.settimeout(10)
+        buf = rest
+        while b"\r\n" not in buf or len(buf.partition(b"\r\n")[2]) < 6:
+            chunk = s.recv(4096)
+            assert chunk, "sshd closed: %r" % buf
+            buf += chunk
+        banner, _, packet = buf.partition(b"\r\n")
+        assert banner.startswith(b"SSH-2.0-OpenSSH")
+        assert packet[5] == 20, packet[:16]
+    finally:
+        s.close()
+        stack.delete(sess["session_id"])
+
+
+def test_health_then_connect_on_one_connection(stack):
+    sess = stack.create()
+    sid = sess["session_id"]
+    s = socket.create_connection(("127.0.0.1", stack.port), 10)
+    try:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = read_until(s, b"\r\n\r\n")
+        head, _, rest = head.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        read_body(s, head.decode(), rest)
+        s.sendall(("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\n"
+                   "Host: 127.0.0.1\r\n\r\n" % sid).encode())
+        buf = read_until(s, b"SSH-2.0-")
+        buf += read_until(s, b"\r\n") if not buf.endswith(b"\r\n") else b""
+        assert buf.startswith(b"HTTP/1.1 200 Connection Established\r\n\r\n"
+                              b"SSH-2.0-OpenSSH"), buf
+    finally:
+        s.close()
+        stack.delete(sid)
+
+
+# -- answers before a tunnel opens ---------------------------------------
+
+def test_error_answers(stack):
+    sess = stack.create()
+    sid = sess["session_id"]
+    try:
+        code, _, body = tunnel_answer(stack, "not-a-uuid")
+        assert code == 400 and "session id" in body
+        code, _, _ = tunnel_answer(stack, sid.upper())
+        assert code == 400
+
+        code, _, body = tunnel_answer(stack, str(uuid.uuid4()))
+        assert (code, body) == (404, "Session not found\n")
+        code, _, _ = tunnel_answer(stack, None, path="/v1/sessions/%s" % sid)
+        assert code == 404
+        code, _, _ = tunnel_answer(stack, None,
+                                   path="/v1/sessions/%s/tunnel/x" % sid)
+        assert code == 404
+
+        for method in ("GET", "POST", "DELETE"):
+            r = stack.request(method, "/v1/sessions/%s/tunnel" % sid)
+            assert r.status == 405, (method, r)
+            assert r.headers.get("Allow") == "CONNECT"
+
+        # an endpoint that refuses: a record pointing at a dead socket
+        dead = add_record(stack, "unix:" + os.path.join(stack.var, "sessions",
+                                                        "dead.sock"))
+        code, _, body = tunnel_answer(stack, dead)
+        assert code == 502 and body
+
+        pending = add_record(stack, "unix:/nonexistent", status="pending")
+        code, _, body = tunnel_answer(stack, pending)
+        assert (code, body) == (503, "Sandbox not ready\n")
+        stack.redis_cli("DEL", "pico:session:" + dead, "pico:session:" + pending)
+    finally:
+        stack.delete(sid)
+
+
+def test_access_log_records_tunnels(stack, echo):
+    sid = add_record(stack, "unix:" + echo.path)
+    s = open_echo(stack, sid)
+    assert echo_roundtrip(s, b"x" * 1000) == b"x" * 1000
+    s.close()
+    log = os.path.join(stack.var, "log", "nginx-access.log")
+
+    def logged():
+        with open(log) as f:
+            return [l for l in f if "session=" + sid in l]
+
+    lines = wait_for(logged, what="access log line")
+    line = lines[-1]
+    assert '"CONNECT /v1/sessions/%s/tunnel HTTP/1.1" 200' % sid in line
+    assert "tunnel=closed" in line
+    assert "up=1005 down=1000" in line  # "echo\n" + 1000 bytes
+    assert re.search(r"time=\d+\.\d{3}", line)
+    stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def test_tunnel_accounting(stack, echo):
+    sid = add_record(stack, "unix:" + echo.path)
+    key = "pico:tunnels:" + sid
+    s = open_echo(stack, sid)
+    wait_for(lambda: stack.redis_cli("HGET", key, "open") == "1",
+             what="open=1")
+    data = os.urandom(300000)
+    assert echo_roundtrip(s, data) == data
+    s.close()
+    wait_for(lambda: stack.redis_cli("HGET", key, "open") == "0",
+             what="open=0")
+    assert stack.redis_cli("HGET", key, "opened") == "1"
+    assert stack.redis_cli("HGET", key, "bytes_up") == str(len(data) + 5)
+    assert stack.redis_cli("HGET", key, "bytes_down") == str(len(data))
+    last = int(stack.redis_cli("HGET", key, "last_activity"))
+    assert abs(last / 1000 - time.time()) < 3600
+
+    # a deleted session's counters are not brought back
+    stack.redis_cli("DEL", "pico:session:" + sid, key)
+    s = open_echo(stack, add_record(stack, "unix:" + echo.path))
+    s.close()
+    assert stack.redis_cli("EXISTS", key) == "0"
+
+
+# -- many tunnels --------------------------------------------------------
+
+def test_100_concurrent_tunnels_move_10_mib_each(stack, echo):
+    sid = add_record(stack, "unix:" + echo.path)
+    block = os.urandom(10 << 20)
+
+    def one(i):
+        data = i.to_bytes(4, "big") + block[4:]
+        s = open_echo(stack, sid, timeout=120)
+        try:
+            back = echo_roundtrip(s, data)
+            return hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+        finally:
+            s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(100) as pool:
+        results = list(pool.map(one, range(100)))
+    assert results == [True] * 100
+    stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def test_half_close_is_relayed(stack, echo):
+    """EOF from the client reaches the endpoint; its answer still comes
+    back, then the tunnel closes."""
+    sid = add_record(stack, "unix:" + echo.path)
+    s, status, _ = stack.open_tunnel(sid, extra=b"up 5\n")
+    assert status.endswith("200 Connection Established")
+    s.sendall(b"hello")
+    s.shutdown(socket.SHUT_WR)
+    assert read_until(s, b"ok\n") == b"ok\n"
+    assert wait_closed(s, 10)
+    s.close()
+    stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def test_reload_keeps_open_tunnels(new_stack):
+    stack = new_stack(name="reload")
+    echo = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        tunnels = [open_echo(stack, sid) for _ in range(20)]
+        sess = stack.create()
+        ssh_sock, status, _ = stack.open_tunnel(sess["session_id"])
+        assert status.endswith("200 Connection Established")
+        ssh = ssh_client(ssh_sock)
+
+        old = worker_pids(stack)
+        stack.reload_nginx()
+        wait_for(lambda: new_workers(stack, old), what="new workers")
+
+        for i, s in enumerate(tunnels):
+            data = b"%d" % i * 1000
+            assert echo_roundtrip(s, data) == data
+        assert ssh_run(ssh, "echo still here")[1] == "still here\n"
+        # new tunnels open on the new workers
+        s = open_echo(stack, sid)
+        assert echo_roundtrip(s, b"new") == b"new"
+        s.close()
+        ssh.close()
+        for s in tunnels:
+            s.close()
+        stack.delete(sess["session_id"])
+    finally:
+        echo.stop()
+
+
+def worker_pids(stack):
+    out = subprocess.run(["pgrep", "-P", str(stack.nginx.pid)],
+                         capture_output=True, text=True).stdout
+    return set(int(p) for p in out.split())
+
+
+def new_workers(stack, old):
+    return len(worker_pids(stack) - old) >= stack.workers
+
+
+def test_pico_max_tunnels_gives_503(new_stack):
+    stack = new_stack(name="limit", workers=1,
+                      nginx_http_extra="pico_max_tunnels 3;")
+    echo = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        held = [open_echo(stack, sid) for _ in range(3)]
+        code, _, body = tunnel_answer(stack, sid)
+        assert (code, body) == (503, "Too many tunnels\n")
+        held.pop().close()
+        wait_for(lambda: try_open(stack, sid), what="a slot freed")
+        for s in held:
+            s.close()
+    finally:
+        echo.stop()
+
+
+def try_open(stack, sid):
+    s, status, _ = stack.open_tunnel(sid, extra=b"idle\n")
+    s.close()
+    return status.endswith("200 Connection Established")
+
+
+# -- the rest of the stack going away ------------------------------------
+
+def test_tunnels_open_while_backend_is_down(new_stack):
+    stack = new_stack(name="nobackend")
+    sess = stack.create()
+    stack.backend.stop()
+    try:
+        s, status, rest = stack.open_tunnel(sess["session_id"])
+        assert status == "HTTP/1.1 200 Connection Established"
+        s.settimeout(10)
+        assert (rest + read_until(s, b"\r\n")).startswith(b"SSH-2.0-OpenSSH")
+        s.close()
+    finally:
+        stack.backend.start()
+    stack.delete(sess["session_id"])
+
+
+def test_redis_restart(new_stack):
+    stack = new_stack(name="redisdown")
+    sess = stack.create()
+    sid = sess["session_id"]
+    stack.stop_redis()
+    try:
+        code, _, body = tunnel_answer(stack, sid)
+        assert (code, body) == (503, "Session store unavailable\n")
+        # everything else is still served
+        r = stack.request("GET", "/health", timeout=30)
+        assert r.status in (200, 503)
+    finally:
+        stack.start_redis()
+    wait_for(lambda: tunnel_answer(stack, sid)[0] == 200, what="tunnel again")
+    stack.delete(sid)
+
+
+def test_deleted_session_tunnel_closes(stack):
+    sess = stack.create()
+    sid = sess["session_id"]
+    s, status, rest = stack.open_tunnel(sid)
+    assert status == "HTTP/1.1 200 Connection Established"
+    t = ssh_client(s)
+    r = stack.delete(sid)
+    assert r.status in (200, 202, 204), r
+    deadline = time.monotonic() + 2
+    while t.is_active() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not t.is_active(), "tunnel still open 2 s after DELETE"
+    t.close()
+    code, _, body = tunnel_answer(stack, sid)
+    assert (code, body) == (404, "Session not found\n")
+
+
+def test_pico_events_close_tunnels(stack, echo):
+    """The pub/sub path alone: the endpoint stays up, only the record goes
+    and `deleted <id>` is published, as the backend does."""
+    sid = add_record(stack, "unix:" + echo.path)
+    s = open_echo(stack, sid)
+    other = open_echo(stack, add_record(stack, "unix:" + echo.path))
+    stack.redis_cli("DEL", "pico:session:" + sid)
+    stack.redis_cli("PUBLISH", "pico:events", "deleted " + sid)
+    assert wait_closed(s, 2), "tunnel open 2 s after the event"
+    assert echo_roundtrip(other, b"alive") == b"alive"
+    other.close()
+    s.close()
+
+
+def test_resubscribe_rechecks_open_tunnels(stack, echo):
+    """A deletion missed while the subscriber was away is found by the
+    re-check after it subscribes again."""
+    sid = add_record(stack, "unix:" + echo.path)
+    s = open_echo(stack, sid)
+    stack.redis_cli("DEL", "pico:session:" + sid)  # no event published
+    stack.redis_cli("CLIENT", "KILL", "TYPE", "pubsub")
+    assert wait_closed(s, 2 + 2), "tunnel open after the re-check"
+    s.close()
+
+
+# -- auth ----------------------------------------------------------------
+
+def test_auth(new_stack):
+    stack = new_stack(name="auth", auth=True)
+    alice = stack.make_token("alice")
+    bob = stack.make_token("bob")
+    sess = stack.create(token=alice)
+    sid = sess["session_id"]
+
+    code, head, _ = tunnel_answer(stack, sid)
+    assert code == 401 and "WWW-Authenticate: Bearer" in head
+    code, head, _ = tunnel_answer(stack, sid, token="Bearer nonsense")
+    assert code == 401 and "invalid_token" in head
+    code, _, _ = tunnel_answer(stack, sid, token="Basic " + alice)
+    assert code == 401
+    # right shape, wrong secret
+    forged = alice[:-4] + ("0000" if not alice.endswith("0000") else "1111")
+    code, _, _ = tunnel_answer(stack, sid, token="Bearer " + forged)
+    assert code == 401
+    # right shape, unknown token id
+    code, _, _ = tunnel_answer(stack, sid,
+                               token="Bearer pico_%s_%s" % ("f" * 16, "0" * 64))
+    assert code == 401
+    # another principal's session does not exist for bob
+    code, _, body = tunnel_answer(stack, sid, token="Bearer " + bob)
+    assert (code, body) == (404, "Session not found\n")
+
+    s, status, rest = stack.open_tunnel(sid, token=alice)
+    assert status == "HTTP/1.1 200 Connection Established"
+    s.settimeout(10)
+    assert (rest + read_until(s, b"\r\n")).startswith(b"SSH-2.0-OpenSSH")
+    s.close()
+
+    # a revoked token fails at once
+    token_id = alice.split("_")[1]
+    stack.redis_cli("DEL", "pico:token:" + token_id)
+    code, _, _ = tunnel_answer(stack, sid, token="Bearer " + alice)
+    assert code == 401
+    stack.delete(sid, token=bob)  # 404 for bob; the stack's drain cleans up
+
+
+# -- memory safety -------------------------------------------------------
+
+def test_module_under_valgrind():
+    """One nginx process (master_process off) under memcheck through the
+    module's paths: errors, tunnels, Redis events, shutdown."""
+    stack = Stack(name="valgrind", workers=1)
+    stack.configure()
+    stack.start_redis()
+    stack.backends = []
+    vglog = os.path.join(stack.var, "log", "valgrind.%p")
+    try:
+        stack.start_nginx(prefix_cmd=["valgrind", "--error-exitcode=99",
+                                      "--log-file=" + vglog,
+                                      "--trace-children=no"],
+                          args=["-g", "master_process off;"])
+        echo = EchoEndpoint(stack)
+        try:
+            sid = add_record(stack, "unix:" + echo.path)
+            assert tunnel_answer(stack, "bad")[0] == 400
+            assert tunnel_answer(stack, str(uuid.uuid4()))[0] == 404
+            dead = add_record(stack, "unix:/nonexistent.sock")
+            assert tunnel_answer(stack, dead)[0] == 502
+            data = os.urandom(2 << 20)
+            tunnels = [open_echo(stack, sid, timeout=60) for _ in range(5)]
+            for s in tunnels:
+                assert echo_roundtrip(s, data) == data
+            tunnels.pop().close()
+            stack.redis_cli("DEL", "pico:session:" + sid)
+            stack.redis_cli("PUBLISH", "pico:events", "deleted " + sid)
+            for s in tunnels:
+                assert wait_closed(s, 30)
+                s.close()
+            s = open_echo(stack, add_record(stack, "unix:" + echo.path),
+                          timeout=60)
+            stack.stop_redis()
+            assert tunnel_answer(stack, sid)[0] == 503
+            stack.start_redis()
+            s.close()
+        finally:
+            echo.stop()
+    finally:
+        stack.stop_nginx()
+        stack.stop_redis()
+    logs = glob.glob(os.path.join(stack.var, "log", "valgrind.*"))
+    assert logs
+    text = "".join(open(p).read() for p in logs)
+    assert "ERROR SUMMARY: 0 errors" in text, text[-4000:]
+    assert not re.search(r"Invalid (read|write|free)|uninitialised", text)
