@@ -35,6 +35,10 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: per step. Transfers stream: memory use does not grow with the file size.
 CHUNK_SIZE = 256 * 1024
 
+#: Bytes a download asks for before writing them out (bounds its memory).
+DOWNLOAD_WINDOW = 8 * 1024 * 1024
+_SFTP_BLOCK = 32768
+
 #: Commands that run code given on stdin, by language.
 LANGUAGES: Dict[str, str] = {
     "python": "python3 -",
@@ -447,18 +451,29 @@ class Session:
             try:
                 got = 0
                 with os.fdopen(fd, "wb") as dst, sftp.open(remote_path, "rb") as src:
-                    src.prefetch(total)
-                    while True:
-                        chunk = src.read(CHUNK_SIZE)
-                        if not chunk:
-                            break
-                        dst.write(chunk)
-                        got += len(chunk)
-                        if callback is not None:
-                            callback(got, total)
+                    # Pipelined reads, one window at a time: paramiko's
+                    # prefetch() would ask for the whole file at once and
+                    # buffer it in memory if the disk is slower than the
+                    # network.
+                    while got < total:
+                        end = min(total, got + DOWNLOAD_WINDOW)
+                        blocks = [(off, min(_SFTP_BLOCK, end - off))
+                                  for off in range(got, end, _SFTP_BLOCK)]
+                        for data in src.readv(blocks):
+                            if not data:
+                                break
+                            dst.write(data)
+                            got += len(data)
+                            if callback is not None:
+                                callback(got, total)
+                        if got < end:
+                            break  # the file shrank
+                    if src.stat().st_size != total:
+                        got = -1
                 if got != total:
-                    raise TransferError("download of %s: got %d bytes, remote"
-                                        " size %d" % (remote_path, got, total),
+                    raise TransferError("download of %s: the file changed"
+                                        " during the copy (size was %d)"
+                                        % (remote_path, total),
                                         code="size_mismatch")
                 os.replace(tmp, local_path)
                 tmp = ""
