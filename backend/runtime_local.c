@@ -812,16 +812,103 @@ fail:
     return -1;
 }
 
+/*
+ * `runc state`: 1 with the init pid and whether it runs when the container
+ * exists, 0 when it does not, -1 when runc fails otherwise.
+ */
+static int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
+                      int *running)
+{
+    const char *args[] = {"state", p->cid, NULL};
+    char why[PICO_REASON_MAX];
+    buf_t out = {0};
+    json_t *st;
+    const char *status;
+
+    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+        char statedir[PICO_PATH_MAX];
+        free(out.data);
+        /* runc fails on a missing container; tell that from a broken runc
+         * by its state folder */
+        if (fmt(statedir, sizeof(statedir), "%s/%s", rt->runc_root, p->cid) < 0)
+            return -1;
+        return access(statedir, F_OK) < 0 && errno == ENOENT ? 0 : -1;
+    }
+    st = out.data ? json_loads(out.data, 0, NULL) : NULL;
+    free(out.data);
+    if (st == NULL)
+        return -1;
+    status = json_string_value(json_object_get(st, "status"));
+    *running = status != NULL && strcmp(status, "running") == 0;
+    *pid = (pid_t)json_integer_value(json_object_get(st, "pid"));
+    json_decref(st);
+    return 1;
+}
+
+/* 1 when pid is in the sandbox's own pids cgroup, so it is its init and
+ * not some process that reused a dead init's pid. */
+static int pid_in_sandbox(pid_t pid, const session_paths *p)
+{
+    char path[64], text[4096], want[160];
+    ssize_t n;
+    int fd;
+
+    if (fmt(path, sizeof(path), "/proc/%d/cgroup", (int)pid) < 0 ||
+        fmt(want, sizeof(want), ":%s\n", p->cgroup) < 0)
+        return 0;
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    return strstr(text, want) != NULL;
+}
+
+/*
+ * Kills the sandbox's init (the kernel then kills everything in its pid
+ * namespace) and waits for it to be gone. `runc delete --force` would do
+ * the same but polls in 100 ms steps; a pidfd tells us at once. The pidfd
+ * pins the process, so checking its cgroup after opening it makes sure we
+ * signal the sandbox and nothing else.
+ */
+static void kill_init(pid_t pid, const session_paths *p)
+{
+    struct pollfd pf;
+    int fd;
+
+    if (pid <= 1)
+        return;
+    fd = (int)pidfd_open(pid, 0);
+    if (fd < 0)
+        return;
+    if (pid_in_sandbox(pid, p) &&
+        pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0) {
+        pf.fd = fd;
+        pf.events = POLLIN;
+        (void)poll(&pf, 1, 10000);
+    }
+    close(fd);
+}
+
 static int local_destroy(runtime *rt, const char *session_id, char *err,
                          size_t errlen)
 {
     char why[PICO_REASON_MAX];
     session_paths p;
+    pid_t pid = 0;
+    int running = 0;
 
     if (paths_for(rt, session_id, &p) < 0) {
         snprintf(err, errlen, "invalid session id");
         return -1;
     }
+    if (runc_state(rt, &p, &pid, &running) == 1 && running)
+        kill_init(pid, &p);
+    /* stopped now (or gone, or runc state failed): delete --force removes
+     * what is left, and is still right if the kill did not work */
     if (runc_delete(rt, p.cid, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "cannot remove sandbox: %s", why);
         return -1;
@@ -837,34 +924,14 @@ static int local_destroy(runtime *rt, const char *session_id, char *err,
 
 static int local_alive(runtime *rt, const char *session_id)
 {
-    const char *args[] = {"state", NULL, NULL};
-    char why[PICO_REASON_MAX];
     session_paths p;
-    buf_t out = {0};
-    json_t *st;
-    int rc;
+    pid_t pid;
+    int running = 0, rc;
 
     if (paths_for(rt, session_id, &p) < 0)
         return -1;
-    args[1] = p.cid;
-    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
-        char statedir[PICO_PATH_MAX];
-        free(out.data);
-        /* runc fails on a missing container; tell that from a broken runc
-         * by its state folder */
-        if (fmt(statedir, sizeof(statedir), "%s/%s", rt->runc_root, p.cid) < 0)
-            return -1;
-        return access(statedir, F_OK) < 0 && errno == ENOENT ? 0 : -1;
-    }
-    st = out.data ? json_loads(out.data, 0, NULL) : NULL;
-    free(out.data);
-    if (st == NULL)
-        return -1;
-    rc = json_is_string(json_object_get(st, "status")) &&
-         strcmp(json_string_value(json_object_get(st, "status")), "running") ==
-             0;
-    json_decref(st);
-    return rc;
+    rc = runc_state(rt, &p, &pid, &running);
+    return rc == 1 ? running : rc;
 }
 
 /*
