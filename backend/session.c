@@ -145,6 +145,11 @@ static int meta_value_valid(const char *v, size_t n)
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7f)
             return 0;
+        /* C1 controls U+0080..U+009F are 0xc2 0x80..0x9f in UTF-8
+         * (jansson has already checked the encoding). */
+        if (c == 0xc2 && i + 1 < n && (unsigned char)v[i + 1] >= 0x80 &&
+            (unsigned char)v[i + 1] <= 0x9f)
+            return 0;
     }
     return 1;
 }

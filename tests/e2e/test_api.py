@@ -194,7 +194,8 @@ def test_bad_body(stack, body, field):
     msg = error_of(r, 400)
     if field:
         assert msg.startswith(field), msg
-    assert live_keys(stack) == before
+    # Nothing new was stored (others' sessions may expire meanwhile).
+    assert set(live_keys(stack)) - set(before) == set()
 
 
 def test_body_too_large(stack):

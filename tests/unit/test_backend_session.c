@@ -129,6 +129,7 @@ static void test_metadata(void **state)
     refused("{\"metadata\":{\"a\":1}}", "metadata.a:");
     refused("{\"metadata\":{\"a\":\"x\\ny\"}}", "metadata.a:");
     refused("{\"metadata\":{\"a\":\"x\\u007f\"}}", "metadata.a:");
+    refused("{\"metadata\":{\"a\":\"x\\u0085\"}}", "metadata.a:");
     p = body + sprintf(body, "{\"metadata\":{");
     for (i = 0; i < 33; i++)
         p += sprintf(p, "%s\"k%d\":\"v\"", i ? "," : "", i);
