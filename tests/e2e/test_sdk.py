@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -235,8 +236,19 @@ def test_large_upload_download(client, tmp_path):
         r = s.run("sha256sum /workspace/big.bin; stat -c %s /workspace/big.bin")
         assert r.stdout.split() == [digest, "/workspace/big.bin", str(50 * MiB)]
         dst = tmp_path / "back.bin"
-        assert s.download_file("/workspace/big.bin", dst) == 50 * MiB
+        # streamed: the SDK never holds the file in memory
+        tracemalloc.start()
+        try:
+            assert s.download_file("/workspace/big.bin", dst) == 50 * MiB
+            down_peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.reset_peak()
+            assert s.upload_file(dst, "/workspace/again.bin") == 50 * MiB
+            up_peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert down_peak < 20 * MiB and up_peak < 20 * MiB, (down_peak, up_peak)
         assert sha256_file(dst) == digest
+        assert s.run("sha256sum < /workspace/again.bin").stdout.split()[0] == digest
         # a missing remote file is an error, and leaves no partial file
         with pytest.raises(sandbox_sdk.TransferError):
             s.download_file("/workspace/missing.bin", tmp_path / "missing.bin")
