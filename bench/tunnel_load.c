@@ -9,6 +9,9 @@
  *       "down N\n" the server sends N bytes, then closes
  *       "echo\n"   echoes until EOF
  *       "idle\n"   holds the connection until the client closes
+ *   tunnel_load idle-server PATH
+ *       endpoint for many idle tunnels: one thread, epoll; accepts,
+ *       discards what arrives, closes on EOF
  *   tunnel_load up|down BYTES TARGET
  *       one transfer, prints "<seconds>"
  *   tunnel_load latency COUNT TARGET
@@ -33,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -145,11 +149,9 @@ done:
 }
 
 static int
-server(const char *path)
+listen_on(const char *path)
 {
-    int s, fd;
-    pthread_t th;
-    pthread_attr_t attr;
+    int s;
     struct sockaddr_un sa;
 
     if (strncmp(path, "127.0.0.1:", 10) == 0) {
@@ -182,6 +184,59 @@ server(const char *path)
         }
         chmod(path, 0777);
     }
+
+    return s;
+}
+
+
+static int
+idle_server(const char *path)
+{
+    int s, ep, fd, i, n;
+    char buf[4096];
+    struct epoll_event ev, evs[256];
+
+    s = listen_on(path);
+    ep = epoll_create1(0);
+    ev.events = EPOLLIN;
+    ev.data.fd = s;
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, s, &ev) != 0) {
+        die("epoll");
+    }
+
+    printf("listening\n");
+    fflush(stdout);
+
+    for (;;) {
+        n = epoll_wait(ep, evs, 256, -1);
+        for (i = 0; i < n; i++) {
+            fd = evs[i].data.fd;
+            if (fd == s) {
+                int c = accept(s, NULL, NULL);
+                if (c >= 0) {
+                    ev.events = EPOLLIN;
+                    ev.data.fd = c;
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+                }
+                continue;
+            }
+            if (read(fd, buf, sizeof(buf)) <= 0) {
+                close(fd);
+            }
+        }
+    }
+
+    return 0;
+}
+
+static int
+server(const char *path)
+{
+    int s, fd;
+    pthread_t th;
+    pthread_attr_t attr;
+
+    s = listen_on(path);
 
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -408,6 +463,9 @@ main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
 
+    if (argc == 3 && strcmp(argv[1], "idle-server") == 0) {
+        return idle_server(argv[2]);
+    }
     if (argc == 3 && strcmp(argv[1], "server") == 0) {
         return server(argv[2]);
     }

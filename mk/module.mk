@@ -57,13 +57,17 @@ $(MOD_FUZZ): $(MOD_FUZZ_SRC)
 fuzz-module-short: $(MOD_FUZZ)
 	mkdir -p $(BUILD)/fuzz/corpus-parse
 	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=20 -max_len=512 \
-	    -print_final_stats=1 corpus-parse $(MOD_DIR)/fuzz/corpus 2>&1 | tail -3
+	    -print_final_stats=1 corpus-parse $(MOD_DIR)/fuzz/corpus \
+	    > parse-short.log 2>&1 || { tail -40 parse-short.log; exit 1; }
+	@grep -E "^(Done|stat::number_of_executed_units)" $(BUILD)/fuzz/parse-short.log
 
 fuzz-module-long: $(MOD_FUZZ)
 	mkdir -p $(BUILD)/fuzz/corpus-parse
 	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=$${FUZZ_SECONDS:-600} \
 	    -max_len=512 -print_final_stats=1 corpus-parse \
-	    $(MOD_DIR)/fuzz/corpus 2>&1 | tail -3
+	    $(MOD_DIR)/fuzz/corpus > parse-long.log 2>&1 \
+	    || { tail -40 parse-long.log; exit 1; }
+	@grep -E "^(Done|stat::number_of_executed_units)" $(BUILD)/fuzz/parse-long.log
 
 bench-tunnel: $(MOD_SO) $(MOD_LOAD)
 	mkdir -p $(BUILD)/bench
