@@ -90,8 +90,6 @@ def test_sigterm_keeps_sessions(new_stack):
     assert r.status == 200 and r.json()["status"] == "running", r
     assert ssh_banner(st, sid).startswith(b"SSH-2.0-")
     assert st.delete(sid).status == 200
-    if not in_flight:
-        pytest.skip("the create finished before SIGTERM arrived")
 
 
 def test_config_errors_name_file_and_line(new_stack, tmp_path):
