@@ -40,8 +40,11 @@ static char *const sshd_envp[] = {
 static void close_other_fds(void)
 {
     int fd;
-    long max = sysconf(_SC_OPEN_MAX);
+    long max;
 
+    if (close_range(LISTEN_FD + 1, ~0U, 0) == 0)
+        return;
+    max = sysconf(_SC_OPEN_MAX); /* kernels before 5.9 */
     if (max < 0 || max > 65536)
         max = 65536;
     for (fd = LISTEN_FD + 1; fd < max; fd++)
