@@ -95,16 +95,17 @@ class SandboxClient:
         return "SandboxClient(%r)" % self.api_url
 
     # -- HTTP ----------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: Optional[float]) -> http.client.HTTPConnection:
         if self._tls:
             return http.client.HTTPSConnection(self._host, self._port,
-                                               timeout=self.timeout,
+                                               timeout=timeout,
                                                context=self._ssl_context)
         return http.client.HTTPConnection(self._host, self._port,
-                                          timeout=self.timeout)
+                                          timeout=timeout)
 
     def _request(self, method: str, path: str,
-                 body: Optional[Dict[str, Any]] = None) -> Tuple[int, Any]:
+                 body: Optional[Dict[str, Any]] = None, *,
+                 timeout: Optional[float] = -1.0) -> Tuple[int, Any]:
         """Sends one request; returns (status, decoded JSON or None).
         Raises the mapped :class:`SandboxError` for error answers."""
         headers = {"Accept": "application/json",
@@ -115,7 +116,7 @@ class SandboxClient:
             headers["Content-Type"] = "application/json"
         if self.token:
             headers["Authorization"] = "Bearer %s" % self.token
-        conn = self._connection()
+        conn = self._connection(self.timeout if timeout == -1.0 else timeout)
         try:
             conn.request(method, self._prefix + path, body=data, headers=headers)
             resp = conn.getresponse()
@@ -147,6 +148,7 @@ class SandboxClient:
                        metadata: Optional[Dict[str, str]] = None,
                        resources: Optional[Dict[str, int]] = None,
                        ssh_key: Union[paramiko.PKey, str, None] = None,
+                       timeout: Optional[float] = None,
                        **options: Any) -> Session:
         """Creates a session and returns it once its sandbox is running.
 
@@ -161,6 +163,10 @@ class SandboxClient:
             ssh_key: a private key (paramiko key or file path) to log in
                 with; its public key is sent as ``ssh_public_key`` unless
                 that is given. Defaults to the client's ``ssh_key``.
+            timeout: seconds to wait for the answer; the default is the
+                client's ``timeout`` but at least 180 s, since the service
+                answers only once the sandbox runs (a Kubernetes pod may
+                take a while).
             **options: further fields sent as they are.
 
         If the service answers while the sandbox is still ``pending``, this
@@ -185,12 +191,14 @@ class SandboxClient:
         if resources is not None:
             body["resources"] = resources
         body.update(options)
-        _, data = self._request("POST", "/v1/sessions", body)
+        if timeout is None:
+            timeout = None if self.timeout is None else max(self.timeout, 180.0)
+        _, data = self._request("POST", "/v1/sessions", body, timeout=timeout)
         session = self._session(data, key)
         if session.status == "pending":
             # pico answers once the sandbox runs; a service that answers
             # earlier is waited for here, so the session is usable at once.
-            session.wait_until_running(timeout=self.timeout or 60.0)
+            session.wait_until_running(timeout=timeout or 180.0)
         return session
 
     def _session(self, data: Any, key: Optional[paramiko.PKey] = None) -> Session:
