@@ -382,10 +382,21 @@ def test_host_key_mismatch_refused(stack, client, tmp_path):
         s.host_key_fingerprint = "SHA256:" + "A" * 43
         with pytest.raises(HostKeyMismatch):
             s.run("true")
-        # 3. nothing published: no blind trust
+        # 3. nothing published: the SDK asks the service again, and still
+        # finding nothing, refuses (no blind trust)
         s.host_key_fingerprint = None
-        with pytest.raises(HostKeyMismatch):
+        record = "pico:session:" + s.session_id
+        stack.redis_cli("HSET", record, "host_key", "", "host_key_fpr", "")
+        with pytest.raises(HostKeyMismatch) as info:
             s.run("true")
+        assert info.value.code == "host_key_unknown"
+        assert s.host_key is None
+        # ... and when the service has it again, it is used
+        stack.redis_cli("HSET", record, "host_key", good_key, "host_key_fpr", good_fpr)
+        s.host_key_fingerprint = None
+        assert s.run("echo refreshed").stdout == "refreshed\n"
+        assert s.host_key == good_key
+        s.close()
         # 4. the service's record says another key
         stack.redis_cli("HSET", "pico:session:" + s.session_id, "host_key", wrong)
         stack.redis_cli("HSET", "pico:session:" + s.session_id, "host_key_fpr",

@@ -281,6 +281,11 @@ class Session:
             if conn is not None:
                 conn.close()
                 self._conn = None
+            if self._client.verify_host_key and not self.host_key \
+                    and not self.host_key_fingerprint:
+                # Made while the sandbox was starting (the key is published
+                # once it runs): ask again rather than trust blindly.
+                self.refresh()
             sock = self.open_tunnel()
             try:
                 timeout = self._client.timeout
