@@ -45,8 +45,7 @@
 
 #define CHUNK (256 * 1024)
 
-static double
-now(void)
+static double now(void)
 {
     struct timespec ts;
 
@@ -54,15 +53,13 @@ now(void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void
-die(const char *what)
+static void die(const char *what)
 {
     perror(what);
     exit(1);
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
+static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
         ssize_t w = write(fd, p, n);
@@ -73,13 +70,12 @@ write_all(int fd, const char *p, size_t n)
             return -1;
         }
         p += w;
-        n -= (size_t) w;
+        n -= (size_t)w;
     }
     return 0;
 }
 
-static int
-read_line(int fd, char *buf, size_t size)
+static int read_line(int fd, char *buf, size_t size)
 {
     size_t n = 0;
 
@@ -99,10 +95,9 @@ read_line(int fd, char *buf, size_t size)
 
 /* -- server ------------------------------------------------------------ */
 
-static void *
-serve(void *arg)
+static void *serve(void *arg)
 {
-    int fd = (int) (long) arg;
+    int fd = (int)(long)arg;
     char line[64], *buf;
     long long n;
     ssize_t r;
@@ -123,16 +118,16 @@ serve(void *arg)
         n = atoll(line + 5);
         memset(buf, 'x', CHUNK);
         while (n > 0) {
-            size_t k = n > CHUNK ? CHUNK : (size_t) n;
+            size_t k = n > CHUNK ? CHUNK : (size_t)n;
             if (write_all(fd, buf, k) != 0) {
                 break;
             }
-            n -= (long long) k;
+            n -= (long long)k;
         }
 
     } else if (strcmp(line, "echo") == 0) {
         while ((r = read(fd, buf, CHUNK)) > 0) {
-            if (write_all(fd, buf, (size_t) r) != 0) {
+            if (write_all(fd, buf, (size_t)r) != 0) {
                 break;
             }
         }
@@ -148,8 +143,7 @@ done:
     return NULL;
 }
 
-static int
-listen_on(const char *path)
+static int listen_on(const char *path)
 {
     int s;
     struct sockaddr_un sa;
@@ -160,13 +154,12 @@ listen_on(const char *path)
 
         memset(&sin, 0, sizeof(sin));
         sin.sin_family = AF_INET;
-        sin.sin_port = htons((unsigned short) atoi(path + 10));
+        sin.sin_port = htons((unsigned short)atoi(path + 10));
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         s = socket(AF_INET, SOCK_STREAM, 0);
         setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        if (s < 0 || bind(s, (struct sockaddr *) &sin, sizeof(sin)) != 0
-            || listen(s, 4096) != 0)
-        {
+        if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
+            listen(s, 4096) != 0) {
             die("server");
         }
 
@@ -177,9 +170,8 @@ listen_on(const char *path)
         unlink(path);
 
         s = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (s < 0 || bind(s, (struct sockaddr *) &sa, sizeof(sa)) != 0
-            || listen(s, 4096) != 0)
-        {
+        if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+            listen(s, 4096) != 0) {
             die("server");
         }
         chmod(path, 0777);
@@ -188,9 +180,7 @@ listen_on(const char *path)
     return s;
 }
 
-
-static int
-idle_server(const char *path)
+static int idle_server(const char *path)
 {
     int s, ep, fd, i, n;
     char buf[4096];
@@ -229,8 +219,7 @@ idle_server(const char *path)
     return 0;
 }
 
-static int
-server(const char *path)
+static int server(const char *path)
 {
     int s, fd;
     pthread_t th;
@@ -254,7 +243,7 @@ server(const char *path)
             }
             die("accept");
         }
-        if (pthread_create(&th, &attr, serve, (void *) (long) fd) != 0) {
+        if (pthread_create(&th, &attr, serve, (void *)(long)fd) != 0) {
             close(fd);
         }
     }
@@ -265,8 +254,7 @@ server(const char *path)
 /* -- clients ----------------------------------------------------------- */
 
 /* connects to TARGET; through nginx it also does the CONNECT exchange */
-static int
-open_target(const char *target, double *latency)
+static int open_target(const char *target, double *latency)
 {
     int fd, one = 1;
     char host[64], req[256], buf[1024];
@@ -283,7 +271,7 @@ open_target(const char *target, double *latency)
         sa.sun_family = AF_UNIX;
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", target + 5);
         fd = socket(AF_UNIX, SOCK_STREAM, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
             return -1;
         }
         if (latency) {
@@ -295,11 +283,10 @@ open_target(const char *target, double *latency)
     if (strncmp(target, "tcp:", 4) == 0) {
         memset(&sin, 0, sizeof(sin));
         sin.sin_family = AF_INET;
-        sin.sin_port = htons((unsigned short) atoi(strrchr(target, ':') + 1));
+        sin.sin_port = htons((unsigned short)atoi(strrchr(target, ':') + 1));
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0)
-        {
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
             return -1;
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -311,21 +298,21 @@ open_target(const char *target, double *latency)
 
     colon = strchr(target, ':');
     slash = strchr(target, '/');
-    if (colon == NULL || slash == NULL || colon - target >= (long) sizeof(host))
-    {
+    if (colon == NULL || slash == NULL ||
+        colon - target >= (long)sizeof(host)) {
         fprintf(stderr, "bad target %s\n", target);
         exit(2);
     }
-    memcpy(host, target, (size_t) (colon - target));
+    memcpy(host, target, (size_t)(colon - target));
     host[colon - target] = '\0';
 
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
-    sin.sin_port = htons((unsigned short) atoi(colon + 1));
+    sin.sin_port = htons((unsigned short)atoi(colon + 1));
     inet_pton(AF_INET, host, &sin.sin_addr);
 
     fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *) &sin, sizeof(sin)) != 0) {
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -364,8 +351,7 @@ open_target(const char *target, double *latency)
     return fd;
 }
 
-static int
-transfer(const char *dir, long long bytes, const char *target)
+static int transfer(const char *dir, long long bytes, const char *target)
 {
     int fd;
     char line[64], *buf;
@@ -389,11 +375,11 @@ transfer(const char *dir, long long bytes, const char *target)
     if (strcmp(dir, "up") == 0) {
         n = bytes;
         while (n > 0) {
-            size_t k = n > CHUNK ? CHUNK : (size_t) n;
+            size_t k = n > CHUNK ? CHUNK : (size_t)n;
             if (write_all(fd, buf, k) != 0) {
                 die("write");
             }
-            n -= (long long) k;
+            n -= (long long)k;
         }
         if (read_line(fd, line, sizeof(line)) != 0 || strcmp(line, "ok")) {
             fprintf(stderr, "no ok\n");
@@ -417,8 +403,7 @@ transfer(const char *dir, long long bytes, const char *target)
     return 0;
 }
 
-static int
-latency(int count, const char *target)
+static int latency(int count, const char *target)
 {
     int i, fd;
     double l;
@@ -435,8 +420,7 @@ latency(int count, const char *target)
     return 0;
 }
 
-static int
-hold(int count, const char *target)
+static int hold(int count, const char *target)
 {
     int i, fd, opened = 0;
     char c;
@@ -458,8 +442,7 @@ hold(int count, const char *target)
     return 0;
 }
 
-int
-main(int argc, char **argv)
+int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
 

@@ -19,124 +19,95 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r);
 static void ngx_pico_request_handler(ngx_event_t *ev);
 static void ngx_pico_cleanup(void *data);
 static ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code,
-    char *body, char *www_authenticate);
+                               char *body, char *www_authenticate);
 static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
-    ngx_pico_record_t *rec);
+                                      ngx_pico_record_t *rec);
 
 static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
+                                   ngx_http_variable_value_t *v,
+                                   uintptr_t data);
 static void *ngx_pico_create_main_conf(ngx_conf_t *cf);
 static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
-static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent,
-    void *child);
+static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
 static void ngx_pico_exit_process(ngx_cycle_t *cycle);
 
 #define NGX_PICO_AUTH_REALM "Bearer realm=\"pico\""
-#define NGX_PICO_AUTH_INVALID                                                  \
-    "Bearer realm=\"pico\", error=\"invalid_token\""
+#define NGX_PICO_AUTH_INVALID "Bearer realm=\"pico\", error=\"invalid_token\""
 
 static ngx_command_t ngx_pico_commands[] = {
 
-    { ngx_string("pico_tunnel"),
-      NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
-      ngx_pico_tunnel,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
+    {ngx_string("pico_tunnel"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     ngx_pico_tunnel, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
 
-    { ngx_string("pico_redis"),
-      NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-      ngx_conf_set_str_slot,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_pico_main_conf_t, redis),
-      NULL },
+    {ngx_string("pico_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+     offsetof(ngx_pico_main_conf_t, redis), NULL},
 
-    { ngx_string("pico_redis_timeout"),
-      NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_pico_main_conf_t, redis_timeout),
-      NULL },
+    {ngx_string("pico_redis_timeout"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+     offsetof(ngx_pico_main_conf_t, redis_timeout), NULL},
 
-    { ngx_string("pico_max_tunnels"),
-      NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      offsetof(ngx_pico_main_conf_t, max_tunnels),
-      NULL },
+    {ngx_string("pico_max_tunnels"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+     offsetof(ngx_pico_main_conf_t, max_tunnels), NULL},
 
-    { ngx_string("pico_auth"),
-      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-          | NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_pico_loc_conf_t, auth),
-      NULL },
+    {ngx_string("pico_auth"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, auth), NULL},
 
-    { ngx_string("pico_splice"),
-      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-          | NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_pico_loc_conf_t, splice),
-      NULL },
+    {ngx_string("pico_splice"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_FLAG,
+     ngx_conf_set_flag_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, splice), NULL},
 
-    { ngx_string("pico_connect_timeout"),
-      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-          | NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_pico_loc_conf_t, connect_timeout),
-      NULL },
+    {ngx_string("pico_connect_timeout"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
+         NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, connect_timeout), NULL},
 
-    { ngx_string("pico_idle_timeout"),
-      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-          | NGX_CONF_TAKE1,
-      ngx_conf_set_msec_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_pico_loc_conf_t, idle_timeout),
-      NULL },
+    {ngx_string("pico_idle_timeout"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
+         NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, idle_timeout), NULL},
 
-    { ngx_string("pico_buffer_size"),
-      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF
-          | NGX_CONF_TAKE1,
-      ngx_conf_set_size_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_pico_loc_conf_t, buffer_size),
-      NULL },
+    {ngx_string("pico_buffer_size"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
+         NGX_CONF_TAKE1,
+     ngx_conf_set_size_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, buffer_size), NULL},
 
-    ngx_null_command
-};
+    ngx_null_command};
 
 static ngx_http_module_t ngx_pico_module_ctx = {
-    ngx_pico_add_variables,     /* preconfiguration */
-    NULL,                       /* postconfiguration */
-    ngx_pico_create_main_conf,  /* create main configuration */
-    ngx_pico_init_main_conf,    /* init main configuration */
-    NULL,                       /* create server configuration */
-    NULL,                       /* merge server configuration */
-    ngx_pico_create_loc_conf,   /* create location configuration */
-    ngx_pico_merge_loc_conf     /* merge location configuration */
+    ngx_pico_add_variables,    /* preconfiguration */
+    NULL,                      /* postconfiguration */
+    ngx_pico_create_main_conf, /* create main configuration */
+    ngx_pico_init_main_conf,   /* init main configuration */
+    NULL,                      /* create server configuration */
+    NULL,                      /* merge server configuration */
+    ngx_pico_create_loc_conf,  /* create location configuration */
+    ngx_pico_merge_loc_conf    /* merge location configuration */
 };
 
-ngx_module_t ngx_pico_module = {
-    NGX_MODULE_V1,
-    &ngx_pico_module_ctx,   /* module context */
-    ngx_pico_commands,      /* module directives */
-    NGX_HTTP_MODULE,        /* module type */
-    NULL,                   /* init master */
-    NULL,                   /* init module */
-    ngx_pico_init_process,  /* init process */
-    NULL,                   /* init thread */
-    NULL,                   /* exit thread */
-    ngx_pico_exit_process,  /* exit process */
-    NULL,                   /* exit master */
-    NGX_MODULE_V1_PADDING
-};
+ngx_module_t ngx_pico_module = {NGX_MODULE_V1,
+                                &ngx_pico_module_ctx,  /* module context */
+                                ngx_pico_commands,     /* module directives */
+                                NGX_HTTP_MODULE,       /* module type */
+                                NULL,                  /* init master */
+                                NULL,                  /* init module */
+                                ngx_pico_init_process, /* init process */
+                                NULL,                  /* init thread */
+                                NULL,                  /* exit thread */
+                                ngx_pico_exit_process, /* exit process */
+                                NULL,                  /* exit master */
+                                NGX_MODULE_V1_PADDING};
 
 enum {
     NGX_PICO_VAR_SESSION_ID = 0,
@@ -147,21 +118,19 @@ enum {
 };
 
 static ngx_http_variable_t ngx_pico_vars[] = {
-    { ngx_string("pico_session_id"), NULL, ngx_pico_variable,
-      NGX_PICO_VAR_SESSION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-    { ngx_string("pico_bytes_up"), NULL, ngx_pico_variable,
-      NGX_PICO_VAR_BYTES_UP, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-    { ngx_string("pico_bytes_down"), NULL, ngx_pico_variable,
-      NGX_PICO_VAR_BYTES_DOWN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-    { ngx_string("pico_tunnel_time"), NULL, ngx_pico_variable,
-      NGX_PICO_VAR_TIME, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-    { ngx_string("pico_tunnel_status"), NULL, ngx_pico_variable,
-      NGX_PICO_VAR_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-    ngx_http_null_variable
-};
+    {ngx_string("pico_session_id"), NULL, ngx_pico_variable,
+     NGX_PICO_VAR_SESSION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("pico_bytes_up"), NULL, ngx_pico_variable,
+     NGX_PICO_VAR_BYTES_UP, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("pico_bytes_down"), NULL, ngx_pico_variable,
+     NGX_PICO_VAR_BYTES_DOWN, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("pico_tunnel_time"), NULL, ngx_pico_variable, NGX_PICO_VAR_TIME,
+     NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("pico_tunnel_status"), NULL, ngx_pico_variable,
+     NGX_PICO_VAR_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    ngx_http_null_variable};
 
-ngx_pico_worker_t *
-ngx_pico_worker(ngx_http_request_t *r)
+ngx_pico_worker_t *ngx_pico_worker(ngx_http_request_t *r)
 {
     ngx_pico_main_conf_t *pmcf;
 
@@ -170,8 +139,7 @@ ngx_pico_worker(ngx_http_request_t *r)
     return pmcf->worker;
 }
 
-static ngx_int_t
-ngx_pico_handler(ngx_http_request_t *r)
+static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
 {
     size_t toklen;
     ngx_int_t rc;
@@ -192,8 +160,8 @@ ngx_pico_handler(ngx_http_request_t *r)
 
 #if (NGX_HTTP_V2)
     if (r->stream) {
-        return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST,
-                             "Tunnels need HTTP/1.1\n", NULL);
+        return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST, "Tunnels need HTTP/1.1\n",
+                             NULL);
     }
 #endif
 
@@ -241,8 +209,7 @@ ngx_pico_handler(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_request_empty_handler;
 
     switch (pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len,
-                                   &id))
-    {
+                                   &id)) {
     case PICO_PATH_OK:
         break;
 
@@ -274,13 +241,12 @@ ngx_pico_handler(ngx_http_request_t *r)
 
         if (rc != PICO_AUTH_OK) {
             ngx_pico_set_status(t, "unauthorized");
-            return ngx_pico_send(r, NGX_HTTP_UNAUTHORIZED,
-                                 rc == PICO_AUTH_MISSING
-                                     ? "Authorization required\n"
-                                     : "Invalid token\n",
-                                 rc == PICO_AUTH_MISSING
-                                     ? NGX_PICO_AUTH_REALM
-                                     : NGX_PICO_AUTH_INVALID);
+            return ngx_pico_send(
+                r, NGX_HTTP_UNAUTHORIZED,
+                rc == PICO_AUTH_MISSING ? "Authorization required\n"
+                                        : "Invalid token\n",
+                rc == PICO_AUTH_MISSING ? NGX_PICO_AUTH_REALM
+                                        : NGX_PICO_AUTH_INVALID);
         }
 
         ngx_memcpy(t->token, tok, PICO_TOKEN_LEN);
@@ -313,8 +279,7 @@ ngx_pico_handler(ngx_http_request_t *r)
 }
 
 /* the connection's events, as ngx_http_request_handler() would do it */
-static void
-ngx_pico_request_handler(ngx_event_t *ev)
+static void ngx_pico_request_handler(ngx_event_t *ev)
 {
     ngx_connection_t *c;
     ngx_http_request_t *r;
@@ -332,8 +297,7 @@ ngx_pico_request_handler(ngx_event_t *ev)
     ngx_http_run_posted_requests(c);
 }
 
-void
-ngx_pico_lookup_done(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
+void ngx_pico_lookup_done(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
 {
     ngx_connection_t *c;
     ngx_http_request_t *r;
@@ -345,29 +309,25 @@ ngx_pico_lookup_done(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
             ngx_pico_set_status(t, "unauthorized");
             ngx_pico_release(t);
             c = r->connection;
-            ngx_http_finalize_request(
-                r, ngx_pico_send(r, NGX_HTTP_UNAUTHORIZED, "Invalid token\n",
-                                 NGX_PICO_AUTH_INVALID));
+            ngx_http_finalize_request(r, ngx_pico_send(r, NGX_HTTP_UNAUTHORIZED,
+                                                       "Invalid token\n",
+                                                       NGX_PICO_AUTH_INVALID));
             ngx_http_run_posted_requests(c);
             return;
         }
     }
 
-    if (!rec->found
-        || (t->has_token
-            && (rec->owner.len != rec->principal.len
-                || ngx_strncmp(rec->owner.data, rec->principal.data,
-                               rec->owner.len)
-                       != 0)))
-    {
+    if (!rec->found ||
+        (t->has_token && (rec->owner.len != rec->principal.len ||
+                          ngx_strncmp(rec->owner.data, rec->principal.data,
+                                      rec->owner.len) != 0))) {
         ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n");
         return;
     }
 
-    if (rec->status.len != sizeof("running") - 1
-        || ngx_strncmp(rec->status.data, "running", rec->status.len) != 0
-        || rec->endpoint.len == 0)
-    {
+    if (rec->status.len != sizeof("running") - 1 ||
+        ngx_strncmp(rec->status.data, "running", rec->status.len) != 0 ||
+        rec->endpoint.len == 0) {
         ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE, "Sandbox not ready\n");
         return;
     }
@@ -384,34 +344,30 @@ ngx_pico_lookup_done(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
     ngx_pico_connect(t);
 }
 
-void
-ngx_pico_lookup_failed(ngx_pico_tunnel_t *t, char *why)
+void ngx_pico_lookup_failed(ngx_pico_tunnel_t *t, char *why)
 {
     ngx_log_error(NGX_LOG_ERR, t->request->connection->log, 0,
-                  "pico: session %V: session lookup failed: %s",
-                  &t->session_id, why);
+                  "pico: session %V: session lookup failed: %s", &t->session_id,
+                  why);
     ngx_pico_set_status(t, "redis_down");
     ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE,
                    "Session store unavailable\n");
 }
 
-static ngx_int_t
-ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
+static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
+                                      ngx_pico_record_t *rec)
 {
     unsigned int n;
     u_char md[EVP_MAX_MD_SIZE], hex[64];
 
-    if (!rec->token_found
-        || !pico_parse_sha256_hex(rec->token_sha256.data,
-                                  rec->token_sha256.len)
-        || rec->principal.len == 0)
-    {
+    if (!rec->token_found ||
+        !pico_parse_sha256_hex(rec->token_sha256.data, rec->token_sha256.len) ||
+        rec->principal.len == 0) {
         return NGX_DECLINED;
     }
 
-    if (EVP_Digest(t->token, PICO_TOKEN_LEN, md, &n, EVP_sha256(), NULL) != 1
-        || n != 32)
-    {
+    if (EVP_Digest(t->token, PICO_TOKEN_LEN, md, &n, EVP_sha256(), NULL) != 1 ||
+        n != 32) {
         return NGX_ERROR;
     }
 
@@ -424,18 +380,16 @@ ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
     return NGX_OK;
 }
 
-void
-ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
+void ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
 {
     if (t->status.len == 0) {
-        t->status.data = (u_char *) status;
+        t->status.data = (u_char *)status;
         t->status.len = ngx_strlen(status);
     }
 }
 
 /* answers a request still waiting for Redis or the sandbox */
-void
-ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body)
+void ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body)
 {
     ngx_connection_t *c;
     ngx_http_request_t *r;
@@ -464,8 +418,7 @@ ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body)
 }
 
 /* closes an open tunnel (or a failed one past the point of answering) */
-void
-ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
+void ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
 {
     ngx_connection_t *c;
     ngx_http_request_t *r;
@@ -481,8 +434,7 @@ ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
 }
 
 /* gives back everything a tunnel holds; safe to call more than once */
-void
-ngx_pico_release(ngx_pico_tunnel_t *t)
+void ngx_pico_release(ngx_pico_tunnel_t *t)
 {
     if (t->released) {
         return;
@@ -516,8 +468,7 @@ ngx_pico_release(ngx_pico_tunnel_t *t)
     t->state = NGX_PICO_ST_DONE;
 }
 
-static void
-ngx_pico_cleanup(void *data)
+static void ngx_pico_cleanup(void *data)
 {
     ngx_pico_tunnel_t *t = data;
 
@@ -525,15 +476,13 @@ ngx_pico_cleanup(void *data)
 }
 
 /* closes this worker's open tunnels to session id (pico:events) */
-void
-ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id)
+void ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id)
 {
     ngx_queue_t *q, *next;
     ngx_pico_tunnel_t *t;
 
     for (q = ngx_queue_head(&w->tunnels); q != ngx_queue_sentinel(&w->tunnels);
-         q = next)
-    {
+         q = next) {
         next = ngx_queue_next(q);
         t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
 
@@ -550,17 +499,15 @@ ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id)
     }
 }
 
-void
-ngx_pico_recheck_done(ngx_pico_worker_t *w, u_char *id, ngx_uint_t exists)
+void ngx_pico_recheck_done(ngx_pico_worker_t *w, u_char *id, ngx_uint_t exists)
 {
     if (!exists) {
         ngx_pico_close_session(w, id);
     }
 }
 
-static ngx_int_t
-ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
-              char *www_authenticate)
+static ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code,
+                               char *body, char *www_authenticate)
 {
     size_t len;
     ngx_int_t rc;
@@ -595,7 +542,7 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
 
         h->hash = 1;
         ngx_str_set(&h->key, "WWW-Authenticate");
-        h->value.data = (u_char *) www_authenticate;
+        h->value.data = (u_char *)www_authenticate;
         h->value.len = ngx_strlen(www_authenticate);
         r->headers_out.www_authenticate = h;
     }
@@ -605,7 +552,7 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
         return NGX_ERROR;
     }
 
-    b->pos = (u_char *) body;
+    b->pos = (u_char *)body;
     b->last = b->pos + len;
     b->memory = 1;
     b->last_buf = 1;
@@ -623,8 +570,7 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
     return ngx_http_output_filter(r, &out);
 }
 
-static ngx_int_t
-ngx_pico_add_variables(ngx_conf_t *cf)
+static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf)
 {
     ngx_http_variable_t *var, *v;
 
@@ -641,9 +587,8 @@ ngx_pico_add_variables(ngx_conf_t *cf)
     return NGX_OK;
 }
 
-static ngx_int_t
-ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-                  uintptr_t data)
+static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
+                                   ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char *p;
     ngx_msec_int_t ms;
@@ -689,10 +634,10 @@ ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
             return NGX_OK;
         }
 
-        ms = (ngx_msec_int_t) ((t->ended ? t->ended : ngx_current_msec)
-                               - t->started);
+        ms = (ngx_msec_int_t)((t->ended ? t->ended : ngx_current_msec) -
+                              t->started);
         ms = ngx_max(ms, 0);
-        v->len = ngx_sprintf(p, "%T.%03M", (time_t) ms / 1000, ms % 1000) - p;
+        v->len = ngx_sprintf(p, "%T.%03M", (time_t)ms / 1000, ms % 1000) - p;
         break;
 
     default: /* NGX_PICO_VAR_STATUS */
@@ -712,8 +657,7 @@ ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     return NGX_OK;
 }
 
-static void *
-ngx_pico_create_main_conf(ngx_conf_t *cf)
+static void *ngx_pico_create_main_conf(ngx_conf_t *cf)
 {
     ngx_pico_main_conf_t *pmcf;
 
@@ -729,8 +673,7 @@ ngx_pico_create_main_conf(ngx_conf_t *cf)
     return pmcf;
 }
 
-static char *
-ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
+static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_pico_main_conf_t *pmcf = conf;
 
@@ -738,8 +681,7 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&pmcf->redis, "127.0.0.1:6379");
     }
 
-    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0)
-    {
+    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0) {
         if (pmcf->redis.data[5] != '/') {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "pico_redis \"%V\": unix: needs an absolute "
@@ -748,10 +690,8 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
             return NGX_CONF_ERROR;
         }
 
-    } else if (ngx_strlchr(pmcf->redis.data,
-                           pmcf->redis.data + pmcf->redis.len, ':')
-               == NULL)
-    {
+    } else if (ngx_strlchr(pmcf->redis.data, pmcf->redis.data + pmcf->redis.len,
+                           ':') == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "pico_redis \"%V\": expected unix:/path or "
                            "host:port",
@@ -765,8 +705,7 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
     return NGX_CONF_OK;
 }
 
-static void *
-ngx_pico_create_loc_conf(ngx_conf_t *cf)
+static void *ngx_pico_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_pico_loc_conf_t *plcf;
 
@@ -785,8 +724,7 @@ ngx_pico_create_loc_conf(ngx_conf_t *cf)
     return plcf;
 }
 
-static char *
-ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_pico_loc_conf_t *prev = parent;
     ngx_pico_loc_conf_t *conf = child;
@@ -796,10 +734,8 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->splice, prev->splice, 1);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
                               5000);
-    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout,
-                              3600000);
-    ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size,
-                              256 * 1024);
+    ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 3600000);
+    ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size, 256 * 1024);
 
     if (conf->buffer_size < 4096) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -810,8 +746,7 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     return NGX_CONF_OK;
 }
 
-static char *
-ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_pico_loc_conf_t *plcf = conf;
     ngx_pico_main_conf_t *pmcf;
@@ -832,15 +767,13 @@ ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return NGX_CONF_OK;
 }
 
-static ngx_int_t
-ngx_pico_init_process(ngx_cycle_t *cycle)
+static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
 {
     ngx_pico_worker_t *w;
     ngx_pico_main_conf_t *pmcf;
 
-    if (ngx_process != NGX_PROCESS_WORKER
-        && ngx_process != NGX_PROCESS_SINGLE)
-    {
+    if (ngx_process != NGX_PROCESS_WORKER &&
+        ngx_process != NGX_PROCESS_SINGLE) {
         return NGX_OK;
     }
 
@@ -872,8 +805,7 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
     return ngx_pico_redis_init(w);
 }
 
-static void
-ngx_pico_exit_process(ngx_cycle_t *cycle)
+static void ngx_pico_exit_process(ngx_cycle_t *cycle)
 {
     ngx_pico_main_conf_t *pmcf;
 

@@ -29,11 +29,11 @@ typedef struct ngx_pico_tunnel_s ngx_pico_tunnel_t;
 typedef struct ngx_pico_lookup_s ngx_pico_lookup_t;
 
 typedef struct {
-    ngx_str_t redis;             /* "unix:/path" or "host:port" */
+    ngx_str_t redis; /* "unix:/path" or "host:port" */
     ngx_msec_t redis_timeout;
-    ngx_uint_t max_tunnels;      /* per worker, 0: from worker_connections */
-    ngx_uint_t enabled;          /* some location has pico_tunnel */
-    ngx_pico_worker_t *worker;   /* this worker's state, set at init */
+    ngx_uint_t max_tunnels;    /* per worker, 0: from worker_connections */
+    ngx_uint_t enabled;        /* some location has pico_tunnel */
+    ngx_pico_worker_t *worker; /* this worker's state, set at init */
 } ngx_pico_main_conf_t;
 
 typedef struct {
@@ -56,17 +56,17 @@ struct ngx_pico_worker_s {
     ngx_log_t *log;
     ngx_cycle_t *cycle;
 
-    void *cmd;                   /* redisAsyncContext for commands */
-    void *sub;                   /* redisAsyncContext subscribed */
-    ngx_uint_t exiting;          /* exit_process: no more callbacks */
+    void *cmd;          /* redisAsyncContext for commands */
+    void *sub;          /* redisAsyncContext subscribed */
+    ngx_uint_t exiting; /* exit_process: no more callbacks */
 
     ngx_msec_t backoff;
     ngx_event_t reconnect;
 
-    ngx_queue_t tunnels;         /* open tunnels (relaying) */
-    ngx_uint_t active;           /* requests holding a tunnel slot */
+    ngx_queue_t tunnels; /* open tunnels (relaying) */
+    ngx_uint_t active;   /* requests holding a tunnel slot */
 
-    ngx_queue_t pipes;           /* idle pipes for splice */
+    ngx_queue_t pipes; /* idle pipes for splice */
     ngx_uint_t npipes;
 };
 
@@ -82,50 +82,50 @@ typedef enum {
 typedef struct {
     ngx_connection_t *src;
     ngx_connection_t *dst;
-    u_char *pre;                 /* bytes to send before anything else */
+    u_char *pre; /* bytes to send before anything else */
     u_char *pre_last;
-    u_char *buf;                 /* plain relay buffer, lazily allocated */
+    u_char *buf; /* plain relay buffer, lazily allocated */
     u_char *pos;
     u_char *last;
-    ngx_pico_pipe_t *pipe;       /* splice pipe, borrowed from the cache */
-    size_t piped;                /* bytes in the pipe */
-    off_t bytes;                 /* relayed so far */
-    off_t reported;              /* of which accounted in Redis */
-    unsigned eof:1;
-    unsigned shut:1;
-    unsigned pipe_full:1;
-    unsigned copy:1;             /* no pipe available: copy instead */
+    ngx_pico_pipe_t *pipe; /* splice pipe, borrowed from the cache */
+    size_t piped;          /* bytes in the pipe */
+    off_t bytes;           /* relayed so far */
+    off_t reported;        /* of which accounted in Redis */
+    unsigned eof : 1;
+    unsigned shut : 1;
+    unsigned pipe_full : 1;
+    unsigned copy : 1; /* no pipe available: copy instead */
 } ngx_pico_dir_t;
 
 struct ngx_pico_tunnel_s {
-    ngx_queue_t queue;           /* in worker->tunnels while relaying */
+    ngx_queue_t queue; /* in worker->tunnels while relaying */
     ngx_http_request_t *request;
     ngx_pico_worker_t *worker;
     ngx_pico_loc_conf_t *plcf;
 
     u_char id[PICO_ID_LEN];
-    ngx_str_t session_id;        /* points at id, empty before parsing */
+    ngx_str_t session_id; /* points at id, empty before parsing */
     u_char token[PICO_TOKEN_LEN];
     ngx_uint_t has_token;
 
-    ngx_pico_lookup_t *lookup;   /* pending Redis lookup */
+    ngx_pico_lookup_t *lookup; /* pending Redis lookup */
     ngx_event_t lookup_timer;
 
     ngx_str_t endpoint;
     ngx_peer_connection_t peer;
 
-    ngx_pico_dir_t up;           /* client -> sandbox */
-    ngx_pico_dir_t down;         /* sandbox -> client */
-    ngx_event_t idle;            /* idle timeout */
-    ngx_event_t flush;           /* accounting, at most once a second */
-    ngx_msec_t started;          /* ngx_current_msec at 200 */
+    ngx_pico_dir_t up;   /* client -> sandbox */
+    ngx_pico_dir_t down; /* sandbox -> client */
+    ngx_event_t idle;    /* idle timeout */
+    ngx_event_t flush;   /* accounting, at most once a second */
+    ngx_msec_t started;  /* ngx_current_msec at 200 */
     ngx_msec_t ended;
 
-    ngx_str_t status;            /* $pico_tunnel_status */
+    ngx_str_t status; /* $pico_tunnel_status */
     ngx_pico_state_e state;
-    unsigned counted:1;          /* holds a worker->active slot */
-    unsigned accounted:1;        /* open +1 sent */
-    unsigned released:1;
+    unsigned counted : 1;   /* holds a worker->active slot */
+    unsigned accounted : 1; /* open +1 sent */
+    unsigned released : 1;
 };
 
 extern ngx_module_t ngx_pico_module;
@@ -137,8 +137,7 @@ void ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body);
 void ngx_pico_finish(ngx_pico_tunnel_t *t, char *status);
 void ngx_pico_release(ngx_pico_tunnel_t *t);
 void ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id);
-void ngx_pico_recheck_done(ngx_pico_worker_t *w, u_char *id,
-    ngx_uint_t exists);
+void ngx_pico_recheck_done(ngx_pico_worker_t *w, u_char *id, ngx_uint_t exists);
 
 /* ngx_pico_redis.c */
 ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w);
@@ -146,7 +145,7 @@ void ngx_pico_redis_exit(ngx_pico_worker_t *w);
 ngx_int_t ngx_pico_redis_lookup(ngx_pico_tunnel_t *t);
 void ngx_pico_redis_cancel(ngx_pico_tunnel_t *t);
 void ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open,
-    ngx_int_t opened);
+                            ngx_int_t opened);
 
 /* the lookup result, handed back to ngx_pico_module.c */
 typedef struct {
@@ -155,7 +154,7 @@ typedef struct {
     ngx_str_t owner;
     ngx_str_t token_sha256;
     ngx_str_t principal;
-    ngx_uint_t found;            /* session record exists */
+    ngx_uint_t found; /* session record exists */
     ngx_uint_t token_found;
 } ngx_pico_record_t;
 

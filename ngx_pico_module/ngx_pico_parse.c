@@ -11,14 +11,12 @@
 #define PICO_PATH_SUFFIX "/tunnel"
 #define PICO_EVENT_DELETED "deleted "
 
-static int
-pico_is_lower_hex(unsigned char ch)
+static int pico_is_lower_hex(unsigned char ch)
 {
     return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
 }
 
-static int
-pico_all_lower_hex(const unsigned char *p, size_t len)
+static int pico_all_lower_hex(const unsigned char *p, size_t len)
 {
     size_t i;
 
@@ -31,8 +29,7 @@ pico_all_lower_hex(const unsigned char *p, size_t len)
     return 1;
 }
 
-int
-pico_parse_uuid(const unsigned char *p, size_t len)
+int pico_parse_uuid(const unsigned char *p, size_t len)
 {
     size_t i;
 
@@ -54,9 +51,8 @@ pico_parse_uuid(const unsigned char *p, size_t len)
     return 1;
 }
 
-int
-pico_parse_tunnel_path(const unsigned char *p, size_t len,
-                       const unsigned char **id)
+int pico_parse_tunnel_path(const unsigned char *p, size_t len,
+                           const unsigned char **id)
 {
     size_t plen, slen, i, idlen;
     const unsigned char *seg;
@@ -64,9 +60,8 @@ pico_parse_tunnel_path(const unsigned char *p, size_t len,
     plen = sizeof(PICO_PATH_PREFIX) - 1;
     slen = sizeof(PICO_PATH_SUFFIX) - 1;
 
-    if (len < plen + slen + 1 || memcmp(p, PICO_PATH_PREFIX, plen) != 0
-        || memcmp(p + len - slen, PICO_PATH_SUFFIX, slen) != 0)
-    {
+    if (len < plen + slen + 1 || memcmp(p, PICO_PATH_PREFIX, plen) != 0 ||
+        memcmp(p + len - slen, PICO_PATH_SUFFIX, slen) != 0) {
         return PICO_PATH_NOT_FOUND;
     }
 
@@ -88,16 +83,13 @@ pico_parse_tunnel_path(const unsigned char *p, size_t len,
     return PICO_PATH_OK;
 }
 
-int
-pico_parse_token(const unsigned char *p, size_t len,
-                 const unsigned char **tid)
+int pico_parse_token(const unsigned char *p, size_t len,
+                     const unsigned char **tid)
 {
-    if (len != PICO_TOKEN_LEN || memcmp(p, "pico_", 5) != 0
-        || p[5 + PICO_TOKEN_ID_LEN] != '_'
-        || !pico_all_lower_hex(p + 5, PICO_TOKEN_ID_LEN)
-        || !pico_all_lower_hex(p + 6 + PICO_TOKEN_ID_LEN,
-                               PICO_TOKEN_SECRET_LEN))
-    {
+    if (len != PICO_TOKEN_LEN || memcmp(p, "pico_", 5) != 0 ||
+        p[5 + PICO_TOKEN_ID_LEN] != '_' ||
+        !pico_all_lower_hex(p + 5, PICO_TOKEN_ID_LEN) ||
+        !pico_all_lower_hex(p + 6 + PICO_TOKEN_ID_LEN, PICO_TOKEN_SECRET_LEN)) {
         return 0;
     }
 
@@ -106,15 +98,13 @@ pico_parse_token(const unsigned char *p, size_t len,
     return 1;
 }
 
-static int
-pico_is_blank(unsigned char ch)
+static int pico_is_blank(unsigned char ch)
 {
     return ch == ' ' || ch == '\t';
 }
 
-int
-pico_parse_authorization(const unsigned char *p, size_t len,
-                         const unsigned char **tok, size_t *toklen)
+int pico_parse_authorization(const unsigned char *p, size_t len,
+                             const unsigned char **tok, size_t *toklen)
 {
     static const char bearer[] = "bearer";
     const unsigned char *tid, *end, *t;
@@ -130,12 +120,12 @@ pico_parse_authorization(const unsigned char *p, size_t len,
         return PICO_AUTH_MISSING;
     }
 
-    if ((size_t) (end - p) < sizeof(bearer) - 1) {
+    if ((size_t)(end - p) < sizeof(bearer) - 1) {
         return PICO_AUTH_INVALID;
     }
 
     for (i = 0; i < sizeof(bearer) - 1; i++) {
-        if ((p[i] | 0x20) != (unsigned char) bearer[i]) {
+        if ((p[i] | 0x20) != (unsigned char)bearer[i]) {
             return PICO_AUTH_INVALID;
         }
     }
@@ -156,27 +146,25 @@ pico_parse_authorization(const unsigned char *p, size_t len,
 
     t = p;
 
-    if (!pico_parse_token(t, (size_t) (end - t), &tid)) {
+    if (!pico_parse_token(t, (size_t)(end - t), &tid)) {
         return PICO_AUTH_INVALID;
     }
 
     *tok = t;
-    *toklen = (size_t) (end - t);
+    *toklen = (size_t)(end - t);
 
     return PICO_AUTH_OK;
 }
 
-int
-pico_parse_event(const unsigned char *p, size_t len,
-                 const unsigned char **id)
+int pico_parse_event(const unsigned char *p, size_t len,
+                     const unsigned char **id)
 {
     size_t plen;
 
     plen = sizeof(PICO_EVENT_DELETED) - 1;
 
-    if (len != plen + PICO_ID_LEN || memcmp(p, PICO_EVENT_DELETED, plen) != 0
-        || !pico_parse_uuid(p + plen, PICO_ID_LEN))
-    {
+    if (len != plen + PICO_ID_LEN || memcmp(p, PICO_EVENT_DELETED, plen) != 0 ||
+        !pico_parse_uuid(p + plen, PICO_ID_LEN)) {
         return 0;
     }
 
@@ -185,8 +173,7 @@ pico_parse_event(const unsigned char *p, size_t len,
     return 1;
 }
 
-int
-pico_parse_sha256_hex(const unsigned char *p, size_t len)
+int pico_parse_sha256_hex(const unsigned char *p, size_t len)
 {
     return len == 64 && pico_all_lower_hex(p, len);
 }

@@ -9,21 +9,21 @@
 
 #include <stddef.h>
 
-#define PICO_ID_LEN 36        /* canonical UUID, lowercase */
-#define PICO_TOKEN_ID_LEN 16  /* hex */
+#define PICO_ID_LEN 36       /* canonical UUID, lowercase */
+#define PICO_TOKEN_ID_LEN 16 /* hex */
 #define PICO_TOKEN_SECRET_LEN 64
 #define PICO_TOKEN_LEN (5 + PICO_TOKEN_ID_LEN + 1 + PICO_TOKEN_SECRET_LEN)
 
 enum {
-    PICO_PATH_OK = 0,     /* /v1/sessions/<uuid>/tunnel */
-    PICO_PATH_BAD_ID,     /* /v1/sessions/<not a uuid>/tunnel */
-    PICO_PATH_NOT_FOUND   /* anything else */
+    PICO_PATH_OK = 0,   /* /v1/sessions/<uuid>/tunnel */
+    PICO_PATH_BAD_ID,   /* /v1/sessions/<not a uuid>/tunnel */
+    PICO_PATH_NOT_FOUND /* anything else */
 };
 
 enum {
     PICO_AUTH_OK = 0,
-    PICO_AUTH_MISSING,  /* no header or empty */
-    PICO_AUTH_INVALID   /* not "Bearer <well formed token>" */
+    PICO_AUTH_MISSING, /* no header or empty */
+    PICO_AUTH_INVALID  /* not "Bearer <well formed token>" */
 };
 
 /* 1 if p[0..len) is a lowercase canonical UUID (8-4-4-4-12 hex). */

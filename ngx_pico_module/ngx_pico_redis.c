@@ -39,9 +39,9 @@ typedef struct {
 } ngx_pico_field_t;
 
 struct ngx_pico_lookup_s {
-    ngx_pico_tunnel_t *tunnel;   /* NULL once the request gave up */
+    ngx_pico_tunnel_t *tunnel; /* NULL once the request gave up */
     ngx_pico_worker_t *worker;
-    ngx_uint_t pending;          /* replies still to come */
+    ngx_uint_t pending; /* replies still to come */
     char *error;
     ngx_uint_t token_found;
     ngx_uint_t found;
@@ -63,15 +63,15 @@ static void ngx_pico_redis_schedule(ngx_pico_worker_t *w);
 static void ngx_pico_redis_reconnect(ngx_event_t *ev);
 static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev);
 static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+                                       void *privdata);
 static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+                                         void *privdata);
 static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
 static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
-    void *privdata);
+                                   void *privdata);
 static void ngx_pico_redis_recheck_all(ngx_pico_worker_t *w);
 static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+                                         void *privdata);
 
 static void ngx_pico_redis_read(ngx_event_t *ev);
 static void ngx_pico_redis_write(ngx_event_t *ev);
@@ -97,8 +97,7 @@ static const char ngx_pico_account_script[] =
     "redis.call('HSET', KEYS[2], 'last_activity', ARGV[5]) end "
     "return 1";
 
-ngx_int_t
-ngx_pico_redis_init(ngx_pico_worker_t *w)
+ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w)
 {
     w->backoff = NGX_PICO_BACKOFF_MIN;
     w->reconnect.handler = ngx_pico_redis_reconnect;
@@ -112,8 +111,7 @@ ngx_pico_redis_init(ngx_pico_worker_t *w)
     return NGX_OK;
 }
 
-void
-ngx_pico_redis_exit(ngx_pico_worker_t *w)
+void ngx_pico_redis_exit(ngx_pico_worker_t *w)
 {
     w->exiting = 1;
 
@@ -130,8 +128,7 @@ ngx_pico_redis_exit(ngx_pico_worker_t *w)
     }
 }
 
-static redisAsyncContext *
-ngx_pico_redis_connect(ngx_pico_worker_t *w)
+static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w)
 {
     u_char *p, *last;
     ngx_int_t port;
@@ -148,7 +145,7 @@ ngx_pico_redis_connect(ngx_pico_worker_t *w)
     }
 
     if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
-        ngx_cpystrn((u_char *) buf, addr->data + 5, addr->len - 5 + 1);
+        ngx_cpystrn((u_char *)buf, addr->data + 5, addr->len - 5 + 1);
         ac = redisAsyncConnectUnix(buf);
 
     } else {
@@ -167,8 +164,8 @@ ngx_pico_redis_connect(ngx_pico_worker_t *w)
             return NULL;
         }
 
-        ngx_cpystrn((u_char *) buf, addr->data, p - addr->data);
-        ac = redisAsyncConnect(buf, (int) port);
+        ngx_cpystrn((u_char *)buf, addr->data, p - addr->data);
+        ac = redisAsyncConnect(buf, (int)port);
     }
 
     if (ac == NULL) {
@@ -176,8 +173,8 @@ ngx_pico_redis_connect(ngx_pico_worker_t *w)
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, w->log, 0,
-                      "pico: redis \"%V\": %s", addr, ac->errstr);
+        ngx_log_error(NGX_LOG_ERR, w->log, 0, "pico: redis \"%V\": %s", addr,
+                      ac->errstr);
         redisAsyncFree(ac);
         return NULL;
     }
@@ -215,8 +212,7 @@ ngx_pico_redis_connect(ngx_pico_worker_t *w)
     return ac;
 }
 
-static void
-ngx_pico_redis_schedule(ngx_pico_worker_t *w)
+static void ngx_pico_redis_schedule(ngx_pico_worker_t *w)
 {
     if (w->exiting || w->reconnect.timer_set) {
         return;
@@ -227,8 +223,7 @@ ngx_pico_redis_schedule(ngx_pico_worker_t *w)
     w->backoff = ngx_min(w->backoff * 2, NGX_PICO_BACKOFF_MAX);
 }
 
-static void
-ngx_pico_redis_reconnect(ngx_event_t *ev)
+static void ngx_pico_redis_reconnect(ngx_event_t *ev)
 {
     ngx_pico_worker_t *w = ev->data;
 
@@ -248,26 +243,23 @@ ngx_pico_redis_reconnect(ngx_event_t *ev)
     }
 }
 
-static void
-ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
+static void ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
 {
-    const char *argv[2] = { "SUBSCRIBE", "pico:events" };
+    const char *argv[2] = {"SUBSCRIBE", "pico:events"};
 
     redisAsyncCommandArgv(w->sub, ngx_pico_redis_message, w, 2, argv, NULL);
 }
 
-static void
-ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
+static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
+                                   void *privdata)
 {
     redisReply *reply = r;
     ngx_pico_worker_t *w = privdata;
     const unsigned char *id;
     u_char idbuf[PICO_ID_LEN];
 
-    if (reply == NULL || w->exiting || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements != 3
-        || reply->element[0]->type != REDIS_REPLY_STRING)
-    {
+    if (reply == NULL || w->exiting || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING) {
         return;
     }
 
@@ -279,15 +271,13 @@ ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
         return;
     }
 
-    if (ngx_strcmp(reply->element[0]->str, "message") != 0
-        || reply->element[2]->type != REDIS_REPLY_STRING)
-    {
+    if (ngx_strcmp(reply->element[0]->str, "message") != 0 ||
+        reply->element[2]->type != REDIS_REPLY_STRING) {
         return;
     }
 
-    if (!pico_parse_event((u_char *) reply->element[2]->str,
-                          reply->element[2]->len, &id))
-    {
+    if (!pico_parse_event((u_char *)reply->element[2]->str,
+                          reply->element[2]->len, &id)) {
         return;
     }
 
@@ -295,8 +285,7 @@ ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
     ngx_pico_close_session(w, idbuf);
 }
 
-static void
-ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
+static void ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
 {
     ngx_queue_t *q;
     ngx_pico_tunnel_t *t;
@@ -310,8 +299,7 @@ ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
     }
 
     for (q = ngx_queue_head(&w->tunnels); q != ngx_queue_sentinel(&w->tunnels);
-         q = ngx_queue_next(q))
-    {
+         q = ngx_queue_next(q)) {
         t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
 
         rk = ngx_alloc(sizeof(ngx_pico_recheck_t), w->log);
@@ -325,21 +313,19 @@ ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
 
         argv[0] = "EXISTS";
         argvlen[0] = 6;
-        argv[1] = (char *) key;
+        argv[1] = (char *)key;
         argvlen[1] = sizeof(key);
 
         if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_recheck_reply, rk, 2,
-                                  argv, argvlen)
-            != REDIS_OK)
-        {
+                                  argv, argvlen) != REDIS_OK) {
             ngx_free(rk);
             return;
         }
     }
 }
 
-static void
-ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
+                                         void *privdata)
 {
     redisReply *reply = r;
     ngx_pico_recheck_t *rk = privdata;
@@ -357,8 +343,7 @@ ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_pico_recheck_done(w, id, reply->integer != 0);
 }
 
-ngx_int_t
-ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
+ngx_int_t ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
 {
     ngx_pico_worker_t *w;
     ngx_pico_lookup_t *lk;
@@ -395,7 +380,7 @@ ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
 
         argv[0] = "HMGET";
         argvlen[0] = 5;
-        argv[1] = (char *) tkey;
+        argv[1] = (char *)tkey;
         argvlen[1] = sizeof(tkey);
         argv[2] = "sha256";
         argvlen[2] = 6;
@@ -403,9 +388,7 @@ ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
         argvlen[3] = 9;
 
         if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_token_reply, lk, 4,
-                                  argv, argvlen)
-            != REDIS_OK)
-        {
+                                  argv, argvlen) != REDIS_OK) {
             ngx_free(lk);
             return NGX_ERROR;
         }
@@ -417,7 +400,7 @@ ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
 
     argv[0] = "HMGET";
     argvlen[0] = 5;
-    argv[1] = (char *) skey;
+    argv[1] = (char *)skey;
     argvlen[1] = sizeof(skey);
     argv[2] = "status";
     argvlen[2] = 6;
@@ -426,10 +409,8 @@ ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
     argv[4] = "owner";
     argvlen[4] = 5;
 
-    if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_session_reply, lk, 5,
-                              argv, argvlen)
-        != REDIS_OK)
-    {
+    if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_session_reply, lk, 5, argv,
+                              argvlen) != REDIS_OK) {
         if (lk->pending) {
             /* the token reply will free it */
             lk->tunnel = NULL;
@@ -453,8 +434,7 @@ ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
     return NGX_OK;
 }
 
-void
-ngx_pico_redis_cancel(ngx_pico_tunnel_t *t)
+void ngx_pico_redis_cancel(ngx_pico_tunnel_t *t)
 {
     if (t->lookup) {
         t->lookup->tunnel = NULL;
@@ -462,8 +442,7 @@ ngx_pico_redis_cancel(ngx_pico_tunnel_t *t)
     }
 }
 
-static void
-ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
+static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
 {
     ngx_pico_tunnel_t *t = ev->data;
     ngx_pico_worker_t *w;
@@ -487,8 +466,7 @@ ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
     ngx_pico_lookup_failed(t, "timed out");
 }
 
-static void
-ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
+static void ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
 {
     if (e->type != REDIS_REPLY_STRING || e->len >= NGX_PICO_MAX_FIELD) {
         f->present = 0;
@@ -501,8 +479,8 @@ ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
     ngx_memcpy(f->data, e->str, e->len);
 }
 
-static void
-ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
+                                       void *privdata)
 {
     redisReply *reply = r;
     ngx_pico_lookup_t *lk = privdata;
@@ -526,8 +504,8 @@ ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-static void
-ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
+static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
+                                         void *privdata)
 {
     redisReply *reply = r;
     ngx_pico_lookup_t *lk = privdata;
@@ -552,8 +530,7 @@ ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-static void
-ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
+static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
 {
     ngx_pico_tunnel_t *t;
     ngx_pico_record_t rec;
@@ -595,8 +572,8 @@ ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
     ngx_free(lk);
 }
 
-void
-ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
+void ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open,
+                            ngx_int_t opened)
 {
     ngx_uint_t i;
     ngx_time_t *tp;
@@ -627,8 +604,8 @@ ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
     argv[0] = "EVAL";
     argv[1] = ngx_pico_account_script;
     argv[2] = "2";
-    argv[3] = (char *) skey;
-    argv[4] = (char *) tkey;
+    argv[3] = (char *)skey;
+    argv[4] = (char *)tkey;
 
     argvlen[0] = 4;
     argvlen[1] = sizeof(ngx_pico_account_script) - 1;
@@ -649,17 +626,16 @@ ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
     }
 
     for (i = 0; i < 5; i++) {
-        argv[5 + i] = (char *) num[i];
+        argv[5 + i] = (char *)num[i];
     }
 
     /* fire and forget: no callback, the relay never waits for Redis */
-    (void) redisAsyncCommandArgv(w->cmd, NULL, NULL, 10, argv, argvlen);
+    (void)redisAsyncCommandArgv(w->cmd, NULL, NULL, 10, argv, argvlen);
 }
 
 /* the adapter: nginx events for hiredis, level-triggered */
 
-static void
-ngx_pico_redis_read(ngx_event_t *ev)
+static void ngx_pico_redis_read(ngx_event_t *ev)
 {
     ngx_connection_t *c = ev->data;
     ngx_pico_redis_conn_t *rc = c->data;
@@ -668,8 +644,7 @@ ngx_pico_redis_read(ngx_event_t *ev)
     redisAsyncHandleRead(rc->ac);
 }
 
-static void
-ngx_pico_redis_write(ngx_event_t *ev)
+static void ngx_pico_redis_write(ngx_event_t *ev)
 {
     ngx_connection_t *c = ev->data;
     ngx_pico_redis_conn_t *rc = c->data;
@@ -677,49 +652,44 @@ ngx_pico_redis_write(ngx_event_t *ev)
     redisAsyncHandleWrite(rc->ac);
 }
 
-static void
-ngx_pico_redis_add_read(void *privdata)
+static void ngx_pico_redis_add_read(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
     if (!rc->c->read->active) {
-        (void) ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
+        (void)ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
     }
 }
 
-static void
-ngx_pico_redis_del_read(void *privdata)
+static void ngx_pico_redis_del_read(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
     if (rc->c->read->active) {
-        (void) ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
+        (void)ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
     }
 }
 
-static void
-ngx_pico_redis_add_write(void *privdata)
+static void ngx_pico_redis_add_write(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
     if (!rc->c->write->active) {
-        (void) ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
+        (void)ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
     }
 }
 
-static void
-ngx_pico_redis_del_write(void *privdata)
+static void ngx_pico_redis_del_write(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
     if (rc->c->write->active) {
-        (void) ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
+        (void)ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
     }
 }
 
 /* hiredis is freeing the context (error, EOF or redisAsyncFree) */
-static void
-ngx_pico_redis_cleanup(void *privdata)
+static void ngx_pico_redis_cleanup(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
     ngx_pico_worker_t *w;
@@ -741,7 +711,7 @@ ngx_pico_redis_cleanup(void *privdata)
 
     /* hiredis closes the fd itself */
     ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
+    c->fd = (ngx_socket_t)-1;
 
     if (w->cmd == rc->ac) {
         w->cmd = NULL;

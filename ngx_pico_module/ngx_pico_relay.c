@@ -36,17 +36,15 @@ static void ngx_pico_client_handler(ngx_http_request_t *r);
 static void ngx_pico_relay(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
 static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
-static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t,
-    ngx_pico_dir_t *d);
+static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
 static void ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
 static ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_tunnel_t *t);
 static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p);
 static void ngx_pico_idle_handler(ngx_event_t *ev);
 static void ngx_pico_flush_handler(ngx_event_t *ev);
 
-static ngx_int_t
-ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
-                  socklen_t *socklen)
+static ngx_int_t ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
+                                   socklen_t *socklen)
 {
     size_t len;
     ngx_addr_t addr;
@@ -59,26 +57,24 @@ ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
         len = ep->len - 5;
 
         saun = ngx_pcalloc(t->request->pool, sizeof(struct sockaddr_un));
-        if (saun == NULL || ep->data[5] != '/'
-            || len >= sizeof(saun->sun_path))
-        {
+        if (saun == NULL || ep->data[5] != '/' ||
+            len >= sizeof(saun->sun_path)) {
             return NGX_ERROR;
         }
 
         saun->sun_family = AF_UNIX;
         ngx_memcpy(saun->sun_path, ep->data + 5, len);
 
-        *sa = (struct sockaddr *) saun;
+        *sa = (struct sockaddr *)saun;
         *socklen = sizeof(struct sockaddr_un);
 
         return NGX_OK;
     }
 
     /* an address literal only: never a DNS lookup in a worker */
-    if (ngx_parse_addr_port(t->request->pool, &addr, ep->data, ep->len)
-            != NGX_OK
-        || ngx_inet_get_port(addr.sockaddr) == 0)
-    {
+    if (ngx_parse_addr_port(t->request->pool, &addr, ep->data, ep->len) !=
+            NGX_OK ||
+        ngx_inet_get_port(addr.sockaddr) == 0) {
         return NGX_ERROR;
     }
 
@@ -88,8 +84,7 @@ ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
     return NGX_OK;
 }
 
-void
-ngx_pico_connect(ngx_pico_tunnel_t *t)
+void ngx_pico_connect(ngx_pico_tunnel_t *t)
 {
     ngx_int_t rc;
     ngx_connection_t *c, *pc;
@@ -102,8 +97,8 @@ ngx_pico_connect(ngx_pico_tunnel_t *t)
 
     if (ngx_pico_endpoint(t, &peer->sockaddr, &peer->socklen) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "pico: session %V: bad endpoint \"%V\"",
-                      &t->session_id, &t->endpoint);
+                      "pico: session %V: bad endpoint \"%V\"", &t->session_id,
+                      &t->endpoint);
         ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Bad sandbox endpoint\n");
         return;
     }
@@ -145,8 +140,7 @@ ngx_pico_connect(ngx_pico_tunnel_t *t)
     ngx_pico_connected(t);
 }
 
-static ngx_int_t
-ngx_pico_test_connect(ngx_connection_t *c)
+static ngx_int_t ngx_pico_test_connect(ngx_connection_t *c)
 {
     int err;
     socklen_t len;
@@ -154,20 +148,19 @@ ngx_pico_test_connect(ngx_connection_t *c)
     err = 0;
     len = sizeof(int);
 
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *)&err, &len) == -1) {
         err = ngx_socket_errno;
     }
 
     if (err) {
-        (void) ngx_connection_error(c, err, "connect() failed");
+        (void)ngx_connection_error(c, err, "connect() failed");
         return NGX_ERROR;
     }
 
     return NGX_OK;
 }
 
-static void
-ngx_pico_upstream_handler(ngx_event_t *ev)
+static void ngx_pico_upstream_handler(ngx_event_t *ev)
 {
     ngx_connection_t *pc;
     ngx_pico_tunnel_t *t;
@@ -196,8 +189,7 @@ ngx_pico_upstream_handler(ngx_event_t *ev)
     ngx_pico_relay(t);
 }
 
-static void
-ngx_pico_connected(ngx_pico_tunnel_t *t)
+static void ngx_pico_connected(ngx_pico_tunnel_t *t)
 {
     ssize_t n;
     ngx_buf_t *hb;
@@ -217,11 +209,11 @@ ngx_pico_connected(ngx_pico_tunnel_t *t)
     ngx_queue_insert_tail(&t->worker->tunnels, &t->queue);
 
     if (c->sockaddr->sa_family != AF_UNIX) {
-        (void) ngx_tcp_nodelay(c);
+        (void)ngx_tcp_nodelay(c);
     }
 
     if (t->peer.sockaddr->sa_family != AF_UNIX) {
-        (void) ngx_tcp_nodelay(pc);
+        (void)ngx_tcp_nodelay(pc);
     }
 
     c->log->action = "relaying a tunnel";
@@ -252,10 +244,10 @@ ngx_pico_connected(ngx_pico_tunnel_t *t)
         n = 0;
     }
 
-    if ((size_t) n < sizeof(ngx_pico_established) - 1) {
+    if ((size_t)n < sizeof(ngx_pico_established) - 1) {
         t->down.pre = ngx_pico_established + n;
-        t->down.pre_last = ngx_pico_established
-                           + sizeof(ngx_pico_established) - 1;
+        t->down.pre_last =
+            ngx_pico_established + sizeof(ngx_pico_established) - 1;
     }
 
     r->read_event_handler = ngx_pico_client_handler;
@@ -285,8 +277,7 @@ ngx_pico_connected(ngx_pico_tunnel_t *t)
     ngx_pico_relay(t);
 }
 
-static void
-ngx_pico_client_handler(ngx_http_request_t *r)
+static void ngx_pico_client_handler(ngx_http_request_t *r)
 {
     ngx_pico_tunnel_t *t;
 
@@ -295,8 +286,7 @@ ngx_pico_client_handler(ngx_http_request_t *r)
     ngx_pico_relay(t);
 }
 
-static void
-ngx_pico_relay(ngx_pico_tunnel_t *t)
+static void ngx_pico_relay(ngx_pico_tunnel_t *t)
 {
     ngx_int_t up, down;
 
@@ -325,11 +315,10 @@ ngx_pico_relay(ngx_pico_tunnel_t *t)
      * nginx registers an accepted connection's write event only on demand
      * (epoll): make sure both sides wake us when they can take more.
      */
-    if (ngx_handle_write_event(t->up.src->write, 0) != NGX_OK
-        || ngx_handle_read_event(t->up.src->read, 0) != NGX_OK
-        || ngx_handle_write_event(t->down.src->write, 0) != NGX_OK
-        || ngx_handle_read_event(t->down.src->read, 0) != NGX_OK)
-    {
+    if (ngx_handle_write_event(t->up.src->write, 0) != NGX_OK ||
+        ngx_handle_read_event(t->up.src->read, 0) != NGX_OK ||
+        ngx_handle_write_event(t->down.src->write, 0) != NGX_OK ||
+        ngx_handle_read_event(t->down.src->read, 0) != NGX_OK) {
         ngx_pico_finish(t, "error");
         return;
     }
@@ -339,16 +328,14 @@ ngx_pico_relay(ngx_pico_tunnel_t *t)
         ngx_add_timer(&t->idle, t->plcf->idle_timeout);
     }
 
-    if ((up == NGX_OK || down == NGX_OK) && !t->flush.timer_set
-        && t->accounted)
-    {
+    if ((up == NGX_OK || down == NGX_OK) && !t->flush.timer_set &&
+        t->accounted) {
         ngx_add_timer(&t->flush, NGX_PICO_FLUSH_MS);
     }
 }
 
 /* NGX_OK: progress, NGX_DECLINED: nothing to do now, NGX_ERROR */
-static ngx_int_t
-ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 {
     ssize_t n;
     ngx_int_t rc, progress;
@@ -398,9 +385,8 @@ ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
         progress = 1;
     }
 
-    if (d->eof && !d->shut && d->pre == d->pre_last && d->piped == 0
-        && d->pos == d->last)
-    {
+    if (d->eof && !d->shut && d->pre == d->pre_last && d->piped == 0 &&
+        d->pos == d->last) {
         if (ngx_shutdown_socket(d->dst->fd, NGX_WRITE_SHUTDOWN) == -1) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, d->dst->log, ngx_socket_errno,
                            "pico: shutdown() failed");
@@ -415,8 +401,7 @@ ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     return progress ? NGX_OK : NGX_DECLINED;
 }
 
-static ngx_int_t
-ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 {
     size_t size;
     ssize_t n;
@@ -481,8 +466,7 @@ ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     return NGX_OK;
 }
 
-static ngx_int_t
-ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 {
     ssize_t n;
     ngx_err_t err;
@@ -564,8 +548,7 @@ ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 }
 
 /* gives back a direction's buffer or pipe once nothing is in flight */
-static void
-ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static void ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 {
     if (d->pipe && d->piped == 0) {
         ngx_pico_pipe_put(t->worker, d->pipe);
@@ -581,8 +564,7 @@ ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     }
 }
 
-static ngx_pico_pipe_t *
-ngx_pico_pipe_get(ngx_pico_tunnel_t *t)
+static ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_tunnel_t *t)
 {
     ngx_queue_t *q;
     ngx_pico_pipe_t *p;
@@ -610,13 +592,12 @@ ngx_pico_pipe_get(ngx_pico_tunnel_t *t)
     }
 
     /* a bigger pipe moves more per splice(); failure is harmless */
-    (void) fcntl(p->fd[1], F_SETPIPE_SZ, (int) t->plcf->buffer_size);
+    (void)fcntl(p->fd[1], F_SETPIPE_SZ, (int)t->plcf->buffer_size);
 
     return p;
 }
 
-static void
-ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
+static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
 {
     if (w->npipes < NGX_PICO_PIPE_CACHE) {
         ngx_queue_insert_head(&w->pipes, &p->queue);
@@ -629,8 +610,7 @@ ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
     ngx_free(p);
 }
 
-void
-ngx_pico_pipes_free(ngx_pico_worker_t *w)
+void ngx_pico_pipes_free(ngx_pico_worker_t *w)
 {
     ngx_queue_t *q;
     ngx_pico_pipe_t *p;
@@ -648,8 +628,7 @@ ngx_pico_pipes_free(ngx_pico_worker_t *w)
 }
 
 /* frees what the relay holds: called once, from ngx_pico_release() */
-void
-ngx_pico_relay_close(ngx_pico_tunnel_t *t)
+void ngx_pico_relay_close(ngx_pico_tunnel_t *t)
 {
     ngx_uint_t i;
     ngx_pico_dir_t *d;
@@ -690,8 +669,7 @@ ngx_pico_relay_close(ngx_pico_tunnel_t *t)
     }
 }
 
-static void
-ngx_pico_idle_handler(ngx_event_t *ev)
+static void ngx_pico_idle_handler(ngx_event_t *ev)
 {
     ngx_pico_tunnel_t *t = ev->data;
 
@@ -701,8 +679,7 @@ ngx_pico_idle_handler(ngx_event_t *ev)
     ngx_pico_finish(t, "idle_timeout");
 }
 
-static void
-ngx_pico_flush_handler(ngx_event_t *ev)
+static void ngx_pico_flush_handler(ngx_event_t *ev)
 {
     ngx_pico_tunnel_t *t = ev->data;
 

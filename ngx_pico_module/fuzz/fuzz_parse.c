@@ -10,17 +10,15 @@
 
 #include "../ngx_pico_parse.h"
 
-static void
-check_inside(const uint8_t *data, size_t size, const unsigned char *p,
-             size_t len)
+static void check_inside(const uint8_t *data, size_t size,
+                         const unsigned char *p, size_t len)
 {
     if (p < data || p + len > data + size) {
         abort();
     }
 }
 
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const unsigned char *id, *tok, *tid;
     size_t toklen;
@@ -66,7 +64,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_inside(copy, size, id, PICO_ID_LEN);
     }
 
-    (void) pico_parse_sha256_hex(copy, size);
+    (void)pico_parse_sha256_hex(copy, size);
 
     free(copy);
 
