@@ -262,6 +262,22 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, int keep_fd, int out_w,
     return rc;
 }
 
+/* The backend's threads block the signals main() takes with sigwait and
+ * ignore SIGPIPE; both survive exec. runc, and through it the sandbox,
+ * must start with a clean slate. */
+static int clean_signals(posix_spawnattr_t *attr)
+{
+    sigset_t none, all;
+
+    sigemptyset(&none);
+    sigfillset(&all);
+    if (posix_spawnattr_setsigmask(attr, &none) != 0 ||
+        posix_spawnattr_setsigdefault(attr, &all) != 0)
+        return -1;
+    return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK |
+                                              POSIX_SPAWN_SETSIGDEF);
+}
+
 /*
  * Runs `runc --root <runc_root> <args...>` without a shell. keep_fd, if
  * >= 0, becomes the child's fd 3. stdout is captured into out when out is
@@ -279,6 +295,7 @@ static int run_runc(const runtime *rt, const char *const *args, int keep_fd,
     int outp[2] = {-1, -1}, errp[2] = {-1, -1};
     int n = 0, status = -1, pidfd = -1, st, rc;
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
     buf_t err = {0};
     long long deadline;
     pid_t pid, w;
@@ -296,14 +313,22 @@ static int run_runc(const runtime *rt, const char *const *args, int keep_fd,
         snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
         goto done;
     }
+    if (posix_spawnattr_init(&attr) != 0) {
+        snprintf(errbuf, errlen, "out of memory");
+        goto done;
+    }
     if (posix_spawn_file_actions_init(&fa) != 0) {
+        posix_spawnattr_destroy(&attr);
         snprintf(errbuf, errlen, "out of memory");
         goto done;
     }
     rc = spawn_actions(&fa, keep_fd, outp[1], errp[1]);
     if (rc == 0)
-        rc = posix_spawn(&pid, rt->runc, &fa, NULL, (char *const *)argv,
+        rc = clean_signals(&attr);
+    if (rc == 0)
+        rc = posix_spawn(&pid, rt->runc, &fa, &attr, (char *const *)argv,
                          runc_env);
+    posix_spawnattr_destroy(&attr);
     if (rc != 0) {
         posix_spawn_file_actions_destroy(&fa);
         snprintf(errbuf, errlen, "cannot run runc: %s", strerror(rc));

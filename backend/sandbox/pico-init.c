@@ -80,22 +80,38 @@ static void reap(void)
         ;
 }
 
-/* In the child: the connection becomes sshd's stdin/stdout. */
-static void run_sshd(int conn, const sigset_t *oldmask)
+/* Dispositions and the signal mask survive exec: whatever the starter
+ * ignored or blocked must not reach sshd and the user's processes. */
+static void default_signals(void)
 {
+    struct sigaction sa;
+    int sig;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = SIG_DFL;
+    for (sig = 1; sig < NSIG; sig++)
+        (void)sigaction(sig, &sa, NULL); /* fails for KILL, STOP: fine */
+}
+
+/* In the child: the connection becomes sshd's stdin/stdout. */
+static void run_sshd(int conn)
+{
+    sigset_t none;
+
     /* stderr is /dev/null already (null_stdio) */
     if (dup2(conn, 0) < 0 || dup2(conn, 1) < 0)
         _exit(127);
     if (conn > 2)
         (void)close(conn);
-    (void)sigprocmask(SIG_SETMASK, oldmask, NULL);
+    sigemptyset(&none);
+    (void)sigprocmask(SIG_SETMASK, &none, NULL);
     execve(SSHD, sshd_argv, sshd_envp);
     _exit(127);
 }
 
 /* Accepts one pending connection. Returns how long to back off (ms) before
  * polling again: resource shortages must not turn into a busy loop. */
-static long accept_one(const sigset_t *oldmask)
+static long accept_one(void)
 {
     pid_t pid;
     int conn = accept4(LISTEN_FD, NULL, NULL, SOCK_CLOEXEC);
@@ -113,14 +129,14 @@ static long accept_one(const sigset_t *oldmask)
     }
     pid = fork();
     if (pid == 0)
-        run_sshd(conn, oldmask);
+        run_sshd(conn);
     (void)close(conn);
     return pid < 0 ? 100 : 0; /* fork fails at the pids limit */
 }
 
 int main(void)
 {
-    sigset_t mask, oldmask;
+    sigset_t mask;
     struct signalfd_siginfo si;
     struct pollfd pfd[2];
     int sfd, flags;
@@ -137,7 +153,8 @@ int main(void)
     sigaddset(&mask, SIGCHLD);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
-    if (sigprocmask(SIG_BLOCK, &mask, &oldmask) < 0)
+    default_signals();
+    if (sigprocmask(SIG_SETMASK, &mask, NULL) < 0)
         return 1;
     sfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sfd < 0)
@@ -170,7 +187,7 @@ int main(void)
         if (pfd[0].revents & (POLLERR | POLLNVAL))
             return 1;
         if (pfd[0].revents & POLLIN) {
-            backoff = accept_one(&oldmask);
+            backoff = accept_one();
             if (backoff)
                 pause_ms(backoff);
         }
