@@ -132,6 +132,11 @@ def test_interactive_shell_with_pty(sandbox):
     ch = box.transport.open_session()
     ch.get_pty()
     ch.invoke_shell()
+    # Ctrl-C must reach the foreground job: nothing on the way (backend,
+    # runc, pico-init, sshd) may leave SIGINT blocked or ignored
+    ch.send(b"sleep 600\n")
+    time.sleep(0.5)
+    ch.send(b"\x03")
     ch.send(b"pwd; tty; echo DONE$((40+2)); exit\n")
     out = b""
     deadline = time.monotonic() + 20
@@ -146,6 +151,15 @@ def test_interactive_shell_with_pty(sandbox):
     assert "DONE42" in text, text
     assert "/workspace" in text and "/dev/pts/" in text, text
     assert ch.recv_exit_status() == 0
+
+
+def test_user_processes_have_default_signals(sandbox):
+    _, box = sandbox
+    status = box.ok("cat /proc/self/status")
+    sig = dict(l.split(":\t") for l in status.splitlines() if l.startswith("Sig"))
+    assert int(sig["SigBlk"], 16) == 0
+    for signo in (1, 2, 13, 15):  # HUP, INT, PIPE, TERM
+        assert not int(sig["SigIgn"], 16) & (1 << (signo - 1)), sig
 
 
 def test_host_key_matches_api(stack, sandbox):
