@@ -153,3 +153,23 @@ def test_client_url_handling():
     assert (c._port, c._prefix, c._tls, c._host_header) == (443, "/api", True, "pico.example")
     with pytest.raises(ValueError):
         sandbox_sdk.SandboxClient("ftp://x")
+
+
+def test_buffered_header_and_prefixed_socket():
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\nSSH-")
+        head, rest = tunnel._read_header_buffered(a)
+        assert head.endswith(b"\r\n\r\n") and rest == b"SSH-"
+        b.sendall(b"2.0-x\r\n")
+        p = tunnel.PrefixedSocket(a, rest)
+        assert p.pending() == 4
+        assert p.recv(2) == b"SS" and p.recv(100) == b"H-"
+        assert p.pending() == 0
+        buf = bytearray(100)
+        n = p.recv_into(buf)
+        assert bytes(buf[:n]) == b"2.0-x\r\n"
+        assert p.fileno() == a.fileno()
+        q = tunnel.PrefixedSocket(a, b"abc")
+        n = q.recv_into(buf, 2)
+        assert (n, bytes(buf[:2])) == (2, b"ab")
