@@ -21,8 +21,15 @@ $(BUILD)/unit/test_oci: tests/unit/test_oci.c backend/oci.c backend/oci.h \
 	$(CC) $(CFLAGS) $(SANFLAGS) -Ibackend -o $@ $< backend/oci.c \
 	    $(LDFLAGS) -ljansson -lcmocka
 
-.PHONY: test-unit-oci
-test-unit-oci: $(BUILD)/unit/test_oci
-	$<
+$(BUILD)/unit/test_hostkey: tests/unit/test_hostkey.c backend/hostkey.c \
+                            backend/hostkey.h mk/runtime.mk
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) -Ibackend -o $@ $< backend/hostkey.c \
+	    $(LDFLAGS) -lssh -lpthread -lcmocka
 
-UNIT_TESTS += test-unit-oci
+.PHONY: test-unit-runtime
+test-unit-runtime: $(BUILD)/unit/test_oci $(BUILD)/unit/test_hostkey
+	$(BUILD)/unit/test_oci
+	$(BUILD)/unit/test_hostkey
+
+UNIT_TESTS += test-unit-runtime
