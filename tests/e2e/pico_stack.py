@@ -163,12 +163,24 @@ class Stack:
                                self.var, IMAGES, "127.0.0.1:%d" % self.port],
                               env=env)
         if self.nginx_http_extra:
+            # each directive replaces the template's line of the same name,
+            # or is added at the top of the http block
             path = self.conf_path("nginx.conf")
             with open(path) as f:
-                text = f.read()
-            text = text.replace("http {\n", "http {\n    %s\n" % self.nginx_http_extra, 1)
+                lines = f.read().split("\n")
+            for d in self.nginx_http_extra.split(";"):
+                d = d.strip()
+                if not d:
+                    continue
+                name = d.split()[0]
+                for i, line in enumerate(lines):
+                    if line.split()[:1] == [name]:
+                        lines[i] = "    %s;" % d
+                        break
+                else:
+                    lines.insert(lines.index("http {") + 1, "    %s;" % d)
             with open(path, "w") as f:
-                f.write(text)
+                f.write("\n".join(lines))
 
     # -- processes -----------------------------------------------------
     def start(self, configure=True):

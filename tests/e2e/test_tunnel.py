@@ -442,6 +442,23 @@ def test_pico_max_tunnels_gives_503(new_stack):
         echo.stop()
 
 
+def test_idle_timeout_closes_tunnel(new_stack):
+    stack = new_stack(name="idle", workers=1,
+                      nginx_http_extra="pico_idle_timeout 1s;")
+    echo = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        s = open_echo(stack, sid)
+        assert echo_roundtrip(s, b"ping") == b"ping"
+        assert wait_closed(s, 30), "idle tunnel never closed"
+        s.close()
+        log = os.path.join(stack.var, "log", "nginx-access.log")
+        wait_for(lambda: "tunnel=idle_timeout" in open(log).read(),
+                 what="idle_timeout in the access log")
+    finally:
+        echo.stop()
+
+
 def try_open(stack, sid):
     s, status, _ = stack.open_tunnel(sid, extra=b"idle\n")
     s.close()
