@@ -1021,6 +1021,11 @@ static int local_health(runtime *rt, char *err, size_t errlen)
         snprintf(err, errlen, "runc %s: %s", rt->runc, strerror(errno));
         return -1;
     }
+    if (access(rt->init_binary, X_OK) < 0) {
+        snprintf(err, errlen, "init_binary %s: %s", rt->init_binary,
+                 strerror(errno));
+        return -1;
+    }
     if (access(rt->runc_root, W_OK) < 0 || access(rt->sessions_dir, W_OK) < 0) {
         snprintf(err, errlen, "state folder not writable: %s", strerror(errno));
         return -1;
