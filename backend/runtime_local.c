@@ -358,8 +358,15 @@ static int run_runc(const runtime *rt, const char *const *args, int keep_fd,
             status = -1;
             goto done;
         }
-        if (poll(p, 3, pidfd < 0 ? 5 : (int)left) < 0 && errno != EINTR)
-            left = 0;
+        if (poll(p, 3, pidfd < 0 ? 5 : (int)left) < 0) {
+            if (errno == EINTR)
+                continue;
+            /* cannot wait on the pidfd: fall back to checking every 5 ms */
+            if (pidfd >= 0)
+                close(pidfd);
+            pidfd = -1;
+            (void)poll(NULL, 0, 5);
+        }
         pipe_step(&err, &errp[0], p[1].revents);
         pipe_step(out, &outp[0], p[2].revents);
         if (pidfd >= 0 && !(p[0].revents & POLLIN))
