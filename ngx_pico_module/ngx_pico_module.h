@@ -121,7 +121,8 @@ struct ngx_pico_tunnel_s {
     ngx_msec_t started;  /* ngx_current_msec at 200 */
     ngx_msec_t ended;
 
-    ngx_str_t status; /* $pico_tunnel_status */
+    ngx_connection_t *failed; /* the side whose socket failed */
+    ngx_str_t status;         /* $pico_tunnel_status */
     ngx_pico_state_e state;
     unsigned counted : 1;   /* holds a worker->active slot */
     unsigned accounted : 1; /* open +1 sent */

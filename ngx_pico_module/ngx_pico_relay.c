@@ -295,14 +295,14 @@ static void ngx_pico_relay(ngx_pico_tunnel_t *t)
     }
 
     up = ngx_pico_relay_dir(t, &t->up);
-    if (up == NGX_ERROR) {
-        ngx_pico_finish(t, "error");
-        return;
-    }
+    down = up == NGX_ERROR ? NGX_ERROR : ngx_pico_relay_dir(t, &t->down);
 
-    down = ngx_pico_relay_dir(t, &t->down);
-    if (down == NGX_ERROR) {
-        ngx_pico_finish(t, "error");
+    if (up == NGX_ERROR || down == NGX_ERROR) {
+        /* which side failed, for $pico_tunnel_status */
+        ngx_pico_finish(t, t->failed == NULL ? "error"
+                           : t->failed == t->request->connection
+                               ? "client_error"
+                               : "sandbox_error");
         return;
     }
 
@@ -351,6 +351,7 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             n = d->dst->send(d->dst, d->pre, d->pre_last - d->pre);
 
             if (n == NGX_ERROR) {
+                t->failed = d->dst;
                 return NGX_ERROR;
             }
 
@@ -412,6 +413,7 @@ static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
         n = d->dst->send(d->dst, d->pos, d->last - d->pos);
 
         if (n == NGX_ERROR) {
+            t->failed = d->dst;
             return NGX_ERROR;
         }
 
@@ -449,6 +451,7 @@ static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     n = d->src->recv(d->src, d->last, d->buf + size - d->last);
 
     if (n == NGX_ERROR) {
+        t->failed = d->src;
         return NGX_ERROR;
     }
 
@@ -492,6 +495,7 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             ngx_log_error(NGX_LOG_INFO, d->dst->log, err,
                           "pico: session %V: splice() to socket failed",
                           &t->session_id);
+            t->failed = d->dst;
             return NGX_ERROR;
         }
     }
@@ -543,6 +547,8 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     ngx_log_error(NGX_LOG_INFO, d->src->log, err,
                   "pico: session %V: splice() from socket failed",
                   &t->session_id);
+
+    t->failed = d->src;
 
     return NGX_ERROR;
 }
