@@ -13,6 +13,7 @@ import base64
 import glob
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -387,3 +388,27 @@ def test_many_sandboxes_at_once(stack):
         assert all(r.status == 200 for r in ex.map(stack.delete, ids))
     running = stack.runc_containers()
     assert not any(("pico-" + sid) in running for sid in ids)
+
+
+def test_sandbox_outlives_a_backend_restart(new_stack):
+    """The endpoint belongs to the container, not to the backend: a session
+    keeps working while the backend restarts, and the new backend still
+    manages it."""
+    st = new_stack(name="rtlrestart")
+    sess = st.create()
+    sid = sess["session_id"]
+    box = Sandbox(endpoint_path(st, sid))
+    box.ok("echo before > /workspace/f")
+    st.backend.stop(signal.SIGKILL)
+    # the open connection and new ones work without any backend
+    assert box.ok("cat /workspace/f") == "before\n"
+    other = Sandbox(endpoint_path(st, sid))
+    assert other.ok("echo during") == "during\n"
+    other.close()
+    st.backend.start()
+    assert st.request("GET", "/v1/sessions/" + sid).json()["status"] == "running"
+    assert box.ok("cat /workspace/f") == "before\n"
+    box.close()
+    assert st.delete(sid).status == 200
+    assert "pico-" + sid not in st.runc_containers()
+    assert cgroup_dirs(sid) == []
