@@ -708,9 +708,11 @@ static int prepare_bundle(const runtime *rt, const session *s,
     oci_params op;
     int rc;
 
+    /* socket_group (nginx) may pass through to ssh.sock, but must not read
+     * the user's files: workspace and home are the user's alone */
     if (chown(p->dir, 0, rt->socket_gid) < 0 || chmod(p->dir, 0710) < 0 ||
-        make_dir(p->workspace, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
-        make_dir(p->home, 0755, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        make_dir(p->workspace, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        make_dir(p->home, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
         make_dir(p->keys, 0755, 0, 0) < 0) {
         snprintf(err, errlen, "session folders: %s", strerror(errno));
         return -1;

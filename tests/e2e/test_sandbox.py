@@ -178,6 +178,15 @@ def test_endpoint_socket_is_for_nginx_only(stack, sandbox):
     st = os.stat(path)
     assert oct(st.st_mode & 0o777) == "0o660"
     assert st.st_gid == __import__("grp").getgrnam("www-data").gr_gid
+    # nginx's user reaches the socket but not the user's files
+    sdir = os.path.dirname(path)
+    for sub in ("workspace", "home"):
+        assert os.stat(os.path.join(sdir, sub)).st_mode & 0o777 == 0o700
+    r = subprocess.run(["runuser", "-u", "www-data", "--", "ls", os.path.join(sdir, "workspace")],
+                       capture_output=True)
+    assert r.returncode != 0
+    r = subprocess.run(["runuser", "-u", "www-data", "--", "test", "-S", path])
+    assert r.returncode == 0
 
 
 # -- isolation --------------------------------------------------------------
