@@ -12,10 +12,12 @@
 #
 # The result is <IMAGES_DIR>/<NAME>_<TAG>/rootfs. It is built in a
 # temporary folder and renamed into place when complete, and skipped when
-# a stamp says the same inputs built it already. Rebuilding replaces the
-# tree under running sandboxes: stop them first.
+# its completion stamp exists. The stamp records a hash of this script and
+# the package list; when they changed since, a warning says so, and
+# REBUILD=1 rebuilds. Rebuilding replaces the tree under running
+# sandboxes, which is why it never happens on its own: stop them first.
 #
-# usage: build-rootfs.sh IMAGES_DIR NAME TAG
+# usage: [REBUILD=1] build-rootfs.sh IMAGES_DIR NAME TAG
 set -eu
 
 [ $# -eq 3 ] || { echo "usage: $0 IMAGES_DIR NAME TAG" >&2; exit 2; }
@@ -32,7 +34,12 @@ STAMP=$DEST/.complete
 # package list rebuilds it.
 SUM=$(cat "$0" "$PKGLIST" | sha256sum | cut -d' ' -f1)
 
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SUM" ]; then
+if [ -f "$STAMP" ] && [ "${REBUILD:-0}" != 1 ]; then
+    if [ "$(cat "$STAMP")" != "$SUM" ]; then
+        echo "build-rootfs: $DEST was built from an older build-rootfs.sh" \
+            "or package list; with no sandboxes running:" \
+            "REBUILD=1 make rootfs" >&2
+    fi
     exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
@@ -94,11 +101,13 @@ EOF
 # session moves there; nested shells and cd's of the user are untouched.
 BASHRC=$R/etc/bash.bashrc
 {
-    echo '# pico: ssh sessions start in /workspace (top-level shell only).'
-    echo 'if [ "${SHLVL:-1}" -le 1 ] && [ -n "${SSH_CONNECTION:-}" ] &&'
-    echo '   [ "$PWD" = "$HOME" ] && [ -d /workspace ]; then'
-    echo '    cd /workspace'
-    echo 'fi'
+    cat <<'EOF'
+# pico: ssh sessions start in /workspace (top-level shell only).
+if [ "${SHLVL:-1}" -le 1 ] && [ -n "${SSH_CONNECTION:-}" ] &&
+   [ "$PWD" = "$HOME" ] && [ -d /workspace ]; then
+    cd /workspace
+fi
+EOF
     cat "$BASHRC"
 } >"$BASHRC.new"
 mv "$BASHRC.new" "$BASHRC"
