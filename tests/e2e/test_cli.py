@@ -30,13 +30,15 @@ BIN = os.path.join(ROOT, "bin", "test-tunnel")
 SAN = os.path.join(ROOT, "build", "san", "test-tunnel")
 TT = SAN if os.path.exists(SAN) else BIN
 STAMP = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d "
+VAR = os.path.join(ROOT, "var")
+os.makedirs(VAR, exist_ok=True)  # scratch files live in the checkout's var/
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes"]
 
 
 @pytest.fixture(scope="module")
 def tmp():
-    d = tempfile.mkdtemp(prefix="tt-", dir=os.path.join(ROOT, "var"))
+    d = tempfile.mkdtemp(prefix="tt-", dir=VAR)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -77,7 +79,7 @@ def scratch(stack):
 def run_tt(args, binary=TT, merge=False, timeout=120, stdout=None,
            stderr=None, **kw):
     """Runs test-tunnel; asserts the sanitizers reported nothing."""
-    logdir = tempfile.mkdtemp(prefix="tt-san-", dir=os.path.join(ROOT, "var"))
+    logdir = tempfile.mkdtemp(prefix="tt-san-", dir=VAR)
     env = dict(os.environ,
                ASAN_OPTIONS="detect_leaks=1:log_path=%s/asan" % logdir,
                UBSAN_OPTIONS="print_stacktrace=1:log_path=%s/ubsan" % logdir)
