@@ -326,6 +326,19 @@ def test_endpoint_that_is_not_ssh_fails_the_handshake(stack, scratch):
                      r"handshake failed: .+\n$", err(p)), err(p)
 
 
+def test_unreachable_sandbox_is_502(stack, scratch):
+    s = scratch()
+    key = "pico:session:" + s
+    old = stack.redis_cli("HGET", key, "endpoint")
+    try:
+        stack.redis_cli("HSET", key, "endpoint", "127.0.0.1:%d" % free_port())
+        p = tt(stack, s)
+    finally:
+        stack.redis_cli("HSET", key, "endpoint", old)
+    assert p.returncode == 1
+    assert re.search(r"\nError: CONNECT failed with status 502: .+\n$", err(p)), err(p)
+
+
 def test_host_key_mismatch_fails_the_handshake(stack, scratch, keypair):
     s = scratch()
     key = "pico:session:" + s
