@@ -191,7 +191,7 @@ def main():
         stack.stop_redis()
 
     lines = [
-        "# Tunnel benchmark (ngx_pico_module)",
+        "## Tunnels (ngx_pico_module, make bench-tunnel)",
         "",
         "%s, %d CPUs, load average %s at the end. %d MiB per transfer, "
         "median of %d; direct = the client connects to the endpoint itself, "

@@ -15,10 +15,11 @@ MOD_FUZZ_SRC := $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c \
 MOD_LOAD     := $(BUILD)/bench/tunnel_load
 
 BUILD_TARGETS += $(MOD_SO) $(MOD_LOAD)
+UNIT_TESTS    += test-unit-module
 FUZZ_SHORT    += fuzz-module-short
 FUZZ_LONG     += fuzz-module-long
 
-.PHONY: module fuzz-module-short fuzz-module-long bench-tunnel
+.PHONY: module test-unit-module fuzz-module-short fuzz-module-long bench-tunnel
 
 module: $(MOD_SO)
 
@@ -40,6 +41,16 @@ $(MOD_SO): $(MOD_OBJ)/Makefile $(MOD_SOURCES)
 	mkdir -p $(dir $@)
 	cp $(MOD_OBJ)/ngx_pico_module.so $@.tmp
 	mv $@.tmp $@
+
+MOD_UNIT     := $(BUILD)/unit/module_test_parse
+
+$(MOD_UNIT): $(MOD_DIR)/test/test_parse.c $(MOD_DIR)/ngx_pico_parse.c \
+             $(MOD_DIR)/ngx_pico_parse.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $< $(MOD_DIR)/ngx_pico_parse.c -lcmocka
+
+test-unit-module: $(MOD_UNIT)
+	$(MOD_UNIT)
 
 # the load tool of bench/tunnel.py, also the echo endpoint of the e2e tests
 $(MOD_LOAD): bench/tunnel_load.c

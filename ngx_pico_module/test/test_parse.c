@@ -1,0 +1,146 @@
+/*
+ * Known-answer tests of ngx_pico_parse.c (the fuzzer in ../fuzz checks
+ * invariants on arbitrary input; these check the verdicts themselves).
+ */
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../ngx_pico_parse.h"
+
+#define ID "123e4567-e89b-12d3-a456-426614174000"
+#define TOKEN                                                                  \
+    "pico_0123456789abcdef_"                                                   \
+    "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+static int path(const char *p, const unsigned char **id)
+{
+    return pico_parse_tunnel_path((const unsigned char *)p, strlen(p), id);
+}
+
+static int auth(const char *h)
+{
+    const unsigned char *tok;
+    size_t len;
+
+    return pico_parse_authorization((const unsigned char *)h, strlen(h), &tok,
+                                    &len);
+}
+
+static void test_uuid(void **state)
+{
+    (void)state;
+    assert_true(pico_parse_uuid((const unsigned char *)ID, 36));
+    assert_false(pico_parse_uuid(
+        (const unsigned char *)"123E4567-E89B-12D3-A456-426614174000", 36));
+    assert_false(pico_parse_uuid(
+        (const unsigned char *)"123e4567e89b-12d3-a456-426614174000-", 36));
+    assert_false(pico_parse_uuid(
+        (const unsigned char *)"123e4567-e89b-12d3-a456-42661417400g", 36));
+    assert_false(pico_parse_uuid((const unsigned char *)ID, 35));
+}
+
+static void test_path(void **state)
+{
+    const unsigned char *id = NULL;
+
+    (void)state;
+    assert_int_equal(path("/v1/sessions/" ID "/tunnel", &id), PICO_PATH_OK);
+    assert_memory_equal(id, ID, 36);
+    assert_int_equal(path("/v1/sessions/x/tunnel", &id), PICO_PATH_BAD_ID);
+    assert_int_equal(path("/v1/sessions/" ID "x/tunnel", &id),
+                     PICO_PATH_BAD_ID);
+    assert_int_equal(path("/v1/sessions//tunnel", &id), PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("/v1/sessions/" ID, &id), PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("/v1/sessions/" ID "/tunnel/", &id),
+                     PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("/v1/sessions/a/b/tunnel", &id), PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("/v1/sessions/" ID "/tunnel?x=1", &id),
+                     PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("/v2/sessions/" ID "/tunnel", &id),
+                     PICO_PATH_NOT_FOUND);
+    assert_int_equal(path("", &id), PICO_PATH_NOT_FOUND);
+}
+
+static void test_token(void **state)
+{
+    const unsigned char *tid = NULL;
+    char bad[sizeof(TOKEN)];
+
+    (void)state;
+    assert_true(
+        pico_parse_token((const unsigned char *)TOKEN, strlen(TOKEN), &tid));
+    assert_memory_equal(tid, "0123456789abcdef", 16);
+
+    memcpy(bad, TOKEN, sizeof(TOKEN));
+    bad[10] = 'A';
+    assert_false(
+        pico_parse_token((const unsigned char *)bad, strlen(bad), &tid));
+    memcpy(bad, TOKEN, sizeof(TOKEN));
+    bad[21] = '-';
+    assert_false(
+        pico_parse_token((const unsigned char *)bad, strlen(bad), &tid));
+    assert_false(pico_parse_token((const unsigned char *)TOKEN,
+                                  strlen(TOKEN) - 1, &tid));
+}
+
+static void test_authorization(void **state)
+{
+    (void)state;
+    assert_int_equal(auth("Bearer " TOKEN), PICO_AUTH_OK);
+    assert_int_equal(auth("bearer   " TOKEN "  "), PICO_AUTH_OK);
+    assert_int_equal(auth("BEARER\t" TOKEN), PICO_AUTH_OK);
+    assert_int_equal(auth(""), PICO_AUTH_MISSING);
+    assert_int_equal(auth("   "), PICO_AUTH_MISSING);
+    assert_int_equal(auth("Bearer"), PICO_AUTH_INVALID);
+    assert_int_equal(auth("Bearer "), PICO_AUTH_INVALID);
+    assert_int_equal(auth("Bearer" TOKEN), PICO_AUTH_INVALID);
+    assert_int_equal(auth("Basic " TOKEN), PICO_AUTH_INVALID);
+    assert_int_equal(auth("Bearer " TOKEN " extra"), PICO_AUTH_INVALID);
+    assert_int_equal(auth("Bearer nonsense"), PICO_AUTH_INVALID);
+}
+
+static void test_event(void **state)
+{
+    const unsigned char *id = NULL;
+    const char *ok = "deleted " ID;
+
+    (void)state;
+    assert_true(pico_parse_event((const unsigned char *)ok, strlen(ok), &id));
+    assert_memory_equal(id, ID, 36);
+    assert_false(pico_parse_event((const unsigned char *)"deleted x", 9, &id));
+    assert_false(
+        pico_parse_event((const unsigned char *)"created " ID, 44, &id));
+    assert_false(
+        pico_parse_event((const unsigned char *)ok, strlen(ok) - 1, &id));
+}
+
+static void test_sha256_hex(void **state)
+{
+    const char *h =
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    (void)state;
+    assert_true(pico_parse_sha256_hex((const unsigned char *)h, 64));
+    assert_false(pico_parse_sha256_hex((const unsigned char *)h, 63));
+    assert_false(pico_parse_sha256_hex(
+        (const unsigned char
+             *)"00112233445566778899AABBCCDDEEFF0011223344556677"
+               "8899aabbccddeeff",
+        64));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_uuid),  cmocka_unit_test(test_path),
+        cmocka_unit_test(test_token), cmocka_unit_test(test_authorization),
+        cmocka_unit_test(test_event), cmocka_unit_test(test_sha256_hex),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
