@@ -1,10 +1,10 @@
 /*
  * connect.c - TCP connection to the API and the HTTP CONNECT exchange.
  *
- * The answer's header is read with MSG_PEEK first and then consumed only
- * up to its blank line: the SSH banner may arrive in the same segment as
- * "200 Connection Established", and it belongs to libssh, which gets the
- * socket right after this.
+ * The answer's header is peeked at first (MSG_PEEK, or SSL_peek over TLS;
+ * see conn.c) and then consumed only up to its blank line: the SSH banner
+ * may arrive in the same segment as "200 Connection Established", and it
+ * belongs to libssh, which gets the stream right after this.
  */
 #include <ctype.h>
 #include <errno.h>
