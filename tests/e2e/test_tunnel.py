@@ -349,6 +349,21 @@ def test_tunnel_accounting(stack, echo):
     assert stack.redis_cli("EXISTS", key) == "0"
 
 
+def test_client_gone_mid_download_closes_tunnel(stack, echo):
+    """The client vanishes while the endpoint still has a gigabyte to send
+    (the relay is blocked writing to the client): the tunnel ends."""
+    sid = add_record(stack, "unix:" + echo.path)
+    key = "pico:tunnels:" + sid
+    s, status, _ = stack.open_tunnel(sid, extra=b"down %d\n" % (1 << 30))
+    assert status.endswith("200 Connection Established")
+    assert len(s.recv(65536)) > 0
+    wait_for(lambda: stack.redis_cli("HGET", key, "open") == "1",
+             what="open=1")
+    s.close()
+    wait_for(lambda: stack.redis_cli("HGET", key, "open") == "0",
+             what="tunnel closed after the client left")
+
+
 # -- many tunnels --------------------------------------------------------
 
 def test_100_concurrent_tunnels_move_10_mib_each(stack, echo):
