@@ -6,6 +6,7 @@
  * handshake is limited to that key's algorithm and any other key is
  * refused before a password is sent.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -52,8 +53,9 @@ static int same_key(const char *offered, const char *expected)
 {
     size_t n = strlen(offered);
 
+    expected += strspn(expected, " \t");
     return strncmp(offered, expected, n) == 0 &&
-           (expected[n] == '\0' || expected[n] == ' ');
+           (expected[n] == '\0' || isspace((unsigned char)expected[n]));
 }
 
 /* Fingerprint of a "type base64 [comment]" line, for messages. */
