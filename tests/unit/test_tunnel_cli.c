@@ -160,7 +160,7 @@ struct peer {
 static void *serve(void *arg)
 {
     struct peer *p = arg;
-    size_t len = 0, i;
+    size_t len = 0;
 
     while (len < sizeof(p->request) - 1 && !strstr(p->request, "\r\n\r\n")) {
         ssize_t n = read(p->fd, p->request + len, 1);
@@ -174,6 +174,8 @@ static void *serve(void *arg)
         assert_int_equal(write(p->fd, p->answer, strlen(p->answer)),
                          (ssize_t)strlen(p->answer));
     } else {
+        size_t i;
+
         for (i = 0; p->answer[i]; i++) {
             assert_int_equal(write(p->fd, p->answer + i, 1), 1);
             sched_yield();
