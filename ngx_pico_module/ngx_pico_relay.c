@@ -223,6 +223,14 @@ static void ngx_pico_connected(ngx_pico_tunnel_t *t)
     t->down.src = pc;
     t->down.dst = c;
 
+    /*
+     * splice() pays when reading TCP (its pages move into the pipe); from a
+     * unix socket it costs more CPU than a copy (measured in
+     * make bench-tunnel), so such a direction copies.
+     */
+    t->up.copy = (c->sockaddr->sa_family == AF_UNIX);
+    t->down.copy = (t->peer.sockaddr->sa_family == AF_UNIX);
+
     /* what the client sent right after its header goes first */
     hb = r->header_in;
     if (hb && hb->pos < hb->last) {

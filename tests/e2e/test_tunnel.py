@@ -96,11 +96,20 @@ def wait_closed(s, deadline_s):
 
 class EchoEndpoint:
     """build/bench/tunnel_load's server on a unix socket in the stack's
-    sessions folder (where nginx's workers may connect)."""
+    sessions folder (where nginx's workers may connect), or on a loopback
+    TCP port (tcp=True)."""
 
-    def __init__(self, stack, name="echo"):
+    def __init__(self, stack, name="echo", tcp=False):
         assert os.path.exists(LOAD), "build/bench/tunnel_load missing: make"
-        self.path = os.path.join(stack.var, "sessions", name + ".sock")
+        if tcp:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            self.path = "127.0.0.1:%d" % port
+            self.endpoint = self.path
+        else:
+            self.path = os.path.join(stack.var, "sessions", name + ".sock")
+            self.endpoint = "unix:" + self.path
         self.proc = subprocess.Popen([LOAD, "server", self.path],
                                      stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
@@ -383,6 +392,41 @@ def test_100_concurrent_tunnels_move_10_mib_each(stack, echo):
         results = list(pool.map(one, range(100)))
     assert results == [True] * 100
     stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def many_echo_tunnels(stack, endpoint, count, size):
+    sid = add_record(stack, endpoint)
+    block = os.urandom(size)
+
+    def one(i):
+        data = i.to_bytes(4, "big") + block[4:]
+        s = open_echo(stack, sid, timeout=120)
+        try:
+            back = echo_roundtrip(s, data)
+            return hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
+        finally:
+            s.close()
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def test_tcp_endpoint_splices_both_ways(stack):
+    """A TCP endpoint: both directions read TCP, so both splice."""
+    echo = EchoEndpoint(stack, tcp=True)
+    try:
+        assert many_echo_tunnels(stack, echo.endpoint, 10, 4 << 20) == [True] * 10
+    finally:
+        echo.stop()
+
+
+def test_copy_relay_when_splice_is_off(new_stack):
+    stack = new_stack(name="copy", workers=1, nginx_http_extra="pico_splice off;")
+    echo = EchoEndpoint(stack)
+    try:
+        assert many_echo_tunnels(stack, echo.endpoint, 10, 4 << 20) == [True] * 10
+    finally:
+        echo.stop()
 
 
 def test_half_close_is_relayed(stack, echo):
