@@ -715,9 +715,13 @@ static void ngx_pico_redis_cleanup(void *privdata)
 
     if (w->cmd == rc->ac) {
         w->cmd = NULL;
-        ngx_log_error(NGX_LOG_WARN, w->log, 0,
-                      "pico: redis \"%V\" connection closed", &w->pmcf->redis);
-        ngx_pico_redis_schedule(w);
+
+        if (!w->exiting) {
+            ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                          "pico: redis \"%V\" connection closed",
+                          &w->pmcf->redis);
+            ngx_pico_redis_schedule(w);
+        }
     }
 
     if (w->sub == rc->ac) {

@@ -558,6 +558,28 @@ def test_redis_restart(new_stack):
     stack.delete(sid)
 
 
+def test_hung_redis_gives_503_then_recovers(new_stack):
+    """Redis stops answering (SIGSTOP): lookups fail with 503 after
+    pico_redis_timeout instead of hanging; tunnels open again once it
+    answers."""
+    stack = new_stack(name="redishung", workers=1,
+                      nginx_http_extra="pico_redis_timeout 300ms;")
+    echo = EchoEndpoint(stack)
+    sid = add_record(stack, echo.endpoint)
+    held = open_echo(stack, sid)
+    stack.redis.send_signal(signal.SIGSTOP)
+    try:
+        code, _, body = tunnel_answer(stack, sid)
+        assert (code, body) == (503, "Session store unavailable\n")
+        # open tunnels do not depend on Redis
+        assert echo_roundtrip(held, b"still") == b"still"
+    finally:
+        stack.redis.send_signal(signal.SIGCONT)
+    wait_for(lambda: tunnel_answer(stack, sid)[0] == 200, what="tunnel again")
+    held.close()
+    echo.stop()
+
+
 def test_deleted_session_tunnel_closes(stack):
     sess = stack.create()
     sid = sess["session_id"]
