@@ -295,7 +295,11 @@ static void ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
     u_char key[sizeof("pico:session:") - 1 + PICO_ID_LEN];
 
     if (w->cmd == NULL) {
-        return;
+        w->cmd = ngx_pico_redis_connect(w);
+        if (w->cmd == NULL) {
+            /* the subscription fails too then; its reconnect re-checks */
+            return;
+        }
     }
 
     for (q = ngx_queue_head(&w->tunnels); q != ngx_queue_sentinel(&w->tunnels);
