@@ -31,10 +31,8 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
 
 static int mark_failed(pico_app *app, const char *id, const char *reason)
 {
-    const char *pairs[] = {"status", "failed",   "reason",
-                           reason,   "endpoint", ""};
-
-    return store_session_update_if(app->st, id, "pending|running", pairs, 3);
+    return store_session_fail(app->st, id, reason,
+                              now_s() + PICO_FAILED_RETENTION_S);
 }
 
 int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)

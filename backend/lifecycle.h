@@ -12,6 +12,11 @@
  * another backend may take it over (docs/redis.md, pico:reaping). */
 #define PICO_LEASE_MS 30000
 
+/* A failed session's record is kept this long (or until its ttl ends, if
+ * sooner) so clients can read the reason; it then expires like any
+ * other and stops counting against max_sessions. */
+#define PICO_FAILED_RETENTION_S 300
+
 typedef struct {
     int status;       /* HTTP status */
     const char *code; /* machine-readable, e.g. "not_found" */

@@ -46,8 +46,6 @@ static void reconcile_record(pico_app *app, const char *id, int *failed)
 {
     static const char reason[] =
         "sandbox disappeared while the backend was down";
-    const char *pairs[] = {"status", "failed",   "reason",
-                           reason,   "endpoint", ""};
     session_record rec;
     int rc = store_session_get(app->st, id, &rec), alive;
 
@@ -64,8 +62,8 @@ static void reconcile_record(pico_app *app, const char *id, int *failed)
     alive = app->ops->alive(app->rt, id);
     if (alive != 0)
         return; /* running, or unknown: do not guess */
-    if (store_session_update_if(app->st, id, "pending|running", pairs, 3) ==
-        1) {
+    if (store_session_fail(app->st, id, reason,
+                           now_s() + PICO_FAILED_RETENTION_S) == 1) {
         log_warn("reconcile: %s marked failed: %s", id, reason);
         (*failed)++;
     }

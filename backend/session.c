@@ -196,15 +196,15 @@ static int parse_metadata(json_t *v, session *s, char *err, size_t errlen)
     return 0;
 }
 
-static int parse_limit(json_t *v, const char *name, int max, int *out,
+static int parse_limit(json_t *v, const char *name, int min, int max, int *out,
                        char *err, size_t errlen)
 {
     json_int_t n;
 
-    if (!json_is_integer(v) || (n = json_integer_value(v)) < 1 || n > max) {
+    if (!json_is_integer(v) || (n = json_integer_value(v)) < min || n > max) {
         snprintf(err, errlen,
-                 "resources.%s: must be an integer between 1 and %d", name,
-                 max);
+                 "resources.%s: must be an integer between %d and %d", name,
+                 min, max);
         return -1;
     }
     *out = (int)n;
@@ -225,14 +225,15 @@ static int parse_resources(const pico_config *cfg, json_t *v, session *s,
     {
         int rc;
         if (!strcmp(key, "memory_mb"))
-            rc = parse_limit(val, key, cfg->memory_mb_max, &s->limits.memory_mb,
-                             err, errlen);
+            rc = parse_limit(val, key, PICO_MEMORY_MB_MIN, cfg->memory_mb_max,
+                             &s->limits.memory_mb, err, errlen);
         else if (!strcmp(key, "cpu_millicores"))
-            rc = parse_limit(val, key, cfg->cpu_millicores_max,
-                             &s->limits.cpu_millicores, err, errlen);
+            rc = parse_limit(val, key, PICO_CPU_MILLICORES_MIN,
+                             cfg->cpu_millicores_max, &s->limits.cpu_millicores,
+                             err, errlen);
         else if (!strcmp(key, "pids"))
-            rc = parse_limit(val, key, cfg->pids_max, &s->limits.pids, err,
-                             errlen);
+            rc = parse_limit(val, key, PICO_PIDS_MIN, cfg->pids_max,
+                             &s->limits.pids, err, errlen);
         else {
             snprintf(err, errlen,
                      "resources.%.64s: unknown field (allowed: memory_mb, "

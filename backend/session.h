@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stddef.h>
 
-#define PICO_ID_LEN 36          /* canonical UUID text, lowercase */
+#define PICO_ID_LEN 36 /* canonical UUID text, lowercase */
 #define PICO_IMAGE_MAX 128
 #define PICO_NAME_MAX 64
 #define PICO_ENDPOINT_MAX 512
@@ -22,7 +22,7 @@
 #define PICO_PUBKEY_MAX 8192
 #define PICO_HOSTKEY_MAX 512
 #define PICO_FPR_MAX 128
-#define PICO_TIME_MAX 32        /* "2025-10-24T03:45:00Z" */
+#define PICO_TIME_MAX 32 /* "2025-10-24T03:45:00Z" */
 
 typedef enum {
     SESSION_PENDING = 0,
@@ -32,27 +32,33 @@ typedef enum {
     SESSION_FAILED
 } session_status;
 
+/* Below these a sandbox cannot run sshd plus a shell and Python, so a
+ * request for less is refused up front rather than failing at login. */
+#define PICO_MEMORY_MB_MIN 64
+#define PICO_CPU_MILLICORES_MIN 10
+#define PICO_PIDS_MIN 16
+
 typedef struct {
-    int memory_mb;       /* cgroup memory limit (also memory+swap) */
-    int cpu_millicores;  /* 1000 = one CPU */
-    int pids;            /* pids cgroup limit */
+    int memory_mb;      /* cgroup memory limit (also memory+swap) */
+    int cpu_millicores; /* 1000 = one CPU */
+    int pids;           /* pids cgroup limit */
 } session_limits;
 
 typedef struct {
     char id[PICO_ID_LEN + 1];
     session_status status;
     char image[PICO_IMAGE_MAX + 1];
-    long long ttl;                 /* seconds */
-    long long created_at;          /* unix seconds */
-    long long expires_at;          /* unix seconds = created_at + ttl */
+    long long ttl;        /* seconds */
+    long long created_at; /* unix seconds */
+    long long expires_at; /* unix seconds = created_at + ttl */
     char sandbox_name[PICO_NAME_MAX + 1];
-    char owner[PICO_PRINCIPAL_MAX + 1]; /* "" when auth is off */
+    char owner[PICO_PRINCIPAL_MAX + 1];   /* "" when auth is off */
     char endpoint[PICO_ENDPOINT_MAX + 1]; /* "unix:/path" or "ip:port" */
     char reason[PICO_REASON_MAX + 1];     /* why failed, "" otherwise */
     session_limits limits;
     char ssh_public_key[PICO_PUBKEY_MAX + 1]; /* optional, "" if none */
-    char host_key[PICO_HOSTKEY_MAX + 1];     /* "ssh-ed25519 AAAA..." */
-    char host_key_fpr[PICO_FPR_MAX + 1];     /* "SHA256:..." */
+    char host_key[PICO_HOSTKEY_MAX + 1];      /* "ssh-ed25519 AAAA..." */
+    char host_key_fpr[PICO_FPR_MAX + 1];      /* "SHA256:..." */
     char *metadata_json; /* compact JSON object text or NULL; heap-owned */
 } session;
 

@@ -54,6 +54,26 @@ static const char update_if_lua[] =
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"
     "return 1\n";
 
+/* Marks a pending or running session failed and brings its expiry
+ * forward to ARGV[3] (unix seconds) if that is sooner, so a failed
+ * sandbox stops counting against max_sessions soon while its record stays
+ * visible long enough to read why. KEYS: session key, pico:expiry.
+ * ARGV: id, reason, retain-until. */
+static const char fail_lua[] =
+    "local st = redis.call('HGET', KEYS[1], 'status')\n"
+    "if st ~= 'pending' and st ~= 'running' then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'status', 'failed', 'reason', ARGV[2], "
+    "'endpoint', '')\n"
+    "local until_s = tonumber(ARGV[3])\n"
+    "local cur = redis.call('ZSCORE', KEYS[2], ARGV[1])\n"
+    "if cur and tonumber(cur) > until_s * 1000 then\n"
+    "  local created = tonumber(redis.call('HGET', KEYS[1], 'created_at'))\n"
+    "  redis.call('ZADD', KEYS[2], until_s * 1000, ARGV[1])\n"
+    "  redis.call('HSET', KEYS[1], 'expires_at', until_s, 'ttl', "
+    "until_s - (created or until_s))\n"
+    "end\n"
+    "return 1\n";
+
 /* Claims one session for deletion (DELETE, drain).
  * KEYS: session key, pico:expiry, pico:reaping. ARGV: id, now, lease. */
 static const char claim_lua[] =
@@ -319,6 +339,18 @@ int store_session_create(store *st, const session *s, const char *runtime,
 #undef ARG
     long long v = reply_int(runv(st, argc, argv));
     return v == 1 ? 1 : v == 0 ? 0 : -1;
+}
+
+int store_session_fail(store *st, const char *id, const char *reason,
+                       long long retain_until)
+{
+    char key[64], until[32];
+    const char *argv[] = {"EVAL",        fail_lua, "2",    key,
+                          "pico:expiry", id,       reason, until};
+
+    session_key(id, key, sizeof(key));
+    snprintf(until, sizeof(until), "%lld", retain_until);
+    return (int)reply_int(runv(st, 8, argv));
 }
 
 int store_session_update_if(store *st, const char *id, const char *statuses,

@@ -41,6 +41,14 @@ int store_session_create(store *st, const session *s, const char *runtime,
 int store_session_update_if(store *st, const char *id, const char *statuses,
                             const char *const *pairs, int npairs);
 
+/*
+ * Marks a pending or running session failed with reason, clears its
+ * endpoint and moves its expiry to retain_until (unix seconds) when that
+ * is sooner. 1 done, 0 not pending/running (or gone), -1 error.
+ */
+int store_session_fail(store *st, const char *id, const char *reason,
+                       long long retain_until);
+
 /* 1 found (rec filled, caller frees rec->s), 0 missing, -1 error. */
 int store_session_get(store *st, const char *id, session_record *rec);
 

@@ -174,6 +174,8 @@ BAD_BODIES = [
     ({"metadata": {"k": "x" * 1025}}, "metadata"),
     ({"metadata": {"k%d" % i: "v" for i in range(33)}}, "metadata"),
     ({"resources": {"memory_mb": 0}}, "resources"),
+    ({"resources": {"memory_mb": 8}}, "resources"),
+    ({"resources": {"pids": 1}}, "resources"),
     ({"resources": {"memory_mb": 10 ** 6}}, "resources"),
     ({"resources": {"pids": "10"}}, "resources"),
     ({"resources": {"gpu": 1}}, "resources"),

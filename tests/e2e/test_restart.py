@@ -65,6 +65,14 @@ def test_sigkill_restart_reconciles(new_stack):
     assert r.json()["status"] == "failed"
     assert r.json()["reason"]
     assert st.redis_cli("HGET", "pico:session:" + dead, "endpoint") == ""
+    # A failed session stops holding its slot within the retention time
+    # (300 s) instead of its whole ttl (600 s), and its record says so.
+    failed = r.json()
+    created = int(st.redis_cli("HGET", "pico:session:" + dead, "created_at"))
+    expires = int(st.redis_cli("HGET", "pico:session:" + dead, "expires_at"))
+    assert expires < created + 600
+    assert failed["ttl"] == expires - created
+    assert int(float(st.redis_cli("ZSCORE", "pico:expiry", dead))) == expires * 1000
     # The live one is untouched and still reachable.
     r = st.request("GET", "/v1/sessions/" + keep)
     assert r.status == 200 and r.json()["status"] == "running", r

@@ -145,6 +145,10 @@ static void test_resources(void **state)
 {
     refused("{\"resources\":5}", "resources:");
     refused("{\"resources\":{\"memory_mb\":0}}", "resources.memory_mb:");
+    refused("{\"resources\":{\"memory_mb\":63}}", "resources.memory_mb:");
+    refused("{\"resources\":{\"pids\":15}}", "resources.pids:");
+    refused("{\"resources\":{\"cpu_millicores\":9}}",
+            "resources.cpu_millicores:");
     refused("{\"resources\":{\"memory_mb\":4097}}", "resources.memory_mb:");
     refused("{\"resources\":{\"cpu_millicores\":\"1\"}}",
             "resources.cpu_millicores:");
