@@ -313,6 +313,7 @@ static int open_target(const char *target, double *latency)
 
     fd = socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
+        perror("connect to nginx");
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -332,6 +333,8 @@ static int open_target(const char *target, double *latency)
     while (n < sizeof(buf) - 1) {
         ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
         if (r <= 0) {
+            fprintf(stderr, "nginx closed before answering: %s\n",
+                    r < 0 ? strerror(errno) : "EOF");
             close(fd);
             return -1;
         }

@@ -794,10 +794,16 @@ static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
     ngx_queue_init(&w->pipes);
 
     if (pmcf->max_tunnels == 0) {
-        /* two connections a tunnel, and some room for everything else */
-        pmcf->max_tunnels = cycle->connection_n > 128
-                                ? (cycle->connection_n - 64) / 2
-                                : cycle->connection_n / 2;
+        /*
+         * Two connections a tunnel.  nginx starts closing connections that
+         * wait for a request ("worker_connections are not enough, reusing
+         * connections") once fewer than 1/16 of them are free: stay below
+         * that, with room for everything else, so the limit is a clean 503.
+         */
+        pmcf->max_tunnels =
+            cycle->connection_n > 256
+                ? (cycle->connection_n - cycle->connection_n / 16 - 64) / 2
+                : cycle->connection_n / 4;
     }
 
     pmcf->worker = w;
