@@ -265,6 +265,10 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
     w->active++;
     t->counted = 1;
 
+    /* from here on a deletion of the session reaches this request too */
+    ngx_queue_insert_tail(&w->tunnels, &t->queue);
+    t->queued = 1;
+
     if (ngx_pico_redis_lookup(t) != NGX_OK) {
         ngx_pico_release(t);
         ngx_pico_set_status(t, "redis_down");
@@ -448,8 +452,12 @@ void ngx_pico_release(ngx_pico_tunnel_t *t)
         ngx_del_timer(&t->lookup_timer);
     }
 
-    if (t->state == NGX_PICO_ST_RELAY) {
+    if (t->queued) {
         ngx_queue_remove(&t->queue);
+        t->queued = 0;
+    }
+
+    if (t->state == NGX_PICO_ST_RELAY) {
         t->ended = ngx_current_msec;
     }
 
@@ -490,12 +498,26 @@ void ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id)
             continue;
         }
 
-        ngx_log_error(NGX_LOG_NOTICE, t->request->connection->log, 0,
-                      "pico: session %V: deleted, closing its tunnel",
-                      &t->session_id);
+        /* finishing one request never closes another: next stays valid */
 
-        /* finishing one tunnel never closes another: next stays valid */
-        ngx_pico_finish(t, "deleted");
+        switch (t->state) {
+
+        case NGX_PICO_ST_RELAY:
+            ngx_log_error(NGX_LOG_NOTICE, t->request->connection->log, 0,
+                          "pico: session %V: deleted, closing its tunnel",
+                          &t->session_id);
+            ngx_pico_finish(t, "deleted");
+            break;
+
+        case NGX_PICO_ST_CONNECT:
+            /* looked up just before the deletion: it is gone now */
+            ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n");
+            break;
+
+        default:
+            /* a lookup in flight: its answer tells */
+            break;
+        }
     }
 }
 

@@ -98,7 +98,7 @@ typedef struct {
 } ngx_pico_dir_t;
 
 struct ngx_pico_tunnel_s {
-    ngx_queue_t queue; /* in worker->tunnels while relaying */
+    ngx_queue_t queue; /* in worker->tunnels from the lookup on */
     ngx_http_request_t *request;
     ngx_pico_worker_t *worker;
     ngx_pico_loc_conf_t *plcf;
@@ -124,6 +124,7 @@ struct ngx_pico_tunnel_s {
     ngx_connection_t *failed; /* the side whose socket failed */
     ngx_str_t status;         /* $pico_tunnel_status */
     ngx_pico_state_e state;
+    unsigned queued : 1;    /* in worker->tunnels */
     unsigned counted : 1;   /* holds a worker->active slot */
     unsigned accounted : 1; /* open +1 sent */
     unsigned released : 1;

@@ -206,7 +206,6 @@ static void ngx_pico_connected(ngx_pico_tunnel_t *t)
 
     t->state = NGX_PICO_ST_RELAY;
     t->started = ngx_current_msec ? ngx_current_msec : 1;
-    ngx_queue_insert_tail(&t->worker->tunnels, &t->queue);
 
     if (c->sockaddr->sa_family != AF_UNIX) {
         (void)ngx_tcp_nodelay(c);
