@@ -518,6 +518,34 @@ def test_idle_timeout_closes_tunnel(new_stack):
         echo.stop()
 
 
+def test_connect_timeout_gives_502(new_stack):
+    """An endpoint that never completes the handshake (a listener whose
+    accept queue is full drops SYNs) is a 502 after pico_connect_timeout."""
+    stack = new_stack(name="ctimeout", workers=1,
+                      nginx_http_extra="pico_connect_timeout 500ms;")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):  # fill the accept queue; never accept
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(("127.0.0.1", port))
+            fillers.append(f)
+        time.sleep(0.2)
+        sid = add_record(stack, "127.0.0.1:%d" % port)
+        code, _, body = tunnel_answer(stack, sid)
+        assert (code, body) == (502, "Sandbox unreachable\n")
+        err = open(os.path.join(stack.var, "log", "nginx-error.log")).read()
+        assert "timed out" in err
+    finally:
+        for f in fillers:
+            f.close()
+        listener.close()
+
+
 def try_open(stack, sid):
     s, status, _ = stack.open_tunnel(sid, extra=b"idle\n")
     s.close()
