@@ -77,6 +77,12 @@ static ngx_command_t ngx_pico_commands[] = {
      ngx_conf_set_msec_slot, NGX_HTTP_LOC_CONF_OFFSET,
      offsetof(ngx_pico_loc_conf_t, idle_timeout), NULL},
 
+    {ngx_string("pico_unix_sndbuf"),
+     NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
+         NGX_CONF_TAKE1,
+     ngx_conf_set_size_slot, NGX_HTTP_LOC_CONF_OFFSET,
+     offsetof(ngx_pico_loc_conf_t, unix_sndbuf), NULL},
+
     {ngx_string("pico_buffer_size"),
      NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF |
          NGX_CONF_TAKE1,
@@ -742,6 +748,7 @@ static void *ngx_pico_create_loc_conf(ngx_conf_t *cf)
     plcf->connect_timeout = NGX_CONF_UNSET_MSEC;
     plcf->idle_timeout = NGX_CONF_UNSET_MSEC;
     plcf->buffer_size = NGX_CONF_UNSET_SIZE;
+    plcf->unix_sndbuf = NGX_CONF_UNSET_SIZE;
 
     return plcf;
 }
@@ -758,6 +765,14 @@ static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               5000);
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 3600000);
     ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size, 256 * 1024);
+    ngx_conf_merge_size_value(conf->unix_sndbuf, prev->unix_sndbuf,
+                              4 * 1024 * 1024);
+
+    if (conf->unix_sndbuf > 1024 * 1024 * 1024) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pico_unix_sndbuf must be at most 1g");
+        return NGX_CONF_ERROR;
+    }
 
     if (conf->buffer_size < 4096) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,

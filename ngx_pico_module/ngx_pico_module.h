@@ -43,6 +43,7 @@ typedef struct {
     ngx_msec_t connect_timeout;
     ngx_msec_t idle_timeout;
     size_t buffer_size;
+    size_t unix_sndbuf; /* SO_SNDBUF to unix endpoints, 0: default */
 } ngx_pico_loc_conf_t;
 
 /* one spliced pipe, kept in a per-worker cache while unused */

@@ -86,6 +86,7 @@ static ngx_int_t ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
 
 void ngx_pico_connect(ngx_pico_tunnel_t *t)
 {
+    int sndbuf;
     ngx_int_t rc;
     ngx_connection_t *c, *pc;
     ngx_http_request_t *r;
@@ -124,6 +125,19 @@ void ngx_pico_connect(ngx_pico_tunnel_t *t)
     }
 
     pc = peer->connection;
+
+    if (peer->sockaddr->sa_family == AF_UNIX && t->plcf->unix_sndbuf) {
+        /*
+         * A unix socket's send buffer is all that is in flight to the
+         * sandbox; with the default (wmem_default, 208 KiB) the relay
+         * wakes far more often (pico_unix_sndbuf).  The kernel caps it at
+         * net.core.wmem_max; memory is only used while bytes wait.
+         */
+        sndbuf = (int)t->plcf->unix_sndbuf;
+        (void)setsockopt(pc->fd, SOL_SOCKET, SO_SNDBUF, (const void *)&sndbuf,
+                         sizeof(int));
+    }
+
     pc->data = t;
     pc->pool = r->pool;
     pc->log = c->log;
