@@ -8,7 +8,12 @@ sockets only:
     with the nginx workers' CPU seconds per GiB;
   * CONNECT -> 200 latency (Redis lookup and endpoint connect included);
   * idle tunnels held at once (client sockets spread over processes, two
-    nginx workers) and nginx's memory per idle tunnel (RSS delta / count).
+    nginx workers) and nginx's memory per idle tunnel (RSS delta / count);
+  * reference proxies in the same run, to the same loopback TCP endpoint:
+    nginx's stock stream proxy (its own nginx instance, same worker count
+    and buffer size), squid and tinyproxy as CONNECT proxies (Debian's
+    packages; `make bench-tunnel` installs them when missing, and a proxy
+    that is not there is reported as such).
 
 Writes a markdown table (--out). Bounded: a few GiB moved, a fixed count
 of tunnels."""
@@ -16,6 +21,7 @@ of tunnels."""
 import argparse
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -25,9 +31,10 @@ import uuid
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
-from pico_stack import Stack, wait_for  # noqa: E402
+from pico_stack import Stack, free_port, wait_for  # noqa: E402
 
 LOAD = os.path.join(ROOT, "build", "bench", "tunnel_load")
+STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
 GIB = 1 << 30
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -65,17 +72,18 @@ def transfer(direction, nbytes, target):
     return float(out.stdout.strip())
 
 
-def throughput(stack, endpoint_target, tunnel_target, nbytes, runs):
-    """Median MiB/s direct and tunnelled, and worker CPU s/GiB."""
+def throughput(pids, endpoint_target, tunnel_target, nbytes, runs):
+    """Median MiB/s direct and tunnelled, and the CPU s/GiB of pids (the
+    relaying processes)."""
     rows = {}
-    pids = worker_pids(stack)
     for direction in ("up", "down"):
         direct, tunnel, cpu = [], [], []
         for _ in range(runs):
             direct.append(nbytes / transfer(direction, nbytes, endpoint_target))
-            c0 = cpu_seconds(pids)
+            procs = pids()
+            c0 = cpu_seconds(procs)
             tunnel.append(nbytes / transfer(direction, nbytes, tunnel_target))
-            cpu.append((cpu_seconds(pids) - c0) / (nbytes / GIB))
+            cpu.append((cpu_seconds(procs) - c0) / (nbytes / GIB))
         rows[direction] = (statistics.median(direct) / (1 << 20),
                            statistics.median(tunnel) / (1 << 20),
                            statistics.median(cpu))
@@ -115,6 +123,175 @@ def hold(stack, target, total, procs):
     return opened, (after - before) / max(opened, 1)
 
 
+def tree_pids(pid):
+    """pid and its children: a proxy's master and workers"""
+    out = subprocess.run(["pgrep", "-P", str(pid)],
+                         capture_output=True, text=True).stdout
+    return [pid] + [int(p) for p in out.split()]
+
+
+def port_open(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+class RefProxy:
+    """One reference proxy process, started and stopped by this run."""
+
+    def __init__(self, name, cmd, port, folder):
+        self.name = name
+        self.port = port
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(folder, "stderr.log"), "ab"))
+        wait_for(lambda: port_open(port) or self.proc.poll() is not None,
+                 timeout=30, what=name + " port")
+        if self.proc.poll() is not None:
+            raise RuntimeError("%s exited (%s)" % (name, folder))
+        time.sleep(0.3)  # workers forked
+
+    def pids(self):
+        return tree_pids(self.proc.pid)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def ref_folder(stack, name):
+    d = os.path.join(stack.var, "ref", name)
+    os.makedirs(d, exist_ok=True)
+    # squid and tinyproxy drop root for an unprivileged user that must
+    # write its logs and pid file here
+    os.chmod(os.path.join(stack.var, "ref"), 0o755)
+    os.chmod(d, 0o777)
+    return d
+
+
+def start_stream(stack, tcp, port, workers, buffer_size):
+    """nginx's stock stream proxy: its own nginx instance"""
+    d = ref_folder(stack, "nginx-stream")
+    with open(stack.conf_path("nginx.conf")) as f:
+        user = [l for l in f if l.startswith("user ")]
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write("load_module %s;\n%s"
+                "worker_processes %d;\nworker_rlimit_nofile 20000;\n"
+                "pid %s/nginx.pid;\nerror_log %s/error.log;\ndaemon off;\n"
+                "events { worker_connections 4096; }\n"
+                "stream {\n    proxy_buffer_size %s;\n"
+                "    server { listen 127.0.0.1:%d; proxy_pass %s; }\n}\n"
+                % (STREAM_SO, "".join(user), workers, d, d, buffer_size,
+                   port, tcp))
+    return RefProxy("nginx stream", ["nginx", "-p", d, "-c", conf, "-e",
+                                     os.path.join(d, "error.log")], port, d)
+
+
+def start_squid(stack, port):
+    d = ref_folder(stack, "squid")
+    conf = os.path.join(d, "squid.conf")
+    with open(conf, "w") as f:
+        f.write("http_port 127.0.0.1:%d\n"
+                "http_access allow localhost\nhttp_access deny all\n"
+                "cache deny all\ncache_mem 8 MB\naccess_log none\n"
+                "cache_log %s/cache.log\npid_filename %s/squid.pid\n"
+                "coredump_dir %s\nshutdown_lifetime 0 seconds\n"
+                "max_filedescriptors 4096\n" % (port, d, d, d))
+    return RefProxy("squid", ["squid", "-N", "-f", conf], port, d)
+
+
+def start_tinyproxy(stack, port):
+    d = ref_folder(stack, "tinyproxy")
+    conf = os.path.join(d, "tinyproxy.conf")
+    with open(conf, "w") as f:
+        f.write("Port %d\nListen 127.0.0.1\nTimeout 600\nMaxClients 256\n"
+                "Allow 127.0.0.1\nPidFile \"%s/tinyproxy.pid\"\n"
+                "LogFile \"%s/tinyproxy.log\"\nLogLevel Critical\n"
+                % (port, d, d))
+        if os.geteuid() == 0:
+            f.write("User nobody\nGroup nogroup\n")
+    return RefProxy("tinyproxy", ["tinyproxy", "-d", "-c", conf], port, d)
+
+
+def references(stack, tcp, args):
+    """Throughput (and CONNECT latency) of the reference proxies to the
+    TCP endpoint; a proxy that is missing or fails is a row saying so."""
+    rows = {}
+    starts = [
+        ("nginx stream proxy", STREAM_SO, False,
+         lambda p: start_stream(stack, tcp, p, stack.workers, "256k")),
+        ("squid (CONNECT)", "/usr/sbin/squid", True,
+         lambda p: start_squid(stack, p)),
+        ("tinyproxy (CONNECT)", "/usr/bin/tinyproxy", True,
+         lambda p: start_tinyproxy(stack, p)),
+    ]
+    for name, path, connect, start in starts:
+        if not os.path.exists(path):
+            rows[name] = "not installed (%s missing)" % path
+            continue
+        port = free_port()
+        try:
+            proxy = start(port)
+        except (RuntimeError, TimeoutError) as e:
+            rows[name] = "did not start: %s" % e
+            continue
+        try:
+            target = ("proxy:127.0.0.1:%d/%s" % (port, tcp) if connect
+                      else "tcp:127.0.0.1:%d" % port)
+            tp = throughput(proxy.pids, "tcp:" + tcp, target, args.bytes,
+                            args.runs)
+            lat = latency(target, args.latency_count) if connect else None
+            rows[name] = (tp, lat)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
+            rows[name] = "failed: %s" % e
+        finally:
+            proxy.stop()
+    return rows
+
+
+def reference_table(pico, pico_lat, refs):
+    lines = [
+        "### Against reference proxies (same run, loopback TCP endpoint)",
+        "",
+        "Each proxy relays to the same tunnel_load endpoint on 127.0.0.1; "
+        "ratio = proxy / direct, direct measured next to each proxy's runs. "
+        "CPU is the proxy's processes' user+system time per GiB (nginx: "
+        "master and workers; squid -N and tinyproxy -d: one process, all "
+        "its threads). CONNECT -> 200 includes the proxy's connect to the "
+        "endpoint (pico's also its Redis lookup); the stream proxy has no "
+        "CONNECT. Stream proxy: 2 workers, proxy_buffer_size 256k like "
+        "pico_buffer_size; squid and tinyproxy: Debian's builds, default "
+        "buffers.",
+        "",
+        "| proxy | up MiB/s | up ratio | down MiB/s | down ratio | "
+        "CPU s/GiB up/down | CONNECT->200 p50/p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def row(name, tp, lat):
+        (du, tu, cu), (dd, td, cd) = tp["up"], tp["down"]
+        lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.2f / %.2f | %s |"
+                     % (name, tu, tu / du, td, td / dd, cu, cd,
+                        "%.0f / %.0f us" % lat if lat else "-"))
+
+    row("pico tunnel (ngx_pico_module)", pico, pico_lat)
+    for name, r in refs.items():
+        if isinstance(r, str):
+            lines.append("| %s | %s | | | | | |" % (name, r))
+        else:
+            row(name, r[0], r[1])
+    lines.append("")
+    return lines
+
+
 def set_splice(stack, on):
     path = stack.conf_path("nginx.conf")
     with open(path) as f:
@@ -140,6 +317,9 @@ def main():
     ap.add_argument("--latency-count", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=16000)
     ap.add_argument("--idle-procs", type=int, default=4)
+    ap.add_argument("--no-references", dest="references",
+                    action="store_false",
+                    help="skip nginx stream, squid and tinyproxy")
     args = ap.parse_args()
 
     stack = Stack(name="bench-tunnel", workers=2)
@@ -168,20 +348,25 @@ def main():
         tcp_tunnel = record(tcp)
         idle_tunnel = record("unix:" + idle_sock)
 
+        def nginx_pids():
+            return worker_pids(stack)
+
         results = {}
-        results["unix, pico_splice on"] = throughput(stack, "unix:" + sock,
+        results["unix, pico_splice on"] = throughput(nginx_pids, "unix:" + sock,
                                              unix_tunnel, args.bytes,
                                              args.runs)
-        results["tcp, pico_splice on"] = throughput(stack, "tcp:" + tcp, tcp_tunnel,
+        results["tcp, pico_splice on"] = throughput(nginx_pids, "tcp:" + tcp, tcp_tunnel,
                                             args.bytes, args.runs)
         set_splice(stack, False)
-        results["unix, pico_splice off"] = throughput(stack, "unix:" + sock, unix_tunnel,
+        results["unix, pico_splice off"] = throughput(nginx_pids, "unix:" + sock, unix_tunnel,
                                            args.bytes, args.runs)
-        results["tcp, pico_splice off"] = throughput(stack, "tcp:" + tcp, tcp_tunnel,
+        results["tcp, pico_splice off"] = throughput(nginx_pids, "tcp:" + tcp, tcp_tunnel,
                                           args.bytes, args.runs)
         set_splice(stack, True)
 
         p50, p99 = latency(unix_tunnel, args.latency_count)
+        tcp_lat = latency(tcp_tunnel, args.latency_count)
+        refs = references(stack, tcp, args) if args.references else {}
         opened, kib = hold(stack, idle_tunnel, args.idle, args.idle_procs)
     finally:
         for p in servers:
@@ -222,6 +407,9 @@ def main():
         "| nginx RSS per idle tunnel | %.1f KiB |" % kib,
         "",
     ]
+    if refs:
+        lines += reference_table(results["tcp, pico_splice on"], tcp_lat,
+                                 refs)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         f.write("\n".join(lines))

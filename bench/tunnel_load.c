@@ -22,8 +22,10 @@
  *       its stdin closes
  *
  * TARGET is unix:PATH or tcp:127.0.0.1:PORT (direct), or
- * HOST:PORT/SESSION_ID (through nginx).  The server's PATH may also be
- * 127.0.0.1:PORT.
+ * HOST:PORT/SESSION_ID (through nginx: CONNECT /v1/sessions/ID/tunnel),
+ * or proxy:HOST:PORT/AUTHORITY (through a CONNECT proxy such as squid or
+ * tinyproxy: CONNECT AUTHORITY, e.g. 127.0.0.1:2222).  The server's
+ * PATH may also be 127.0.0.1:PORT.
  */
 
 #define _GNU_SOURCE
@@ -256,7 +258,7 @@ static int server(const char *path)
 /* connects to TARGET; through nginx it also does the CONNECT exchange */
 static int open_target(const char *target, double *latency)
 {
-    int fd, one = 1;
+    int fd, one = 1, proxy;
     char host[64], req[256], buf[1024];
     const char *slash, *colon;
     size_t n = 0;
@@ -296,6 +298,11 @@ static int open_target(const char *target, double *latency)
         return fd;
     }
 
+    proxy = strncmp(target, "proxy:", 6) == 0;
+    if (proxy) {
+        target += 6;
+    }
+
     colon = strchr(target, ':');
     slash = strchr(target, '/');
     if (colon == NULL || slash == NULL ||
@@ -318,9 +325,14 @@ static int open_target(const char *target, double *latency)
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 
-    snprintf(req, sizeof(req),
-             "CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: %s\r\n\r\n",
-             slash + 1, host);
+    if (proxy) {
+        snprintf(req, sizeof(req), "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                 slash + 1, slash + 1);
+    } else {
+        snprintf(req, sizeof(req),
+                 "CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: %s\r\n\r\n",
+                 slash + 1, host);
+    }
     if (write_all(fd, req, strlen(req)) != 0) {
         close(fd);
         return -1;
@@ -346,7 +358,8 @@ static int open_target(const char *target, double *latency)
     }
     buf[n] = '\0';
 
-    if (strncmp(buf, "HTTP/1.1 200", 12) != 0) {
+    /* tinyproxy answers HTTP/1.0 */
+    if (strncmp(buf, "HTTP/1.", 7) != 0 || strncmp(buf + 8, " 200", 4) != 0) {
         fprintf(stderr, "CONNECT failed: %.60s\n", buf);
         close(fd);
         return -1;

@@ -80,6 +80,21 @@ fuzz-module-long: $(MOD_FUZZ)
 	    || { tail -40 parse-long.log; exit 1; }
 	@grep -E "^(Done|stat::number_of_executed_units)" $(BUILD)/fuzz/parse-long.log
 
+# The reference proxies of the comparison (nginx's stream module, squid,
+# tinyproxy) are installed here only, for the bench, never by deps.sh; a
+# proxy that cannot be installed is reported as missing in the table.
+BENCH_REF_PKGS := /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
+                  /usr/sbin/squid:squid /usr/bin/tinyproxy:tinyproxy
+
 bench-tunnel: $(MOD_SO) $(MOD_LOAD)
+	@missing=""; for f in $(BENCH_REF_PKGS); do \
+	    [ -e "$${f%%:*}" ] || missing="$$missing $${f#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	            --no-install-recommends $$missing >/dev/null \
+	            || echo "bench-tunnel: could not install$$missing"; \
+	    else echo "bench-tunnel: not root, not installing$$missing"; fi; \
+	fi
 	mkdir -p $(BUILD)/bench
 	$(PYTHON) bench/tunnel.py --out $(BUILD)/bench/tunnel.md
