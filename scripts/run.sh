@@ -16,6 +16,11 @@ stopping=0
 stop() {
     [ "$stopping" = 1 ] && return
     stopping=1
+    # Whatever happens now, finish stopping: no early exit on a failed
+    # command, and no death by SIGPIPE if our output went away (a pipe to
+    # a `tee` that got the same Ctrl-C).
+    set +e
+    trap '' PIPE
     echo "pico: stopping"
     # nginx first (no new tunnels), then the sandboxes, then the backend
     # and redis that the drain needs.
@@ -27,7 +32,10 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-redis-server "$VAR/conf/redis.conf" &
+# Each service runs in its own session so that Ctrl-C, which the terminal
+# sends to the whole foreground group, reaches only this script: the trap
+# then stops them in order, and the drain still has redis and the backend.
+setsid redis-server "$VAR/conf/redis.conf" &
 pids+=($!)
 for _ in $(seq 100); do
     [ -S "$VAR/run/redis.sock" ] && redis-cli -s "$VAR/run/redis.sock" ping \
@@ -36,7 +44,7 @@ for _ in $(seq 100); do
 done
 
 # The backend logs to stderr: show it here and keep it in var/log.
-"$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" \
+setsid "$ROOT/bin/pico-backend" --config "$VAR/conf/pico.conf" \
     2> >(tee -a "$VAR/log/backend.log" >&2) &
 backend_pid=$!
 pids=("$backend_pid" "${pids[@]}")
@@ -45,9 +53,18 @@ for _ in $(seq 100); do
     sleep 0.05
 done
 
-nginx -p "$VAR/nginx" -c "$VAR/conf/nginx.conf" -e "$VAR/log/nginx-error.log" &
+setsid nginx -p "$VAR/nginx" -c "$VAR/conf/nginx.conf" -e "$VAR/log/nginx-error.log" &
 nginx_pid=$!
 
 echo "pico: listening on http://$LISTEN (state in $VAR); Ctrl-C stops"
-# Return when any one of them exits; the trap stops the rest.
-wait -n
+# Stay until one of them exits, or until whoever started us (make) is
+# gone: `kill <make's pid>` does not reach this script, so it watches.
+# The short waits on a background sleep let the trap run at once.
+parent=$PPID
+while kill -0 "$parent" 2>/dev/null; do
+    for p in "${pids[@]}" "$nginx_pid"; do
+        kill -0 "$p" 2>/dev/null || break 2
+    done
+    sleep 0.5 &
+    wait $! || true
+done
