@@ -279,8 +279,9 @@ int lifecycle_drain(pico_app *app)
     size_t n = 0, nboxes = 0, i;
     int count = 0;
 
-    if (store_session_ids(app->st, &ids, &n) < 0)
-        log_error("drain: cannot list sessions in redis");
+    if (app->st == NULL || store_session_ids(app->st, &ids, &n) < 0)
+        log_error("drain: cannot list sessions in redis; removing the "
+                  "sandboxes only");
     for (i = 0; i < n; i++) {
         /* Whatever the claim says, drain removes it: the stack stops. */
         store_session_claim(app->st, ids[i], PICO_LEASE_MS);

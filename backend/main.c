@@ -202,15 +202,25 @@ int main(int argc, char **argv)
         usage();
         return 2;
     }
-    if (open_runtime(&app) < 0 || open_store(&app) < 0) {
-        close_app(&app);
-        return 1;
-    }
     if (i < argc) {
+        /* Drain removes the sandboxes even when Redis is gone: it is what
+         * stops a stack, and a stack that lost Redis must still stop. */
+        if (open_runtime(&app) < 0) {
+            close_app(&app);
+            return 1;
+        }
+        if (open_store(&app) < 0) {
+            store_close(app.st);
+            app.st = NULL;
+        }
         rc = lifecycle_drain(&app);
         log_info("drain: %d sessions and sandboxes removed", rc);
         close_app(&app);
         return 0;
+    }
+    if (open_runtime(&app) < 0 || open_store(&app) < 0) {
+        close_app(&app);
+        return 1;
     }
     rc = serve(&app);
     close_app(&app);

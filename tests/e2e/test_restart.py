@@ -148,3 +148,15 @@ def test_sigterm_finishes_create_in_flight(new_stack):
     assert st.delete(sid).status == 200
     if not in_flight:
         pytest.skip("the create finished before SIGTERM arrived")
+
+
+def test_drain_without_redis_still_removes_sandboxes(new_stack):
+    # `make run` drains on stop; a stack whose Redis died must still stop
+    # without leaving sandboxes behind.
+    st = new_stack()
+    sid = st.create(ttl=600)["session_id"]
+    assert containers_of(st, sid)
+    st.stop_redis()
+    st.drain()
+    assert st.runc_containers() == []
+    assert not os.path.exists(os.path.join(st.var, "sessions", sid))
