@@ -3,6 +3,7 @@ record and state within 2 s after expires_at, and with two backends on
 one Redis every session is reaped exactly once."""
 
 import calendar
+import glob
 import os
 import re
 import time
@@ -20,7 +21,16 @@ def gone(stack, sid):
             stack.redis_cli("ZSCORE", "pico:expiry", sid) == "" and
             stack.redis_cli("ZSCORE", "pico:reaping", sid) == "" and
             not [c for c in stack.runc_containers() if sid in c] and
-            not os.path.exists(os.path.join(stack.var, "sessions", sid)))
+            not os.path.exists(os.path.join(stack.var, "sessions", sid)) and
+            not leftovers_on_host(sid))
+
+
+def leftovers_on_host(sid):
+    """Mounts or cgroups of the sandbox that outlived it."""
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line for line in f if sid in line]
+    cgroups = glob.glob("/sys/fs/cgroup/*/pico/*%s*" % sid)
+    return mounts + cgroups
 
 
 def test_expired_session_removed_within_2s(stack):
@@ -28,6 +38,8 @@ def test_expired_session_removed_within_2s(stack):
     sid = s["session_id"]
     deadline = unix_time(s["expires_at"]) + 2
     assert not gone(stack, sid)
+    # While it lives, its cgroups are there (so the check below can fail).
+    assert leftovers_on_host(sid)
     # Sleep to the deadline, then everything must be gone already.
     time.sleep(max(0, deadline - time.time()))
     assert gone(stack, sid)
