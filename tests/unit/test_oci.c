@@ -197,6 +197,136 @@ static void test_cpu_quota_floor(void **state)
     json_decref(root);
 }
 
+static json_t *seccomp_rules(json_t *root)
+{
+    json_t *sc = json_object_get(json_object_get(root, "linux"), "seccomp");
+
+    assert_non_null(sc);
+    return json_object_get(sc, "syscalls");
+}
+
+/* The action (errno) the filter gives syscall `name` with first argument
+ * arg0, read from the config the way libseccomp applies it: a rule with
+ * no args matches always, a rule's masked comparison when arg0 & value ==
+ * valueTwo; 0 = allowed (the default). */
+static int errno_for(json_t *root, const char *name, unsigned long arg0)
+{
+    json_t *rule;
+    size_t i;
+
+    json_array_foreach(seccomp_rules(root), i, rule)
+    {
+        json_t *args = json_object_get(rule, "args"), *a;
+        int match = 1;
+        size_t j;
+
+        if (!has_string(json_object_get(rule, "names"), name))
+            continue;
+        assert_string_equal(json_string_value(json_object_get(rule, "action")),
+                            "SCMP_ACT_ERRNO");
+        json_array_foreach(args, j, a)
+        {
+            unsigned long mask =
+                json_integer_value(json_object_get(a, "value"));
+            unsigned long want =
+                json_integer_value(json_object_get(a, "valueTwo"));
+            assert_int_equal(json_integer_value(json_object_get(a, "index")),
+                             0);
+            assert_string_equal(json_string_value(json_object_get(a, "op")),
+                                "SCMP_CMP_MASKED_EQ");
+            match &= (arg0 & mask) == want;
+        }
+        if (match)
+            return (int)json_integer_value(json_object_get(rule, "errnoRet"));
+    }
+    return 0;
+}
+
+static void test_seccomp_profile(void **state)
+{
+    json_t *root = build(512, 1000, 256);
+    json_t *sc = json_object_get(json_object_get(root, "linux"), "seccomp");
+    const char *denied[] = {"keyctl",
+                            "add_key",
+                            "request_key",
+                            "bpf",
+                            "perf_event_open",
+                            "userfaultfd",
+                            "io_uring_setup",
+                            "io_uring_enter",
+                            "mount",
+                            "umount2",
+                            "pivot_root",
+                            "setns",
+                            "unshare",
+                            "kexec_load",
+                            "init_module",
+                            "finit_module",
+                            "open_by_handle_at",
+                            "move_mount",
+                            "fsopen",
+                            "syslog",
+                            "iopl",
+                            "reboot",
+                            "swapon"};
+    /* sshd needs chroot (privilege separation) and seccomp (its own
+     * sandbox); debuggers need ptrace; ordinary programs the rest */
+    const char *allowed[] = {"chroot", "seccomp", "ptrace",          "execve",
+                             "setuid", "openat",  "process_vm_readv"};
+    size_t i;
+
+    assert_string_equal(json_string_value(json_object_get(sc, "defaultAction")),
+                        "SCMP_ACT_ALLOW");
+    assert_true(
+        has_string(json_object_get(sc, "architectures"), "SCMP_ARCH_X86_64"));
+    assert_true(
+        has_string(json_object_get(sc, "architectures"), "SCMP_ARCH_X86"));
+    assert_true(
+        has_string(json_object_get(sc, "architectures"), "SCMP_ARCH_X32"));
+    for (i = 0; i < sizeof(denied) / sizeof(denied[0]); i++)
+        assert_int_equal(errno_for(root, denied[i], 0), 1 /* EPERM */);
+    for (i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++)
+        assert_int_equal(errno_for(root, allowed[i], 0), 0);
+    /* clone3's flags are out of the filter's reach: ENOSYS, so glibc falls
+     * back to clone */
+    assert_int_equal(errno_for(root, "clone3", 0), 38 /* ENOSYS */);
+    json_decref(root);
+}
+
+static void test_seccomp_clone_flags(void **state)
+{
+    json_t *root = build(512, 1000, 256);
+
+    /* fork, vfork (posix_spawn), pthread_create */
+    assert_int_equal(errno_for(root, "clone", 17), 0);
+    assert_int_equal(errno_for(root, "clone", 0x4111), 0);
+    assert_int_equal(errno_for(root, "clone", 0x3d0f00), 0);
+    /* any namespace flag, alone or with others */
+    assert_int_equal(errno_for(root, "clone", 0x10000000 | 17), 1);
+    assert_int_equal(errno_for(root, "clone", 0x00020000 | 17), 1);
+    assert_int_equal(errno_for(root, "clone", 0x40000000), 1);
+    assert_int_equal(errno_for(root, "clone", 0x20000000 | 0x3d0f00), 1);
+    assert_int_equal(errno_for(root, "clone", 0x7e020000), 1);
+    json_decref(root);
+}
+
+static void test_seccomp_personality(void **state)
+{
+    json_t *root = build(512, 1000, 256);
+    const unsigned long ok[] = {0,       0x8,     0x20000,   0x20008,
+                                0x40000, 0x60008, 0xffffffff};
+    const unsigned long bad[] = {0x1,        0x0400000,  0x0100001,
+                                 0x0800000,  0x80000000, 0xfffffffe,
+                                 0x7fffffff, 0xc0000000, 0x0200000};
+    size_t i;
+
+    for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
+        assert_int_equal(errno_for(root, "personality", ok[i]), 0);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(errno_for(root, "personality", bad[i]), 1);
+    json_decref(root);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +336,9 @@ int main(void)
         cmocka_unit_test(test_process_is_unprivileged),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_cpu_quota_floor),
+        cmocka_unit_test(test_seccomp_profile),
+        cmocka_unit_test(test_seccomp_clone_flags),
+        cmocka_unit_test(test_seccomp_personality),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
