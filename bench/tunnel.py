@@ -72,21 +72,38 @@ def transfer(direction, nbytes, target):
     return float(out.stdout.strip())
 
 
+def machine_busy():
+    """CPU seconds the whole machine spent busy (all cores, /proc/stat):
+    client, endpoint, relay and the kernel's softirq work together"""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / CLK
+
+
 def throughput(pids, endpoint_target, tunnel_target, nbytes, runs):
-    """Median MiB/s direct and tunnelled, and the CPU s/GiB of pids (the
-    relaying processes)."""
+    """Median MiB/s direct and tunnelled, the CPU s/GiB of pids (the
+    relaying processes), and the machine's busy CPU s/GiB direct and
+    tunnelled."""
     rows = {}
+    gib = nbytes / GIB
     for direction in ("up", "down"):
-        direct, tunnel, cpu = [], [], []
+        direct, tunnel, cpu, mdirect, mtunnel = [], [], [], [], []
         for _ in range(runs):
+            m0 = machine_busy()
             direct.append(nbytes / transfer(direction, nbytes, endpoint_target))
+            mdirect.append((machine_busy() - m0) / gib)
             procs = pids()
             c0 = cpu_seconds(procs)
+            m0 = machine_busy()
             tunnel.append(nbytes / transfer(direction, nbytes, tunnel_target))
-            cpu.append((cpu_seconds(procs) - c0) / (nbytes / GIB))
+            mtunnel.append((machine_busy() - m0) / gib)
+            cpu.append((cpu_seconds(procs) - c0) / gib)
         rows[direction] = (statistics.median(direct) / (1 << 20),
                            statistics.median(tunnel) / (1 << 20),
-                           statistics.median(cpu))
+                           statistics.median(cpu),
+                           statistics.median(mdirect),
+                           statistics.median(mtunnel))
     return rows
 
 
@@ -277,7 +294,7 @@ def reference_table(pico, pico_lat, refs):
     ]
 
     def row(name, tp, lat):
-        (du, tu, cu), (dd, td, cd) = tp["up"], tp["down"]
+        (du, tu, cu), (dd, td, cd) = tp["up"][:3], tp["down"][:3]
         lines.append("| %s | %.0f | %.2f | %.0f | %.2f | %.2f / %.2f | %s |"
                      % (name, tu, tu / du, td, td / dd, cu, cd,
                         "%.0f / %.0f us" % lat if lat else "-"))
@@ -381,21 +398,25 @@ def main():
         "%s, %d CPUs, load average %s at the end. %d MiB per transfer, "
         "median of %d; direct = the client connects to the endpoint itself, "
         "tunnel = TCP to nginx, CONNECT, relay to the same endpoint. CPU is "
-        "the nginx workers' user+system time per GiB relayed. With "
+        "the nginx workers' user+system time per GiB relayed; machine CPU "
+        "is every core's busy time (client, endpoint, nginx, kernel) per "
+        "GiB moved, direct and through the tunnel. With "
         "pico_splice on (the default) directions reading TCP splice and "
         "directions reading a unix socket copy; off copies everything."
         % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            os.cpu_count(), os.getloadavg()[0], args.bytes >> 20, args.runs),
         "",
         "| endpoint, relay | dir | direct MiB/s | tunnel MiB/s | ratio | "
-        "CPU s/GiB |",
-        "|---|---|---:|---:|---:|---:|",
+        "nginx CPU s/GiB | machine CPU s/GiB direct / tunnel |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, rows in results.items():
         for d in ("up", "down"):
-            direct, tunnel, cpu = rows[d]
-            lines.append("| %s | %s | %.0f | %.0f | %.2f | %.2f |"
-                         % (name, d, direct, tunnel, tunnel / direct, cpu))
+            direct, tunnel, cpu, mdirect, mtunnel = rows[d]
+            lines.append("| %s | %s | %.0f | %.0f | %.2f | %.2f | "
+                         "%.2f / %.2f |"
+                         % (name, d, direct, tunnel, tunnel / direct, cpu,
+                            mdirect, mtunnel))
     lines += [
         "",
         "| measure | value |",
