@@ -31,6 +31,7 @@
 #include "hostkey.h"
 #include "k8s_client.h"
 #include "runtime.h"
+#include "util.h"
 
 #define K8S_CALL_TIMEOUT_S 30
 /* Undoing a failed create must not wait as long as a call may. */
@@ -48,23 +49,6 @@ struct runtime {
 };
 
 /* ---- names ------------------------------------------------------------ */
-
-static int id_valid(const char *id)
-{
-    int i;
-
-    for (i = 0; i < PICO_ID_LEN; i++) {
-        char ch = id[i];
-
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (ch != '-')
-                return 0;
-        } else if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) {
-            return 0;
-        }
-    }
-    return id[PICO_ID_LEN] == '\0';
-}
 
 /* A DNS-1123 label: what a namespace name must be. */
 static int dns_label_valid(const char *s)
@@ -607,7 +591,7 @@ static int k8s_create(runtime *rt, session *s, char *err, size_t errlen)
     int rc;
 
     err[0] = '\0';
-    if (!id_valid(s->id)) {
+    if (!uuid_valid(s->id)) {
         snprintf(err, errlen, "invalid session id");
         return -1;
     }
@@ -644,7 +628,7 @@ static int k8s_destroy(runtime *rt, const char *session_id, char *err,
 {
     char name[PICO_NAME_MAX + 16];
 
-    if (!id_valid(session_id)) {
+    if (!uuid_valid(session_id)) {
         snprintf(err, errlen, "invalid session id");
         return -1;
     }
@@ -664,7 +648,7 @@ static int k8s_alive(runtime *rt, const char *session_id)
     k8s_resp r;
     int rc;
 
-    if (!id_valid(session_id))
+    if (!uuid_valid(session_id))
         return -1;
     pod_name(session_id, name, sizeof(name));
     object_path(rt, "pods", name, path, sizeof(path));
@@ -745,7 +729,7 @@ static int list_kind(runtime *rt, const char *kind, id_set *seen,
             const char *id =
                 json_string_value(json_object_get(lb, "session-id"));
 
-            if (id != NULL && id_valid(id) && id_set_add(seen, id))
+            if (id != NULL && uuid_valid(id) && id_set_add(seen, id))
                 cb(id, arg);
         }
         next = jstr(r.body, "metadata", "continue");

@@ -55,6 +55,7 @@
 #include "hostkey.h"
 #include "oci.h"
 #include "runtime.h"
+#include "util.h"
 
 #define SANDBOX_UID 1000
 #define SANDBOX_GID 1000
@@ -101,26 +102,6 @@ static int fmt(char *buf, size_t len, const char *f, ...)
     n = vsnprintf(buf, len, f, ap);
     va_end(ap);
     return n >= 0 && (size_t)n < len ? 0 : -1;
-}
-
-/* The core hands us validated UUIDs; check again, since the id becomes
- * part of paths and of runc's command line. */
-static int id_ok(const char *id)
-{
-    size_t i;
-
-    if (id == NULL || strlen(id) != PICO_ID_LEN)
-        return 0;
-    for (i = 0; i < PICO_ID_LEN; i++) {
-        char c = id[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return 0;
-        }
-    }
-    return 1;
 }
 
 /* "name[:tag]" (no tag = "latest") with both parts made of [a-z0-9._-],
@@ -682,7 +663,9 @@ typedef struct {
 
 static int paths_for(const runtime *rt, const char *id, session_paths *p)
 {
-    if (!id_ok(id))
+    /* the core hands us validated UUIDs; check again, since the id becomes
+     * part of paths and of runc's command line */
+    if (id == NULL || !uuid_valid(id))
         return -1;
     return fmt(p->dir, sizeof(p->dir), "%s/%s", rt->sessions_dir, id) ||
                    fmt(p->workspace, sizeof(p->workspace), "%s/workspace",
@@ -996,7 +979,7 @@ static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     {
         const char *id = json_string_value(json_object_get(c, "id"));
         if (id && strncmp(id, CID_PREFIX, strlen(CID_PREFIX)) == 0 &&
-            id_ok(id + strlen(CID_PREFIX)))
+            uuid_valid(id + strlen(CID_PREFIX)))
             cb(id + strlen(CID_PREFIX), arg);
     }
 
@@ -1007,7 +990,7 @@ static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     }
     while ((e = readdir(d)) != NULL) {
         int listed = 0;
-        if (!id_ok(e->d_name) ||
+        if (!uuid_valid(e->d_name) ||
             fmt(path, sizeof(path), CID_PREFIX "%s", e->d_name) < 0)
             continue;
         json_array_foreach(arr, i, c)

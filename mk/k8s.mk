@@ -12,7 +12,8 @@ K8S_OVERLAY ?= deploy/k8s/base
 K8S_IMAGE_PREFIX ?= pico/
 K8S_TAG     ?= latest
 K8S_DRIVER_SRCS := tests/fake_k8s/driver_cli.c backend/runtime_k8s.c \
-                   backend/k8s_client.c backend/k8s_config.c backend/hostkey.c
+                   backend/k8s_client.c backend/k8s_config.c backend/hostkey.c \
+                   backend/util.c
 
 BUILD_TARGETS += $(BUILD)/k8s/driver_cli
 UNIT_TESTS    += k8s-manifests-check
