@@ -10,6 +10,7 @@ the same as for a sandbox, and it moves a gigabyte without 100 sshds."""
 import concurrent.futures
 import glob
 import hashlib
+import json
 import os
 import re
 import signal
@@ -312,6 +313,50 @@ def test_error_answers(stack):
         stack.redis_cli("DEL", "pico:session:" + dead, "pico:session:" + pending)
     finally:
         stack.delete(sid)
+
+
+def nginx_error(stack, payload):
+    """Sends a raw request nginx itself rejects; returns (status, headers,
+    parsed JSON body)."""
+    s, head, rest = connect_raw(stack, payload)
+    try:
+        code = int(head.split(" ", 2)[1])
+        body = read_body(s, head, rest)
+    finally:
+        s.close()
+    assert re.search(r"(?im)^content-type:\s*application/json", head), head
+    return code, head, json.loads(body)
+
+
+@pytest.mark.parametrize("payload, status, code", [
+    # %00 in the path: nginx's parser refuses it
+    (b"GET /v1/sessions/%00 HTTP/1.1\r\nHost: x\r\n\r\n", 400,
+     "invalid_request"),
+    (b"NOT A REQUEST LINE\r\n\r\n", 400, "invalid_request"),
+    (b"GET /v1/sessions/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+     414, "uri_too_long"),
+    (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 +
+     b"\r\n\r\n", 400, "header_too_large"),
+    # over client_max_body_size (1m): refused on the header alone
+    (b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
+     b"Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
+     413, "body_too_large"),
+])
+def test_nginx_errors_are_json(stack, payload, status, code):
+    got, head, body = nginx_error(stack, payload)
+    assert got == status, head
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+
+
+def test_tunnel_errors_stay_plain_text_next_to_json_pages(stack):
+    """The JSON error pages must not catch the module's own answers nor
+    the CONNECT 405 that leads to the module."""
+    code, head, body = tunnel_answer(stack, str(uuid.uuid4()))
+    assert (code, body) == (404, "Session not found\n")
+    assert "application/json" not in head
+    code, _, body = tunnel_answer(stack, "not-a-uuid")
+    assert code == 400 and "session id" in body
 
 
 def test_access_log_records_tunnels(stack, echo):
