@@ -43,8 +43,6 @@ struct ngx_pico_lookup_s {
     ngx_pico_worker_t *worker;
     ngx_uint_t pending; /* replies still to come */
     char *error;
-    ngx_uint_t token_found;
-    ngx_uint_t found;
     ngx_pico_field_t status;
     ngx_pico_field_t endpoint;
     ngx_pico_field_t owner;
@@ -483,24 +481,25 @@ static void ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
     ngx_memcpy(f->data, e->str, e->len);
 }
 
-static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
-                                       void *privdata)
+/* one HMGET reply of a lookup: its fields in order, or an error */
+static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                                  char *unexpected, ngx_pico_field_t **fields,
+                                  size_t n)
 {
-    redisReply *reply = r;
-    ngx_pico_lookup_t *lk = privdata;
+    size_t i;
 
     lk->pending--;
 
     if (reply == NULL) {
         lk->error = "connection lost";
 
-    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-        lk->error = "unexpected reply to HMGET pico:token";
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        lk->error = unexpected;
 
     } else {
-        ngx_pico_copy_field(&lk->sha256, reply->element[0]);
-        ngx_pico_copy_field(&lk->principal, reply->element[1]);
-        lk->token_found = lk->sha256.present;
+        for (i = 0; i < n; i++) {
+            ngx_pico_copy_field(fields[i], reply->element[i]);
+        }
     }
 
     if (lk->pending == 0) {
@@ -508,30 +507,24 @@ static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
     }
 }
 
+static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
+                                       void *privdata)
+{
+    ngx_pico_lookup_t *lk = privdata;
+    ngx_pico_field_t *fields[] = {&lk->sha256, &lk->principal};
+
+    ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:token", fields,
+                          2);
+}
+
 static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
                                          void *privdata)
 {
-    redisReply *reply = r;
     ngx_pico_lookup_t *lk = privdata;
+    ngx_pico_field_t *fields[] = {&lk->status, &lk->endpoint, &lk->owner};
 
-    lk->pending--;
-
-    if (reply == NULL) {
-        lk->error = "connection lost";
-
-    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3) {
-        lk->error = "unexpected reply to HMGET pico:session";
-
-    } else {
-        ngx_pico_copy_field(&lk->status, reply->element[0]);
-        ngx_pico_copy_field(&lk->endpoint, reply->element[1]);
-        ngx_pico_copy_field(&lk->owner, reply->element[2]);
-        lk->found = lk->status.present;
-    }
-
-    if (lk->pending == 0) {
-        ngx_pico_redis_lookup_end(lk);
-    }
+    ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:session",
+                          fields, 3);
 }
 
 static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
@@ -558,8 +551,9 @@ static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
         return;
     }
 
-    rec.found = lk->found;
-    rec.token_found = lk->token_found;
+    /* a record exists when its status does, a token when its hash does */
+    rec.found = lk->status.present;
+    rec.token_found = lk->sha256.present;
     rec.status.data = lk->status.data;
     rec.status.len = lk->status.len;
     rec.endpoint.data = lk->endpoint.data;
@@ -656,40 +650,47 @@ static void ngx_pico_redis_write(ngx_event_t *ev)
     redisAsyncHandleWrite(rc->ac);
 }
 
+/* hiredis asks for (on) or drops (off) one of the two events */
+static void ngx_pico_redis_event(ngx_event_t *ev, ngx_uint_t on)
+{
+    ngx_int_t event;
+
+    event = ev->write ? NGX_WRITE_EVENT : NGX_READ_EVENT;
+
+    if (on && !ev->active) {
+        (void)ngx_add_event(ev, event, NGX_LEVEL_EVENT);
+
+    } else if (!on && ev->active) {
+        (void)ngx_del_event(ev, event, 0);
+    }
+}
+
 static void ngx_pico_redis_add_read(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
-    if (!rc->c->read->active) {
-        (void)ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_pico_redis_event(rc->c->read, 1);
 }
 
 static void ngx_pico_redis_del_read(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
-    if (rc->c->read->active) {
-        (void)ngx_del_event(rc->c->read, NGX_READ_EVENT, 0);
-    }
+    ngx_pico_redis_event(rc->c->read, 0);
 }
 
 static void ngx_pico_redis_add_write(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
-    if (!rc->c->write->active) {
-        (void)ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
+    ngx_pico_redis_event(rc->c->write, 1);
 }
 
 static void ngx_pico_redis_del_write(void *privdata)
 {
     ngx_pico_redis_conn_t *rc = privdata;
 
-    if (rc->c->write->active) {
-        (void)ngx_del_event(rc->c->write, NGX_WRITE_EVENT, 0);
-    }
+    ngx_pico_redis_event(rc->c->write, 0);
 }
 
 /* hiredis is freeing the context (error, EOF or redisAsyncFree) */
