@@ -1,7 +1,7 @@
 /*
  * Redis for ngx_pico_module: two hiredis async contexts per worker, driven
  * by nginx's own event loop through the small adapter below (no thread, no
- * blocking call).
+ * blocking call but the bounded flush of an exiting worker).
  *
  *   cmd  session lookups (pipelined HMGETs of token and session) and
  *        fire-and-forget tunnel accounting (a Lua script that only touches
@@ -20,6 +20,10 @@
 
 #include "ngx_pico_module.h"
 
+#include <poll.h>
+
+#define NGX_PICO_EXIT_POLLS 4
+#define NGX_PICO_EXIT_POLL_MS 50
 #define NGX_PICO_BACKOFF_MIN 100
 #define NGX_PICO_BACKOFF_MAX 2000
 #define NGX_PICO_MAX_FIELD 512
@@ -111,6 +115,48 @@ ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w)
 
 void ngx_pico_redis_exit(ngx_pico_worker_t *w)
 {
+    int done;
+    ngx_uint_t i;
+    ngx_queue_t *q;
+    struct pollfd pfd;
+    ngx_pico_tunnel_t *t;
+    redisAsyncContext *ac;
+
+    /*
+     * A fast shutdown (SIGTERM) cuts the tunnels still open without
+     * finishing them: queue their "open -1" and last byte deltas, then
+     * give the socket a bounded moment (NGX_PICO_EXIT_POLLS x
+     * NGX_PICO_EXIT_POLL_MS) to take them.  The only blocking call of
+     * this file, in a worker that is exiting; after a graceful shutdown
+     * no tunnel is left and nothing waits.
+     */
+    ac = w->cmd;
+
+    if (ac && !w->exiting) {
+        done = 1;
+
+        for (q = ngx_queue_head(&w->tunnels);
+             q != ngx_queue_sentinel(&w->tunnels); q = ngx_queue_next(q)) {
+            t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
+
+            if (t->accounted) {
+                ngx_pico_redis_account(t, -1, 0);
+                t->accounted = 0;
+                done = 0;
+            }
+        }
+
+        pfd.fd = ac->c.fd;
+        pfd.events = POLLOUT;
+
+        for (i = 0; !done && i < NGX_PICO_EXIT_POLLS; i++) {
+            if (redisBufferWrite(&ac->c, &done) != REDIS_OK ||
+                (!done && poll(&pfd, 1, NGX_PICO_EXIT_POLL_MS) <= 0)) {
+                break;
+            }
+        }
+    }
+
     w->exiting = 1;
 
     if (w->reconnect.timer_set) {

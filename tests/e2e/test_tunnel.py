@@ -519,6 +519,36 @@ def test_reload_keeps_open_tunnels(new_stack):
         echo.stop()
 
 
+def test_fast_shutdown_accounts_cut_tunnels(new_stack):
+    """SIGTERM cuts open tunnels without finishing them; the exiting
+    workers still send their open -1 and last byte counts."""
+    stack = new_stack(name="fastexit")
+    echo = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        key = "pico:tunnels:" + sid
+        data = os.urandom(100000)
+        tunnels = [open_echo(stack, sid) for _ in range(5)]
+        for s in tunnels:
+            assert echo_roundtrip(s, data) == data
+        wait_for(lambda: stack.redis_cli("HGET", key, "open") == "5",
+                 what="open=5")
+
+        stack.nginx.send_signal(signal.SIGTERM)
+        stack.nginx.wait(20)
+
+        # the exited workers' last writes may still be in Redis' socket
+        wait_for(lambda: stack.redis_cli("HGET", key, "open") == "0",
+                 what="open=0 after SIGTERM")
+        assert stack.redis_cli("HGET", key, "opened") == "5"
+        assert stack.redis_cli("HGET", key, "bytes_up") == str(5 * (len(data) + 5))
+        assert stack.redis_cli("HGET", key, "bytes_down") == str(5 * len(data))
+        for s in tunnels:
+            s.close()
+    finally:
+        echo.stop()
+
+
 def worker_pids(stack):
     out = subprocess.run(["pgrep", "-P", str(stack.nginx.pid)],
                          capture_output=True, text=True).stdout
