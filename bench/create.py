@@ -7,16 +7,29 @@ sequential creates (each session deleted again right after, outside the
 timed part), then concurrent creates C at a time for throughput. A
 sample counts only if a tunnel to it then gets the SSH banner.
 
+Live sandboxes (--live N, default 500, the DESIGN goal; 0 skips): creates
+N sessions one after another and keeps them all, reports create p50/p99
+per stretch as the count grows, checks that every one answers its SSH
+banner through a tunnel, reports host memory per sandbox (MemAvailable
+delta / N, and the sum of the sandboxes' memory cgroups), backend and
+nginx RSS and the backend's descriptor count (which must not grow per
+session), then deletes them all and checks nothing is left: no runc
+container, no session folder, no /pico/<id> cgroup. Bounded by
+--live-budget seconds; when creates fail before N it reports how many
+were reached and why.
+
 Prints a markdown section to stdout (make bench-create writes it to
 build/bench/create.md)."""
 
 import argparse
+import glob
 import os
 import re
 import statistics
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -31,9 +44,9 @@ def pct(values, p):
     return s[k]
 
 
-def create_timed(st):
+def create_timed(st, ttl=600):
     t0 = time.perf_counter()
-    r = st.request("POST", "/v1/sessions", body={"ttl": 600})
+    r = st.request("POST", "/v1/sessions", body={"ttl": ttl})
     dt = time.perf_counter() - t0
     if r.status != 201:
         raise RuntimeError("create failed: %r" % r)
@@ -101,20 +114,218 @@ def concurrent(st, total, width):
     return lat, wall, errors
 
 
+# -- live sandboxes ---------------------------------------------------------
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+
+
+def mem_available_kb():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def nginx_rss_kb(st):
+    master = st.nginx.pid
+    return sum(rss_kb(p) for p in [master] + children(master))
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def sandbox_mem_bytes(sid):
+    try:
+        with open(os.path.join(CGROUP_ROOT, "memory", "pico", sid,
+                               "memory.usage_in_bytes")) as f:
+            return int(f.read())
+    except OSError:
+        return 0
+
+
+def leftovers(st, sids):
+    """What is left of these sessions: runc containers, folders, cgroups."""
+    left = []
+    running = set(st.runc_containers())
+    left += [c for c in running if c.startswith("pico-")]
+    sdir = os.path.join(st.var, "sessions")
+    left += [os.path.join(sdir, d) for d in os.listdir(sdir)] if os.path.isdir(sdir) else []
+    for sid in sids:
+        left += glob.glob(os.path.join(CGROUP_ROOT, "*", "pico", sid))
+    return left
+
+
+def live(st, n, budget_s, checkpoints):
+    """Creates n sandboxes and keeps them; returns a dict of results."""
+    bpid = st.backend.proc.pid
+    r = {"target": n, "stop_reason": "", "stretches": [], "sids": []}
+    time.sleep(1)  # let the earlier parts' deletes settle
+    r["mem0"] = mem_available_kb()
+    r["fd0"] = fd_count(bpid)
+    r["backend_rss0"] = rss_kb(bpid)
+    r["nginx_rss0"] = nginx_rss_kb(st)
+    lat = []
+    marks = sorted(set(c for c in checkpoints if c < n) | {n})
+    deadline = time.monotonic() + budget_s
+    t0 = time.perf_counter()
+    while len(r["sids"]) < n:
+        if time.monotonic() > deadline:
+            r["stop_reason"] = "time budget of %d s used up" % budget_s
+            break
+        try:
+            sid, dt = create_timed(st, ttl=3 * budget_s + 600)
+        except Exception as e:  # reported, not hidden
+            r["stop_reason"] = "create %d failed: %s" % (len(r["sids"]) + 1, e)
+            break
+        r["sids"].append(sid)
+        lat.append(dt)
+        if len(lat) in marks:
+            prev = r["stretches"][-1]["upto"] if r["stretches"] else 0
+            part = lat[prev:]
+            r["stretches"].append({
+                "upto": len(lat), "from": prev + 1,
+                "p50": statistics.median(part), "p99": pct(part, 99),
+                "fds": fd_count(bpid), "mem": mem_available_kb()})
+    r["create_wall"] = time.perf_counter() - t0
+    r["reached"] = len(r["sids"])
+    r["lat"] = lat
+
+    # every sandbox answers through a tunnel, with all of them alive
+    bad = []
+    for sid in r["sids"]:
+        try:
+            check_ready(st, sid)
+        except Exception as e:
+            bad.append("%s: %s" % (sid, e))
+    r["banner_ok"] = r["reached"] - len(bad)
+    r["banner_bad"] = bad
+
+    time.sleep(1)
+    r["mem1"] = mem_available_kb()
+    r["fd1"] = fd_count(bpid)
+    r["backend_rss1"] = rss_kb(bpid)
+    r["nginx_rss1"] = nginx_rss_kb(st)
+    r["cg_sum"] = sum(sandbox_mem_bytes(sid) for sid in r["sids"])
+    r["init_rss"] = 0
+    for c in st.runc_containers():
+        try:
+            with open(os.path.join(st.var, "runc", c, "state.json")) as f:
+                pid = int(re.search(r'"init_process_pid":(\d+)', f.read()).group(1))
+            r["init_rss"] += rss_kb(pid)
+        except (OSError, AttributeError, ValueError):
+            pass
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(lambda sid: st.delete(sid).status, r["sids"]))
+    r["delete_wall"] = time.perf_counter() - t0
+    r["delete_failed"] = sum(1 for c in codes if c != 200)
+    r["left"] = leftovers(st, r["sids"])
+    r["fd2"] = fd_count(bpid)
+    time.sleep(1)
+    r["mem2"] = mem_available_kb()
+    return r
+
+
+def report_live(r):
+    n = r["reached"]
+    mib = lambda kb: "%.1f" % (kb / 1024.0)  # noqa: E731
+    ms = lambda v: "%.1f" % (v * 1000)  # noqa: E731
+    print("## Live sandboxes (local runtime)\n")
+    print("Sequential creates, every session kept; then a tunnel to each "
+          "one must return its SSH banner while all are alive; then all "
+          "deleted (8 at a time).\n")
+    print("| measure | value |")
+    print("|---|---|")
+    print("| target / reached | %d / %d%s |" % (
+        r["target"], n, "" if not r["stop_reason"] else " (stopped: %s)" % r["stop_reason"]))
+    print("| answered the SSH banner through a tunnel | %d of %d |" % (r["banner_ok"], n))
+    for s in r["stretches"]:
+        print("| create p50 / p99, sessions %d-%d, ms | %s / %s |"
+              % (s["from"], s["upto"], ms(s["p50"]), ms(s["p99"])))
+    if r["lat"]:
+        print("| create p50 / p99, all %d, ms | %s / %s |"
+              % (n, ms(statistics.median(r["lat"])), ms(pct(r["lat"], 99))))
+        print("| time to create all, s | %.1f |" % r["create_wall"])
+    if n:
+        print("| host memory per sandbox (MemAvailable delta / N), MiB | %s |"
+              % mib((r["mem0"] - r["mem1"]) / n))
+        print("| sum of sandbox memory cgroups (usage_in_bytes), MiB | %.1f (%.2f per sandbox) |"
+              % (r["cg_sum"] / 1048576.0, r["cg_sum"] / 1048576.0 / n))
+        print("| pico-init RSS, sum / per sandbox, MiB | %s / %s |"
+              % (mib(r["init_rss"]), mib(r["init_rss"] / n)))
+    print("| backend RSS before / with all live, MiB | %s / %s |"
+          % (mib(r["backend_rss0"]), mib(r["backend_rss1"])))
+    print("| nginx RSS (master + workers) before / with all live, MiB | %s / %s |"
+          % (mib(r["nginx_rss0"]), mib(r["nginx_rss1"])))
+    print("| backend open descriptors: before / all live / after delete | %d / %d / %d |"
+          % (r["fd0"], r["fd1"], r["fd2"]))
+    print("| backend descriptors at each stretch | %s |"
+          % ", ".join("%d@%d" % (s["fds"], s["upto"]) for s in r["stretches"]))
+    print("| delete all, s (failed) | %.1f (%d) |" % (r["delete_wall"], r["delete_failed"]))
+    print("| MemAvailable back after delete, MiB below the start | %s |"
+          % mib(r["mem0"] - r["mem2"]))
+    print("| left behind (containers, folders, cgroups) | %s |"
+          % (len(r["left"]) if not r["left"] else "%d: %s" % (len(r["left"]), ", ".join(r["left"][:5]))))
+    print("| goal (DESIGN) | >= 200 live, >= 500 on 2 cores / 24 GiB |")
+    if r["banner_bad"]:
+        print("\nno banner: %s" % "; ".join(r["banner_bad"][:5]))
+    print()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=60, help="sequential creates (>= 50)")
     ap.add_argument("-c", type=int, default=8, help="concurrent creates at a time")
     ap.add_argument("--total", type=int, default=64, help="concurrent creates in all")
+    ap.add_argument("--live", type=int, default=500,
+                    help="sandboxes kept alive at once (0 skips; goal 500, minimum 200)")
+    ap.add_argument("--live-budget", type=int, default=1200,
+                    help="seconds the live creates may take in all")
+    ap.add_argument("--live-only", action="store_true",
+                    help="only the live-sandboxes part")
     args = ap.parse_args()
 
-    st = Stack(name="bench-create").start()
+    st = Stack(name="bench-create")
+    st.configure()
+    # the stack's own cap must not be what stops the live part
+    st.set_conf("max_sessions", max(500, args.live + 50))
+    st.start(configure=False)
+    warm, lat, clat, wall, errors, lv = [], [], [], 0, [], None
     try:
-        warm = sequential(st, 3)  # first create pays cold caches
-        lat = sequential(st, args.n)
-        clat, wall, errors = concurrent(st, args.total, args.c)
+        if not args.live_only:
+            warm = sequential(st, 3)  # first create pays cold caches
+            lat = sequential(st, args.n)
+            clat, wall, errors = concurrent(st, args.total, args.c)
+        if args.live > 0:
+            lv = live(st, args.live, args.live_budget, (100, 200, 500))
     finally:
         st.stop()
+    if args.live_only:
+        if lv is not None:
+            report_live(lv)
+        return
     # The backend logs how long each create took on its side (record,
     # runtime create, record again); the rest is HTTP and nginx.
     inside = [int(x) / 1000.0 for x in
@@ -145,6 +356,8 @@ def main():
     if errors:
         print("\nerrors: %s" % "; ".join(errors[:5]))
     print()
+    if lv is not None:
+        report_live(lv)
 
 
 if __name__ == "__main__":

@@ -487,6 +487,42 @@ def test_many_sandboxes_at_once(stack):
     assert not any(("pico-" + sid) in running for sid in ids)
 
 
+def _socket_inodes(pid):
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[len("socket:["):-1])
+    return inodes
+
+
+def test_backend_keeps_no_session_socket(stack):
+    """The backend hands each session's listener to its container and
+    closes its own copy (and the readiness probe): its descriptors must
+    not grow with the number of sessions (20,000 open files per process
+    would cap live sandboxes otherwise)."""
+    sids = [stack.create()["session_id"] for _ in range(4)]
+    try:
+        held = _socket_inodes(stack.backend.proc.pid)
+        # /proc/net/unix names every socket bound to (or accepted from) a
+        # path: the listeners and the connections pico-init accepted
+        session_sockets = {}
+        with open("/proc/net/unix") as f:
+            for line in f.readlines()[1:]:
+                parts = line.split()
+                if len(parts) >= 8 and any(sid in parts[7] for sid in sids):
+                    session_sockets[parts[6]] = parts[7]
+        assert session_sockets, "no session sockets found at all"
+        assert not held & set(session_sockets), \
+            [session_sockets[i] for i in held & set(session_sockets)]
+    finally:
+        for sid in sids:
+            assert stack.delete(sid).status == 200
+
+
 def test_sandbox_outlives_a_backend_restart(new_stack):
     """The endpoint belongs to the container, not to the backend: a session
     keeps working while the backend restarts, and the new backend still
