@@ -193,6 +193,16 @@ def ref_folder(stack, name):
     return d
 
 
+def stack_buffer_size(stack):
+    """pico_buffer_size of the stack's nginx.conf, for the stream proxy"""
+    with open(stack.conf_path("nginx.conf")) as f:
+        for line in f:
+            words = line.split()
+            if words and words[0] == "pico_buffer_size":
+                return words[1].rstrip(";")
+    return "256k"
+
+
 def start_stream(stack, tcp, port, workers, buffer_size):
     """nginx's stock stream proxy: its own nginx instance"""
     d = ref_folder(stack, "nginx-stream")
@@ -244,7 +254,8 @@ def references(stack, tcp, args):
     rows = {}
     starts = [
         ("nginx stream proxy", STREAM_SO, False,
-         lambda p: start_stream(stack, tcp, p, stack.workers, "256k")),
+         lambda p: start_stream(stack, tcp, p, stack.workers,
+                                stack_buffer_size(stack))),
         ("squid (CONNECT)", "/usr/sbin/squid", True,
          lambda p: start_squid(stack, p)),
         ("tinyproxy (CONNECT)", "/usr/bin/tinyproxy", True,
@@ -284,9 +295,9 @@ def reference_table(pico, pico_lat, refs):
         "master and workers; squid -N and tinyproxy -d: one process, all "
         "its threads). CONNECT -> 200 includes the proxy's connect to the "
         "endpoint (pico's also its Redis lookup); the stream proxy has no "
-        "CONNECT. Stream proxy: 2 workers, proxy_buffer_size 256k like "
-        "pico_buffer_size; squid and tinyproxy: Debian's builds, default "
-        "buffers.",
+        "CONNECT. Stream proxy: as many workers as pico's nginx, "
+        "proxy_buffer_size = pico_buffer_size; squid and tinyproxy: "
+        "Debian's builds, default buffers.",
         "",
         "| proxy | up MiB/s | up ratio | down MiB/s | down ratio | "
         "CPU s/GiB up/down | CONNECT->200 p50/p99 |",
@@ -330,7 +341,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench",
                                                   "tunnel.md"))
     ap.add_argument("--bytes", type=int, default=GIB)
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--latency-count", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=16000)
     ap.add_argument("--idle-procs", type=int, default=4)
@@ -394,6 +405,9 @@ def main():
 
     lines = [
         "## Tunnels (ngx_pico_module, make bench-tunnel)",
+        "",
+        "Command: `make bench-tunnel`, which runs `%s`."
+        % " ".join(["/usr/bin/python3", "bench/tunnel.py"] + sys.argv[1:]),
         "",
         "%s, %d CPUs, load average %s at the end. %d MiB per transfer, "
         "median of %d; direct = the client connects to the endpoint itself, "
