@@ -358,7 +358,7 @@ def main():
     try:
         sock = os.path.join(stack.var, "sessions", "load.sock")
         idle_sock = os.path.join(stack.var, "sessions", "idle.sock")
-        port = stack.port + 1 if stack.port < 65000 else stack.port - 1
+        port = free_port()
         tcp = "127.0.0.1:%d" % port
         for cmd in (["server", sock], ["server", tcp],
                     ["idle-server", idle_sock]):
@@ -414,9 +414,12 @@ def main():
         "tunnel = TCP to nginx, CONNECT, relay to the same endpoint. CPU is "
         "the nginx workers' user+system time per GiB relayed; machine CPU "
         "is every core's busy time (client, endpoint, nginx, kernel) per "
-        "GiB moved, direct and through the tunnel. With "
-        "pico_splice on (the default) directions reading TCP splice and "
-        "directions reading a unix socket copy; off copies everything."
+        "GiB moved, direct and through the tunnel (it counts everything "
+        "running, other load included). With pico_splice on (the "
+        "default) only the direction from TCP into a unix socket splices "
+        "(client -> sandbox of a unix endpoint); the other directions "
+        "copy, and off copies everything, so the tcp rows on and off run "
+        "the same code: their difference is this machine's noise."
         % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
            os.cpu_count(), os.getloadavg()[0], args.bytes >> 20, args.runs),
         "",

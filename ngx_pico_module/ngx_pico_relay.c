@@ -237,12 +237,15 @@ static void ngx_pico_connected(ngx_pico_tunnel_t *t)
     t->down.dst = c;
 
     /*
-     * splice() pays when reading TCP (its pages move into the pipe); from a
-     * unix socket it costs more CPU than a copy (measured in
-     * make bench-tunnel), so such a direction copies.
+     * splice() pays only from TCP into a unix socket (the local runtime's
+     * sandboxes): from a unix socket it costs more CPU than a copy, and
+     * TCP to TCP moved 20-30% less than a copy through a 1m buffer
+     * (make bench-tunnel, docs/nginx-module.md), so those directions copy.
      */
-    t->up.copy = (c->sockaddr->sa_family == AF_UNIX);
-    t->down.copy = (t->peer.sockaddr->sa_family == AF_UNIX);
+    t->up.copy = (c->sockaddr->sa_family == AF_UNIX ||
+                  t->peer.sockaddr->sa_family != AF_UNIX);
+    t->down.copy = (t->peer.sockaddr->sa_family == AF_UNIX ||
+                    c->sockaddr->sa_family != AF_UNIX);
 
     /* what the client sent right after its header goes first */
     hb = r->header_in;

@@ -456,8 +456,9 @@ def many_echo_tunnels(stack, endpoint, count, size):
         return list(pool.map(one, range(count)))
 
 
-def test_tcp_endpoint_splices_both_ways(stack):
-    """A TCP endpoint: both directions read TCP, so both splice."""
+def test_tcp_endpoint_both_ways(stack):
+    """A TCP endpoint: TCP to TCP both ways (copied: splice only pays from
+    TCP into a unix socket)."""
     echo = EchoEndpoint(stack, tcp=True)
     try:
         assert many_echo_tunnels(stack, echo.endpoint, 10, 4 << 20) == [True] * 10
