@@ -5,9 +5,9 @@ sandbox itself; the tunnel through nginx has its own tests.
 
 What is checked: the user's view (/workspace, Python 3.11, uid 1000,
 read-only root, sftp, a pty), the host key the API reports, key auth,
-network isolation, memory and pids limits, isolation between sandboxes,
-and that DELETE leaves nothing behind (container, folder, cgroups,
-mounts)."""
+network isolation, the seccomp filter, memory and pids limits, isolation
+between sandboxes, that the backend keeps no descriptor per session, and
+that DELETE leaves nothing behind (container, folder, cgroups, mounts)."""
 
 import base64
 import glob
