@@ -420,26 +420,9 @@ def test_client_gone_mid_download_closes_tunnel(stack, echo):
 
 # -- many tunnels --------------------------------------------------------
 
-def test_100_concurrent_tunnels_move_10_mib_each(stack, echo):
-    sid = add_record(stack, "unix:" + echo.path)
-    block = os.urandom(10 << 20)
-
-    def one(i):
-        data = i.to_bytes(4, "big") + block[4:]
-        s = open_echo(stack, sid, timeout=120)
-        try:
-            back = echo_roundtrip(s, data)
-            return hashlib.sha256(back).digest() == hashlib.sha256(data).digest()
-        finally:
-            s.close()
-
-    with concurrent.futures.ThreadPoolExecutor(100) as pool:
-        results = list(pool.map(one, range(100)))
-    assert results == [True] * 100
-    stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
-
-
 def many_echo_tunnels(stack, endpoint, count, size):
+    """count concurrent tunnels to an echo endpoint, size bytes each way;
+    returns whether each got its own bytes back"""
     sid = add_record(stack, endpoint)
     block = os.urandom(size)
 
@@ -452,8 +435,16 @@ def many_echo_tunnels(stack, endpoint, count, size):
         finally:
             s.close()
 
-    with concurrent.futures.ThreadPoolExecutor(count) as pool:
-        return list(pool.map(one, range(count)))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            return list(pool.map(one, range(count)))
+    finally:
+        stack.redis_cli("DEL", "pico:session:" + sid, "pico:tunnels:" + sid)
+
+
+def test_100_concurrent_tunnels_move_10_mib_each(stack, echo):
+    assert many_echo_tunnels(stack, "unix:" + echo.path, 100,
+                             10 << 20) == [True] * 100
 
 
 def test_tcp_endpoint_both_ways(stack):
