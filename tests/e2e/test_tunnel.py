@@ -337,6 +337,8 @@ def nginx_error(stack, payload):
      414, "uri_too_long"),
     (b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 +
      b"\r\n\r\n", 400, "header_too_large"),
+    # the error pages themselves are internal: nginx's own 404
+    (b"GET /_pico/error/400 HTTP/1.1\r\nHost: x\r\n\r\n", 404, "not_found"),
     # over client_max_body_size (1m): refused on the header alone
     (b"POST /v1/sessions HTTP/1.1\r\nHost: x\r\n"
      b"Content-Type: application/json\r\nContent-Length: 2000000\r\n\r\n",
