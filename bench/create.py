@@ -334,6 +334,8 @@ def main():
 
     ms = lambda v: "%.1f" % (v * 1000)  # noqa: E731
     print("## Session create -> ready (local runtime)\n")
+    print("Command: `make bench-create`, which runs `/usr/bin/python3 "
+          "bench/create.py` (%s).\n" % " ".join(sys.argv[1:] or ["defaults"]))
     print("POST /v1/sessions through nginx until 201 (the sandbox's sshd "
           "accepts); every session then answered a tunnel with its SSH banner.\n")
     print("| measure | value |")

@@ -6,6 +6,7 @@
 
 bench: build-all rootfs
 	@mkdir -p $(BUILD)/bench
+	@rm -f $(BUILD)/bench/*.md
 	$(MAKE) --no-print-directory bench-create bench-tunnel
 	@scripts/bench-report.sh $(BUILD)/bench > docs/BENCHMARKS.md
 	@echo "wrote docs/BENCHMARKS.md"

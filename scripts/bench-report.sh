@@ -5,7 +5,8 @@ dir=$1
 cat <<HDR
 # Benchmarks
 
-Produced by \`make bench\` on $(date -u +%Y-%m-%d) ($(nproc) cores,
+Produced by \`make bench\` (each section names the part it ran) on
+$(date -u +%Y-%m-%d) ($(nproc) cores,
 $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r)). Machines here are
 noisy, so each number that has a baseline is given as a ratio against that
 baseline measured in the same run.

@@ -15,20 +15,25 @@
 
 #include "conn.h"
 
-int conn_wait(struct api_conn *c, short events, long timeout)
+int fd_wait(int fd, short events, long timeout)
 {
-    struct pollfd pfd = {.fd = c->fd, .events = events};
+    struct pollfd pfd = {.fd = fd, .events = events};
     int ms = timeout > 0 ? (int)(timeout * 1000) : -1;
     int n;
 
-    if (c->ssl && (events & POLLIN) && SSL_pending(c->ssl) > 0)
-        return 0;
     do {
         n = poll(&pfd, 1, ms);
     } while (n < 0 && errno == EINTR);
     if (n == 0)
         errno = ETIMEDOUT;
     return n > 0 ? 0 : -1;
+}
+
+int conn_wait(struct api_conn *c, short events, long timeout)
+{
+    if (c->ssl && (events & POLLIN) && SSL_pending(c->ssl) > 0)
+        return 0;
+    return fd_wait(c->fd, events, timeout);
 }
 
 /* Maps an OpenSSL I/O failure to the read/write convention. */

@@ -16,6 +16,10 @@ struct api_conn {
     SSL *ssl; /* TLS over it, or NULL for plain http */
 };
 
+/* Waits until fd is ready for events (poll, EINTR retried); 0, or -1 with
+ * errno (ETIMEDOUT when the timeout, in seconds, ran out; 0 = forever). */
+int fd_wait(int fd, short events, long timeout);
+
 /* Waits until the stream can be read (or written, for POLLOUT). */
 int conn_wait(struct api_conn *c, short events, long timeout);
 

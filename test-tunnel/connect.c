@@ -105,21 +105,6 @@ void api_addr_free(struct api_addr *a)
 
 /* -- TCP ------------------------------------------------------------- */
 
-/* Waits until fd is ready for events; 0, or -1 with errno (ETIMEDOUT). */
-static int wait_fd(int fd, short events, long timeout)
-{
-    struct pollfd pfd = {.fd = fd, .events = events};
-    int ms = timeout > 0 ? (int)(timeout * 1000) : -1;
-    int n;
-
-    do {
-        n = poll(&pfd, 1, ms);
-    } while (n < 0 && errno == EINTR);
-    if (n == 0)
-        errno = ETIMEDOUT;
-    return n > 0 ? 0 : -1;
-}
-
 /* Connects one address with the timeout; returns fd or -1 with errno. */
 static int dial_one(const struct addrinfo *ai, long timeout)
 {
@@ -132,7 +117,7 @@ static int dial_one(const struct addrinfo *ai, long timeout)
     flags = fcntl(fd, F_GETFL);
     fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        if (errno != EINPROGRESS || wait_fd(fd, POLLOUT, timeout) < 0)
+        if (errno != EINPROGRESS || fd_wait(fd, POLLOUT, timeout) < 0)
             goto fail;
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
         if (soerr != 0) {
