@@ -37,6 +37,18 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     raise TimeoutError("timed out waiting for " + what)
 
 
+def read_head(sock):
+    """Reads one HTTP response head; returns (head, bytes after it)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
 def backend_binary():
     env = os.environ.get("PICO_BACKEND")
     if env:
@@ -320,12 +332,6 @@ class Stack:
         if token:
             req += "Authorization: Bearer %s\r\n" % token
         s.sendall(req.encode() + b"\r\n" + extra)
-        buf = b""
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-        head, _, rest = buf.partition(b"\r\n\r\n")
+        head, rest = read_head(s)
         status = head.split(b"\r\n", 1)[0].decode()
         return s, status, rest

@@ -23,7 +23,7 @@ import uuid
 import paramiko
 import pytest
 
-from pico_stack import ROOT, Stack, wait_for
+from pico_stack import ROOT, Stack, read_head, wait_for
 
 LOAD = os.path.join(ROOT, "build", "bench", "tunnel_load")
 
@@ -34,13 +34,7 @@ def connect_raw(stack, payload, timeout=10):
     """Sends payload; returns (socket, head, rest) of the first response."""
     s = socket.create_connection(("127.0.0.1", stack.port), timeout)
     s.sendall(payload)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
+    head, rest = read_head(s)
     return s, head.decode("latin-1"), rest
 
 
