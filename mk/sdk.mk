@@ -18,7 +18,7 @@ sdk-check:
 sdk-unit: sdk-check
 	PYTHONPYCACHEPREFIX=$(BUILD)/pycache $(PYTEST) -p no:cacheprovider -q $(SDK_DIR)/tests
 
-sdk-install:
+sdk-install: deps
 	$(PYTHON) -m venv --system-site-packages $(SDK_VENV)
 	$(SDK_VENV)/bin/pip install --no-build-isolation --no-index $(SDK_DIR)
 	@rm -rf $(SDK_DIR)/build $(SDK_DIR)/sandbox_sdk.egg-info

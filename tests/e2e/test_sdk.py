@@ -544,3 +544,27 @@ def test_ssh_key_login(stack, tmp_path):
         with pytest.raises(sandbox_sdk.SSHAuthenticationError) as info:
             s.run("true")
         assert "unable to authenticate" in str(info.value)
+
+
+def test_sdk_installs_offline_and_runs_the_guide_example(stack, tmp_path):
+    """`make sdk-install` (what sdk/python/README.md tells users) installs
+    the package from the checkout with no network, and the installed copy,
+    not the checkout's, runs the guide's example."""
+    venv = tmp_path / "venv"
+    subprocess.run(["make", "-s", "-C", ROOT, "sdk-install", "SDK_VENV=%s" % venv],
+                   check=True, capture_output=True, timeout=300)
+    py = str(venv / "bin" / "python")
+    code = ("import sandbox_sdk\n"
+            "from sandbox_sdk import SandboxClient\n"
+            "print(sandbox_sdk.__file__)\n"
+            "client = SandboxClient(%r, token='')\n"
+            "session = client.create_session(ttl=3600)\n"
+            "print(f'Session ID: {session.session_id}')\n"
+            "session.delete()\n" % stack.url)
+    out = subprocess.run([py, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=str(tmp_path), check=True).stdout
+    where, line = out.splitlines()[:2]
+    assert where.startswith(str(venv)), where
+    assert line.startswith("Session ID: ")
+    sid = line.split(": ", 1)[1]
+    assert stack.request("GET", "/v1/sessions/" + sid).status == 404
