@@ -20,6 +20,7 @@ of tunnels."""
 
 import argparse
 import os
+import re
 import signal
 import socket
 import statistics
@@ -116,28 +117,114 @@ def latency(target, count):
     return us[len(us) // 2], us[min(len(us) - 1, int(len(us) * 0.99))]
 
 
-def hold(stack, target, total, procs):
-    """Opens total idle tunnels from procs client processes; returns
-    (opened, RSS delta KiB per tunnel)."""
-    pids = worker_pids(stack)
-    before = rss_kib(pids)
-    clients = []
-    per = total // procs
-    for _ in range(procs):
-        clients.append(subprocess.Popen([LOAD, "hold", str(per), target],
-                                        stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE))
-    opened = 0
-    for c in clients:
-        line = c.stdout.readline().decode().split()
-        opened += int(line[1]) if len(line) == 2 else 0
-    time.sleep(1)
-    after = rss_kib(pids)
+def start_hold(count, target, source):
+    """One tunnel_load hold process; returns (process, (opened, refused
+    with 503, other failures)) once it has tried all count, tunnels held."""
+    c = subprocess.Popen([LOAD, "hold", str(count), target, source],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    line = c.stdout.readline().decode().split()
+    if len(line) == 4:
+        return c, tuple(int(x) for x in line[1:])
+    return c, (0, 0, count)
+
+
+def stop_holds(clients):
     for c in clients:
         c.stdin.close()
     for c in clients:
-        c.wait(60)
-    return opened, (after - before) / max(opened, 1)
+        c.wait(120)
+
+
+def hold(stack, targets, total, procs, clients):
+    """Tries total idle tunnels from procs client processes at once, each
+    from its own loopback address (127.0.0.2, ...: one range of ephemeral
+    ports each) and to its own endpoint (targets[i]: no process near the
+    20,000 open files); they stay held (clients); returns (opened, refused
+    with 503, other failures, nginx RSS delta KiB per opened tunnel)."""
+    pids = worker_pids(stack)
+    before = rss_kib(pids)
+    per = -(-total // procs)
+    started = []
+    for i in range(procs):
+        started.append(subprocess.Popen(
+            [LOAD, "hold", str(per), targets[i % len(targets)],
+             "127.0.0.%d" % (2 + i)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL))
+    clients.extend(started)
+    opened = refused = other = 0
+    for c in started:
+        line = c.stdout.readline().decode().split()
+        if len(line) == 4:
+            opened += int(line[1])
+            refused += int(line[2])
+            other += int(line[3])
+        else:
+            other += per
+    time.sleep(1)
+    after = rss_kib(pids)
+    return opened, refused, other, (after - before) / max(opened, 1)
+
+
+def idle_tunnels(args):
+    """The tunnels-held measure on a stack of its own, configured as `make
+    run` is (args.idle_workers workers, the default pico_max_tunnels), then
+    what happens at the limit: the slots left free by uneven spreading over
+    the workers are filled, and 100 more CONNECTs are tried with every
+    worker at its limit."""
+    stack = Stack(name="bench-idle", workers=args.idle_workers)
+    stack.configure()
+    stack.start_redis()
+    stack.start_nginx()
+    servers, targets, clients = [], [], []
+    try:
+        for i in range(args.idle_procs):
+            path = os.path.join(stack.var, "sessions", "idle%d.sock" % i)
+            p = subprocess.Popen([LOAD, "idle-server", path],
+                                 stdout=subprocess.PIPE)
+            assert p.stdout.readline().strip() == b"listening"
+            servers.append(p)
+            sid = str(uuid.uuid4())
+            stack.redis_cli("HSET", "pico:session:" + sid, "session_id", sid,
+                            "status", "running", "endpoint", "unix:" + path)
+            targets.append("127.0.0.1:%d/%s" % (stack.port, sid))
+        errlog = os.path.join(stack.var, "log", "nginx-error.log")
+        with open(errlog) as f:
+            limits = re.findall(r"pico_max_tunnels (\d+) in this worker",
+                                f.read())
+        capacity = sum(int(x) for x in limits)
+        t0 = time.monotonic()
+        opened, refused, other, kib = hold(stack, targets, args.idle,
+                                           args.idle_procs, clients)
+        seconds = time.monotonic() - t0
+        source = "127.0.0.%d" % (2 + args.idle_procs)
+        full, tried = opened, 0
+        for _ in range(20):  # accepts do not spread evenly: a few rounds
+            c, got = start_hold(max(capacity - full, 0) + 200, targets[0],
+                                source)
+            clients.append(c)
+            full += got[0]
+            tried += sum(got)
+            if got[0] == 0:
+                break
+        c, probe = start_hold(100, targets[-1], source)
+        clients.append(c)
+        with open(errlog) as f:
+            log = f.read()
+    finally:
+        stop_holds(clients)
+        for p in servers:
+            p.send_signal(signal.SIGTERM)
+            p.wait(10)
+        stack.stop_nginx()
+        stack.stop_redis()
+    return {"opened": opened, "refused": refused, "other": other,
+            "kib": kib, "seconds": seconds, "capacity": capacity,
+            "workers": len(limits), "full": full, "fill": tried,
+            "probe": probe,
+            "reusing": log.count("worker_connections are not enough"),
+            "limit_logged": log.count("pico_max_tunnels (")}
 
 
 def tree_pids(pid):
@@ -336,6 +423,36 @@ def set_splice(stack, on):
              timeout=30, what="reloaded workers")
 
 
+def idle_lines(args, idle):
+    return [
+        "Idle tunnels: a stack of its own as `make run` configures it (%d "
+        "workers, default pico_max_tunnels: %d in all); %d tunnels tried "
+        "from %d client processes (one loopback source address and one "
+        "endpoint each), all held at once. Then the slots the uneven "
+        "spreading over the workers left free are filled (%d tried), and "
+        "100 more CONNECTs are tried with every worker at its limit."
+        % (idle["workers"], idle["capacity"], args.idle, args.idle_procs,
+           idle["fill"]),
+        "",
+        "| measure | value |",
+        "|---|---:|",
+        "| idle tunnels held at once | %d |" % idle["opened"],
+        "| of the %d tried: `503 Too many tunnels` / closed without an "
+        "answer, other status or connect failed | %d / %d |"
+        % (args.idle, idle["refused"], idle["other"]),
+        "| nginx RSS per idle tunnel | %.1f KiB |" % idle["kib"],
+        "| seconds to try them all | %.1f |" % idle["seconds"],
+        "| held after filling the free slots (limit %d) | %d |"
+        % (idle["capacity"], idle["full"]),
+        "| then 100 more: 200 / `503 Too many tunnels` / anything else | "
+        "%d / %d / %d |" % idle["probe"],
+        "| error log: pico_max_tunnels reached / \"worker_connections are "
+        "not enough\" | %d / %d |"
+        % (idle["limit_logged"], idle["reusing"]),
+        "",
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench",
@@ -343,12 +460,24 @@ def main():
     ap.add_argument("--bytes", type=int, default=GIB)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--latency-count", type=int, default=2000)
-    ap.add_argument("--idle", type=int, default=16000)
-    ap.add_argument("--idle-procs", type=int, default=4)
+    # more than the 3 workers' default limit (3 x 8874): what happens at
+    # the limit is part of the measure
+    ap.add_argument("--idle", type=int, default=28000)
+    ap.add_argument("--idle-procs", type=int, default=8)
+    ap.add_argument("--idle-workers", type=int, default=3)
+    ap.add_argument("--idle-only", action="store_true",
+                    help="only the idle tunnels held at once")
     ap.add_argument("--no-references", dest="references",
                     action="store_false",
                     help="skip nginx stream, squid and tinyproxy")
     args = ap.parse_args()
+
+    if args.idle_only:
+        idle = idle_tunnels(args)
+        lines = ["## Idle tunnels (bench/tunnel.py --idle-only)", ""]
+        lines += idle_lines(args, idle)
+        print("\n".join(lines))
+        return
 
     stack = Stack(name="bench-tunnel", workers=2)
     stack.configure()
@@ -357,11 +486,9 @@ def main():
     servers = []
     try:
         sock = os.path.join(stack.var, "sessions", "load.sock")
-        idle_sock = os.path.join(stack.var, "sessions", "idle.sock")
         port = free_port()
         tcp = "127.0.0.1:%d" % port
-        for cmd in (["server", sock], ["server", tcp],
-                    ["idle-server", idle_sock]):
+        for cmd in (["server", sock], ["server", tcp]):
             p = subprocess.Popen([LOAD] + cmd, stdout=subprocess.PIPE)
             assert p.stdout.readline().strip() == b"listening"
             servers.append(p)
@@ -374,7 +501,6 @@ def main():
 
         unix_tunnel = record("unix:" + sock)
         tcp_tunnel = record(tcp)
-        idle_tunnel = record("unix:" + idle_sock)
 
         def nginx_pids():
             return worker_pids(stack)
@@ -395,13 +521,13 @@ def main():
         p50, p99 = latency(unix_tunnel, args.latency_count)
         tcp_lat = latency(tcp_tunnel, args.latency_count)
         refs = references(stack, tcp, args) if args.references else {}
-        opened, kib = hold(stack, idle_tunnel, args.idle, args.idle_procs)
     finally:
         for p in servers:
             p.send_signal(signal.SIGTERM)
             p.wait(10)
         stack.stop_nginx()
         stack.stop_redis()
+    idle = idle_tunnels(args)
 
     lines = [
         "## Tunnels (ngx_pico_module, make bench-tunnel)",
@@ -440,11 +566,9 @@ def main():
         "|---|---:|",
         "| CONNECT -> 200 p50 (Redis lookup included) | %.0f us |" % p50,
         "| CONNECT -> 200 p99 | %.0f us |" % p99,
-        "| idle tunnels held at once (asked %d, 2 workers) | %d |"
-        % (args.idle, opened),
-        "| nginx RSS per idle tunnel | %.1f KiB |" % kib,
         "",
     ]
+    lines += idle_lines(args, idle)
     tcp_rows = results["tcp, pico_splice on"]
     lines += [
         "Reading it: a GiB through the tunnel cost the machine %.1fx (TCP "

@@ -17,9 +17,13 @@
  *   tunnel_load latency COUNT TARGET
  *       CONNECT -> 200 latencies of COUNT tunnels, prints microseconds
  *       one per line
- *   tunnel_load hold COUNT TARGET
- *       opens COUNT idle tunnels, prints "ready N" and holds them until
- *       its stdin closes
+ *   tunnel_load hold COUNT TARGET [SOURCE]
+ *       tries COUNT idle tunnels (a failure does not stop it), prints
+ *       "ready OPENED REFUSED503 OTHER" (OTHER: nginx closed without an
+ *       answer, another status, or the connect failed) and holds the
+ *       opened ones until its stdin closes.  SOURCE: the loopback address
+ *       to connect from (e.g. 127.0.0.2), so that several processes do not
+ *       share one range of ephemeral ports
  *
  * TARGET is unix:PATH or tcp:127.0.0.1:PORT (direct), or
  * HOST:PORT/SESSION_ID (through nginx: CONNECT /v1/sessions/ID/tunnel),
@@ -256,6 +260,11 @@ static int server(const char *path)
 /* -- clients ----------------------------------------------------------- */
 
 /* connects to TARGET; through nginx it also does the CONNECT exchange */
+/* why the last open_target() through nginx failed: its HTTP status, 0 for
+ * a close without an answer, -1 for a failed connect */
+static int last_status;
+static struct in_addr source_addr;
+
 static int open_target(const char *target, double *latency)
 {
     int fd, one = 1, proxy;
@@ -318,9 +327,25 @@ static int open_target(const char *target, double *latency)
     sin.sin_port = htons((unsigned short)atoi(colon + 1));
     inet_pton(AF_INET, host, &sin.sin_addr);
 
+    last_status = -1;
     fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && source_addr.s_addr != 0) {
+        struct sockaddr_in src;
+
+        memset(&src, 0, sizeof(src));
+        src.sin_family = AF_INET;
+        src.sin_addr = source_addr;
+        if (bind(fd, (struct sockaddr *)&src, sizeof(src)) != 0) {
+            perror("bind");
+            close(fd);
+            return -1;
+        }
+    }
     if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
         perror("connect to nginx");
+        if (fd >= 0) {
+            close(fd);
+        }
         return -1;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -347,6 +372,7 @@ static int open_target(const char *target, double *latency)
         if (r <= 0) {
             fprintf(stderr, "nginx closed before answering: %s\n",
                     r < 0 ? strerror(errno) : "EOF");
+            last_status = 0;
             close(fd);
             return -1;
         }
@@ -360,7 +386,10 @@ static int open_target(const char *target, double *latency)
 
     /* tinyproxy answers HTTP/1.0 */
     if (strncmp(buf, "HTTP/1.", 7) != 0 || strncmp(buf + 8, " 200", 4) != 0) {
-        fprintf(stderr, "CONNECT failed: %.60s\n", buf);
+        last_status = strncmp(buf, "HTTP/1.", 7) == 0 ? atoi(buf + 9) : 0;
+        if (last_status != 503) {
+            fprintf(stderr, "CONNECT failed: %.60s\n", buf);
+        }
         close(fd);
         return -1;
     }
@@ -441,21 +470,31 @@ static int latency(int count, const char *target)
     return 0;
 }
 
-static int hold(int count, const char *target)
+static int hold(int count, const char *target, const char *source)
 {
-    int i, fd, opened = 0;
+    int i, fd, opened = 0, refused = 0, other = 0;
     char c;
+
+    if (source != NULL && inet_pton(AF_INET, source, &source_addr) != 1) {
+        fprintf(stderr, "bad source address %s\n", source);
+        return 2;
+    }
 
     for (i = 0; i < count; i++) {
         fd = open_target(target, NULL);
         if (fd < 0) {
-            break;
+            if (last_status == 503) {
+                refused++;
+            } else {
+                other++;
+            }
+            continue;
         }
         write_all(fd, "idle\n", 5);
         opened++;
     }
 
-    printf("ready %d\n", opened);
+    printf("ready %d %d %d\n", opened, refused, other);
     fflush(stdout);
 
     while (read(0, &c, 1) > 0) {
@@ -479,8 +518,8 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "latency") == 0) {
         return latency(atoi(argv[2]), argv[3]);
     }
-    if (argc == 4 && strcmp(argv[1], "hold") == 0) {
-        return hold(atoi(argv[2]), argv[3]);
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "hold") == 0) {
+        return hold(atoi(argv[2]), argv[3], argc == 5 ? argv[4] : NULL);
     }
 
     fprintf(stderr, "usage: see the comment at the top of tunnel_load.c\n");

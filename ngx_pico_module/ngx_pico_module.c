@@ -806,6 +806,7 @@ static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
 {
+    struct rlimit rlim;
     ngx_pico_worker_t *w;
     ngx_pico_main_conf_t *pmcf;
 
@@ -841,6 +842,22 @@ static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
             cycle->connection_n > 256
                 ? (cycle->connection_n - cycle->connection_n / 16 - 64) / 2
                 : cycle->connection_n / 4;
+
+        /*
+         * And two descriptors a tunnel: when worker_connections is set above
+         * the open-files limit (worker_rlimit_nofile, set by nginx before
+         * this runs), keep 256 descriptors for the listening sockets, Redis,
+         * logs, the pipe cache and the 503 itself.
+         */
+        if (getrlimit(RLIMIT_NOFILE, &rlim) == 0 &&
+            rlim.rlim_cur != RLIM_INFINITY && rlim.rlim_cur > 1024 &&
+            pmcf->max_tunnels > (rlim.rlim_cur - 256) / 2) {
+            pmcf->max_tunnels = (rlim.rlim_cur - 256) / 2;
+        }
+
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "pico: pico_max_tunnels %ui in this worker",
+                      pmcf->max_tunnels);
     }
 
     pmcf->worker = w;

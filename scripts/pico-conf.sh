@@ -14,7 +14,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 AUTH=${AUTH:-off}
 RUNTIME=${RUNTIME:-local}
 NODE=${NODE:-$(hostname)}
-WORKERS=${WORKERS:-2}
+# nginx workers: 3 by default, more than this machine's 2 cores. A tunnel
+# costs a worker two of its 20,000 descriptors, so 2 workers stop near
+# 17,700 tunnels; idle tunnels cost a worker no CPU, and 3 hold 26,000
+# (docs/nginx-module.md, pico_max_tunnels).
+WORKERS=${WORKERS:-3}
 K8S_API=${K8S_API:-}
 NGINX_USER=${NGINX_USER:-www-data}
 

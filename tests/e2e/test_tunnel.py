@@ -564,6 +564,39 @@ def test_pico_max_tunnels_gives_503(new_stack):
         echo.stop()
 
 
+def test_every_worker_at_its_limit_still_answers_503(new_stack):
+    """pico_max_tunnels is per worker and accepts do not spread evenly over
+    the workers: try until every worker holds its limit (each try answered
+    200 or 503, never a close without an answer), then a CONNECT still
+    gets the module's 503."""
+    stack = new_stack(name="limitall", workers=3,
+                      nginx_http_extra="pico_max_tunnels 2;")
+    echo = EchoEndpoint(stack)
+    held = []
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        for _ in range(1000):
+            s, status, _ = stack.open_tunnel(sid, extra=b"echo\n")
+            if status == "HTTP/1.1 200 Connection Established":
+                held.append(s)
+                if len(held) == 3 * 2:
+                    break
+            else:
+                s.close()
+                assert status == "HTTP/1.1 503 Service Temporarily " \
+                    "Unavailable", status
+        assert len(held) == 3 * 2
+        for _ in range(10):
+            code, _, body = tunnel_answer(stack, sid)
+            assert (code, body) == (503, "Too many tunnels\n")
+        for s in held:
+            assert echo_roundtrip(s, b"still here") == b"still here"
+    finally:
+        for s in held:
+            s.close()
+        echo.stop()
+
+
 def test_idle_timeout_closes_tunnel(new_stack):
     stack = new_stack(name="idle", workers=1,
                       nginx_http_extra="pico_idle_timeout 1s;")
