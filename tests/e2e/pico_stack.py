@@ -120,7 +120,8 @@ class Backend:
 
 class Stack:
     def __init__(self, name=None, auth=False, runtime="local", workers=2,
-                 backends=1, env=None, nginx_http_extra=""):
+                 backends=1, env=None, nginx_http_extra="",
+                 nginx_listen_extra=()):
         self.name = name or "s%d" % next(_counter)
         self.var = os.path.join(ROOT, "var", "t", "%s-%d" % (self.name, os.getpid()))
         self.port = free_port()
@@ -131,6 +132,9 @@ class Stack:
         self.extra_env = env or {}
         # extra directives for nginx's http block (e.g. pico_max_tunnels 3;)
         self.nginx_http_extra = nginx_http_extra
+        # more listen directives for the server block, after its own
+        # (e.g. "127.0.0.1:PORT http2")
+        self.nginx_listen_extra = list(nginx_listen_extra)
         self.redis = None
         self.nginx = None
         self.backends = []
@@ -191,6 +195,16 @@ class Stack:
                         break
                 else:
                     lines.insert(lines.index("http {") + 1, "    %s;" % d)
+            with open(path, "w") as f:
+                f.write("\n".join(lines))
+        if self.nginx_listen_extra:
+            path = self.conf_path("nginx.conf")
+            with open(path) as f:
+                lines = f.read().split("\n")
+            at = [i for i, line in enumerate(lines)
+                  if line.split()[:1] == ["listen"]][0]
+            lines[at + 1:at + 1] = ["        listen %s;" % d
+                                    for d in self.nginx_listen_extra]
             with open(path, "w") as f:
                 f.write("\n".join(lines))
 

@@ -23,7 +23,7 @@ import uuid
 import paramiko
 import pytest
 
-from pico_stack import ROOT, Stack, read_head, wait_for
+from pico_stack import ROOT, Stack, free_port, read_head, wait_for
 
 LOAD = os.path.join(ROOT, "build", "bench", "tunnel_load")
 
@@ -594,6 +594,100 @@ def test_every_worker_at_its_limit_still_answers_503(new_stack):
     finally:
         for s in held:
             s.close()
+        echo.stop()
+
+
+# -- HTTP/2 ----------------------------------------------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return (len(payload).to_bytes(3, "big") + bytes([ftype, flags]) +
+            stream.to_bytes(4, "big") + payload)
+
+
+def hpack_literal(name, value):
+    """Literal header field without indexing, new name, no Huffman."""
+    out = b"\x00"
+    for s in (name.encode(), value.encode()):
+        assert len(s) < 127
+        out += bytes([len(s)]) + s
+    return out
+
+
+def h2_status(block):
+    """:status from the start of nginx's header block: an indexed static
+    entry (8-14) or a literal with incremental indexing of name 8."""
+    static = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+    if block[0] & 0x80:
+        return static[block[0] & 0x7f]
+    assert block[0] == 0x48 and block[1] == 3, block[:8]
+    return int(block[2:5])
+
+
+def h2_request(port, fields, end_stream=False):
+    """One request on stream 1 of an h2c connection (prior knowledge);
+    returns (status, body) of the answer, or None if the stream or the
+    connection ended without one."""
+    s = socket.create_connection(("127.0.0.1", port), 10)
+    try:
+        block = b"".join(hpack_literal(n, v) for n, v in fields)
+        s.sendall(H2_PREFACE + h2_frame(4, 0, 0) +
+                  h2_frame(1, 0x4 | (0x1 if end_stream else 0), 1, block))
+        buf, status, body = b"", None, b""
+        while True:
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3],
+                                                                  "big"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None if status is None else (status, body)
+                buf += chunk
+            n = int.from_bytes(buf[:3], "big")
+            ftype, flags = buf[3], buf[4]
+            stream = int.from_bytes(buf[5:9], "big") & 0x7fffffff
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if ftype == 4 and not flags & 0x1:  # SETTINGS: acknowledge
+                s.sendall(h2_frame(4, 0x1, 0))
+            if stream != 1:
+                if ftype == 7:  # GOAWAY
+                    return None if status is None else (status, body)
+                continue
+            if ftype == 1:
+                status = h2_status(payload)
+            elif ftype == 0:
+                body += payload
+            elif ftype == 3:  # RST_STREAM
+                return None if status is None else (status, body)
+            if flags & 0x1 and ftype in (0, 1):
+                return status, body
+    finally:
+        s.close()
+
+
+def test_http2_tunnel_is_refused(new_stack):
+    """A CONNECT over HTTP/2 (h2c with prior knowledge on a second port)
+    is answered with an error by the module, never 200, and nginx keeps
+    serving HTTP/1.1 tunnels."""
+    h2 = free_port()
+    stack = new_stack(name="h2", workers=1,
+                      nginx_listen_extra=["127.0.0.1:%d http2" % h2])
+    echo = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + echo.path)
+        path = "/v1/sessions/%s/tunnel" % sid
+        got = h2_request(h2, [(":method", "CONNECT"), (":scheme", "http"),
+                              (":authority", "127.0.0.1"), (":path", path)])
+        assert got == (400, b"Tunnels need HTTP/1.1\n")
+        # another method on the tunnel path over HTTP/2: the module's 405
+        got = h2_request(h2, [(":method", "GET"), (":scheme", "http"),
+                              (":authority", "127.0.0.1"), (":path", path)],
+                         end_stream=True)
+        assert got == (405, b"Method not allowed\n")
+        s = open_echo(stack, sid)
+        assert echo_roundtrip(s, b"after h2") == b"after h2"
+        s.close()
+    finally:
         echo.stop()
 
 
