@@ -69,6 +69,7 @@ static const config_key keys[] = {
     STR(socket_group),
     INT(tmp_size_mb, 1, 1048576),
     INT(ready_timeout_ms, 100, 600000),
+    INT(warm_pool, 0, 1000),
     STR(k8s_api),
     STR(k8s_kubeconfig),
     STR(k8s_namespace),
@@ -105,6 +106,7 @@ void config_defaults(pico_config *cfg)
              "/usr/lib/pico/pico-init");
     cfg->tmp_size_mb = 256;
     cfg->ready_timeout_ms = 5000;
+    cfg->warm_pool = 0;
     copy_str(cfg->k8s_namespace, sizeof(cfg->k8s_namespace), "pico-sandboxes");
     cfg->k8s_ready_timeout_s = 120;
 }

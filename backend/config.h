@@ -41,6 +41,7 @@ typedef struct pico_config {
     char socket_group[64];           /* group of session ssh.sock (nginx) */
     int tmp_size_mb;                 /* /tmp tmpfs size in a sandbox */
     int ready_timeout_ms;            /* sshd banner must arrive by then */
+    int warm_pool;                   /* started sandboxes kept ready, 0 off */
 
     /* kubernetes runtime */
     char k8s_api[PICO_PATH_MAX]; /* "" = in-cluster or kubeconfig */

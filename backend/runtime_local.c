@@ -26,8 +26,17 @@
  * started the backend).
  *
  * Every function is safe to call from many request threads at once: the
- * driver keeps no mutable state, runc is started with posix_spawn (no
- * fork of a threaded process) and only the descriptors it needs.
+ * driver's only mutable state is the warm pool (under its mutex), runc is
+ * started with posix_spawn (no fork of a threaded process) and only the
+ * descriptors it needs.
+ *
+ * The warm pool (warm_pool N > 0, off by default): a driver thread keeps N
+ * sandboxes with the default image and limits started and ready in
+ * <state_dir>/pool/pool-<node>.<n>/, container "pico-pool-<node>.<n>".
+ * A matching create renames one folder to sessions/<id>/; the file
+ * "container" in it (written before the container started) names the
+ * container and cgroup, so destroy, alive and list keep working by session
+ * id. docs/runtime-local.md, "The warm pool", has the invariants.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -37,6 +46,8 @@
 #include <grp.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <spawn.h>
@@ -63,6 +74,30 @@
 #define CGROUP_PARENT "/pico"
 #define RUNC_TIMEOUT_MS 30000 /* runc itself never takes this long */
 #define OUT_MAX (4 << 20)     /* cap on captured runc output */
+#define POOL_PREFIX "pool-"
+#define CONTAINER_FILE "container" /* names a pooled session's container */
+
+/* A started, ready pool sandbox nobody has claimed yet. */
+typedef struct {
+    char name[96]; /* folder under pool/, container CID_PREFIX + name */
+    char host_key[PICO_HOSTKEY_MAX + 1];
+    char host_key_fpr[PICO_FPR_MAX + 1];
+    pid_t init; /* its PID 1 on the host, for the hostname at claim */
+} pool_entry;
+
+typedef struct {
+    int size;                /* warm_pool; 0 = no pool, nothing below is used */
+    char dir[PICO_PATH_MAX]; /* <state_dir>/pool */
+    char prefix[96];         /* "pool-<node>.": this node's entries */
+    char image[128];
+    session_limits limits;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pool_entry *ready; /* size slots, nready used */
+    int nready, stop, started;
+    unsigned long long seq;
+    pthread_t thread;
+} warm_pool;
 
 struct runtime {
     char runc[PICO_PATH_MAX];
@@ -73,6 +108,7 @@ struct runtime {
     gid_t socket_gid;
     int tmp_size_mb;
     int ready_timeout_ms;
+    warm_pool pool;
 };
 
 static char *const runc_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
@@ -561,6 +597,10 @@ static int wait_banner(int fd, int timeout_ms, char *err, size_t errlen)
  * runtime_ops
  * ------------------------------------------------------------------- */
 
+static int pool_open(runtime *rt, const struct pico_config *cfg, char *err,
+                     size_t errlen);
+static void pool_close(runtime *rt);
+
 static int ensure_dir(const char *path, mode_t mode)
 {
     struct stat st;
@@ -626,6 +666,10 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
     } else {
         rt->socket_gid = grp->gr_gid;
     }
+    if (pool_open(rt, cfg, err, errlen) < 0) {
+        pool_close(rt);
+        goto fail;
+    }
     return rt;
 fail:
     free(rt);
@@ -634,6 +678,7 @@ fail:
 
 static void local_close(runtime *rt)
 {
+    pool_close(rt);
     free(rt);
 }
 
@@ -657,17 +702,16 @@ typedef struct {
     char keys[PICO_PATH_MAX];
     char sock[PICO_PATH_MAX];
     char config[PICO_PATH_MAX];
-    char cid[64];
-    char cgroup[128];
+    char cid[128];
+    char cgroup[160];
 } session_paths;
 
-static int paths_for(const runtime *rt, const char *id, session_paths *p)
+/* Paths of the sandbox in <parent>/<folder> whose container and cgroup
+ * are named after `name` (the session id, or a pool name). */
+static int paths_in(const char *parent, const char *folder, const char *name,
+                    session_paths *p)
 {
-    /* the core hands us validated UUIDs; check again, since the id becomes
-     * part of paths and of runc's command line */
-    if (id == NULL || !uuid_valid(id))
-        return -1;
-    return fmt(p->dir, sizeof(p->dir), "%s/%s", rt->sessions_dir, id) ||
+    return fmt(p->dir, sizeof(p->dir), "%s/%s", parent, folder) ||
                    fmt(p->workspace, sizeof(p->workspace), "%s/workspace",
                        p->dir) ||
                    fmt(p->home, sizeof(p->home), "%s/home", p->dir) ||
@@ -675,10 +719,60 @@ static int paths_for(const runtime *rt, const char *id, session_paths *p)
                    fmt(p->sock, sizeof(p->sock), "%s/ssh.sock", p->dir) ||
                    fmt(p->config, sizeof(p->config), "%s/config.json",
                        p->dir) ||
-                   fmt(p->cid, sizeof(p->cid), CID_PREFIX "%s", id) ||
-                   fmt(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s", id)
+                   fmt(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
+                   fmt(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s", name)
                ? -1
                : 0;
+}
+
+/* 1 when name is "pool-" plus [A-Za-z0-9_.-]: safe in paths, in runc's
+ * container ids and on its command line. */
+static int pool_name_valid(const char *name)
+{
+    if (strncmp(name, POOL_PREFIX, strlen(POOL_PREFIX)) != 0 ||
+        strlen(name) >= sizeof(((pool_entry *)0)->name) ||
+        strstr(name, "..") != NULL)
+        return 0;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
+            return 0;
+    return 1;
+}
+
+/* The container named by <dir>/container (a claimed pool sandbox) into
+ * name; 0 when there is none (a cold-started session). */
+static int read_container_file(const char *dir, char *name, size_t len)
+{
+    char path[PICO_PATH_MAX];
+    ssize_t n;
+    int fd;
+
+    if (fmt(path, sizeof(path), "%s/" CONTAINER_FILE, dir) < 0)
+        return 0;
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, name, len - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    name[n] = '\0';
+    return pool_name_valid(name);
+}
+
+static int paths_for(const runtime *rt, const char *id, session_paths *p)
+{
+    char dir[PICO_PATH_MAX], name[sizeof(((pool_entry *)0)->name)];
+
+    /* the core hands us validated UUIDs; check again, since the id becomes
+     * part of paths and of runc's command line */
+    if (id == NULL || !uuid_valid(id) ||
+        fmt(dir, sizeof(dir), "%s/%s", rt->sessions_dir, id) < 0)
+        return -1;
+    if (read_container_file(dir, name, sizeof(name)))
+        return paths_in(rt->sessions_dir, id, name, p);
+    return paths_in(rt->sessions_dir, id, id, p);
 }
 
 /* The folders, keys and config of a new session, in its just-made
@@ -761,43 +855,63 @@ static int start_container(const runtime *rt, const session_paths *p, int lfd,
     return 0;
 }
 
-static int local_create(runtime *rt, session *s, char *err, size_t errlen)
+static int destroy_paths(const runtime *rt, const session_paths *p, char *err,
+                         size_t errlen);
+static int pool_claim(runtime *rt, session *s, const session_paths *p,
+                      char *err, size_t errlen);
+
+static int check_sock_len(const char *sock, char *err, size_t errlen)
 {
-    char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], ignored[PICO_REASON_MAX];
-    session_paths p;
-    hostkey hk;
+    if (strlen(sock) < sizeof(((struct sockaddr_un *)0)->sun_path))
+        return 0;
+    snprintf(err, errlen,
+             "session socket path %s is %zu bytes, over the unix "
+             "socket limit of 107: choose a shorter state_dir",
+             sock, strlen(sock));
+    return -1;
+}
+
+/*
+ * Makes p->dir and starts the sandbox for s in it; returns once its sshd
+ * answered, with the host key in hk. pool_name, when not NULL, goes into
+ * <dir>/container before the container exists, so whatever happens later
+ * (claim, crash) the folder names its container. On failure removes
+ * everything it made.
+ */
+static int start_sandbox(const runtime *rt, const session *s,
+                         const session_paths *p, const char *pool_name,
+                         hostkey *hk, char *err, size_t errlen)
+{
+    char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], path[PICO_PATH_MAX],
+        ignored[PICO_REASON_MAX];
     int lfd = -1, probe = -1, started = 0;
 
-    if (paths_for(rt, s->id, &p) < 0) {
-        snprintf(err, errlen, "invalid session id or state_dir too long");
+    if (check_sock_len(p->sock, err, errlen) < 0)
         return -1;
-    }
-    if (strlen(p.sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        snprintf(err, errlen,
-                 "session socket path %s is %zu bytes, over the unix "
-                 "socket limit of 107: choose a shorter state_dir",
-                 p.sock, strlen(p.sock));
-        return -1;
-    }
     if (image_dir(rt, s->image, dir, sizeof(dir)) < 0 ||
         fmt(rootfs, sizeof(rootfs), "%s/rootfs", dir) < 0 ||
-        !local_image_exists(rt, s->image)) {
+        !local_image_exists((runtime *)rt, s->image)) {
         snprintf(err, errlen, "image %s is not available", s->image);
         return -1;
     }
-
     /* an existing folder is not ours to clean up on failure */
-    if (mkdir(p.dir, 0710) < 0) {
-        snprintf(err, errlen, "session folder %s: %s", p.dir, strerror(errno));
+    if (mkdir(p->dir, 0710) < 0) {
+        snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
         return -1;
     }
-    if (prepare_bundle(rt, s, &p, rootfs, &hk, err, errlen) < 0)
+    if (pool_name != NULL &&
+        (fmt(path, sizeof(path), "%s/" CONTAINER_FILE, p->dir) < 0 ||
+         write_file(path, pool_name, strlen(pool_name), 0600) < 0)) {
+        snprintf(err, errlen, "container file: %s", strerror(errno));
         goto fail;
-    lfd = listen_unix(rt, p.sock, err, errlen);
-    if (lfd < 0 || (probe = probe_connect(p.sock, err, errlen)) < 0)
+    }
+    if (prepare_bundle(rt, s, p, rootfs, hk, err, errlen) < 0)
+        goto fail;
+    lfd = listen_unix(rt, p->sock, err, errlen);
+    if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
         goto fail;
     started = 1; /* from here a half-made container may exist */
-    if (start_container(rt, &p, lfd, err, errlen) < 0)
+    if (start_container(rt, p, lfd, err, errlen) < 0)
         goto fail;
     /* the container holds the listener now */
     close(lfd);
@@ -805,28 +919,47 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
     if (wait_banner(probe, rt->ready_timeout_ms, err, errlen) < 0)
         goto fail;
     close(probe);
-    probe = -1;
-
-    if (fmt(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
-        fmt(s->host_key, sizeof(s->host_key), "%s", hk.public_key) < 0 ||
-        fmt(s->host_key_fpr, sizeof(s->host_key_fpr), "%s", hk.fingerprint) <
-            0) {
-        snprintf(err, errlen, "endpoint or host key too long");
-        goto fail;
-    }
-    hostkey_wipe(&hk);
     return 0;
 
 fail:
-    hostkey_wipe(&hk);
+    hostkey_wipe(hk);
     if (lfd >= 0)
         close(lfd);
     if (probe >= 0)
         close(probe);
     if (started)
-        (void)runc_delete(rt, p.cid, ignored, sizeof(ignored));
-    (void)remove_tree(p.dir);
+        (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
+    (void)remove_tree(p->dir);
     return -1;
+}
+
+static int local_create(runtime *rt, session *s, char *err, size_t errlen)
+{
+    session_paths p;
+    hostkey hk;
+    int rc;
+
+    if (paths_for(rt, s->id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id or state_dir too long");
+        return -1;
+    }
+    rc = pool_claim(rt, s, &p, err, errlen);
+    if (rc <= 0)
+        return rc;
+    if (start_sandbox(rt, s, &p, NULL, &hk, err, errlen) < 0)
+        return -1;
+    if (fmt(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
+        fmt(s->host_key, sizeof(s->host_key), "%s", hk.public_key) < 0 ||
+        fmt(s->host_key_fpr, sizeof(s->host_key_fpr), "%s", hk.fingerprint) <
+            0) {
+        char ignored[PICO_REASON_MAX];
+        hostkey_wipe(&hk);
+        snprintf(err, errlen, "endpoint or host key too long");
+        (void)destroy_paths(rt, &p, ignored, sizeof(ignored));
+        return -1;
+    }
+    hostkey_wipe(&hk);
+    return 0;
 }
 
 /*
@@ -866,7 +999,7 @@ static int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
  * not some process that reused a dead init's pid. */
 static int pid_in_sandbox(pid_t pid, const session_paths *p)
 {
-    char path[64], text[4096], want[160];
+    char path[64], text[4096], want[200];
     ssize_t n;
     int fd;
 
@@ -910,33 +1043,40 @@ static void kill_init(pid_t pid, const session_paths *p)
     close(fd);
 }
 
-static int local_destroy(runtime *rt, const char *session_id, char *err,
+static int destroy_paths(const runtime *rt, const session_paths *p, char *err,
                          size_t errlen)
 {
     char why[PICO_REASON_MAX];
-    session_paths p;
     pid_t pid = 0;
     int running = 0;
 
-    if (paths_for(rt, session_id, &p) < 0) {
-        snprintf(err, errlen, "invalid session id");
-        return -1;
-    }
-    if (runc_state(rt, &p, &pid, &running) == 1 && running)
-        kill_init(pid, &p);
+    if (runc_state(rt, p, &pid, &running) == 1 && running)
+        kill_init(pid, p);
     /* stopped now (or gone, or runc state failed): delete --force removes
      * what is left, and is still right if the kill did not work */
-    if (runc_delete(rt, p.cid, why, sizeof(why)) < 0) {
+    if (runc_delete(rt, p->cid, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "cannot remove sandbox: %s", why);
         return -1;
     }
     /* Only once the container is gone: nothing in it can race the walk
      * through its files any more. */
-    if (remove_tree(p.dir) < 0) {
-        snprintf(err, errlen, "cannot remove %s: %s", p.dir, strerror(errno));
+    if (remove_tree(p->dir) < 0) {
+        snprintf(err, errlen, "cannot remove %s: %s", p->dir, strerror(errno));
         return -1;
     }
     return 0;
+}
+
+static int local_destroy(runtime *rt, const char *session_id, char *err,
+                         size_t errlen)
+{
+    session_paths p;
+
+    if (paths_for(rt, session_id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id");
+        return -1;
+    }
+    return destroy_paths(rt, &p, err, errlen);
 }
 
 static int local_alive(runtime *rt, const char *session_id)
@@ -949,6 +1089,314 @@ static int local_alive(runtime *rt, const char *session_id)
         return -1;
     rc = runc_state(rt, &p, &pid, &running);
     return rc == 1 ? running : rc;
+}
+
+/* ---------------------------------------------------------------------
+ * The warm pool
+ * ------------------------------------------------------------------- */
+
+static int pool_destroy(const runtime *rt, const char *name)
+{
+    char why[PICO_REASON_MAX] = "path too long";
+    session_paths p;
+
+    if (paths_in(rt->pool.dir, name, name, &p) < 0 ||
+        destroy_paths(rt, &p, why, sizeof(why)) < 0) {
+        log_error("warm pool: cannot remove %s: %s", name, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts one pool sandbox: default image and limits, no user key. */
+static int pool_start_one(runtime *rt, pool_entry *e, char *err, size_t errlen)
+{
+    session s;
+    session_paths p;
+    hostkey hk;
+    int rc, running = 0;
+
+    memset(&s, 0, sizeof(s));
+    snprintf(s.image, sizeof(s.image), "%s", rt->pool.image);
+    s.limits = rt->pool.limits;
+    if (fmt(e->name, sizeof(e->name), "%s%llx", rt->pool.prefix,
+            rt->pool.seq++) < 0 ||
+        paths_in(rt->pool.dir, e->name, e->name, &p) < 0) {
+        snprintf(err, errlen, "pool path too long");
+        return -1;
+    }
+    if (start_sandbox(rt, &s, &p, e->name, &hk, err, errlen) < 0)
+        return -1;
+    rc = fmt(e->host_key, sizeof(e->host_key), "%s", hk.public_key) |
+         fmt(e->host_key_fpr, sizeof(e->host_key_fpr), "%s", hk.fingerprint);
+    hostkey_wipe(&hk);
+    if (rc < 0 || runc_state(rt, &p, &e->init, &running) != 1 || !running) {
+        (void)pool_destroy(rt, e->name);
+        snprintf(err, errlen, "pool sandbox %s: no host key or init", e->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Waits up to ms on the pool's condition; called with the mutex held. */
+static void pool_wait(warm_pool *wp, int ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    (void)pthread_cond_timedwait(&wp->cv, &wp->mu, &ts);
+}
+
+/* The refill thread: tops the pool up whenever a claim took one. Requests
+ * never start pool sandboxes themselves, so none waits for a refill. */
+static void *pool_thread(void *arg)
+{
+    runtime *rt = arg;
+    warm_pool *wp = &rt->pool;
+    char err[PICO_REASON_MAX];
+    pool_entry e;
+
+    pthread_mutex_lock(&wp->mu);
+    while (!wp->stop) {
+        int rc;
+        if (wp->nready >= wp->size) {
+            pthread_cond_wait(&wp->cv, &wp->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&wp->mu);
+        rc = pool_start_one(rt, &e, err, sizeof(err));
+        pthread_mutex_lock(&wp->mu);
+        if (rc < 0) {
+            log_error("warm pool: %s", err);
+            pool_wait(wp, 1000); /* do not spin on a broken runtime */
+        } else if (wp->stop) {
+            pthread_mutex_unlock(&wp->mu);
+            (void)pool_destroy(rt, e.name);
+            pthread_mutex_lock(&wp->mu);
+        } else {
+            wp->ready[wp->nready++] = e;
+            log_info("warm pool: %s ready", e.name);
+        }
+    }
+    pthread_mutex_unlock(&wp->mu);
+    return NULL;
+}
+
+/* 1 when s asks for what pool sandboxes are: the default image and
+ * limits (the user's key is added at claim). */
+static int pool_fits(const runtime *rt, const session *s)
+{
+    const session_limits *a = &s->limits, *b = &rt->pool.limits;
+
+    return rt->pool.size > 0 && strcmp(s->image, rt->pool.image) == 0 &&
+           a->memory_mb == b->memory_mb &&
+           a->cpu_millicores == b->cpu_millicores && a->pids == b->pids;
+}
+
+/* The oldest ready entry, if any; wakes the refill thread. */
+static int pool_take(runtime *rt, pool_entry *e)
+{
+    warm_pool *wp = &rt->pool;
+    int got = 0;
+
+    pthread_mutex_lock(&wp->mu);
+    if (wp->nready > 0) {
+        *e = wp->ready[0];
+        memmove(wp->ready, wp->ready + 1,
+                (size_t)(wp->nready - 1) * sizeof(*e));
+        wp->nready--;
+        got = 1;
+        pthread_cond_signal(&wp->cv);
+    }
+    pthread_mutex_unlock(&wp->mu);
+    return got;
+}
+
+static int write_authorized_keys(const char *keys, const char *pubkey)
+{
+    char path[PICO_PATH_MAX], line[PICO_PUBKEY_MAX + 2];
+    /* one key, one line: a newline inside would add more keys */
+    size_t n = strcspn(pubkey, "\r\n");
+
+    memcpy(line, pubkey, n);
+    line[n++] = '\n';
+    if (fmt(path, sizeof(path), "%s/authorized_keys", keys) < 0)
+        return -1;
+    return write_file(path, line, n, 0644);
+}
+
+/*
+ * Gives a claimed sandbox its session's hostname (a cold one gets it from
+ * config.json): this thread joins the sandbox's UTS namespace through a
+ * pidfd of its init (checked to be that sandbox's, by cgroup, as in
+ * kill_init), sets the name and goes back. Only this thread's UTS
+ * namespace changes, for microseconds; nothing in the backend reads it.
+ */
+static int set_hostname(pid_t init, const session_paths *p, const char *name)
+{
+    int self = open("/proc/thread-self/ns/uts", O_RDONLY | O_CLOEXEC);
+    int fd = (int)pidfd_open(init, 0), rc = -1;
+
+    if (self >= 0 && fd >= 0 && pid_in_sandbox(init, p) &&
+        setns(fd, CLONE_NEWUTS) == 0) {
+        rc = sethostname(name, strlen(name));
+        if (setns(self, CLONE_NEWUTS) < 0)
+            log_error("warm pool: cannot return to the backend's UTS "
+                      "namespace: %s",
+                      strerror(errno));
+    }
+    if (fd >= 0)
+        close(fd);
+    if (self >= 0)
+        close(self);
+    return rc;
+}
+
+/*
+ * Serves s from the pool: renames a ready sandbox's folder to p->dir (its
+ * "container" file goes along, so p's names are wrong from here and the
+ * session is always addressed through paths_for), adds the user's key
+ * (sshd reads AuthorizedKeysFile per connection, through the keys mount)
+ * and sets its hostname.
+ * 0 served, 1 not served (cold path), -1 failed with err.
+ */
+static int pool_claim(runtime *rt, session *s, const session_paths *p,
+                      char *err, size_t errlen)
+{
+    session_paths from, to;
+    pool_entry e;
+
+    if (!pool_fits(rt, s) || !pool_take(rt, &e))
+        return 1;
+    if (paths_in(rt->pool.dir, e.name, e.name, &from) < 0 ||
+        paths_in(rt->sessions_dir, s->id, e.name, &to) < 0 ||
+        check_sock_len(p->sock, err, errlen) < 0) {
+        (void)pool_destroy(rt, e.name);
+        return 1;
+    }
+    /* NOREPLACE: an existing session folder is never taken over */
+    if (renameat2(AT_FDCWD, from.dir, AT_FDCWD, to.dir, RENAME_NOREPLACE) < 0) {
+        log_warn("warm pool: cannot claim %s: %s", e.name, strerror(errno));
+        (void)pool_destroy(rt, e.name);
+        return 1;
+    }
+    if ((s->sandbox_name[0] != '\0' &&
+         set_hostname(e.init, &to, s->sandbox_name) < 0) ||
+        (s->ssh_public_key[0] != '\0' &&
+         write_authorized_keys(to.keys, s->ssh_public_key) < 0) ||
+        fmt(s->endpoint, sizeof(s->endpoint), "unix:%s", to.sock) < 0 ||
+        fmt(s->host_key, sizeof(s->host_key), "%s", e.host_key) < 0 ||
+        fmt(s->host_key_fpr, sizeof(s->host_key_fpr), "%s", e.host_key_fpr) <
+            0) {
+        char ignored[PICO_REASON_MAX];
+        snprintf(err, errlen, "claiming a pool sandbox: %s", strerror(errno));
+        (void)destroy_paths(rt, &to, ignored, sizeof(ignored));
+        return -1;
+    }
+    log_info("session %s: sandbox %s from pool", s->id, e.name);
+    return 0;
+}
+
+/* Removes this node's unclaimed pool sandboxes: a claimed one lives in
+ * sessions/, so every pool/<prefix>* folder is unclaimed, left by this
+ * node's last run (crash or not). Other nodes' entries are not touched. */
+static void pool_cleanup(runtime *rt)
+{
+    struct dirent *e;
+    DIR *d = opendir(rt->pool.dir);
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, rt->pool.prefix, strlen(rt->pool.prefix)) == 0 &&
+            pool_name_valid(e->d_name) && pool_destroy(rt, e->d_name) == 0)
+            log_info("warm pool: removed leftover %s", e->d_name);
+    }
+    closedir(d);
+}
+
+static int node_valid(const char *node)
+{
+    if (node[0] == '\0')
+        return 0;
+    for (const char *c = node; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+              (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+            return 0;
+    return 1;
+}
+
+static int pool_open(runtime *rt, const struct pico_config *cfg, char *err,
+                     size_t errlen)
+{
+    warm_pool *wp = &rt->pool;
+    struct timespec ts;
+
+    wp->size = cfg->warm_pool;
+    if (wp->size <= 0)
+        return 0;
+    /* the node name is in the pool's names; '.' ends it, so one node's
+     * prefix is never the start of another's */
+    if (!node_valid(cfg->node_name) ||
+        fmt(wp->prefix, sizeof(wp->prefix), POOL_PREFIX "%s.", cfg->node_name) <
+            0 ||
+        fmt(wp->dir, sizeof(wp->dir), "%s/pool", cfg->state_dir) < 0 ||
+        fmt(wp->image, sizeof(wp->image), "%s", cfg->default_image) < 0) {
+        snprintf(err, errlen,
+                 "warm_pool: node_name must be 1-63 of [A-Za-z0-9_-]");
+        return -1;
+    }
+    if (ensure_dir(wp->dir, 0700) < 0) {
+        snprintf(err, errlen, "warm_pool: %s: %s", wp->dir, strerror(errno));
+        return -1;
+    }
+    wp->limits = (session_limits){
+        cfg->memory_mb_default, cfg->cpu_millicores_default, cfg->pids_default};
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* names stay unique across restarts: claimed ones outlive this run */
+    wp->seq = (unsigned long long)ts.tv_sec * 1000000 +
+              (unsigned long long)ts.tv_nsec / 1000;
+    wp->ready = calloc((size_t)wp->size, sizeof(*wp->ready));
+    if (wp->ready == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pool_cleanup(rt);
+    pthread_mutex_init(&wp->mu, NULL);
+    pthread_cond_init(&wp->cv, NULL);
+    if (pthread_create(&wp->thread, NULL, pool_thread, rt) != 0) {
+        snprintf(err, errlen, "warm_pool: cannot start its thread");
+        return -1;
+    }
+    wp->started = 1;
+    return 0;
+}
+
+/* Stops the refill thread and removes every unclaimed sandbox: a pool
+ * outlives neither a clean shutdown nor a drain. */
+static void pool_close(runtime *rt)
+{
+    warm_pool *wp = &rt->pool;
+
+    if (wp->started) {
+        pthread_mutex_lock(&wp->mu);
+        wp->stop = 1;
+        pthread_cond_signal(&wp->cv);
+        pthread_mutex_unlock(&wp->mu);
+        pthread_join(wp->thread, NULL);
+        for (int i = 0; i < wp->nready; i++)
+            (void)pool_destroy(rt, wp->ready[i].name);
+        wp->nready = 0;
+        log_info("warm pool: stopped, unclaimed sandboxes removed");
+    }
+    free(wp->ready);
+    wp->ready = NULL;
 }
 
 /*

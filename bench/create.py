@@ -18,6 +18,12 @@ container, no session folder, no /pico/<id> cgroup. Bounded by
 --live-budget seconds; when creates fail before N it reports how many
 were reached and why.
 
+Warm pool (--pool N, default 4; 0 skips): a second stack with warm_pool
+N. The same sequential creates, back to back (the refill thread may fall
+behind, so some go cold) and paced (each create waits until the pool is
+full again), with how many the backend served from the pool (its log
+says "from pool").
+
 Prints a markdown section to stdout (make bench-create writes it to
 build/bench/create.md)."""
 
@@ -112,6 +118,65 @@ def concurrent(st, total, width):
     for sid in sids:
         st.delete(sid)
     return lat, wall, errors
+
+
+# -- warm pool ---------------------------------------------------------------
+
+def pool_ready(st, size):
+    """Unclaimed pool sandboxes whose sshd answered (the backend logs each
+    when it joins the pool; its folder is renamed away when claimed)."""
+    pool = os.path.join(st.var, "pool")
+    log = st.backend.read_log()
+    names = os.listdir(pool) if os.path.isdir(pool) else []
+    return sum(1 for x in names if "warm pool: %s ready" % x in log) >= size
+
+
+def wait_pool(st, size, timeout=10.0):
+    end = time.time() + timeout
+    while not pool_ready(st, size) and time.time() < end:
+        time.sleep(0.005)
+
+
+def pool_bench(n, size):
+    st = Stack(name="bench-pool")
+    st.configure()
+    st.set_conf("warm_pool", size)
+    st.start(configure=False)
+    try:
+        wait_pool(st, size, 60)
+        sequential(st, 3)
+        before = st.backend.read_log().count(" from pool")
+        back = sequential(st, n)
+        mid = st.backend.read_log().count(" from pool")
+        paced = []
+        for _ in range(n):
+            wait_pool(st, size)
+            paced += sequential(st, 1)
+        after = st.backend.read_log().count(" from pool")
+    finally:
+        st.stop()
+    return back, mid - before, paced, after - mid
+
+
+def report_pool(r, n, size):
+    back, back_hits, paced, paced_hits = r
+    ms = lambda v: "%.1f" % (v * 1000)  # noqa: E731
+    print("## Session create -> ready with a warm pool (local runtime)\n")
+    print("A second stack with `warm_pool %d`; %d sequential creates back to "
+          "back, then %d paced (each waits until the pool is full again). "
+          "Same measure as above: POST until 201, then the SSH banner "
+          "through a tunnel.\n" % (size, n, n))
+    print("| measure | back to back | paced |")
+    print("|---|---|---|")
+    print("| served from the pool | %d of %d | %d of %d |"
+          % (back_hits, len(back), paced_hits, len(paced)))
+    print("| p50 latency, ms | %s | %s |"
+          % (ms(statistics.median(back)), ms(statistics.median(paced))))
+    print("| p99 latency, ms | %s | %s |" % (ms(pct(back, 99)), ms(pct(paced, 99))))
+    print("| min / max, ms | %s / %s | %s / %s |"
+          % (ms(min(back)), ms(max(back)), ms(min(paced)), ms(max(paced))))
+    print("| goal (DESIGN) | p50 <= 5 ms warm | |")
+    print()
 
 
 # -- live sandboxes ---------------------------------------------------------
@@ -305,7 +370,14 @@ def main():
                     help="seconds the live creates may take in all")
     ap.add_argument("--live-only", action="store_true",
                     help="only the live-sandboxes part")
+    ap.add_argument("--pool", type=int, default=4,
+                    help="warm_pool of the second stack (0 skips)")
+    ap.add_argument("--pool-only", action="store_true",
+                    help="only the warm-pool part")
     args = ap.parse_args()
+    if args.pool_only:
+        report_pool(pool_bench(args.n, args.pool), args.n, args.pool)
+        return
 
     st = Stack(name="bench-create")
     st.configure()
@@ -358,6 +430,8 @@ def main():
     if errors:
         print("\nerrors: %s" % "; ".join(errors[:5]))
     print()
+    if args.pool > 0:
+        report_pool(pool_bench(args.n, args.pool), args.n, args.pool)
     if lv is not None:
         report_live(lv)
 
