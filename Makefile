@@ -54,7 +54,7 @@ rootfs: deps
 run: deps build-all rootfs
 	@VAR=$(VAR) IMAGES=$(IMAGES) LISTEN=$(LISTEN) scripts/run.sh
 
-test: deps build-all rootfs test-unit fuzz-short test-e2e
+test: deps lint build-all rootfs test-unit fuzz-short test-e2e
 
 test-unit: $(UNIT_TESTS)
 
