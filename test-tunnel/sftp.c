@@ -107,65 +107,77 @@ static long long upload_stream(int fd, sftp_file f, struct progress *p,
     }
 }
 
+/* What one transfer holds open; transfer_end releases whatever is set. */
+struct transfer {
+    sftp_session sf;
+    sftp_file f;
+    sftp_attributes at;
+    char *buf;
+    int fd;
+};
+
+static void transfer_end(struct transfer *t)
+{
+    if (t->at)
+        sftp_attributes_free(t->at);
+    if (t->f)
+        sftp_close(t->f);
+    if (t->sf)
+        sftp_free(t->sf);
+    free(t->buf);
+    if (t->fd >= 0)
+        close(t->fd);
+}
+
 int sftp_upload(ssh_session s, const char *local, const char *remote,
                 unsigned long long *bytes, char *err, size_t errlen)
 {
-    sftp_session sf = NULL;
-    sftp_file f = NULL;
-    sftp_attributes at = NULL;
+    struct transfer t = {.fd = -1};
     struct progress p;
     struct stat st;
-    char *buf = NULL;
     long long sent = -1;
-    int fd, rc = -1;
+    int rc = -1;
 
-    fd = open(local, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    t.fd = open(local, O_RDONLY | O_CLOEXEC);
+    if (t.fd < 0 || fstat(t.fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         snprintf(err, errlen, "%s: %s", local,
-                 fd < 0 ? strerror(errno) : "not a regular file");
+                 t.fd < 0 ? strerror(errno) : "not a regular file");
         goto out;
     }
-    buf = malloc(CHUNK);
-    sf = sftp_start(s, err, errlen);
-    if (buf == NULL || sf == NULL)
+    t.buf = malloc(CHUNK);
+    t.sf = sftp_start(s, err, errlen);
+    if (t.buf == NULL || t.sf == NULL)
         goto out;
-    f = sftp_open(sf, remote, O_WRONLY | O_CREAT | O_TRUNC, st.st_mode & 0777);
-    if (f == NULL) {
+    t.f = sftp_open(t.sf, remote, O_WRONLY | O_CREAT | O_TRUNC,
+                    st.st_mode & 0777);
+    if (t.f == NULL) {
         snprintf(err, errlen, "%s: %s", remote, ssh_get_error(s));
         goto out;
     }
     progress_init(&p, "Uploading", local, (unsigned long long)st.st_size);
-    sent = upload_stream(fd, f, &p, buf, err, errlen);
+    sent = upload_stream(t.fd, t.f, &p, t.buf, err, errlen);
     progress_end(&p);
     if (sent < 0)
         goto out;
-    if (sftp_close(f) != SSH_OK) {
-        f = NULL;
+    if (sftp_close(t.f) != SSH_OK) {
+        t.f = NULL;
         snprintf(err, errlen, "%s: close: %s", remote, ssh_get_error(s));
         goto out;
     }
-    f = NULL;
-    at = sftp_stat(sf, remote);
-    if (at == NULL || at->size != (unsigned long long)sent) {
+    t.f = NULL;
+    t.at = sftp_stat(t.sf, remote);
+    if (t.at == NULL || t.at->size != (unsigned long long)sent) {
         snprintf(err, errlen,
                  "%s: size check failed: sent %lld bytes, "
                  "sandbox has %lld",
-                 remote, sent, at ? (long long)at->size : -1LL);
+                 remote, sent, t.at ? (long long)t.at->size : -1LL);
         goto out;
     }
     *bytes = (unsigned long long)sent;
     rc = 0;
 
 out:
-    if (at)
-        sftp_attributes_free(at);
-    if (f)
-        sftp_close(f);
-    if (sf)
-        sftp_free(sf);
-    free(buf);
-    if (fd >= 0)
-        close(fd);
+    transfer_end(&t);
     return rc;
 }
 
@@ -211,58 +223,47 @@ static long long download_stream(sftp_file f, int fd, struct progress *p,
 int sftp_download(ssh_session s, const char *remote, const char *local,
                   unsigned long long *bytes, char *err, size_t errlen)
 {
-    sftp_session sf = NULL;
-    sftp_file f = NULL;
-    sftp_attributes at = NULL;
+    struct transfer t = {.fd = -1, .buf = malloc(CHUNK)};
     struct progress p;
-    char *buf = malloc(CHUNK);
     long long got = -1;
-    int fd = -1, rc = -1;
+    int rc = -1;
 
-    sf = sftp_start(s, err, errlen);
-    if (buf == NULL || sf == NULL)
+    t.sf = sftp_start(s, err, errlen);
+    if (t.buf == NULL || t.sf == NULL)
         goto out;
-    f = sftp_open(sf, remote, O_RDONLY, 0);
-    at = f ? sftp_fstat(f) : NULL;
-    if (f == NULL || at == NULL) {
+    t.f = sftp_open(t.sf, remote, O_RDONLY, 0);
+    t.at = t.f ? sftp_fstat(t.f) : NULL;
+    if (t.f == NULL || t.at == NULL) {
         snprintf(err, errlen, "%s: %s", remote, ssh_get_error(s));
         goto out;
     }
-    fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
+    t.fd = open(local, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (t.fd < 0) {
         snprintf(err, errlen, "%s: %s", local, strerror(errno));
         goto out;
     }
-    progress_init(&p, "Downloading", remote, at->size);
-    got = download_stream(f, fd, &p, buf, err, errlen);
+    progress_init(&p, "Downloading", remote, t.at->size);
+    got = download_stream(t.f, t.fd, &p, t.buf, err, errlen);
     progress_end(&p);
     if (got < 0)
         goto out;
-    if ((unsigned long long)got != at->size) {
+    if ((unsigned long long)got != t.at->size) {
         snprintf(err, errlen,
                  "%s: size check failed: sandbox has %llu "
                  "bytes, received %lld",
-                 remote, (unsigned long long)at->size, got);
+                 remote, (unsigned long long)t.at->size, got);
         goto out;
     }
-    if (close(fd) < 0) {
-        fd = -1;
+    if (close(t.fd) < 0) {
+        t.fd = -1;
         snprintf(err, errlen, "%s: %s", local, strerror(errno));
         goto out;
     }
-    fd = -1;
+    t.fd = -1;
     *bytes = (unsigned long long)got;
     rc = 0;
 
 out:
-    if (at)
-        sftp_attributes_free(at);
-    if (f)
-        sftp_close(f);
-    if (sf)
-        sftp_free(sf);
-    free(buf);
-    if (fd >= 0)
-        close(fd);
+    transfer_end(&t);
     return rc;
 }
