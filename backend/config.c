@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "session.h"
 #include "util.h"
 
 typedef enum { KEY_STR, KEY_INT, KEY_LL, KEY_BOOL } key_type;
@@ -56,12 +57,12 @@ static const config_key keys[] = {
     LL(ttl_max, 1, 31536000),
     STR(default_image),
     INT(max_sessions, 1, 1000000),
-    INT(memory_mb_default, 1, 1048576),
-    INT(memory_mb_max, 1, 1048576),
-    INT(cpu_millicores_default, 1, 1024000),
-    INT(cpu_millicores_max, 1, 1024000),
-    INT(pids_default, 1, 4194304),
-    INT(pids_max, 1, 4194304),
+    INT(memory_mb_default, PICO_MEMORY_MB_MIN, 1048576),
+    INT(memory_mb_max, PICO_MEMORY_MB_MIN, 1048576),
+    INT(cpu_millicores_default, PICO_CPU_MILLICORES_MIN, 1024000),
+    INT(cpu_millicores_max, PICO_CPU_MILLICORES_MIN, 1024000),
+    INT(pids_default, PICO_PIDS_MIN, 4194304),
+    INT(pids_max, PICO_PIDS_MIN, 4194304),
     INT(reaper_interval_ms, 10, 60000),
     STR(images_dir),
     STR(runc),

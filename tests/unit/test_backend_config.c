@@ -114,6 +114,9 @@ static void test_bad_values(void **state)
         "ttl_default 100000\n", /* above ttl_max */
         "node_name a b\n",
         "pids_default 5000\n",
+        "memory_mb_default 32\n", /* below what a sandbox can run with */
+        "pids_max 8\n",
+        "cpu_millicores_default 5\n",
     };
     pico_config cfg;
     char err[256];
