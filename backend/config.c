@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "session.h"
@@ -89,7 +90,12 @@ void config_defaults(pico_config *cfg)
     copy_str(cfg->runtime, sizeof(cfg->runtime), "local");
     cfg->auth = 0;
     cfg->threads = 64;
-    copy_str(cfg->node_name, sizeof(cfg->node_name), "pico");
+    /* The host name (a pod's name on Kubernetes) tells replicas apart in
+     * records and logs without a config file per replica. */
+    if (gethostname(cfg->node_name, sizeof(cfg->node_name)) < 0 ||
+        cfg->node_name[0] == '\0')
+        copy_str(cfg->node_name, sizeof(cfg->node_name), "pico");
+    cfg->node_name[sizeof(cfg->node_name) - 1] = '\0';
     cfg->ttl_default = 3600;
     cfg->ttl_max = 86400;
     copy_str(cfg->default_image, sizeof(cfg->default_image), "sandbox:latest");

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "config.h"
@@ -26,6 +27,12 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.default_image, "sandbox:latest");
     assert_int_equal(cfg.auth, 0);
     assert_string_equal(cfg.runtime, "local");
+    {
+        char host[64] = "";
+
+        gethostname(host, sizeof(host) - 1);
+        assert_string_equal(cfg.node_name, host[0] ? host : "pico");
+    }
 }
 
 /* The template with its placeholders filled, as pico-conf.sh writes it. */
