@@ -167,19 +167,19 @@ class SSHConnection:
         t = self.transport
         t.auth_timeout = timeout
         errors: List[str] = []
+        # The key first, then the password: the first that gets in wins.
+        attempts: List[Tuple[str, Callable[[], object]]] = []
         if pkey is not None:
+            attempts.append(("key", lambda: t.auth_publickey(username, pkey)))
+        if password is not None:
+            attempts.append(("password", lambda: t.auth_password(username, password)))
+        for what, attempt in attempts:
+            if t.is_authenticated():
+                break
             try:
-                t.auth_publickey(username, pkey)
+                attempt()
             except paramiko.AuthenticationException as e:
-                errors.append("key: %s" % e)
-            except paramiko.SSHException as e:
-                raise SSHError("ssh: authentication failed: %s" % e,
-                               code="ssh_auth") from e
-        if not t.is_authenticated() and password is not None:
-            try:
-                t.auth_password(username, password)
-            except paramiko.AuthenticationException as e:
-                errors.append("password: %s" % e)
+                errors.append("%s: %s" % (what, e))
             except paramiko.SSHException as e:
                 raise SSHError("ssh: authentication failed: %s" % e,
                                code="ssh_auth") from e
