@@ -21,7 +21,8 @@ import paramiko
 import pytest
 
 from pico_stack import Stack, wait_for
-from test_sandbox import Sandbox, endpoint_path, CGROUP_ROOT
+from test_sandbox import (CGROUP_ROOT, Sandbox, check_key_login,
+                          endpoint_path, make_key)
 
 
 def pool_containers(st):
@@ -123,27 +124,15 @@ def test_create_from_pool_ssh_delete_and_refill(pool_stack):
 
 def test_key_auth_on_pooled_sandbox(pool_stack, tmp_path):
     st = pool_stack(2)
-    keyfile = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)],
-                   check=True)
-    pub = (tmp_path / "id_ed25519.pub").read_text().strip()
+    pkey, pub = make_key(tmp_path)
     sid = st.create(ssh_public_key=pub)["session_id"]
     assert "session %s: sandbox" % sid in st.backend.read_log()
-    path = endpoint_path(st, sid)
-    box = Sandbox(path, pkey=paramiko.Ed25519Key.from_private_key_file(str(keyfile)))
-    assert box.ok("whoami").strip() == "sandbox"
-    box.close()
-    other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
-                   check=True)
-    with pytest.raises(paramiko.AuthenticationException):
-        Sandbox(path, pkey=paramiko.Ed25519Key.from_private_key_file(str(other)))
+    check_key_login(endpoint_path(st, sid), pkey, tmp_path)
     # a session without a key gets no key, even from the same pool
     sid2 = st.create()["session_id"]
     assert "session %s: sandbox" % sid2 in st.backend.read_log()
     with pytest.raises(paramiko.AuthenticationException):
-        Sandbox(endpoint_path(st, sid2),
-                pkey=paramiko.Ed25519Key.from_private_key_file(str(keyfile)))
+        Sandbox(endpoint_path(st, sid2), pkey=pkey)
     assert st.delete(sid).status == 200
     assert st.delete(sid2).status == 200
 

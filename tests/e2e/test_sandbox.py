@@ -391,25 +391,32 @@ def test_fork_bomb_is_contained(stack):
 
 # -- keys ---------------------------------------------------------------------
 
-def test_key_auth_with_ssh_public_key(stack, tmp_path):
-    keyfile = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keyfile)],
+def make_key(tmp_path, name="id_ed25519"):
+    """An ed25519 key pair from ssh-keygen: (paramiko key, public key line)."""
+    path = tmp_path / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)],
                    check=True)
-    pub = (tmp_path / "id_ed25519.pub").read_text().strip()
+    return (paramiko.Ed25519Key.from_private_key_file(str(path)),
+            (tmp_path / (name + ".pub")).read_text().strip())
+
+
+def check_key_login(path, pkey, tmp_path):
+    """The sandbox at path lets pkey in as sandbox and refuses another key."""
+    box = Sandbox(path, pkey=pkey)
+    assert box.ok("whoami").strip() == "sandbox"
+    box.close()
+    other, _ = make_key(tmp_path, "other")
+    with pytest.raises(paramiko.AuthenticationException):
+        Sandbox(path, pkey=other)
+
+
+def test_key_auth_with_ssh_public_key(stack, tmp_path):
+    pkey, pub = make_key(tmp_path)
     sess = stack.create(ssh_public_key=pub)
     sid = sess["session_id"]
     path = endpoint_path(stack, sid)
     try:
-        pkey = paramiko.Ed25519Key.from_private_key_file(str(keyfile))
-        box = Sandbox(path, pkey=pkey)
-        assert box.ok("whoami").strip() == "sandbox"
-        box.close()
-        # another key is refused
-        other = tmp_path / "other"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)],
-                       check=True)
-        with pytest.raises(paramiko.AuthenticationException):
-            Sandbox(path, pkey=paramiko.Ed25519Key.from_private_key_file(str(other)))
+        check_key_login(path, pkey, tmp_path)
         # and a wrong password too
         with pytest.raises(paramiko.AuthenticationException):
             Sandbox(path, password="not-the-password")
