@@ -29,6 +29,7 @@ static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
                                    uintptr_t data);
 static void *ngx_pico_create_main_conf(ngx_conf_t *cf);
 static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_pico_resolve_redis(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
 static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -709,26 +710,76 @@ static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&pmcf->redis, "127.0.0.1:6379");
     }
 
-    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0) {
-        if (pmcf->redis.data[5] != '/') {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "pico_redis \"%V\": unix: needs an absolute "
-                               "path",
-                               &pmcf->redis);
-            return NGX_CONF_ERROR;
-        }
-
-    } else if (ngx_strlchr(pmcf->redis.data, pmcf->redis.data + pmcf->redis.len,
-                           ':') == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "pico_redis \"%V\": expected unix:/path or "
-                           "host:port",
-                           &pmcf->redis);
+    if (ngx_pico_resolve_redis(cf, pmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
     ngx_conf_init_msec_value(pmcf->redis_timeout, 1000);
     ngx_conf_init_uint_value(pmcf->max_tunnels, 0);
+
+    return NGX_CONF_OK;
+}
+
+/*
+ * A name in pico_redis is resolved here, in the master, when the
+ * configuration is read (start and reload), as nginx does for upstream
+ * servers: hiredis would otherwise resolve it with a blocking lookup inside
+ * a worker at every (re)connect.  Workers get an address literal.
+ */
+static char *ngx_pico_resolve_redis(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf)
+{
+    size_t len;
+    ngx_url_t u;
+
+    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0) {
+        len = pmcf->redis.len - 5;
+
+        if (pmcf->redis.data[5] != '/' ||
+            len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pico_redis \"%V\": unix: needs an absolute "
+                               "path shorter than %uz bytes",
+                               &pmcf->redis,
+                               sizeof(((struct sockaddr_un *)0)->sun_path));
+            return NGX_CONF_ERROR;
+        }
+
+        pmcf->redis_host = ngx_pnalloc(cf->pool, len + 1);
+        if (pmcf->redis_host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(pmcf->redis_host, pmcf->redis.data + 5, len + 1);
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = pmcf->redis;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pico_redis \"%V\": %s (expected unix:/path or "
+                           "host[:port])",
+                           &pmcf->redis, u.err ? u.err : "no address");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs > 1) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pico_redis \"%V\" has %ui addresses, using %V",
+                           &pmcf->redis, u.naddrs, &u.addrs[0].name);
+    }
+
+    pmcf->redis_host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (pmcf->redis_host == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                        pmcf->redis_host, NGX_SOCKADDR_STRLEN, 0);
+    pmcf->redis_host[len] = '\0';
+    pmcf->redis_port = ngx_inet_get_port(u.addrs[0].sockaddr);
 
     return NGX_CONF_OK;
 }

@@ -29,7 +29,9 @@ typedef struct ngx_pico_tunnel_s ngx_pico_tunnel_t;
 typedef struct ngx_pico_lookup_s ngx_pico_lookup_t;
 
 typedef struct {
-    ngx_str_t redis; /* "unix:/path" or "host:port" */
+    ngx_str_t redis;       /* as configured, for messages */
+    u_char *redis_host;    /* unix path or address literal, NUL-ended */
+    ngx_uint_t redis_port; /* 0 for a unix socket */
     ngx_msec_t redis_timeout;
     ngx_uint_t max_tunnels;    /* per worker, 0: from worker_connections */
     ngx_uint_t enabled;        /* some location has pico_tunnel */

@@ -174,42 +174,19 @@ void ngx_pico_redis_exit(ngx_pico_worker_t *w)
 
 static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w)
 {
-    u_char *p, *last;
-    ngx_int_t port;
-    ngx_str_t *addr;
     ngx_connection_t *c;
     redisAsyncContext *ac;
     ngx_pico_redis_conn_t *rc;
-    char buf[NGX_PICO_MAX_FIELD];
+    ngx_pico_main_conf_t *pmcf;
 
-    addr = &w->pmcf->redis;
+    pmcf = w->pmcf;
 
-    if (addr->len >= sizeof(buf)) {
-        return NULL;
-    }
-
-    if (addr->len > 5 && ngx_strncmp(addr->data, "unix:", 5) == 0) {
-        ngx_cpystrn((u_char *)buf, addr->data + 5, addr->len - 5 + 1);
-        ac = redisAsyncConnectUnix(buf);
+    /* an address literal or a path: nothing here waits for a resolver */
+    if (pmcf->redis_port == 0) {
+        ac = redisAsyncConnectUnix((char *)pmcf->redis_host);
 
     } else {
-        last = addr->data + addr->len;
-        p = last;
-        while (p > addr->data && p[-1] != ':') {
-            p--;
-        }
-
-        if (p == addr->data) {
-            return NULL;
-        }
-
-        port = ngx_atoi(p, last - p);
-        if (port < 1 || port > 65535) {
-            return NULL;
-        }
-
-        ngx_cpystrn((u_char *)buf, addr->data, p - addr->data);
-        ac = redisAsyncConnect(buf, (int)port);
+        ac = redisAsyncConnect((char *)pmcf->redis_host, (int)pmcf->redis_port);
     }
 
     if (ac == NULL) {
@@ -217,8 +194,8 @@ static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w)
     }
 
     if (ac->err) {
-        ngx_log_error(NGX_LOG_ERR, w->log, 0, "pico: redis \"%V\": %s", addr,
-                      ac->errstr);
+        ngx_log_error(NGX_LOG_ERR, w->log, 0, "pico: redis \"%V\": %s",
+                      &pmcf->redis, ac->errstr);
         redisAsyncFree(ac);
         return NULL;
     }

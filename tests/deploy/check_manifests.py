@@ -20,7 +20,8 @@ tell at apply time, or never:
     accept only TCP 22 from the server pods; default deny exists;
   - pico.conf: only keys pico-backend knows (conf/pico.conf.in), runtime
     kubernetes, auth on, the namespace the Role grants; nginx.conf loads
-    the module and reaches the backend's socket.
+    the module, reaches the backend's socket, and pico_redis names a
+    Service with a cluster IP (the module resolves it once).
 
 Prints one line per failed check and "N passed, M failed"; exit 1 on
 failure. --selftest breaks rendered objects on purpose and expects the
@@ -213,6 +214,7 @@ def check(docs):
             sock = conf.get("listen", "")
             ok(sock.startswith("unix:") and ("server %s;" % sock) in nginx,
                "nginx.conf: upstream does not reach the backend's listen %s" % sock)
+            check_redis_service(ok, nginx, by_kind.get("Service", []))
     ok(sandbox_ns, "no ConfigMap with pico.conf")
     for r in roles:
         ok(r["metadata"].get("namespace") == sandbox_ns,
@@ -259,6 +261,22 @@ def check(docs):
                     ok({"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(blk.get("except", [])),
                        "%s: egress ipBlock lets sandboxes reach private/cluster ranges" % name(p))
     return passed[0], fails
+
+
+def check_redis_service(ok, nginx, services):
+    """pico_redis names a Service with a cluster IP: the module resolves the
+    name once, when nginx reads its configuration, so a headless Service
+    (the pod's own address) would go stale when the Redis pod is replaced."""
+    m = re.search(r"^\s*pico_redis\s+([^;\s]+)\s*;", nginx, re.M)
+    addr = m.group(1) if m else ""
+    if addr.startswith("unix:"):
+        return
+    host = addr.rsplit(":", 1)[0] if ":" in addr else addr
+    parts = host.split(".")
+    svc = [s for s in services if s["metadata"].get("name") == parts[0]
+           and (len(parts) < 2 or s["metadata"].get("namespace") == parts[1])]
+    ok(svc and all((s.get("spec") or {}).get("clusterIP") != "None" for s in svc),
+       "nginx.conf: pico_redis %s is not a Service with a cluster IP" % (addr or "(unset)"))
 
 
 def check_sshd_mount(fails_out):
@@ -327,9 +345,14 @@ def selftest(docs):
             if cm.get("kind") == "ConfigMap" and "pico.conf" in cm.get("data", {}):
                 cm["data"]["pico.conf"] += "\nk8s_namespce x\n"
 
+    def headless_redis(ds):
+        for svc in ds:
+            if svc.get("kind") == "Service" and svc["metadata"]["name"] == "redis":
+                svc["spec"]["clusterIP"] = "None"
+
     out = []
     for fn in (no_limits, no_probe, wild_verbs, escalate, bad_selector, no_netpol,
-               open_port, no_name, cluster_role, auth_off, typo_key):
+               open_port, no_name, cluster_role, auth_off, typo_key, headless_redis):
         if not mutate(fn):
             out.append("selftest: breaking %s went unnoticed" % fn.__name__)
     return out
