@@ -1,7 +1,10 @@
 #!/bin/sh
-# Assembles docs/BENCHMARKS.md from the sections the benchmarks wrote.
+# Assembles docs/BENCHMARKS.md from the sections the benchmarks wrote:
+# the known ones in this order (SSH after the raw tunnel numbers it builds
+# on), then any other section in name order.
 set -eu
 dir=$1
+order="create tunnel ssh"
 cat <<HDR
 # Benchmarks
 
@@ -12,8 +15,15 @@ noisy, so each number that has a baseline is given as a ratio against that
 baseline measured in the same run.
 
 HDR
+section() {
+    cat "$1"
+    echo
+}
+for name in $order; do
+    if [ -e "$dir/$name.md" ]; then section "$dir/$name.md"; fi
+done
 for f in "$dir"/*.md; do
     [ -e "$f" ] || continue
-    cat "$f"
-    echo
+    case " $order " in *" $(basename "$f" .md) "*) continue ;; esac
+    section "$f"
 done
