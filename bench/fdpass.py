@@ -61,6 +61,10 @@ def connect_tunnel(hostport, path):
     if len(parts) < 2 or parts[1] != b"200":
         fail("CONNECT %s: %s" % (path, status.decode("latin-1")))
     s.settimeout(None)
+    # ssh does not set TCP_NODELAY on a socket it is handed for a batch
+    # command; without it Nagle holds back the handshake's small writes
+    # (40 ms delayed ACKs: logins measured 50 ms slower than direct)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
 
 
