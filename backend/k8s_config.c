@@ -28,9 +28,11 @@
 
 static int copy_to(char *dst, size_t dstlen, const char *src)
 {
-    if (strlen(src) >= dstlen)
+    size_t n = strlen(src);
+
+    if (n >= dstlen)
         return -1;
-    strcpy(dst, src);
+    memcpy(dst, src, n + 1);
     return 0;
 }
 
@@ -58,10 +60,10 @@ static int from_api_url(k8s_conn *c, const pico_config *cfg, char *err,
     return 0;
 }
 
-static int from_cluster(k8s_conn *c, const pico_config *cfg, char *err,
-                        size_t errlen)
+/* host: KUBERNETES_SERVICE_HOST, not empty */
+static int from_cluster(k8s_conn *c, const pico_config *cfg, const char *host,
+                        char *err, size_t errlen)
 {
-    const char *host = getenv("KUBERNETES_SERVICE_HOST");
     const char *port = getenv("KUBERNETES_SERVICE_PORT");
     size_t i;
 
@@ -93,7 +95,7 @@ int k8s_conn_init(k8s_conn *c, const pico_config *cfg, char *err, size_t errlen)
     if (cfg->k8s_api[0])
         return from_api_url(c, cfg, err, errlen);
     if (host != NULL && host[0])
-        return from_cluster(c, cfg, err, errlen);
+        return from_cluster(c, cfg, host, err, errlen);
     if (cfg->k8s_kubeconfig[0]) {
         if (k8s_kubeconfig_load(c, cfg->k8s_kubeconfig, err, errlen) < 0)
             return -1;
@@ -178,6 +180,7 @@ static void kc_free(kubeconfig *kc)
         }
     }
     free(kc->current);
+    free(kc);
 }
 
 /* A scalar: trims blanks, drops matching quotes and trailing comments. */
@@ -376,7 +379,7 @@ int k8s_kubeconfig_load(k8s_conn *c, const char *path, char *err, size_t errlen)
         return -1;
     }
     rc = kc_parse(kc, f);
-    fclose(f);
+    (void)fclose(f); /* read only: nothing to flush */
     if (rc == 0)
         rc = kc_apply(c, kc, path, err, errlen);
     else
