@@ -242,7 +242,8 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
                  "redis: must be unix:/absolute/path or host:port");
         return -1;
     }
-    if (strcmp(cfg->runtime, "local") && strcmp(cfg->runtime, "kubernetes")) {
+    if (strcmp(cfg->runtime, "local") != 0 &&
+        strcmp(cfg->runtime, "kubernetes") != 0) {
         snprintf(why, whylen, "runtime: must be local or kubernetes");
         return -1;
     }
@@ -327,50 +328,58 @@ int config_parse(pico_config *cfg, const char *name, const char *text,
     return 0;
 }
 
+/* Reads all of f (at most about 1 MiB) into *text, malloc'd (NULL when
+ * the file is empty). */
+static int read_all(FILE *f, const char *path, char **text, size_t *len,
+                    char *err, size_t errlen)
+{
+    size_t cap = 0;
+
+    *text = NULL;
+    *len = 0;
+    for (;;) {
+        size_t got;
+        if (cap - *len < 4096) {
+            char *t;
+            if (cap > (1u << 20)) {
+                snprintf(err, errlen, "%s: file too large", path);
+                return -1;
+            }
+            cap = cap ? cap * 2 : 8192;
+            t = realloc(*text, cap);
+            if (t == NULL) {
+                snprintf(err, errlen, "%s: out of memory", path);
+                return -1;
+            }
+            *text = t;
+        }
+        got = fread(*text + *len, 1, cap - *len, f);
+        *len += got;
+        if (got == 0)
+            break;
+    }
+    if (ferror(f)) {
+        snprintf(err, errlen, "%s: read error", path);
+        return -1;
+    }
+    return 0;
+}
+
 int config_load(pico_config *cfg, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
-    char *text = NULL;
-    size_t len = 0, cap = 0;
+    char *text;
+    size_t len;
     int rc;
 
     if (f == NULL) {
         snprintf(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
-    for (;;) {
-        size_t got;
-        if (cap - len < 4096) {
-            char *t;
-            if (cap > (1u << 20)) {
-                snprintf(err, errlen, "%s: file too large", path);
-                free(text);
-                fclose(f);
-                return -1;
-            }
-            cap = cap ? cap * 2 : 8192;
-            t = realloc(text, cap);
-            if (t == NULL) {
-                free(text);
-                fclose(f);
-                snprintf(err, errlen, "%s: out of memory", path);
-                return -1;
-            }
-            text = t;
-        }
-        got = fread(text + len, 1, cap - len, f);
-        len += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        snprintf(err, errlen, "%s: read error", path);
-        free(text);
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
-    rc = config_parse(cfg, path, text ? text : "", len, err, errlen);
+    rc = read_all(f, path, &text, &len, err, errlen);
+    (void)fclose(f); /* read only: nothing to flush, nothing to report */
+    if (rc == 0)
+        rc = config_parse(cfg, path, text ? text : "", len, err, errlen);
     free(text);
     return rc;
 }

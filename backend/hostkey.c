@@ -37,7 +37,7 @@ static int export_public(ssh_key key, hostkey *hk)
 static int export_fingerprint(ssh_key key, hostkey *hk)
 {
     unsigned char *hash = NULL;
-    size_t hlen = 0;
+    size_t hlen = 0, len;
     char *fpr;
     int rc = -1;
 
@@ -48,9 +48,9 @@ static int export_fingerprint(ssh_key key, hostkey *hk)
     ssh_clean_pubkey_hash(&hash);
     if (fpr == NULL)
         return -1;
-    if (strncmp(fpr, "SHA256:", 7) == 0 &&
-        strlen(fpr) < sizeof(hk->fingerprint)) {
-        strcpy(hk->fingerprint, fpr);
+    len = strlen(fpr);
+    if (strncmp(fpr, "SHA256:", 7) == 0 && len < sizeof(hk->fingerprint)) {
+        memcpy(hk->fingerprint, fpr, len + 1);
         rc = 0;
     }
     ssh_string_free_char(fpr);

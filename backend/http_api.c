@@ -34,7 +34,7 @@
 #include "util.h"
 
 /* Bodies declared larger than this are refused without reading them. */
-#define BODY_HARD_MAX (1024 * 1024)
+#define BODY_HARD_MAX (1024LL * 1024)
 #define DRAIN_WAIT_MS 30000
 
 struct http_api {
@@ -388,6 +388,10 @@ static void completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&h->inflight, 1);
 }
 
+/* libmicrohttpd's messages: fmt is its printf format for ap. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];
@@ -534,7 +538,7 @@ void http_api_stop(http_api *h)
     if (!strncmp(h->app->cfg.listen, "unix:", 5))
         unlink(h->app->cfg.listen + 5);
     while (atomic_load(&h->inflight) > 0 && waited < DRAIN_WAIT_MS) {
-        struct timespec ts = {0, 20 * 1000000};
+        struct timespec ts = {0, 20L * 1000000};
         nanosleep(&ts, NULL);
         waited += 20;
     }

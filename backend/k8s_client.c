@@ -15,8 +15,8 @@
 #include "k8s_client.h"
 
 #define K8S_CONNECT_TIMEOUT_S 5
-#define K8S_BODY_MAX (32 * 1024 * 1024)
-#define K8S_LINE_MAX (4 * 1024 * 1024)
+#define K8S_BODY_MAX ((size_t)32 * 1024 * 1024)
+#define K8S_LINE_MAX ((size_t)4 * 1024 * 1024)
 #define K8S_TOKEN_MAX 16384
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -77,11 +77,12 @@ static int read_token(const k8s_conn *c, char *tok, size_t toklen, char *err,
 
     tok[0] = '\0';
     if (c->token != NULL) {
-        if (strlen(c->token) >= toklen) {
+        n = strlen(c->token);
+        if (n >= toklen) {
             snprintf(err, errlen, "kubernetes token is too long");
             return -1;
         }
-        strcpy(tok, c->token);
+        memcpy(tok, c->token, n + 1);
         return 0;
     }
     if (c->token_file[0] == '\0')
@@ -92,7 +93,7 @@ static int read_token(const k8s_conn *c, char *tok, size_t toklen, char *err,
         return -1;
     }
     n = fread(tok, 1, toklen - 1, f);
-    fclose(f);
+    (void)fclose(f); /* read only: nothing to flush */
     tok[n] = '\0';
     while (n > 0 &&
            (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' '))
@@ -202,7 +203,7 @@ int k8s_request(const k8s_conn *c, const char *method, const char *path,
         if (out.len > 0)
             r->body = json_loadb(out.data, out.len, 0, NULL);
     } else if (out.overflow) {
-        snprintf(err, errlen, "kubernetes API %s %s: answer over %d bytes",
+        snprintf(err, errlen, "kubernetes API %s %s: answer over %zu bytes",
                  method, path, K8S_BODY_MAX);
     } else {
         transport_error(rc, errbuf, method, path, err, errlen);

@@ -176,8 +176,8 @@ int main(int argc, char **argv)
     const char *conf = NULL;
     int i = 1, rc;
 
-    signal(SIGPIPE, SIG_IGN);
-    setvbuf(stderr, NULL, _IOLBF, 0);
+    (void)signal(SIGPIPE, SIG_IGN);
+    (void)setvbuf(stderr, NULL, _IOLBF, 0);
     if (argc >= 3 && !strcmp(argv[1], "--config")) {
         conf = argv[2];
         i = 3;

@@ -139,14 +139,16 @@ store *store_open(const char *addr, char *err, size_t errlen)
     } else {
         const char *colon = strrchr(addr, ':');
         size_t n = colon ? (size_t)(colon - addr) : 0;
-        if (colon == NULL || n >= sizeof(st->host)) {
+        long long port = 0;
+        if (colon == NULL || n >= sizeof(st->host) ||
+            parse_ll(colon + 1, &port) < 0 || port < 1 || port > 65535) {
             snprintf(err, errlen, "bad redis address %s", addr);
             free(st);
             return NULL;
         }
         memcpy(st->host, addr, n);
         st->host[n] = '\0';
-        st->port = atoi(colon + 1);
+        st->port = (int)port;
     }
     return st;
 }
