@@ -348,17 +348,24 @@ static void body_to_message(char *msg, size_t msglen)
     msg[out] = '\0';
 }
 
+/* "HTTP/1.<minor> <3-digit status> <reason>" */
 static int parse_status(const char *hdr, struct connect_reply *r)
 {
     const char *eol = strstr(hdr, "\r\n");
-    int minor, n = 0;
+    const char *p = hdr + 7;
 
-    if (sscanf(hdr, "HTTP/1.%d %3d%n", &minor, &r->status, &n) < 2 ||
-        r->status < 100 || r->status > 999)
+    if (strncmp(hdr, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)*p))
         return -1;
-    hdr += n;
-    hdr += strspn(hdr, " ");
-    snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(eol - hdr), hdr);
+    p += strspn(p, "0123456789");
+    if (*p != ' ')
+        return -1;
+    p += strspn(p, " ");
+    if (strspn(p, "0123456789") < 3 || p[0] == '0')
+        return -1;
+    r->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
+    p += 3;
+    p += strspn(p, " ");
+    snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(eol - p), p);
     return 0;
 }
 

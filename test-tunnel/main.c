@@ -204,7 +204,8 @@ static void print_file(FILE *f)
 
     rewind(f);
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
-        fwrite(buf, 1, n, stdout);
+        if (fwrite(buf, 1, n, stdout) != n)
+            break; /* stdout is gone: nothing more can be shown */
 }
 
 /* Runs -cmd and prints the output block; 0 only if it exited 0. */
@@ -245,10 +246,11 @@ static int run_command(const struct options *o, ssh_session s)
     rc = r.exit_code == 0 ? 0 : -1;
 
 out:
+    /* temporary files, already read: nothing to flush or report */
     if (out)
-        fclose(out);
+        (void)fclose(out);
     if (errf)
-        fclose(errf);
+        (void)fclose(errf);
     return rc;
 }
 
@@ -264,10 +266,13 @@ static char *probe(ssh_session s, const char *cmd, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
     else if (ssh_run(s, cmd, out, errf, &r, err, errlen) < 0)
         r.exit_code = -2;
-    if (out)
-        fclose(out);
+    /* closing the memory stream sets text and len; failing, it is short */
+    if (out && fclose(out) != 0 && r.exit_code == 0) {
+        snprintf(err, errlen, "out of memory");
+        r.exit_code = -2;
+    }
     if (errf)
-        fclose(errf);
+        (void)fclose(errf); /* /dev/null */
     if (r.exit_code != 0 || text == NULL) {
         if (r.exit_code > 0)
             snprintf(err, errlen, "`%s` exited with code %d", cmd, r.exit_code);
@@ -373,7 +378,7 @@ int main(int argc, char **argv)
         return rc == FLAGS_HELP ? 0 : 2;
     }
     /* A closed tunnel or pipe is an error to report, not a signal. */
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
     if (!valid_session_id(o.session) || !valid_token(o.token)) {
         log_error("invalid %s", valid_token(o.token) ? "session ID" : "token");
         flags_free(&o);

@@ -14,7 +14,7 @@
 
 #include "rest.h"
 
-#define REST_BODY_MAX (1024 * 1024)
+#define REST_BODY_MAX ((size_t)1024 * 1024)
 
 struct body {
     char *data;

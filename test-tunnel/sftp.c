@@ -19,7 +19,7 @@
 
 /* Under the 32 KiB channel packet libssh uses, so one write = one packet. */
 #define CHUNK 32768
-#define PROGRESS_MIN (1024 * 1024)
+#define PROGRESS_MIN (1024ULL * 1024)
 
 struct progress {
     const char *verb;
