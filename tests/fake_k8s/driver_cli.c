@@ -15,11 +15,13 @@
  * (use that file, not API_URL), K8S_INCLUSTER (use
  * KUBERNETES_SERVICE_HOST/PORT), K8S_TOKEN_FILE, K8S_CA_FILE.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "config.h"
 #include "runtime.h"
+#include "util.h"
 
 static void print_id(const char *id, void *arg)
 {
@@ -42,13 +44,15 @@ int main(int argc, char **argv)
     char err[512] = "";
     const char *cmd;
     runtime *rt;
+    long long timeout;
     int rc = 1;
 
-    if (argc < 5)
+    if (argc < 5 || parse_ll(argv[3], &timeout) < 0 || timeout < 0 ||
+        timeout > INT_MAX)
         return usage();
     snprintf(cfg.k8s_api, sizeof(cfg.k8s_api), "%s", argv[1]);
     snprintf(cfg.k8s_namespace, sizeof(cfg.k8s_namespace), "%s", argv[2]);
-    cfg.k8s_ready_timeout_s = atoi(argv[3]);
+    cfg.k8s_ready_timeout_s = (int)timeout;
     if (getenv("K8S_KUBECONFIG") != NULL) {
         cfg.k8s_api[0] = '\0';
         snprintf(cfg.k8s_kubeconfig, sizeof(cfg.k8s_kubeconfig), "%s",

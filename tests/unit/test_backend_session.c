@@ -133,11 +133,11 @@ static void test_metadata(void **state)
     p = body + sprintf(body, "{\"metadata\":{");
     for (i = 0; i < 33; i++)
         p += sprintf(p, "%s\"k%d\":\"v\"", i ? "," : "", i);
-    sprintf(p, "}}");
+    memcpy(p, "}}", 3);
     refused(body, "metadata:");
     p = body + sprintf(body, "{\"metadata\":{\"a\":\"");
     memset(p, 'x', 1025);
-    sprintf(p + 1025, "\"}}");
+    memcpy(p + 1025, "\"}}", 4);
     refused(body, "metadata.a:");
 }
 

@@ -91,7 +91,8 @@ static void test_token_parse_rejects(void **state)
     tok[30] = 'A'; /* uppercase hex is not the format */
     assert_int_equal(token_parse(tok, id), -1);
     token_generate(tok, id);
-    strcat(tok, "0");
+    tok[PICO_TOKEN_LEN] = '0'; /* one character too long */
+    tok[PICO_TOKEN_LEN + 1] = '\0';
     assert_int_equal(token_parse(tok, id), -1);
 }
 
