@@ -547,7 +547,7 @@ static ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code,
     len = ngx_strlen(body);
 
     r->headers_out.status = code;
-    r->headers_out.content_length_n = len;
+    r->headers_out.content_length_n = (off_t)len;
     ngx_str_set(&r->headers_out.content_type, "text/plain");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
     r->keepalive = 0;
@@ -815,11 +815,12 @@ static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
                               5000);
     ngx_conf_merge_msec_value(conf->idle_timeout, prev->idle_timeout, 3600000);
-    ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size, 256 * 1024);
+    ngx_conf_merge_size_value(conf->buffer_size, prev->buffer_size,
+                              (size_t)256 * 1024);
     ngx_conf_merge_size_value(conf->unix_sndbuf, prev->unix_sndbuf,
-                              4 * 1024 * 1024);
+                              (size_t)4 * 1024 * 1024);
 
-    if (conf->unix_sndbuf > 1024 * 1024 * 1024) {
+    if (conf->unix_sndbuf > (size_t)1024 * 1024 * 1024) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "pico_unix_sndbuf must be at most 1g");
         return NGX_CONF_ERROR;

@@ -642,18 +642,19 @@ static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
 
 void ngx_pico_pipes_free(ngx_pico_worker_t *w)
 {
-    ngx_queue_t *q;
+    ngx_queue_t *q, *next;
     ngx_pico_pipe_t *p;
 
-    while (!ngx_queue_empty(&w->pipes)) {
-        q = ngx_queue_head(&w->pipes);
-        ngx_queue_remove(q);
+    for (q = ngx_queue_head(&w->pipes); q != ngx_queue_sentinel(&w->pipes);
+         q = next) {
+        next = ngx_queue_next(q);
         p = ngx_queue_data(q, ngx_pico_pipe_t, queue);
         close(p->fd[0]);
         close(p->fd[1]);
         ngx_free(p);
     }
 
+    ngx_queue_init(&w->pipes);
     w->npipes = 0;
 }
 
