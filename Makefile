@@ -2,8 +2,9 @@
 #
 # Each part has its own fragment in mk/ (backend.mk, module.mk,
 # test-tunnel.mk, sdk.mk, k8s.mk, bench.mk). A fragment adds its build
-# targets to BUILD_TARGETS, its unit tests to UNIT_TESTS and its short fuzz
-# runs to FUZZ_SHORT; this file ties them into the commands users type.
+# targets to BUILD_TARGETS, its unit tests to UNIT_TESTS, its short fuzz runs
+# to FUZZ_SHORT and what clang-tidy needs generated first to LINT_DEPS; this
+# file ties them into the commands users type.
 #
 #   make run     install what is missing, build, start the service on :8080
 #   make test    everything above, then unit, fuzz and end-to-end tests
@@ -33,6 +34,7 @@ BUILD_TARGETS :=
 UNIT_TESTS    :=
 FUZZ_SHORT    :=
 FUZZ_LONG     :=
+LINT_DEPS     :=
 
 .PHONY: all build-all deps rootfs run test test-unit test-e2e fuzz fuzz-short \
         bench lint format clean
@@ -65,7 +67,8 @@ fuzz: $(FUZZ_LONG)
 test-e2e: build-all rootfs
 	$(PYTEST) -p no:cacheprovider -q tests/e2e $(PYTEST_ARGS)
 
-lint:
+# clang-format, cppcheck and clang-tidy on all C (scripts/lint.sh)
+lint: $(LINT_DEPS)
 	@scripts/lint.sh
 
 format:

@@ -18,6 +18,8 @@ BUILD_TARGETS += $(MOD_SO) $(MOD_LOAD)
 UNIT_TESTS    += test-unit-module
 FUZZ_SHORT    += fuzz-module-short
 FUZZ_LONG     += fuzz-module-long
+# clang-tidy compiles the module against nginx's configured tree
+LINT_DEPS     += $(MOD_OBJ)/Makefile
 
 .PHONY: module test-unit-module fuzz-module-short fuzz-module-long bench-tunnel
 

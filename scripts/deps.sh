@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="build-essential pkg-config clang libclang-rt-14-dev valgrind
-clang-format cppcheck
+clang-format clang-tidy cppcheck
 nginx nginx-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev
 libssh-dev libssl-dev libmicrohttpd-dev libcmocka-dev
 redis-server runc mmdebstrap openssh-client openssh-sftp-server
