@@ -30,11 +30,15 @@
  * or proxy:HOST:PORT/AUTHORITY (through a CONNECT proxy such as squid or
  * tinyproxy: CONNECT AUTHORITY, e.g. 127.0.0.1:2222).  The server's
  * PATH may also be 127.0.0.1:PORT.
+ *
+ * BYTES, COUNT and the ports are decimal numbers, nothing else: a bad one
+ * is reported on stderr and the exit status is 2 (as for a bad TARGET).
  */
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
@@ -49,20 +53,68 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHUNK (256 * 1024)
+#define CHUNK ((size_t)256 * 1024)
 
 static double now(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void die(const char *what)
 {
     perror(what);
     exit(1);
+}
+
+/*
+ * The decimal number at s, in [min, max] (min >= 0), that ends at stop or
+ * at the end of s; -1 if there is none.  Unlike atoi and strtoll alone, no
+ * spaces, sign, junk or overflow.
+ */
+static int parse_num(const char *s, char stop, long long min, long long max,
+                     long long *out)
+{
+    char *end;
+    long long v;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || (*end != '\0' && *end != stop) || v < min || v > max) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* a command-line number (what: its name), or a message and exit 2 */
+static long long arg_num(const char *s, long long max, const char *what)
+{
+    long long v;
+
+    if (parse_num(s, '\0', 0, max, &v) != 0) {
+        fprintf(stderr, "tunnel_load: bad %s '%s' (0 to %lld)\n", what, s, max);
+        exit(2);
+    }
+    return v;
+}
+
+/* the port at s, ending at stop or the end of s, or a message naming
+ * where (the whole argument) and exit 2 */
+static unsigned short port_of(const char *s, char stop, const char *where)
+{
+    long long port;
+
+    if (parse_num(s, stop, 1, 65535, &port) != 0) {
+        fprintf(stderr, "tunnel_load: bad port in '%s' (1 to 65535)\n", where);
+        exit(2);
+    }
+    return (unsigned short)port;
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -101,30 +153,39 @@ static int read_line(int fd, char *buf, size_t size)
 
 /* -- server ------------------------------------------------------------ */
 
+/* arg: the accepted connection's fd, in memory of its own that serve()
+ * frees (a thread argument is a pointer, not an int) */
 static void *serve(void *arg)
 {
-    int fd = (int)(long)arg;
+    int fd = *(int *)arg;
     char line[64], *buf;
     long long n;
     ssize_t r;
 
+    free(arg);
     buf = malloc(CHUNK);
     if (buf == NULL || read_line(fd, line, sizeof(line)) != 0) {
         goto done;
     }
 
     if (strncmp(line, "up ", 3) == 0) {
-        n = atoll(line + 3);
+        if (parse_num(line + 3, '\0', 0, LLONG_MAX, &n) != 0) {
+            fprintf(stderr, "tunnel_load: bad request '%s'\n", line);
+            goto done;
+        }
         while (n > 0 && (r = read(fd, buf, CHUNK)) > 0) {
             n -= r;
         }
-        write_all(fd, "ok\n", 3);
+        (void)write_all(fd, "ok\n", 3); /* if not: the client's "no ok" */
 
     } else if (strncmp(line, "down ", 5) == 0) {
-        n = atoll(line + 5);
+        if (parse_num(line + 5, '\0', 0, LLONG_MAX, &n) != 0) {
+            fprintf(stderr, "tunnel_load: bad request '%s'\n", line);
+            goto done;
+        }
         memset(buf, 'x', CHUNK);
         while (n > 0) {
-            size_t k = n > CHUNK ? CHUNK : (size_t)n;
+            size_t k = n > (long long)CHUNK ? CHUNK : (size_t)n;
             if (write_all(fd, buf, k) != 0) {
                 break;
             }
@@ -160,10 +221,12 @@ static int listen_on(const char *path)
 
         memset(&sin, 0, sizeof(sin));
         sin.sin_family = AF_INET;
-        sin.sin_port = htons((unsigned short)atoi(path + 10));
+        sin.sin_port = htons(port_of(path + 10, '\0', path));
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         s = socket(AF_INET, SOCK_STREAM, 0);
-        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (s >= 0) {
+            setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        }
         if (s < 0 || bind(s, (struct sockaddr *)&sin, sizeof(sin)) != 0 ||
             listen(s, 4096) != 0) {
             die("server");
@@ -227,7 +290,7 @@ static int idle_server(const char *path)
 
 static int server(const char *path)
 {
-    int s, fd;
+    int s, fd, *arg;
     pthread_t th;
     pthread_attr_t attr;
 
@@ -235,7 +298,7 @@ static int server(const char *path)
 
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 64 * 1024);
+    pthread_attr_setstacksize(&attr, (size_t)64 * 1024);
 
     printf("listening\n");
     fflush(stdout);
@@ -249,7 +312,14 @@ static int server(const char *path)
             }
             die("accept");
         }
-        if (pthread_create(&th, &attr, serve, (void *)(long)fd) != 0) {
+        arg = malloc(sizeof(*arg));
+        if (arg == NULL) {
+            close(fd);
+            continue;
+        }
+        *arg = fd;
+        if (pthread_create(&th, &attr, serve, arg) != 0) {
+            free(arg);
             close(fd);
         }
     }
@@ -264,6 +334,25 @@ static int server(const char *path)
  * a close without an answer, -1 for a failed connect */
 static int last_status;
 static struct in_addr source_addr;
+
+/* the status of an answer "HTTP/1.x NNN ..." (tinyproxy answers HTTP/1.0),
+ * 0 if it is not one */
+static int http_status(const char *answer)
+{
+    int i, status = 0;
+
+    if (strncmp(answer, "HTTP/1.", 7) != 0 || answer[7] == '\0' ||
+        answer[8] != ' ') {
+        return 0;
+    }
+    for (i = 9; i < 12; i++) {
+        if (answer[i] < '0' || answer[i] > '9') {
+            return 0;
+        }
+        status = status * 10 + (answer[i] - '0');
+    }
+    return answer[12] >= '0' && answer[12] <= '9' ? 0 : status;
+}
 
 static int open_target(const char *target, double *latency)
 {
@@ -294,7 +383,7 @@ static int open_target(const char *target, double *latency)
     if (strncmp(target, "tcp:", 4) == 0) {
         memset(&sin, 0, sizeof(sin));
         sin.sin_family = AF_INET;
-        sin.sin_port = htons((unsigned short)atoi(strrchr(target, ':') + 1));
+        sin.sin_port = htons(port_of(strrchr(target, ':') + 1, '\0', target));
         sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
         fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)) != 0) {
@@ -324,7 +413,7 @@ static int open_target(const char *target, double *latency)
 
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
-    sin.sin_port = htons((unsigned short)atoi(colon + 1));
+    sin.sin_port = htons(port_of(colon + 1, '/', target));
     inet_pton(AF_INET, host, &sin.sin_addr);
 
     last_status = -1;
@@ -384,9 +473,8 @@ static int open_target(const char *target, double *latency)
     }
     buf[n] = '\0';
 
-    /* tinyproxy answers HTTP/1.0 */
-    if (strncmp(buf, "HTTP/1.", 7) != 0 || strncmp(buf + 8, " 200", 4) != 0) {
-        last_status = strncmp(buf, "HTTP/1.", 7) == 0 ? atoi(buf + 9) : 0;
+    last_status = http_status(buf);
+    if (last_status != 200) {
         if (last_status != 503) {
             fprintf(stderr, "CONNECT failed: %.60s\n", buf);
         }
@@ -403,13 +491,16 @@ static int open_target(const char *target, double *latency)
 
 static int transfer(const char *dir, long long bytes, const char *target)
 {
-    int fd;
+    int fd, rc = 1;
     char line[64], *buf;
     long long n;
     ssize_t r;
     double t0;
 
     buf = malloc(CHUNK);
+    if (buf == NULL) {
+        die("malloc");
+    }
     memset(buf, 'y', CHUNK);
 
     fd = open_target(target, NULL);
@@ -418,22 +509,24 @@ static int transfer(const char *dir, long long bytes, const char *target)
     }
 
     snprintf(line, sizeof(line), "%s %lld\n", dir, bytes);
-    write_all(fd, line, strlen(line));
+    if (write_all(fd, line, strlen(line)) != 0) {
+        die("write");
+    }
 
     t0 = now();
 
     if (strcmp(dir, "up") == 0) {
         n = bytes;
         while (n > 0) {
-            size_t k = n > CHUNK ? CHUNK : (size_t)n;
+            size_t k = n > (long long)CHUNK ? CHUNK : (size_t)n;
             if (write_all(fd, buf, k) != 0) {
                 die("write");
             }
             n -= (long long)k;
         }
-        if (read_line(fd, line, sizeof(line)) != 0 || strcmp(line, "ok")) {
+        if (read_line(fd, line, sizeof(line)) != 0 || strcmp(line, "ok") != 0) {
             fprintf(stderr, "no ok\n");
-            return 1;
+            goto done;
         }
 
     } else {
@@ -443,14 +536,17 @@ static int transfer(const char *dir, long long bytes, const char *target)
         }
         if (n != bytes) {
             fprintf(stderr, "short: %lld of %lld\n", n, bytes);
-            return 1;
+            goto done;
         }
     }
 
     printf("%.6f\n", now() - t0);
+    rc = 0;
+
+done:
     close(fd);
     free(buf);
-    return 0;
+    return rc;
 }
 
 static int latency(int count, const char *target)
@@ -504,7 +600,9 @@ static int hold(int count, const char *target, const char *source)
 
 int main(int argc, char **argv)
 {
-    signal(SIGPIPE, SIG_IGN);
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR) {
+        die("signal");
+    }
 
     if (argc == 3 && strcmp(argv[1], "idle-server") == 0) {
         return idle_server(argv[2]);
@@ -512,14 +610,16 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "server") == 0) {
         return server(argv[2]);
     }
-    if (argc == 4 && (!strcmp(argv[1], "up") || !strcmp(argv[1], "down"))) {
-        return transfer(argv[1], atoll(argv[2]), argv[3]);
+    if (argc == 4 &&
+        (strcmp(argv[1], "up") == 0 || strcmp(argv[1], "down") == 0)) {
+        return transfer(argv[1], arg_num(argv[2], LLONG_MAX, "BYTES"), argv[3]);
     }
     if (argc == 4 && strcmp(argv[1], "latency") == 0) {
-        return latency(atoi(argv[2]), argv[3]);
+        return latency((int)arg_num(argv[2], INT_MAX, "COUNT"), argv[3]);
     }
     if ((argc == 4 || argc == 5) && strcmp(argv[1], "hold") == 0) {
-        return hold(atoi(argv[2]), argv[3], argc == 5 ? argv[4] : NULL);
+        return hold((int)arg_num(argv[2], INT_MAX, "COUNT"), argv[3],
+                    argc == 5 ? argv[4] : NULL);
     }
 
     fprintf(stderr, "usage: see the comment at the top of tunnel_load.c\n");
