@@ -34,7 +34,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
 from pico_stack import Stack  # noqa: E402
-from tunnel import cpu_seconds, machine_busy, worker_pids  # noqa: E402
+from tunnel import (cpu_seconds, machine_busy, worker_pids,  # noqa: E402
+                    write_report)
 
 FDPASS = os.path.join(ROOT, "bench", "fdpass.py")
 PYTHON = "/usr/bin/python3"
@@ -468,10 +469,7 @@ def main():
     if left:
         raise RuntimeError("runc containers left behind: %s" % left)
     lines = report(res, args, load0, budget.deadline - time.monotonic())
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,15 @@ def transfer(direction, nbytes, target):
     return float(out.stdout.strip())
 
 
+def write_report(path, lines):
+    """The markdown section to path (scripts/bench-report.sh collects it),
+    and to stdout."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    print("\n".join(lines))
+
+
 def machine_busy():
     """CPU seconds the whole machine spent busy (all cores, /proc/stat):
     client, endpoint, relay and the kernel's softirq work together"""
@@ -585,10 +594,7 @@ def main():
     ]
     if refs:
         lines += reference_table(tcp_rows, tcp_lat, refs)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines))
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":
