@@ -579,8 +579,12 @@ def main():
     ]
     lines += idle_lines(args, idle)
     tcp_rows = results["tcp, pico_splice on"]
+    direct_cpu = sum(tcp_rows[d][3] for d in ("up", "down"))
+    # /proc/stat counts in ticks: tiny --bytes runs can read 0 for direct
+    cost = ("%.1fx" % (sum(tcp_rows[d][4] for d in ("up", "down")) / direct_cpu)
+            if direct_cpu else "(too little moved to tell)")
     lines += [
-        "Reading it: a GiB through the tunnel cost the machine %.1fx (TCP "
+        "Reading it: a GiB through the tunnel cost the machine %s (TCP "
         "endpoint) the CPU of a direct GiB: three processes and two trips "
         "through the socket layer instead of two and one, on %d shared "
         "cores; the stock stream proxy below pays the same. What was tried "
@@ -588,8 +592,7 @@ def main():
         "direction, SPLICE_F_MORE, draining per event) and why 0.9x is out "
         "of reach here: docs/nginx-module.md, \"Throughput: what was "
         "tried\"."
-        % (statistics.mean(tcp_rows[d][4] / tcp_rows[d][3]
-                           for d in ("up", "down")), os.cpu_count()),
+        % (cost, os.cpu_count()),
         "",
     ]
     if refs:
