@@ -36,6 +36,9 @@ static const struct flag flag_table[] = {
      "system's"},
     {"stdio", FLAG_BOOL, NULL,
      "relay stdin/stdout through the tunnel (for ssh -o ProxyCommand)"},
+    {"fdpass", FLAG_BOOL, NULL,
+     "hand the tunnel to ssh itself (ProxyCommand with -o "
+     "ProxyUseFdpass=yes; http:// -api only)"},
     {"timeout", FLAG_SECONDS, "30",
      "seconds allowed for connecting and each handshake (0 = no limit)"},
 };
@@ -160,6 +163,8 @@ static int flag_set(struct options *o, const struct flag *f, const char *v)
         return add_transfer(&o->downloads, &o->ndownloads, v, 0);
     else if (strcmp(name, "stdio") == 0)
         return parse_bool(v, &o->stdio);
+    else if (strcmp(name, "fdpass") == 0)
+        return parse_bool(v, &o->fdpass);
     else if (strcmp(name, "timeout") == 0)
         return parse_seconds(v, &o->timeout);
     return 0;
@@ -229,6 +234,8 @@ int flags_parse(struct options *o, int argc, char **argv)
         return usage_error("unexpected argument: ", argv[i]);
     if (o->session == NULL || o->session[0] == '\0')
         return usage_error("Error: -session is required", "");
+    if (o->stdio && o->fdpass)
+        return usage_error("Error: -stdio and -fdpass exclude each other", "");
     return FLAGS_OK;
 }
 

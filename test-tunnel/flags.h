@@ -26,7 +26,8 @@ struct options {
     const char *cmd;
     const char *cacert; /* CA file for https, NULL = the system's */
     long timeout;       /* seconds for connecting and handshakes; 0 = none */
-    int stdio; /* relay stdin/stdout through the tunnel and nothing else */
+    int stdio;  /* relay stdin/stdout through the tunnel and nothing else */
+    int fdpass; /* hand the tunnel's socket to ssh (ProxyUseFdpass) */
     struct transfer *uploads;
     size_t nuploads;
     struct transfer *downloads;

@@ -29,6 +29,7 @@
 #include "rest.h"
 #include "sftp.h"
 #include "ssh.h"
+#include "fdpass.h"
 #include "stdio_relay.h"
 #include "tls.h"
 
@@ -333,6 +334,31 @@ static int run_stdio(const struct options *o, const struct api_addr *a)
     return rc < 0 ? 1 : 0;
 }
 
+/*
+ * The -fdpass mode: CONNECT, then give ssh the socket and exit. Over
+ * https the bytes are TLS records ssh could not read: refused.
+ */
+static int run_fdpass(const struct options *o, const struct api_addr *a)
+{
+    struct api_conn c;
+    char err[ERRLEN];
+    int rc;
+
+    log_set_quiet(1);
+    if (a->tls) {
+        log_error("-fdpass needs an http:// -api (ssh cannot speak the "
+                  "TLS around the tunnel); use -stdio");
+        return 1;
+    }
+    if (open_tunnel(o, a, &c) < 0)
+        return 1;
+    rc = fdpass_send(STDOUT_FILENO, c.fd, err, sizeof(err));
+    if (rc < 0)
+        log_error("%s", err);
+    conn_close(&c);
+    return rc < 0 ? 1 : 0;
+}
+
 static int run_session(const struct options *o, ssh_session s)
 {
     if (do_uploads(o, s) < 0 || run_command(o, s) < 0 ||
@@ -391,7 +417,12 @@ int main(int argc, char **argv)
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     ssh_init();
-    rc = o.stdio ? run_stdio(&o, &a) : run_test(&o, &a);
+    if (o.stdio)
+        rc = run_stdio(&o, &a);
+    else if (o.fdpass)
+        rc = run_fdpass(&o, &a);
+    else
+        rc = run_test(&o, &a);
     ssh_finalize();
     curl_global_cleanup();
     api_addr_free(&a);

@@ -200,7 +200,7 @@ def test_help_lists_every_flag_with_its_default(flag):
                           ("timeout", "30")]:
         assert re.search(r"  -%s .*\n.*\(default %s\)" % (name, re.escape(default)),
                          text), (name, text)
-    for name in ("session", "upload", "download", "stdio", "cacert"):
+    for name in ("session", "upload", "download", "stdio", "fdpass", "cacert"):
         assert "  -" + name in text
 
 
@@ -542,6 +542,45 @@ def test_openssh_ssh_through_stdio(stack, sid, keypair):
     assert p.stdout == b"/workspace\nsandbox\npiped through\n"
 
 
+def fdpass_opts(api, keypair):
+    return SSH_OPTS + ["-i", keypair[0], "-o", "ProxyUseFdpass=yes", "-o",
+                       "ProxyCommand=%s -api %s -session %%h -fdpass" % (TT, api)]
+
+
+def test_openssh_ssh_and_scp_with_fdpass(stack, sid, keypair, tmp):
+    """-fdpass hands ssh the tunnel's socket: ssh talks to nginx itself,
+    no relay process in between; a command and a 3 MiB scp both work."""
+    opts = fdpass_opts(stack.url, keypair)
+    p = subprocess.run(["ssh"] + opts + ["sandbox@" + sid, "pwd; whoami; cat"],
+                       input=b"handed over\n", capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout == b"/workspace\nsandbox\nhanded over\n"
+    src = os.path.join(tmp, "fdpass.bin")
+    with open(src, "wb") as f:
+        f.write(os.urandom(3 << 20))
+    p = subprocess.run(["scp", "-q"] + opts + [src, "sandbox@%s:/workspace/fdpass.bin" % sid],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    p = subprocess.run(["ssh"] + opts + ["sandbox@" + sid, "sha256sum /workspace/fdpass.bin"],
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.split()[0].decode() == sha256(src)
+
+
+def test_fdpass_errors(stack, sid):
+    # stdout is a pipe here, not ssh's socketpair
+    p = tt(stack, sid, "-fdpass", input=b"")
+    assert (p.returncode, p.stdout) == (1, b"")
+    assert err(p) == ("Error: -fdpass: stdout is not a socket (use it as ssh's "
+                      "ProxyCommand with -o ProxyUseFdpass=yes)\n")
+    p = tt(stack, str(uuid.uuid4()), "-fdpass", input=b"")
+    assert p.returncode == 1
+    assert err(p) == "Error: CONNECT failed with status 404: Session not found\n"
+    p = tt(stack, sid, "-fdpass", "-stdio", input=b"")
+    assert p.returncode == 2
+    assert err(p).startswith("Error: -stdio and -fdpass exclude each other\n")
+
+
 def test_openssh_scp_and_sftp_through_stdio(stack, sid, keypair, tmp):
     src = os.path.join(tmp, "scp.bin")
     back = os.path.join(tmp, "sftp.bin")
@@ -725,6 +764,11 @@ def test_https_errors_and_stdio(stack, sid, tls_front, keypair):
                        capture_output=True, timeout=60)
     assert p.returncode == 0, p.stderr.decode()
     assert p.stdout == b"over tls\n"
+    p = run_tt(["-api", tls_front.url, "-cacert", tls_front.cert, "-session",
+                sid, "-fdpass"], input=b"")
+    assert p.returncode == 1
+    assert err(p) == ("Error: -fdpass needs an http:// -api (ssh cannot speak "
+                      "the TLS around the tunnel); use -stdio\n")
 
 
 # -- memory checks --------------------------------------------------------
@@ -746,6 +790,7 @@ def test_valgrind_clean_on_success_and_every_error(stack, sid, scratch, tls_fron
         (["-api", stack.url, "-session", sid, "-password", "wrong"], 1),
         (["-api", stack.url, "-session", sid, "-cmd", "exit 4"], 1),
         (["-api", stack.url, "-session", sid, "-stdio"], 0),
+        (["-api", stack.url, "-session", sid, "-fdpass"], 1),
         (["-session"], 2),
     ]
     cases += [(["-api", tls_front.url, "-cacert", tls_front.cert,
