@@ -64,6 +64,8 @@ static const config_key keys[] = {
     INT(cpu_millicores_max, PICO_CPU_MILLICORES_MIN, 1024000),
     INT(pids_default, PICO_PIDS_MIN, 4194304),
     INT(pids_max, PICO_PIDS_MIN, 4194304),
+    INT(disk_mb_default, 0, 16777216),
+    INT(disk_mb_max, PICO_DISK_MB_MIN, 16777216),
     INT(reaper_interval_ms, 10, 60000),
     STR(images_dir),
     STR(runc),
@@ -72,6 +74,7 @@ static const config_key keys[] = {
     INT(tmp_size_mb, 1, 1048576),
     INT(ready_timeout_ms, 100, 600000),
     INT(warm_pool, 0, 1000),
+    STR(mkfs_ext4),
     STR(k8s_api),
     STR(k8s_kubeconfig),
     STR(k8s_namespace),
@@ -106,6 +109,8 @@ void config_defaults(pico_config *cfg)
     cfg->cpu_millicores_max = 2000;
     cfg->pids_default = 256;
     cfg->pids_max = 4096;
+    cfg->disk_mb_default = 0;
+    cfg->disk_mb_max = 10240;
     cfg->reaper_interval_ms = 200;
     copy_str(cfg->images_dir, sizeof(cfg->images_dir), "/var/lib/pico/images");
     copy_str(cfg->runc, sizeof(cfg->runc), "/usr/sbin/runc");
@@ -114,6 +119,7 @@ void config_defaults(pico_config *cfg)
     cfg->tmp_size_mb = 256;
     cfg->ready_timeout_ms = 5000;
     cfg->warm_pool = 0;
+    copy_str(cfg->mkfs_ext4, sizeof(cfg->mkfs_ext4), "/usr/sbin/mkfs.ext4");
     copy_str(cfg->k8s_namespace, sizeof(cfg->k8s_namespace), "pico-sandboxes");
     cfg->k8s_ready_timeout_s = 120;
 }
@@ -261,9 +267,16 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
     }
     if (cfg->memory_mb_default > cfg->memory_mb_max ||
         cfg->cpu_millicores_default > cfg->cpu_millicores_max ||
-        cfg->pids_default > cfg->pids_max) {
+        cfg->pids_default > cfg->pids_max ||
+        cfg->disk_mb_default > cfg->disk_mb_max) {
         snprintf(why, whylen,
                  "resource defaults must not exceed their *_max keys");
+        return -1;
+    }
+    if (cfg->disk_mb_default != 0 && cfg->disk_mb_default < PICO_DISK_MB_MIN) {
+        snprintf(why, whylen,
+                 "disk_mb_default: must be 0 (no quota) or at least %d",
+                 PICO_DISK_MB_MIN);
         return -1;
     }
     return 0;

@@ -32,7 +32,8 @@ typedef struct pico_config {
     int memory_mb_default, memory_mb_max;
     int cpu_millicores_default, cpu_millicores_max;
     int pids_default, pids_max;
-    int reaper_interval_ms; /* how often the reaper looks */
+    int disk_mb_default, disk_mb_max; /* 0 default = no disk quota */
+    int reaper_interval_ms;           /* how often the reaper looks */
 
     /* local runtime */
     char images_dir[PICO_PATH_MAX];  /* <images_dir>/<name>_<tag>/rootfs */
@@ -42,6 +43,7 @@ typedef struct pico_config {
     int tmp_size_mb;                 /* /tmp tmpfs size in a sandbox */
     int ready_timeout_ms;            /* sshd banner must arrive by then */
     int warm_pool;                   /* started sandboxes kept ready, 0 off */
+    char mkfs_ext4[PICO_PATH_MAX];   /* formats disk quota images */
 
     /* kubernetes runtime */
     char k8s_api[PICO_PATH_MAX]; /* "" = in-cluster or kubeconfig */

@@ -211,6 +211,21 @@ static int parse_limit(json_t *v, const char *name, int min, int max, int *out,
     return 0;
 }
 
+/* disk_mb: a quota between the minimum and disk_mb_max; 0 (no quota) only
+ * where that is the service's default anyway, so a request cannot opt out
+ * of a quota the operator set. */
+static int parse_disk(const pico_config *cfg, json_t *v, session *s, char *err,
+                      size_t errlen)
+{
+    if (json_is_integer(v) && json_integer_value(v) == 0 &&
+        cfg->disk_mb_default == 0) {
+        s->limits.disk_mb = 0;
+        return 0;
+    }
+    return parse_limit(v, "disk_mb", PICO_DISK_MB_MIN, cfg->disk_mb_max,
+                       &s->limits.disk_mb, err, errlen);
+}
+
 static int parse_resources(const pico_config *cfg, json_t *v, session *s,
                            char *err, size_t errlen)
 {
@@ -234,10 +249,12 @@ static int parse_resources(const pico_config *cfg, json_t *v, session *s,
         else if (!strcmp(key, "pids"))
             rc = parse_limit(val, key, PICO_PIDS_MIN, cfg->pids_max,
                              &s->limits.pids, err, errlen);
+        else if (!strcmp(key, "disk_mb"))
+            rc = parse_disk(cfg, val, s, err, errlen);
         else {
             snprintf(err, errlen,
                      "resources.%.64s: unknown field (allowed: memory_mb, "
-                     "cpu_millicores, pids)",
+                     "cpu_millicores, pids, disk_mb)",
                      key);
             rc = -1;
         }
@@ -307,6 +324,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     s->limits.memory_mb = cfg->memory_mb_default;
     s->limits.cpu_millicores = cfg->cpu_millicores_default;
     s->limits.pids = cfg->pids_default;
+    s->limits.disk_mb = cfg->disk_mb_default;
     s->ssh_public_key[0] = '\0';
     s->metadata_json = NULL;
     if (len == 0)
@@ -379,8 +397,8 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         meta = json_object();
     }
     o = json_pack(
-        "{s:s,s:s,s:s,s:I,s:o,s:o,s:s,s:s,s:s,s:o,s:o,s:{s:i,s:i,s:i},s:o,"
-        "s:o}",
+        "{s:s,s:s,s:s,s:I,s:o,s:o,s:s,s:s,s:s,s:o,s:o,s:{s:i,s:i,s:i,s:i},"
+        "s:o,s:o}",
         "session_id", s->id, "status", session_status_name(s->status), "image",
         s->image, "ttl", (json_int_t)s->ttl, "created_at",
         time_or_null(s->created_at), "expires_at", time_or_null(s->expires_at),
@@ -388,7 +406,8 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         "sandbox", "host_key", str_or_null(s->host_key), "host_key_fingerprint",
         str_or_null(s->host_key_fpr), "resources", "memory_mb",
         s->limits.memory_mb, "cpu_millicores", s->limits.cpu_millicores, "pids",
-        s->limits.pids, "metadata", meta, "tunnels", tunnels_json(t));
+        s->limits.pids, "disk_mb", s->limits.disk_mb, "metadata", meta,
+        "tunnels", tunnels_json(t));
     if (o && s->reason[0])
         json_object_set_new(o, "reason", json_string(s->reason));
     if (o && s->ssh_public_key[0])

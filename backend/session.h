@@ -37,11 +37,15 @@ typedef enum {
 #define PICO_MEMORY_MB_MIN 64
 #define PICO_CPU_MILLICORES_MIN 10
 #define PICO_PIDS_MIN 16
+/* The smallest disk quota: an ext4 image below this holds little beyond
+ * its own metadata. 0 means no quota. */
+#define PICO_DISK_MB_MIN 16
 
 typedef struct {
     int memory_mb;      /* cgroup memory limit (also memory+swap) */
     int cpu_millicores; /* 1000 = one CPU */
     int pids;           /* pids cgroup limit */
+    int disk_mb;        /* /workspace + /home/sandbox quota, 0 = none */
 } session_limits;
 
 typedef struct {

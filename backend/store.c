@@ -295,7 +295,7 @@ int store_session_create(store *st, const session *s, const char *runtime,
                          const char *node, int max_sessions)
 {
     char key[64], max[24], score[32], ttl[24], created[24], expires[24];
-    char mem[16], cpu[16], pids[16];
+    char mem[16], cpu[16], pids[16], disk[16];
     const char *argv[64];
     int argc = 0;
 
@@ -308,6 +308,7 @@ int store_session_create(store *st, const session *s, const char *runtime,
     snprintf(mem, sizeof(mem), "%d", s->limits.memory_mb);
     snprintf(cpu, sizeof(cpu), "%d", s->limits.cpu_millicores);
     snprintf(pids, sizeof(pids), "%d", s->limits.pids);
+    snprintf(disk, sizeof(disk), "%d", s->limits.disk_mb);
 #define ARG(x) argv[argc++] = (x)
 #define PAIR(f, v) (ARG(f), ARG(v))
     ARG("EVAL");
@@ -333,6 +334,7 @@ int store_session_create(store *st, const session *s, const char *runtime,
     PAIR("memory_mb", mem);
     PAIR("cpu_millicores", cpu);
     PAIR("pids", pids);
+    PAIR("disk_mb", disk);
     PAIR("host_key", s->host_key);
     PAIR("host_key_fpr", s->host_key_fpr);
     PAIR("ssh_public_key", s->ssh_public_key);
@@ -418,6 +420,8 @@ static void record_field(session_record *rec, const char *f, const char *v)
         s->limits.cpu_millicores = (int)str_ll(v);
     else if (!strcmp(f, "pids"))
         s->limits.pids = (int)str_ll(v);
+    else if (!strcmp(f, "disk_mb"))
+        s->limits.disk_mb = (int)str_ll(v);
     else if (!strcmp(f, "host_key"))
         copy_str(s->host_key, sizeof(s->host_key), v);
     else if (!strcmp(f, "host_key_fpr"))

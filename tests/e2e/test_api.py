@@ -60,7 +60,8 @@ def test_lifecycle(stack):
     assert s["ssh_user"] == "sandbox"
     assert s["host_key"].startswith("ssh-")
     assert s["host_key_fingerprint"].startswith("SHA256:")
-    assert s["resources"] == {"memory_mb": 256, "cpu_millicores": 1000, "pids": 128}
+    assert s["resources"] == {"memory_mb": 256, "cpu_millicores": 1000, "pids": 128,
+                              "disk_mb": 0}
     assert s["metadata"] == {"team": "infra", "note": "héllo wörld"}
     assert s["tunnels"]["open"] == 0
     assert containers_of(stack, sid), stack.runc_containers()

@@ -27,6 +27,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.default_image, "sandbox:latest");
     assert_int_equal(cfg.auth, 0);
     assert_string_equal(cfg.runtime, "local");
+    assert_int_equal(cfg.disk_mb_default, 0); /* no disk quota */
+    assert_int_equal(cfg.disk_mb_max, 10240);
+    assert_string_equal(cfg.mkfs_ext4, "/usr/sbin/mkfs.ext4");
     {
         char host[64] = "";
 
@@ -124,6 +127,10 @@ static void test_bad_values(void **state)
         "memory_mb_default 32\n", /* below what a sandbox can run with */
         "pids_max 8\n",
         "cpu_millicores_default 5\n",
+        "disk_mb_default 8\n",     /* below the 16 MiB minimum */
+        "disk_mb_default 20000\n", /* above disk_mb_max */
+        "disk_mb_max 8\n",
+        "disk_mb_default -1\n",
     };
     pico_config cfg;
     char err[256];

@@ -156,6 +156,34 @@ static void test_resources(void **state)
     refused("{\"resources\":{\"disk\":1}}", "resources.disk:");
 }
 
+static void test_disk(void **state)
+{
+    session s;
+    char err[256];
+
+    /* off by default: no quota unless asked */
+    assert_int_equal(req("{}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.limits.disk_mb, 0);
+    assert_int_equal(
+        req("{\"resources\":{\"disk_mb\":32}}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.limits.disk_mb, 32);
+    assert_int_equal(
+        req("{\"resources\":{\"disk_mb\":0}}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.limits.disk_mb, 0);
+    refused("{\"resources\":{\"disk_mb\":-1}}", "resources.disk_mb: must be");
+    refused("{\"resources\":{\"disk_mb\":15}}", "resources.disk_mb: must be");
+    refused("{\"resources\":{\"disk_mb\":10241}}",
+            "resources.disk_mb: must be an integer between 16 and 10240");
+    refused("{\"resources\":{\"disk_mb\":32.5}}", "resources.disk_mb:");
+    refused("{\"resources\":{\"disk_mb\":\"32\"}}", "resources.disk_mb:");
+    /* with a default quota a request may change it, not drop it */
+    cfg.disk_mb_default = 64;
+    assert_int_equal(req("{}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.limits.disk_mb, 64);
+    refused("{\"resources\":{\"disk_mb\":0}}", "resources.disk_mb:");
+    cfg.disk_mb_default = 0;
+}
+
 static void test_pubkey(void **state)
 {
     ssh_key key = NULL;
@@ -200,6 +228,7 @@ static void test_json(void **state)
     strcpy(s.sandbox_name, "sandbox-0f8fad5b-d9cb-469f-a165-70867728950e");
     strcpy(s.host_key_fpr, "SHA256:abc");
     s.limits.memory_mb = 512;
+    s.limits.disk_mb = 32;
     s.metadata_json = strdup("{\"b\":\"2\",\"a\":\"1\"}");
     j = session_to_json(&s, &t);
     assert_non_null(j);
@@ -214,6 +243,9 @@ static void test_json(void **state)
                         "tunnel");
     assert_true(json_is_null(json_object_get(j, "host_key")));
     assert_null(json_object_get(j, "reason"));
+    assert_int_equal(json_integer_value(json_object_get(
+                         json_object_get(j, "resources"), "disk_mb")),
+                     32);
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(j, "metadata"), "b")),
         "2");
@@ -245,11 +277,17 @@ static void test_status_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_valid_request),
-        cmocka_unit_test(test_ttl),        cmocka_unit_test(test_image),
-        cmocka_unit_test(test_body_shape), cmocka_unit_test(test_metadata),
-        cmocka_unit_test(test_resources),  cmocka_unit_test(test_pubkey),
-        cmocka_unit_test(test_json),       cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_valid_request),
+        cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_image),
+        cmocka_unit_test(test_body_shape),
+        cmocka_unit_test(test_metadata),
+        cmocka_unit_test(test_resources),
+        cmocka_unit_test(test_disk),
+        cmocka_unit_test(test_pubkey),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_status_names),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
