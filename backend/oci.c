@@ -34,17 +34,13 @@ static const char *const caps[] = {"CAP_CHOWN",       "CAP_SETGID",
                                    "CAP_SETUID",      "CAP_SYS_CHROOT",
                                    "CAP_AUDIT_WRITE", NULL};
 
-static const char *const masked_paths[] = {"/proc/acpi",
-                                           "/proc/asound",
-                                           "/proc/kcore",
-                                           "/proc/keys",
-                                           "/proc/latency_stats",
-                                           "/proc/timer_list",
-                                           "/proc/timer_stats",
-                                           "/proc/sched_debug",
-                                           "/proc/scsi",
-                                           "/sys/firmware",
-                                           NULL};
+static const char *const masked_paths[] = {
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+    "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    /* loop devices' backing files
+     * name other sessions */
+    "/sys/devices/virtual/block", NULL};
 
 static const char *const readonly_paths[] = {"/proc/bus",           "/proc/fs",
                                              "/proc/irq",           "/proc/sys",

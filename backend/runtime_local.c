@@ -12,6 +12,11 @@
  *                 authorized_keys)
  *   ssh.sock      the session's endpoint
  *
+ * With a disk quota (disk_mb > 0, disk.c) workspace/ and home/ are not
+ * plain folders but the two folders of an ext4 image, disk.img, mounted at
+ * disk/ only in the namespace runc starts the container from; disk.loop
+ * holds the number of its loop device.
+ *
  * The backend binds and listens on ssh.sock itself and hands the listening
  * descriptor to the container as fd 3 (`runc run --preserve-fds 1`), where
  * pico-init accepts on it and runs `sshd -i` per connection. So the
@@ -63,6 +68,7 @@
 #include <unistd.h>
 #include <jansson.h>
 #include "config.h"
+#include "disk.h"
 #include "hostkey.h"
 #include "oci.h"
 #include "runtime.h"
@@ -76,6 +82,7 @@
 #define OUT_MAX (4 << 20)     /* cap on captured runc output */
 #define POOL_PREFIX "pool-"
 #define CONTAINER_FILE "container" /* names a pooled session's container */
+#define DISK_RELEASE_MS 2000 /* a dead sandbox's loop device frees by then */
 
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {
@@ -105,6 +112,7 @@ struct runtime {
     char sessions_dir[PICO_PATH_MAX]; /* <state_dir>/sessions */
     char images_dir[PICO_PATH_MAX];
     char init_binary[PICO_PATH_MAX];
+    char mkfs_ext4[PICO_PATH_MAX];
     gid_t socket_gid;
     int tmp_size_mb;
     int ready_timeout_ms;
@@ -614,7 +622,7 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
                            size_t errlen)
 {
     runtime *rt = calloc(1, sizeof(*rt));
-    char buf[4096], init[PATH_MAX];
+    char buf[4096], init[PATH_MAX], pool_dir[PICO_PATH_MAX];
     struct group gr, *grp = NULL;
 
     if (rt == NULL) {
@@ -631,6 +639,7 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
             cfg->state_dir) < 0 ||
         fmt(rt->images_dir, sizeof(rt->images_dir), "%s", cfg->images_dir) <
             0 ||
+        fmt(rt->mkfs_ext4, sizeof(rt->mkfs_ext4), "%s", cfg->mkfs_ext4) < 0 ||
         realpath(cfg->init_binary, init) == NULL ||
         fmt(rt->init_binary, sizeof(rt->init_binary), "%s", init) < 0) {
         snprintf(err, errlen, "local runtime: init_binary %s: %s",
@@ -665,6 +674,16 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
         goto fail;
     } else {
         rt->socket_gid = grp->gr_gid;
+    }
+    if (fmt(pool_dir, sizeof(pool_dir), "%s/pool", cfg->state_dir) == 0) {
+        const char *dirs[] = {rt->sessions_dir, pool_dir, NULL};
+        /* a crash can leave no mount (they live in namespaces that died
+         * with it) nor an idle loop device (autoclear); check anyway */
+        int n = disk_reconcile(dirs);
+        if (n > 0)
+            log_warn("local runtime: released %d leftover disk mounts or "
+                     "loop devices",
+                     n);
     }
     if (pool_open(rt, cfg, err, errlen) < 0) {
         pool_close(rt);
@@ -702,6 +721,9 @@ typedef struct {
     char keys[PICO_PATH_MAX];
     char sock[PICO_PATH_MAX];
     char config[PICO_PATH_MAX];
+    char disk[PICO_PATH_MAX];  /* mount point of the quota image */
+    char image[PICO_PATH_MAX]; /* the quota image, disk.img */
+    char loop[PICO_PATH_MAX];  /* disk.loop: its loop device's number */
     char cid[128];
     char cgroup[160];
 } session_paths;
@@ -719,6 +741,9 @@ static int paths_in(const char *parent, const char *folder, const char *name,
                    fmt(p->sock, sizeof(p->sock), "%s/ssh.sock", p->dir) ||
                    fmt(p->config, sizeof(p->config), "%s/config.json",
                        p->dir) ||
+                   fmt(p->disk, sizeof(p->disk), "%s/disk", p->dir) ||
+                   fmt(p->image, sizeof(p->image), "%s/disk.img", p->dir) ||
+                   fmt(p->loop, sizeof(p->loop), "%s/disk.loop", p->dir) ||
                    fmt(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
                    fmt(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s", name)
                ? -1
@@ -781,20 +806,34 @@ static int prepare_bundle(const runtime *rt, const session *s,
                           const session_paths *p, const char *rootfs,
                           hostkey *hk, char *err, size_t errlen)
 {
-    char path[PICO_PATH_MAX], *config;
+    char path[PICO_PATH_MAX], workspace[PICO_PATH_MAX], home[PICO_PATH_MAX],
+        *config;
+    int disk = s->limits.disk_mb > 0, rc;
     oci_params op;
-    int rc;
 
     /* socket_group (nginx) may pass through to ssh.sock, but must not read
-     * the user's files: workspace and home are the user's alone */
+     * the user's files: workspace and home are the user's alone. With a
+     * disk quota they are made in the image once it is mounted. */
     if (chown(p->dir, 0, rt->socket_gid) < 0 || chmod(p->dir, 0710) < 0 ||
-        make_dir(p->workspace, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
-        make_dir(p->home, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        (!disk && make_dir(p->workspace, 0700, SANDBOX_UID, SANDBOX_GID) < 0) ||
+        (!disk && make_dir(p->home, 0700, SANDBOX_UID, SANDBOX_GID) < 0) ||
+        (disk && make_dir(p->disk, 0700, 0, 0) < 0) ||
         make_dir(p->keys, 0755, 0, 0) < 0) {
         snprintf(err, errlen, "session folders: %s", strerror(errno));
         return -1;
     }
-    copy_skel(rootfs, p->home);
+    if (!disk)
+        copy_skel(rootfs, p->home);
+    /* with a quota the folders are in the image (paths valid only in the
+     * namespace it is mounted in, the one runc starts from) */
+    if (fmt(workspace, sizeof(workspace), "%s", p->workspace) < 0 ||
+        fmt(home, sizeof(home), "%s", p->home) < 0 ||
+        (disk &&
+         (fmt(workspace, sizeof(workspace), "%s/workspace", p->disk) < 0 ||
+          fmt(home, sizeof(home), "%s/home", p->disk) < 0))) {
+        snprintf(err, errlen, "session folders: path too long");
+        return -1;
+    }
 
     if (hostkey_generate(hk, err, errlen) < 0)
         return -1;
@@ -820,8 +859,8 @@ static int prepare_bundle(const runtime *rt, const session *s,
         .rootfs = rootfs,
         .hostname = s->sandbox_name[0] ? s->sandbox_name : "sandbox",
         .init_binary = rt->init_binary,
-        .workspace = p->workspace,
-        .home = p->home,
+        .workspace = workspace,
+        .home = home,
         .keys = p->keys,
         .cgroups_path = p->cgroup,
         .memory_mb = s->limits.memory_mb,
@@ -853,6 +892,78 @@ static int start_container(const runtime *rt, const session_paths *p, int lfd,
         return -1;
     }
     return 0;
+}
+
+/* With a quota: the image mounted at p->disk (in the calling thread's
+ * private namespace), its number in disk.loop, the user's folders in it. */
+static int disk_setup(const char *rootfs, const session_paths *p, char *err,
+                      size_t errlen)
+{
+    char num[16], ws[PICO_PATH_MAX], home[PICO_PATH_MAX];
+    int nr = -1;
+
+    if (disk_attach_mount(p->image, p->disk, &nr, err, errlen) < 0)
+        return -1;
+    snprintf(num, sizeof(num), "%d", nr);
+    if (write_file(p->loop, num, strlen(num), 0600) < 0 ||
+        fmt(ws, sizeof(ws), "%s/workspace", p->disk) < 0 ||
+        fmt(home, sizeof(home), "%s/home", p->disk) < 0 ||
+        make_dir(ws, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
+        make_dir(home, 0700, SANDBOX_UID, SANDBOX_GID) < 0) {
+        snprintf(err, errlen, "disk folders: %s", strerror(errno));
+        return -1;
+    }
+    copy_skel(rootfs, home);
+    return 0;
+}
+
+/*
+ * Starts the container. With a disk quota this thread first moves into a
+ * private mount namespace, mounts the image there and starts runc from
+ * it: the container's bind mounts keep the file system; the namespace,
+ * and with it the only other mount, goes when the thread leaves it.
+ */
+static int start_container_disk(const runtime *rt, const session *s,
+                                const session_paths *p, const char *rootfs,
+                                int lfd, char *err, size_t errlen)
+{
+    disk_ns ns;
+    int rc;
+
+    if (s->limits.disk_mb <= 0)
+        return start_container(rt, p, lfd, err, errlen);
+    if (disk_ns_enter(&ns, err, errlen) < 0)
+        return -1;
+    rc = disk_setup(rootfs, p, err, errlen);
+    if (rc == 0)
+        rc = start_container(rt, p, lfd, err, errlen);
+    (void)disk_ns_leave(&ns);
+    return rc;
+}
+
+/* Waits (bounded) until the session's quota image, if any, is off its
+ * loop device: the sandbox is gone, so its mount namespace was the last
+ * user. After this a delete has left no loop device behind. */
+static void disk_release(const session_paths *p)
+{
+    char num[16];
+    long long nr;
+    ssize_t n;
+    int fd = open(p->loop, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+    if (fd < 0)
+        return;
+    n = read(fd, num, sizeof(num) - 1);
+    close(fd);
+    if (n <= 0)
+        return;
+    num[n] = '\0';
+    if (parse_ll(num, &nr) < 0 || nr < 0 || nr > 1 << 20)
+        return;
+    if (disk_wait_released((int)nr, p->image, DISK_RELEASE_MS) < 0)
+        log_warn("disk: loop%lld still holds %s; it detaches when its last "
+                 "user goes",
+                 nr, p->image);
 }
 
 static int destroy_paths(const runtime *rt, const session_paths *p, char *err,
@@ -907,11 +1018,15 @@ static int start_sandbox(const runtime *rt, const session *s,
     }
     if (prepare_bundle(rt, s, p, rootfs, hk, err, errlen) < 0)
         goto fail;
+    if (s->limits.disk_mb > 0 &&
+        disk_make_image(rt->mkfs_ext4, p->image, s->limits.disk_mb, err,
+                        errlen) < 0)
+        goto fail;
     lfd = listen_unix(rt, p->sock, err, errlen);
     if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
         goto fail;
     started = 1; /* from here a half-made container may exist */
-    if (start_container(rt, p, lfd, err, errlen) < 0)
+    if (start_container_disk(rt, s, p, rootfs, lfd, err, errlen) < 0)
         goto fail;
     /* the container holds the listener now */
     close(lfd);
@@ -929,6 +1044,7 @@ fail:
         close(probe);
     if (started)
         (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
+    disk_release(p);
     (void)remove_tree(p->dir);
     return -1;
 }
@@ -1058,6 +1174,7 @@ static int destroy_paths(const runtime *rt, const session_paths *p, char *err,
         snprintf(err, errlen, "cannot remove sandbox: %s", why);
         return -1;
     }
+    disk_release(p);
     /* Only once the container is gone: nothing in it can race the walk
      * through its files any more. */
     if (remove_tree(p->dir) < 0) {
@@ -1196,7 +1313,8 @@ static int pool_fits(const runtime *rt, const session *s)
 
     return rt->pool.size > 0 && strcmp(s->image, rt->pool.image) == 0 &&
            a->memory_mb == b->memory_mb &&
-           a->cpu_millicores == b->cpu_millicores && a->pids == b->pids;
+           a->cpu_millicores == b->cpu_millicores && a->pids == b->pids &&
+           a->disk_mb == b->disk_mb;
 }
 
 /* The oldest ready entry, if any; wakes the refill thread. */
@@ -1356,8 +1474,9 @@ static int pool_open(runtime *rt, const struct pico_config *cfg, char *err,
         snprintf(err, errlen, "warm_pool: %s: %s", wp->dir, strerror(errno));
         return -1;
     }
-    wp->limits = (session_limits){
-        cfg->memory_mb_default, cfg->cpu_millicores_default, cfg->pids_default};
+    wp->limits =
+        (session_limits){cfg->memory_mb_default, cfg->cpu_millicores_default,
+                         cfg->pids_default, cfg->disk_mb_default};
     clock_gettime(CLOCK_REALTIME, &ts);
     /* names stay unique across restarts: claimed ones outlive this run */
     wp->seq = (unsigned long long)ts.tv_sec * 1000000 +

@@ -157,6 +157,9 @@ static void test_process_is_unprivileged(void **state)
     assert_true(has_string(
         json_object_get(json_object_get(root, "linux"), "maskedPaths"),
         "/proc/kcore"));
+    assert_true(has_string(
+        json_object_get(json_object_get(root, "linux"), "maskedPaths"),
+        "/sys/devices/virtual/block"));
     json_decref(root);
 }
 
