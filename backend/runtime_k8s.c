@@ -123,14 +123,38 @@ static json_t *secret_object(const runtime *rt, const session *s,
 
 static json_t *resources(const session *s)
 {
-    char cpu[32], mem[32];
+    char cpu[32], mem[32], disk[32];
+    json_t *r;
 
     snprintf(cpu, sizeof(cpu), "%dm", s->limits.cpu_millicores);
     snprintf(mem, sizeof(mem), "%dMi", s->limits.memory_mb);
     /* requests == limits: the Guaranteed QoS class, so a sandbox is never
      * the first one evicted for its neighbours' sake. */
-    return json_pack("{s:{s:s, s:s}, s:{s:s, s:s}}", "requests", "cpu", cpu,
-                     "memory", mem, "limits", "cpu", cpu, "memory", mem);
+    r = json_pack("{s:{s:s, s:s}, s:{s:s, s:s}}", "requests", "cpu", cpu,
+                  "memory", mem, "limits", "cpu", cpu, "memory", mem);
+    /* A disk quota is the pod's ephemeral storage (its writable layer,
+     * logs and the workspace emptyDir): the kubelet evicts a pod that
+     * writes past it. Not exactly ENOSPC as locally, but bounded. */
+    if (r != NULL && s->limits.disk_mb > 0) {
+        snprintf(disk, sizeof(disk), "%dMi", s->limits.disk_mb);
+        json_object_set_new(json_object_get(r, "requests"), "ephemeral-storage",
+                            json_string(disk));
+        json_object_set_new(json_object_get(r, "limits"), "ephemeral-storage",
+                            json_string(disk));
+    }
+    return r;
+}
+
+/* The workspace volume: an emptyDir, capped at the disk quota if any. */
+static json_t *workspace_volume(const session *s)
+{
+    char disk[32];
+
+    if (s->limits.disk_mb <= 0)
+        return json_pack("{s:s, s:{}}", "name", "workspace", "emptyDir");
+    snprintf(disk, sizeof(disk), "%dMi", s->limits.disk_mb);
+    return json_pack("{s:s, s:{s:s}}", "name", "workspace", "emptyDir",
+                     "sizeLimit", disk);
 }
 
 static json_t *container(const runtime *rt, const session *s)
@@ -166,7 +190,7 @@ static json_t *pod_object(const runtime *rt, const session *s)
     return json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:o}, s:{s:s, s:s, s:b, s:b, s:i, "
         "s:{s:{s:s}}, s:[o], s:[{s:s, s:{s:s, s:i, s:[{s:s, s:s, s:i}, "
-        "{s:s, s:s, s:i}]}}, {s:s, s:{}}]}}",
+        "{s:s, s:s, s:i}]}}, o]}}",
         "apiVersion", "v1", "kind", "Pod", "metadata", "name", name,
         "namespace", rt->ns, "labels", labels(s), "spec", "restartPolicy",
         "Never", "hostname", "sandbox", "automountServiceAccountToken", 0,
@@ -176,7 +200,7 @@ static json_t *pod_object(const runtime *rt, const session *s)
         "secretName", secret, "defaultMode", 0400, "items", "key",
         "ssh_host_ed25519_key", "path", "ssh_host_ed25519_key", "mode", 0400,
         "key", "authorized_keys", "path", "authorized_keys", "mode", 0444,
-        "name", "workspace", "emptyDir");
+        workspace_volume(s));
 }
 
 /* ---- small API helpers ------------------------------------------------ */

@@ -219,6 +219,32 @@ def test_create_ssh_delete(kstack, fake):
     assert " 404 " in status
 
 
+def test_disk_quota_is_ephemeral_storage(kstack, fake):
+    """resources.disk_mb on Kubernetes: the pod's ephemeral-storage
+    request and limit (the kubelet evicts a pod writing past it) and the
+    workspace emptyDir's sizeLimit. Without it, neither is set."""
+    sess = kstack.create(ttl=600, resources={"disk_mb": 64})
+    sid = sess["session_id"]
+    assert sess["resources"]["disk_mb"] == 64
+    plain = kstack.create(ttl=600)["session_id"]
+    try:
+        pod = fake.pods()["sandbox-" + sid]
+        res = pod["spec"]["containers"][0]["resources"]
+        assert res["limits"]["ephemeral-storage"] == "64Mi"
+        assert res["requests"]["ephemeral-storage"] == "64Mi"
+        [ws] = [v for v in pod["spec"]["volumes"] if v["name"] == "workspace"]
+        assert ws["emptyDir"] == {"sizeLimit": "64Mi"}
+        pod = fake.pods()["sandbox-" + plain]
+        res = pod["spec"]["containers"][0]["resources"]
+        assert "ephemeral-storage" not in res["limits"]
+        assert "ephemeral-storage" not in res["requests"]
+        [ws] = [v for v in pod["spec"]["volumes"] if v["name"] == "workspace"]
+        assert ws["emptyDir"] == {}
+    finally:
+        assert kstack.delete(sid).status == 200
+        assert kstack.delete(plain).status == 200
+
+
 def test_user_public_key(kstack, fake):
     key = paramiko.RSAKey.generate(2048)
     pub = "ssh-rsa " + key.get_base64()
