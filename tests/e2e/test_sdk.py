@@ -277,6 +277,22 @@ print(sys.version_info[:2])
             s.run_code("x", language="cobol")
 
 
+def test_disk_quota_through_the_sdk(client):
+    """resources={"disk_mb": N} passes through create_session; the limit
+    holds inside the sandbox and the SDK reports the failed write."""
+    with client.create_session(ttl=600, resources={"disk_mb": 32}) as s:
+        assert s.resources["disk_mb"] == 32
+        r = s.run("dd if=/dev/zero of=/workspace/big bs=1M count=64")
+        assert r.exit_code != 0
+        assert "No space left on device" in r.stderr
+        s.write_file("/workspace/big", b"")
+        s.write_file("/workspace/small.txt", "still room\n")
+        assert s.read_file("/workspace/small.txt") == b"still room\n"
+    with pytest.raises(InvalidRequest) as e:
+        client.create_session(ttl=600, resources={"disk_mb": 1})
+    assert "disk_mb" in str(e.value)
+
+
 def test_api_errors_map_to_exceptions(stack, client):
     with pytest.raises(InvalidRequest) as info:
         client.create_session(ttl=-5)

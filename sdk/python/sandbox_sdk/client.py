@@ -159,7 +159,8 @@ class SandboxClient:
             ssh_public_key: a public key line to authorize in the sandbox.
             metadata: string labels stored with the session.
             resources: limits, e.g. ``{"memory_mb": 512, "cpu_millicores":
-                1000, "pids": 256}``.
+                1000, "pids": 256, "disk_mb": 1024}`` (``disk_mb``: one
+                quota for /workspace and /home/sandbox; 0 = none).
             ssh_key: a private key (paramiko key or file path) to log in
                 with; its public key is sent as ``ssh_public_key`` unless
                 that is given. Defaults to the client's ``ssh_key``.
