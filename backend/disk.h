@@ -13,8 +13,8 @@
 #include <stddef.h>
 
 /* Creates `image` (must not exist) as a sparse file of size_mb MiB and
- * formats it ext4 with `mkfs` (argv only, no shell). 0, or -1 + err with
- * the file removed. */
+ * formats it ext4 with `mkfs` (argv only, no shell; killed after 30 s).
+ * 0, or -1 + err with the file removed. */
 int disk_make_image(const char *mkfs, const char *image, int size_mb, char *err,
                     size_t errlen);
 

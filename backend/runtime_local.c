@@ -33,7 +33,7 @@
  * Every function is safe to call from many request threads at once: the
  * driver's only mutable state is the warm pool (under its mutex), runc is
  * started with posix_spawn (no fork of a threaded process) and only the
- * descriptors it needs.
+ * descriptors it needs (subprocess.c).
  *
  * The warm pool (warm_pool N > 0, off by default): a driver thread keeps N
  * sandboxes with the default image and limits started and ready in
@@ -55,7 +55,6 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,7 +62,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <jansson.h>
@@ -72,6 +70,7 @@
 #include "hostkey.h"
 #include "oci.h"
 #include "runtime.h"
+#include "subprocess.h"
 #include "util.h"
 
 #define SANDBOX_UID 1000
@@ -79,7 +78,6 @@
 #define CID_PREFIX "pico-"
 #define CGROUP_PARENT "/pico"
 #define RUNC_TIMEOUT_MS 30000 /* runc itself never takes this long */
-#define OUT_MAX (4 << 20)     /* cap on captured runc output */
 #define POOL_PREFIX "pool-"
 #define CONTAINER_FILE "container" /* names a pooled session's container */
 #define DISK_RELEASE_MS 2000 /* a dead sandbox's loop device frees by then */
@@ -119,19 +117,9 @@ struct runtime {
     warm_pool pool;
 };
 
-static char *const runc_env[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};
-
 /* ---------------------------------------------------------------------
  * Small helpers
  * ------------------------------------------------------------------- */
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* snprintf that treats truncation as an error: every path here must fit
  * exactly or not be used at all. */
@@ -192,241 +180,43 @@ static int write_file(const char *path, const char *data, size_t len,
     return close(fd);
 }
 
-/* Last non-empty line of runc's stderr, without logrus decoration, so a
- * failure reads "runc: <what went wrong>". */
-static void last_line(const char *text, char *out, size_t outlen)
-{
-    const char *end = text + strlen(text), *start, *msg;
-    size_t n;
-
-    while (end > text && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' '))
-        end--;
-    start = end;
-    while (start > text && start[-1] != '\n')
-        start--;
-    msg = strstr(start, "msg=\"");
-    if (msg != NULL && msg < end) {
-        start = msg + 5;
-        if (end > start && end[-1] == '"')
-            end--;
-    }
-    n = (size_t)(end - start);
-    if (n >= outlen)
-        n = outlen - 1;
-    memcpy(out, start, n);
-    out[n] = '\0';
-    for (char *c = out; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            *c = ' ';
-}
-
 /* ---------------------------------------------------------------------
  * Running runc
  * ------------------------------------------------------------------- */
 
-typedef struct {
-    char *data;
-    size_t len, cap;
-} buf_t;
-
-/* Reads what is there: 1 got data, 0 end of file, -1 nothing now. */
-static int buf_read(buf_t *b, int fd)
-{
-    char tmp[8192];
-    ssize_t n = read(fd, tmp, sizeof(tmp));
-
-    if (n <= 0)
-        return n == 0 ? 0 : -1;
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 16384;
-        char *d;
-        while (cap < b->len + (size_t)n + 1)
-            cap *= 2;
-        if (cap > OUT_MAX)
-            return 1; /* drop the excess, keep draining */
-        d = realloc(b->data, cap);
-        if (d == NULL)
-            return 1;
-        b->data = d;
-        b->cap = cap;
-    }
-    memcpy(b->data + b->len, tmp, (size_t)n);
-    b->len += (size_t)n;
-    b->data[b->len] = '\0';
-    return 1;
-}
-
-/* Reads from *fd if poll said so; closes it at end of file so poll stops
- * reporting it. */
-static void pipe_step(buf_t *b, int *fd, short revents)
-{
-    if (*fd >= 0 && revents && buf_read(b, *fd) == 0) {
-        close(*fd);
-        *fd = -1;
-    }
-}
-
-static int spawn_actions(posix_spawn_file_actions_t *fa, int keep_fd, int out_w,
-                         int err_w)
-{
-    int rc = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0);
-
-    if (rc == 0)
-        rc = out_w >= 0 ? posix_spawn_file_actions_adddup2(fa, out_w, 1)
-                        : posix_spawn_file_actions_addopen(fa, 1, "/dev/null",
-                                                           O_WRONLY, 0);
-    if (rc == 0)
-        rc = posix_spawn_file_actions_adddup2(fa, err_w, 2);
-    /* dup2 of an fd onto itself clears close-on-exec (glibc >= 2.29) */
-    if (rc == 0 && keep_fd >= 0)
-        rc = posix_spawn_file_actions_adddup2(fa, keep_fd, 3);
-    /* nothing else of ours, e.g. another session's socket being set up by
-     * another thread, reaches runc */
-    if (rc == 0)
-        rc = posix_spawn_file_actions_addclosefrom_np(fa, keep_fd >= 0 ? 4 : 3);
-    return rc;
-}
-
-/* The backend's threads block the signals main() takes with sigwait and
- * ignore SIGPIPE; both survive exec. runc, and through it the sandbox,
- * must start with a clean slate. */
-static int clean_signals(posix_spawnattr_t *attr)
-{
-    sigset_t none, all;
-
-    sigemptyset(&none);
-    sigfillset(&all);
-    if (posix_spawnattr_setsigmask(attr, &none) != 0 ||
-        posix_spawnattr_setsigdefault(attr, &all) != 0)
-        return -1;
-    return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK |
-                                              POSIX_SPAWN_SETSIGDEF);
-}
-
 /*
- * Runs `runc --root <runc_root> <args...>` without a shell. keep_fd, if
- * >= 0, becomes the child's fd 3. stdout is captured into out when out is
- * not NULL; stderr always goes into errbuf (for messages). Returns the exit
- * status (0 = success), or -1 when runc could not be run or timed out.
+ * Runs `runc --root <runc_root> <args...>` through subprocess.c (no
+ * shell; nothing of ours but keep_fd, which, if >= 0, becomes runc's fd
+ * 3). stdout is captured into out when out is not NULL. Returns runc's
+ * exit status (0 = success), or -1 when runc could not be run or timed
+ * out; errbuf says why: the last line of runc's stderr (logrus prints its
+ * warnings before the error) or "runc <args[0]> failed (status N)".
  *
  * runc run --detach leaves the container holding runc's stdio until
- * pico-init swaps it for /dev/null, so the end of runc is told by its
- * pidfd, never by EOF on the pipes.
+ * pico-init swaps it for /dev/null, so subprocess.c tells the end of runc
+ * by its pidfd, never by EOF on the pipes.
  */
 static int run_runc(const runtime *rt, const char *const *args, int keep_fd,
                     buf_t *out, char *errbuf, size_t errlen)
 {
     const char *argv[16];
-    int outp[2] = {-1, -1}, errp[2] = {-1, -1};
-    int n = 0, status = -1, pidfd = -1, st, rc;
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    buf_t err = {0};
-    long long deadline;
-    pid_t pid, w;
+    char what[64];
+    subprocess sp = {.argv = argv,
+                     .fd3 = keep_fd,
+                     .out = out,
+                     .timeout_ms = RUNC_TIMEOUT_MS,
+                     .name = "runc",
+                     .what = what};
+    int n = 0;
 
-    errbuf[0] = '\0';
     argv[n++] = rt->runc;
     argv[n++] = "--root";
     argv[n++] = rt->runc_root;
     for (int i = 0; args[i] != NULL && n < 15; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
-
-    if ((out && pipe2(outp, O_CLOEXEC | O_NONBLOCK) < 0) ||
-        pipe2(errp, O_CLOEXEC | O_NONBLOCK) < 0) {
-        snprintf(errbuf, errlen, "pipe: %s", strerror(errno));
-        goto done;
-    }
-    if (posix_spawnattr_init(&attr) != 0) {
-        snprintf(errbuf, errlen, "out of memory");
-        goto done;
-    }
-    if (posix_spawn_file_actions_init(&fa) != 0) {
-        posix_spawnattr_destroy(&attr);
-        snprintf(errbuf, errlen, "out of memory");
-        goto done;
-    }
-    rc = spawn_actions(&fa, keep_fd, outp[1], errp[1]);
-    if (rc == 0)
-        rc = clean_signals(&attr);
-    if (rc == 0)
-        rc = posix_spawn(&pid, rt->runc, &fa, &attr, (char *const *)argv,
-                         runc_env);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-        posix_spawn_file_actions_destroy(&fa);
-        snprintf(errbuf, errlen, "cannot run runc: %s", strerror(rc));
-        goto done;
-    }
-    posix_spawn_file_actions_destroy(&fa);
-    for (int i = 1; i < 2; i++) {
-        if (outp[i] >= 0)
-            close(outp[i]);
-        close(errp[i]);
-        outp[i] = errp[i] = -1;
-    }
-
-    /* Without a pidfd (old kernel) poll in 5 ms steps. */
-    pidfd = (int)pidfd_open(pid, 0);
-    deadline = mono_ms() + RUNC_TIMEOUT_MS;
-    for (;;) {
-        struct pollfd p[3] = {
-            {pidfd, POLLIN, 0}, {errp[0], POLLIN, 0}, {outp[0], POLLIN, 0}};
-        long long left = deadline - mono_ms();
-
-        if (left <= 0) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-            snprintf(errbuf, errlen, "runc %s timed out", args[0]);
-            status = -1;
-            goto done;
-        }
-        if (poll(p, 3, pidfd < 0 ? 5 : (int)left) < 0) {
-            if (errno == EINTR)
-                continue;
-            /* cannot wait on the pidfd: fall back to checking every 5 ms */
-            if (pidfd >= 0)
-                close(pidfd);
-            pidfd = -1;
-            (void)poll(NULL, 0, 5);
-        }
-        pipe_step(&err, &errp[0], p[1].revents);
-        pipe_step(out, &outp[0], p[2].revents);
-        if (pidfd >= 0 && !(p[0].revents & POLLIN))
-            continue;
-        w = waitpid(pid, &st, pidfd < 0 ? WNOHANG : 0);
-        if (w == pid) {
-            status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            break;
-        }
-        if (w < 0 && errno != EINTR) {
-            snprintf(errbuf, errlen, "waitpid: %s", strerror(errno));
-            goto done;
-        }
-    }
-    /* runc has exited: whatever it wrote is in the pipes now */
-    while (errp[0] >= 0 && buf_read(&err, errp[0]) > 0)
-        ;
-    while (outp[0] >= 0 && buf_read(out, outp[0]) > 0)
-        ;
-    if (status != 0 && err.data)
-        last_line(err.data, errbuf, errlen);
-    if (status != 0 && errbuf[0] == '\0')
-        snprintf(errbuf, errlen, "runc %s failed (status %d)", args[0], status);
-
-done:
-    if (pidfd >= 0)
-        close(pidfd);
-    for (int i = 0; i < 2; i++) {
-        if (outp[i] >= 0)
-            close(outp[i]);
-        if (errp[i] >= 0)
-            close(errp[i]);
-    }
-    free(err.data);
-    return status;
+    snprintf(what, sizeof(what), "runc %s", args[0]);
+    return subprocess_run(&sp, errbuf, errlen);
 }
 
 /* `runc delete --force` kills the container if it runs and removes its

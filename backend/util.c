@@ -94,6 +94,14 @@ long long now_s(void)
     return (long long)time(NULL);
 }
 
+long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int format_rfc3339(long long t, char *out, size_t outlen)
 {
     time_t tt = (time_t)t;

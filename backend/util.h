@@ -24,6 +24,9 @@ int uuid_valid(const char *s);
 
 long long now_ms(void);
 long long now_s(void);
+/* CLOCK_MONOTONIC in ms: for deadlines, which must not jump with the
+ * wall clock. */
+long long mono_ms(void);
 /* Unix seconds -> "2025-10-24T03:45:00Z"; out needs 21 bytes. -1 when the
  * time does not fit a four-digit year. */
 int format_rfc3339(long long t, char *out, size_t outlen);

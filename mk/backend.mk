@@ -9,9 +9,10 @@ BACKEND_CFLAGS := $(shell pkg-config --cflags $(BACKEND_PKGS))
 BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
 BACKEND_SRCS := $(sort $(wildcard backend/*.c))
 BACKEND_HDRS := $(wildcard backend/*.h)
-# The parts unit tests and fuzzers link: no main, no drivers, no HTTP.
+# The parts unit tests and fuzzers link: no main, no drivers, no HTTP
+# (subprocess.c is what the local driver runs runc and mkfs.ext4 with).
 BACKEND_CORE := backend/util.c backend/config.c backend/session.c \
-                backend/tokens.c backend/store.c
+                backend/tokens.c backend/store.c backend/subprocess.c
 
 BUILD_TARGETS += $(BIN)/pico-backend $(BUILD)/san/pico-backend
 
