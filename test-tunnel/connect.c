@@ -254,7 +254,7 @@ static size_t dechunk(char *body, size_t len)
 {
     size_t in = 0, out = 0;
 
-    while (in < len) {
+    while (in < len && isxdigit((unsigned char)body[in])) {
         char *end;
         unsigned long size = strtoul(body + in, &end, 16);
         char *data = strstr(end, "\r\n");
@@ -262,7 +262,8 @@ static size_t dechunk(char *body, size_t len)
         if (data == NULL || size == 0)
             break;
         data += 2;
-        if ((size_t)(data - body) + size > len)
+        /* a size beyond what arrived (or beyond ULONG_MAX) is cut to it */
+        if (size > len - (size_t)(data - body))
             size = len - (size_t)(data - body);
         memmove(body + out, data, size);
         out += size;
