@@ -352,7 +352,6 @@ static void body_to_message(char *msg, size_t msglen)
 /* "HTTP/1.<minor> <3-digit status> <reason>" */
 static int parse_status(const char *hdr, struct connect_reply *r)
 {
-    const char *eol = strstr(hdr, "\r\n");
     const char *p = hdr + 7;
 
     if (strncmp(hdr, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)*p))
@@ -361,12 +360,15 @@ static int parse_status(const char *hdr, struct connect_reply *r)
     if (*p != ' ')
         return -1;
     p += strspn(p, " ");
-    if (strspn(p, "0123456789") < 3 || p[0] == '0')
+    /* exactly three digits, 100..599 (RFC 9110, section 15) */
+    if (strspn(p, "0123456789") != 3 || p[0] < '1' || p[0] > '5' ||
+        (p[3] != ' ' && p[3] != '\r'))
         return -1;
     r->status = (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0');
     p += 3;
     p += strspn(p, " ");
-    snprintf(r->reason, sizeof(r->reason), "%.*s", (int)(eol - p), p);
+    /* the reason ends at the line's end, a bare LF included */
+    snprintf(r->reason, sizeof(r->reason), "%.*s", (int)strcspn(p, "\r\n"), p);
     return 0;
 }
 
