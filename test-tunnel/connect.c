@@ -38,13 +38,36 @@ static void set_err(char *err, size_t errlen, const char *what, int code)
 
 /* -- the -api address ------------------------------------------------ */
 
+/* No blanks or control characters: they would end up in the request line
+ * and the Host header (Go's url.Parse refuses them too). */
+static int url_chars_ok(const char *url)
+{
+    for (; *url; url++)
+        if ((unsigned char)*url <= ' ' || *url == 0x7f)
+            return 0;
+    return 1;
+}
+
+/* 1..65535 in decimal: getaddrinfo would take 65616 for port 80. */
+static int port_ok(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+
+    return n > 0 && n <= 5 && s[n] == '\0' && strtol(s, NULL, 10) >= 1 &&
+           strtol(s, NULL, 10) <= 65535;
+}
+
 int api_addr_parse(struct api_addr *a, const char *url, char *err,
                    size_t errlen)
 {
-    const char *p = url, *end, *hp_end, *colon;
+    const char *p = url, *end, *host, *host_end, *colon;
     size_t len;
 
     memset(a, 0, sizeof(*a));
+    if (!url_chars_ok(url)) {
+        snprintf(err, errlen, "bad API address: %s", url);
+        return -1;
+    }
     if (strncmp(p, "https://", 8) == 0) {
         a->tls = 1;
         p += 8;
@@ -55,22 +78,30 @@ int api_addr_parse(struct api_addr *a, const char *url, char *err,
         return -1;
     }
     end = p + strcspn(p, "/?#");
-    if (end == p) {
-        snprintf(err, errlen, "API address has no host: %s", url);
-        return -1;
-    }
     if (*p == '[') { /* [v6]:port */
-        hp_end = memchr(p, ']', (size_t)(end - p));
-        if (hp_end == NULL) {
+        host = p + 1;
+        host_end = memchr(host, ']', (size_t)(end - host));
+        colon = host_end && host_end + 1 < end ? host_end + 1 : NULL;
+        if (host_end == NULL || !memchr(host, ':', (size_t)(host_end - host)) ||
+            (colon && *colon != ':')) {
             snprintf(err, errlen, "bad API address: %s", url);
             return -1;
         }
-        a->host = strndup(p + 1, (size_t)(hp_end - p - 1));
-        colon = hp_end[1] == ':' ? hp_end + 1 : NULL;
     } else {
+        host = p;
         colon = memchr(p, ':', (size_t)(end - p));
-        a->host = strndup(p, (size_t)((colon ? colon : end) - p));
+        host_end = colon ? colon : end;
     }
+    if (host_end == host) {
+        snprintf(err, errlen, "API address has no host: %s", url);
+        return -1;
+    }
+    if (memchr(host, '[', (size_t)(host_end - host)) ||
+        memchr(host, ']', (size_t)(host_end - host))) {
+        snprintf(err, errlen, "bad API address: %s", url);
+        return -1;
+    }
+    a->host = strndup(host, (size_t)(host_end - host));
     if (colon && colon + 1 < end)
         a->port = strndup(colon + 1, (size_t)(end - colon - 1));
     else
@@ -86,7 +117,7 @@ int api_addr_parse(struct api_addr *a, const char *url, char *err,
     len = strlen(a->prefix);
     while (len > 0 && a->prefix[len - 1] == '/')
         a->prefix[--len] = '\0';
-    if (a->port[0] == '\0' || a->port[strspn(a->port, "0123456789")]) {
+    if (!port_ok(a->port)) {
         snprintf(err, errlen, "bad port in API address: %s", url);
         api_addr_free(a);
         return -1;
