@@ -46,12 +46,13 @@ static char *json_strdup(json_t *root, const char *key)
     return v && v[0] ? strdup(v) : NULL;
 }
 
-static int parse_keys(const char *text, struct session_keys *keys, char *err,
-                      size_t errlen)
+int rest_parse_keys(const char *text, struct session_keys *keys, char *err,
+                    size_t errlen)
 {
     json_error_t jerr;
     json_t *root = json_loads(text, 0, &jerr);
 
+    memset(keys, 0, sizeof(*keys));
     if (!json_is_object(root)) {
         snprintf(err, errlen, "session answer is not a JSON object");
         json_decref(root);
@@ -115,7 +116,7 @@ int rest_session_keys(const struct api_addr *a, const char *session,
         snprintf(err, errlen, "GET %s returned status %ld", url, status);
         goto out;
     }
-    ret = parse_keys(b.data ? b.data : "", keys, err, errlen);
+    ret = rest_parse_keys(b.data ? b.data : "", keys, err, errlen);
 
 out:
     curl_slist_free_all(hdrs);

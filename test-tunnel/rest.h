@@ -20,4 +20,9 @@ int rest_session_keys(const struct api_addr *a, const char *session,
                       struct session_keys *keys, char *err, size_t errlen);
 void session_keys_free(struct session_keys *keys);
 
+/* The host key out of that answer's body: a JSON object with host_key,
+ * host_key_fingerprint or both. 0, or -1 with err set and keys empty. */
+int rest_parse_keys(const char *text, struct session_keys *keys, char *err,
+                    size_t errlen);
+
 #endif
