@@ -72,3 +72,44 @@ test-unit-test-tunnel: $(BUILD)/unit/test_tunnel_cli \
 	    --errors-for-leak-kinds=definite $(BUILD)/unit-vg/test_tunnel_cli
 
 UNIT_TESTS += test-unit-test-tunnel
+
+# -- fuzzing (clang libFuzzer): the -api URL, the server's CONNECT answer,
+# the command line and the session answer's host key (tests/fuzz/tt_*.c).
+# Seeds are in tests/fuzz/corpus/<name>; what the fuzzer adds stays in
+# build/fuzz/corpus-<name>, a crash input in build/fuzz/<name>-crash-*.
+TT_FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,\
+                 $(wildcard tests/fuzz/tt_*.c))
+TT_FUZZ_SRC := test-tunnel/flags.c test-tunnel/connect.c test-tunnel/conn.c \
+               test-tunnel/rest.c
+# the answers and URLs are small: 16 KiB header + 4 KiB body at most
+TT_FUZZ_RUN  = -max_len=24576 -print_final_stats=1
+
+$(BUILD)/fuzz/tt_%: tests/fuzz/tt_%.c $(TT_FUZZ_SRC) $(TT_HDR) \
+                    mk/test-tunnel.mk
+	@mkdir -p $(@D)
+	clang -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -std=gnu11 $(WARN) $(TT_CFLAGS) \
+	    -Itest-tunnel -o $@ $< $(TT_FUZZ_SRC) $(TT_LIBS)
+
+# $(1): seconds per fuzzer
+define tt_fuzz_run
+	@set -e; for f in $(TT_FUZZERS); do n=$$(basename $$f); \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	    $$f -max_total_time=$(1) $(TT_FUZZ_RUN) \
+	        -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n \
+	        tests/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+	        || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	    echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
+	        $(BUILD)/fuzz/$$n.log | tr -dc 0-9) runs in $(1) s, no findings"; \
+	done
+endef
+
+.PHONY: fuzz-short-test-tunnel fuzz-long-test-tunnel
+fuzz-short-test-tunnel: $(TT_FUZZERS)
+	$(call tt_fuzz_run,5)
+
+fuzz-long-test-tunnel: $(TT_FUZZERS)
+	$(call tt_fuzz_run,$${FUZZ_SECONDS:-600})
+
+FUZZ_SHORT += fuzz-short-test-tunnel
+FUZZ_LONG  += fuzz-long-test-tunnel
