@@ -57,6 +57,10 @@ void k8s_conn_free(k8s_conn *c);
 /* Reads the subset of a kubeconfig file docs/kubernetes.md lists. */
 int k8s_kubeconfig_load(k8s_conn *c, const char *path, char *err,
                         size_t errlen);
+/* The same from the file's text in memory (len bytes); path is only where
+ * it came from: relative paths in it are taken from path's folder. */
+int k8s_kubeconfig_parse_buffer(k8s_conn *c, const char *path, const char *text,
+                                size_t len, char *err, size_t errlen);
 
 /*
  * One request. body (may be NULL) is sent as JSON with content type

@@ -362,29 +362,52 @@ static int kc_apply(k8s_conn *c, const kubeconfig *kc, const char *path,
     return 0;
 }
 
-int k8s_kubeconfig_load(k8s_conn *c, const char *path, char *err, size_t errlen)
+/* Parses the kubeconfig f (read from path) into c. */
+static int kc_load(k8s_conn *c, FILE *f, const char *path, char *err,
+                   size_t errlen)
 {
     kubeconfig *kc = calloc(1, sizeof(*kc));
-    FILE *f;
     int rc;
 
     if (kc == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, errlen, "cannot open kubeconfig %s", path);
-        free(kc);
-        return -1;
-    }
     rc = kc_parse(kc, f);
-    (void)fclose(f); /* read only: nothing to flush */
     if (rc == 0)
         rc = kc_apply(c, kc, path, err, errlen);
     else
         snprintf(err, errlen, "out of memory");
     kc_free(kc);
     snprintf(c->source, sizeof(c->source), "kubeconfig");
+    return rc;
+}
+
+int k8s_kubeconfig_load(k8s_conn *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    int rc;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "cannot open kubeconfig %s", path);
+        return -1;
+    }
+    rc = kc_load(c, f, path, err, errlen);
+    (void)fclose(f); /* read only: nothing to flush */
+    return rc;
+}
+
+int k8s_kubeconfig_parse_buffer(k8s_conn *c, const char *path, const char *text,
+                                size_t len, char *err, size_t errlen)
+{
+    FILE *f = fmemopen((void *)text, len, "r");
+    int rc;
+
+    if (f == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = kc_load(c, f, path, err, errlen);
+    (void)fclose(f);
     return rc;
 }
