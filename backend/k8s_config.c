@@ -36,24 +36,35 @@ static int copy_to(char *dst, size_t dstlen, const char *src)
     return 0;
 }
 
-static int url_ok(const char *url)
+/* c->server from an http:// or https:// URL with a host; request paths
+ * are appended to it, so it keeps no trailing slash. */
+static int set_server(k8s_conn *c, const char *url)
 {
-    return strncmp(url, "http://", 7) == 0 || strncmp(url, "https://", 8) == 0;
+    size_t scheme = 0, n;
+
+    if (strncmp(url, "https://", 8) == 0)
+        scheme = 8;
+    else if (strncmp(url, "http://", 7) == 0)
+        scheme = 7;
+    if (scheme == 0 || copy_to(c->server, sizeof(c->server), url) < 0)
+        return -1;
+    n = strlen(c->server);
+    while (n > scheme && c->server[n - 1] == '/')
+        c->server[--n] = '\0';
+    if (n == scheme) {
+        c->server[0] = '\0';
+        return -1;
+    }
+    return 0;
 }
 
 static int from_api_url(k8s_conn *c, const pico_config *cfg, char *err,
                         size_t errlen)
 {
-    size_t n;
-
-    if (!url_ok(cfg->k8s_api) ||
-        copy_to(c->server, sizeof(c->server), cfg->k8s_api) < 0) {
+    if (set_server(c, cfg->k8s_api) < 0) {
         snprintf(err, errlen, "k8s_api must be an http:// or https:// URL");
         return -1;
     }
-    n = strlen(c->server);
-    while (n > 0 && c->server[n - 1] == '/')
-        c->server[--n] = '\0';
     copy_to(c->token_file, sizeof(c->token_file), cfg->k8s_token_file);
     copy_to(c->ca_file, sizeof(c->ca_file), cfg->k8s_ca_file);
     snprintf(c->source, sizeof(c->source), "k8s_api");
@@ -326,7 +337,7 @@ static int kc_apply(k8s_conn *c, const kubeconfig *kc, const char *path,
     cl = kc_find(kc, 0, kc_get(ctx, "cluster"));
     user = kc_find(kc, 2, kc_get(ctx, "user"));
     v = cl ? kc_get(cl, "server") : NULL;
-    if (v == NULL || !url_ok(v) || copy_to(c->server, sizeof(c->server), v)) {
+    if (v == NULL || set_server(c, v) < 0) {
         snprintf(err, errlen,
                  "kubeconfig %s: context %s has no cluster "
                  "with an http(s) server",
