@@ -298,15 +298,27 @@ static int kc_parse(kubeconfig *kc, FILE *f)
     return 0;
 }
 
-/* A path in a kubeconfig is relative to the file's folder. */
-static void kc_path(char *out, size_t outlen, const char *kcpath, const char *p)
+/* The file named by field `key` of `it`, if any, into out. A path in a
+ * kubeconfig is relative to the file's folder. One too long for out is an
+ * error: cut short, it would name another file. */
+static int kc_file(char *out, size_t outlen, const kc_item *it, const char *key,
+                   const char *kcpath, char *err, size_t errlen)
 {
-    const char *slash = strrchr(kcpath, '/');
+    const char *p = kc_get(it, key), *slash = strrchr(kcpath, '/');
+    int n;
 
+    if (p == NULL)
+        return 0;
     if (p[0] == '/' || slash == NULL)
-        snprintf(out, outlen, "%s", p);
+        n = snprintf(out, outlen, "%s", p);
     else
-        snprintf(out, outlen, "%.*s/%s", (int)(slash - kcpath), kcpath, p);
+        n = snprintf(out, outlen, "%.*s/%s", (int)(slash - kcpath), kcpath, p);
+    if (n < 0 || (size_t)n >= outlen) {
+        out[0] = '\0';
+        snprintf(err, errlen, "kubeconfig %s: %s is too long", kcpath, key);
+        return -1;
+    }
+    return 0;
 }
 
 static int kc_data(const char *b64, char **out, size_t *outlen,
@@ -344,8 +356,9 @@ static int kc_apply(k8s_conn *c, const kubeconfig *kc, const char *path,
                  path, ctx->name);
         return -1;
     }
-    if ((v = kc_get(cl, "certificate-authority")) != NULL)
-        kc_path(c->ca_file, sizeof(c->ca_file), path, v);
+    if (kc_file(c->ca_file, sizeof(c->ca_file), cl, "certificate-authority",
+                path, err, errlen) < 0)
+        return -1;
     if ((v = kc_get(cl, "certificate-authority-data")) != NULL &&
         kc_data(v, &c->ca_pem, &c->ca_len, "certificate-authority-data", err,
                 errlen) < 0)
@@ -356,12 +369,13 @@ static int kc_apply(k8s_conn *c, const kubeconfig *kc, const char *path,
         return 0;
     if ((v = kc_get(user, "token")) != NULL && (c->token = strdup(v)) == NULL)
         return -1;
-    if ((v = kc_get(user, "tokenFile")) != NULL)
-        kc_path(c->token_file, sizeof(c->token_file), path, v);
-    if ((v = kc_get(user, "client-certificate")) != NULL)
-        kc_path(c->cert_file, sizeof(c->cert_file), path, v);
-    if ((v = kc_get(user, "client-key")) != NULL)
-        kc_path(c->key_file, sizeof(c->key_file), path, v);
+    if (kc_file(c->token_file, sizeof(c->token_file), user, "tokenFile", path,
+                err, errlen) < 0 ||
+        kc_file(c->cert_file, sizeof(c->cert_file), user, "client-certificate",
+                path, err, errlen) < 0 ||
+        kc_file(c->key_file, sizeof(c->key_file), user, "client-key", path, err,
+                errlen) < 0)
+        return -1;
     if ((v = kc_get(user, "client-certificate-data")) != NULL &&
         kc_data(v, &c->cert_pem, &c->cert_len, "client-certificate-data", err,
                 errlen) < 0)
