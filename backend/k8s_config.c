@@ -244,7 +244,7 @@ static int kc_parse(kubeconfig *kc, FILE *f)
 {
     static const char *sections[3] = {"clusters", "contexts", "users"};
     char *line = malloc(KC_LINE);
-    int section = -1, item_indent = -1;
+    int section = -1, item_indent = -1, list_indent = -1, nested = -1;
 
     if (line == NULL)
         return -1;
@@ -262,6 +262,7 @@ static int kc_parse(kubeconfig *kc, FILE *f)
             int s;
 
             section = -1;
+            list_indent = nested = -1;
             for (s = 0; s < 3; s++)
                 if (strncmp(p, sections[s], strlen(sections[s])) == 0 &&
                     p[strlen(sections[s])] == ':')
@@ -272,7 +273,20 @@ static int kc_parse(kubeconfig *kc, FILE *f)
             }
             continue;
         }
+        /* A list inside an item (minikube's extensions, an exec plugin's
+         * args) holds nothing pico reads: skipped to its end, its items
+         * are not the section's. */
+        if (nested >= 0 &&
+            (indent > nested || (indent == nested && *p == '-' && p[1] == ' ')))
+            continue;
+        nested = -1;
         if (*p == '-' && p[1] == ' ' && section >= 0) {
+            if (list_indent < 0)
+                list_indent = indent;
+            if (indent != list_indent) {
+                nested = indent;
+                continue;
+            }
             /* A new list item; its own keys sit two columns right. */
             if (kc->count[section] == KC_ITEMS) {
                 section = -1;

@@ -449,6 +449,19 @@ def test_driver_kubeconfig_and_token(tmp_path):
             "users:\n- name: pico\n  user:\n    token: \"s3cr3t-token\"\n" % (f.url, NS))
         code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
         assert code == 0, err
+        # As minikube writes it: the lists nested in items (extensions)
+        # are not items of the clusters: or contexts: list.
+        kc.write_text(
+            "apiVersion: v1\nclusters:\n- cluster:\n    extensions:\n"
+            "    - extension:\n        provider: minikube.sigs.k8s.io\n"
+            "        version: v1.32.0\n      name: cluster_info\n    server: %s\n"
+            "  name: minikube\ncontexts:\n- context:\n    cluster: minikube\n"
+            "    extensions:\n    - extension:\n        provider: minikube.sigs.k8s.io\n"
+            "      name: context_info\n    namespace: default\n    user: minikube\n"
+            "  name: minikube\ncurrent-context: minikube\nkind: Config\n"
+            "users:\n- name: minikube\n  user:\n    token: s3cr3t-token\n" % f.url)
+        code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
+        assert code == 0, err
         tok = tmp_path / "token"
         tok.write_text("s3cr3t-token\n")
         code, out, err = driver(f, "create", sid, timeout_s=30, env={"K8S_TOKEN_FILE": str(tok)})
