@@ -43,3 +43,50 @@ k8s-deploy:
 
 k8s-delete:
 	kubectl delete -k $(K8S_OVERLAY) --ignore-not-found
+
+# -- fuzzing (clang libFuzzer): the kubeconfig reader and the watch stream
+# of the driver (tests/fuzz/k8s_*.c). Seeds are in tests/fuzz/corpus/<name>;
+# what the fuzzer adds stays in build/fuzz/corpus-<name>, a crash input in
+# build/fuzz/<name>-crash-*.
+K8S_FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,\
+                 $(wildcard tests/fuzz/k8s_*.c))
+K8S_FUZZ_CC := clang -g -O1 -fno-omit-frame-pointer \
+               -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=undefined -std=gnu11 $(WARN) \
+               $(shell pkg-config --cflags $(K8S_PKGS)) -Ibackend
+K8S_FUZZ_LIBS := $(shell pkg-config --libs $(K8S_PKGS)) -lpthread
+# The watch harness compiles k8s_client.c and runtime_k8s.c into itself
+# (for their static functions) and links what runtime_k8s.c calls.
+K8S_FUZZ_SRC_k8s_kubeconfig := backend/k8s_config.c backend/k8s_client.c
+K8S_FUZZ_SRC_k8s_watch := backend/k8s_config.c backend/hostkey.c \
+                          backend/util.c
+K8S_FUZZ_DEPS := backend/k8s_config.c backend/k8s_client.c \
+                 backend/runtime_k8s.c backend/hostkey.c backend/util.c \
+                 $(wildcard backend/*.h) mk/k8s.mk
+
+$(BUILD)/fuzz/k8s_%: tests/fuzz/k8s_%.c $(K8S_FUZZ_DEPS)
+	@mkdir -p $(@D)
+	$(K8S_FUZZ_CC) -o $@ $< $(K8S_FUZZ_SRC_$(notdir $@)) $(K8S_FUZZ_LIBS)
+
+# $(1): seconds per fuzzer. Inputs up to 64 KiB: a kubeconfig line's limit.
+define k8s_fuzz_run
+	@set -e; for f in $(K8S_FUZZERS); do n=$$(basename $$f); \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	    $$f -max_total_time=$(1) -max_len=65536 -print_final_stats=1 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n \
+	        tests/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+	        || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	    echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
+	        $(BUILD)/fuzz/$$n.log | tr -dc 0-9) runs in $(1) s, no findings"; \
+	done
+endef
+
+.PHONY: fuzz-short-k8s fuzz-long-k8s
+fuzz-short-k8s: $(K8S_FUZZERS)
+	$(call k8s_fuzz_run,10)
+
+fuzz-long-k8s: $(K8S_FUZZERS)
+	$(call k8s_fuzz_run,$${FUZZ_SECONDS:-600})
+
+FUZZ_SHORT += fuzz-short-k8s
+FUZZ_LONG  += fuzz-long-k8s
