@@ -36,6 +36,23 @@ FUZZ_SHORT    :=
 FUZZ_LONG     :=
 LINT_DEPS     :=
 
+# $(call run_fuzzers,FUZZERS,SECONDS,MAX_LEN), for the mk/*.mk fuzz
+# targets: each libFuzzer binary for SECONDS on its seeds
+# (tests/fuzz/corpus/<name>) and on what earlier runs kept
+# (build/fuzz/corpus-<name>); its log goes to build/fuzz/<name>.log and a
+# crashing input to build/fuzz/<name>-crash-*.
+define run_fuzzers
+	@set -e; for f in $(1); do n=$$(basename $$f); \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$n; \
+	    $$f -max_total_time=$(2) -max_len=$(3) -print_final_stats=1 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n \
+	        tests/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
+	        || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	    echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
+	        $(BUILD)/fuzz/$$n.log | tr -dc 0-9) runs in $(2) s, no findings"; \
+	done
+endef
+
 .PHONY: all build-all deps rootfs run test test-unit test-e2e fuzz fuzz-short \
         bench lint format clean
 

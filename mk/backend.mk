@@ -67,18 +67,10 @@ $(BUILD)/fuzz/backend_%: tests/fuzz/backend_%.c $(BACKEND_CORE) \
 
 .PHONY: fuzz-short-backend fuzz-long-backend
 fuzz-short-backend: $(BACKEND_FUZZERS)
-	@set -e; for f in $(BACKEND_FUZZERS); do \
-	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
-	    $$f -max_total_time=10 -max_len=8192 \
-	        $(BUILD)/fuzz/corpus-$$(basename $$f) \
-	        tests/fuzz/corpus/$$(basename $$f); done
+	$(call run_fuzzers,$(BACKEND_FUZZERS),10,8192)
 
 fuzz-long-backend: $(BACKEND_FUZZERS)
-	@set -e; for f in $(BACKEND_FUZZERS); do \
-	    mkdir -p $(BUILD)/fuzz/corpus-$$(basename $$f); \
-	    $$f -max_total_time=600 -max_len=8192 \
-	        $(BUILD)/fuzz/corpus-$$(basename $$f) \
-	        tests/fuzz/corpus/$$(basename $$f); done
+	$(call run_fuzzers,$(BACKEND_FUZZERS),$${FUZZ_SECONDS:-600},8192)
 
 FUZZ_SHORT += fuzz-short-backend
 FUZZ_LONG += fuzz-long-backend

@@ -68,25 +68,14 @@ $(BUILD)/fuzz/k8s_%: tests/fuzz/k8s_%.c $(K8S_FUZZ_DEPS)
 	@mkdir -p $(@D)
 	$(K8S_FUZZ_CC) -o $@ $< $(K8S_FUZZ_SRC_$(notdir $@)) $(K8S_FUZZ_LIBS)
 
-# $(1): seconds per fuzzer. Inputs up to 64 KiB: a kubeconfig line's limit.
-define k8s_fuzz_run
-	@set -e; for f in $(K8S_FUZZERS); do n=$$(basename $$f); \
-	    mkdir -p $(BUILD)/fuzz/corpus-$$n; \
-	    $$f -max_total_time=$(1) -max_len=65536 -print_final_stats=1 \
-	        -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n \
-	        tests/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
-	        || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
-	    echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
-	        $(BUILD)/fuzz/$$n.log | tr -dc 0-9) runs in $(1) s, no findings"; \
-	done
-endef
+# Inputs up to 64 KiB: a kubeconfig line's limit.
 
 .PHONY: fuzz-short-k8s fuzz-long-k8s
 fuzz-short-k8s: $(K8S_FUZZERS)
-	$(call k8s_fuzz_run,10)
+	$(call run_fuzzers,$(K8S_FUZZERS),10,65536)
 
 fuzz-long-k8s: $(K8S_FUZZERS)
-	$(call k8s_fuzz_run,$${FUZZ_SECONDS:-600})
+	$(call run_fuzzers,$(K8S_FUZZERS),$${FUZZ_SECONDS:-600},65536)
 
 FUZZ_SHORT += fuzz-short-k8s
 FUZZ_LONG  += fuzz-long-k8s

@@ -82,7 +82,7 @@ TT_FUZZERS  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,\
 TT_FUZZ_SRC := test-tunnel/flags.c test-tunnel/connect.c test-tunnel/conn.c \
                test-tunnel/rest.c
 # the answers and URLs are small: 16 KiB header + 4 KiB body at most
-TT_FUZZ_RUN  = -max_len=24576 -print_final_stats=1
+TT_FUZZ_LEN := 24576
 
 $(BUILD)/fuzz/tt_%: tests/fuzz/tt_%.c $(TT_FUZZ_SRC) $(TT_HDR) \
                     mk/test-tunnel.mk
@@ -91,25 +91,13 @@ $(BUILD)/fuzz/tt_%: tests/fuzz/tt_%.c $(TT_FUZZ_SRC) $(TT_HDR) \
 	    -fno-sanitize-recover=undefined -std=gnu11 $(WARN) $(TT_CFLAGS) \
 	    -Itest-tunnel -o $@ $< $(TT_FUZZ_SRC) $(TT_LIBS)
 
-# $(1): seconds per fuzzer
-define tt_fuzz_run
-	@set -e; for f in $(TT_FUZZERS); do n=$$(basename $$f); \
-	    mkdir -p $(BUILD)/fuzz/corpus-$$n; \
-	    $$f -max_total_time=$(1) $(TT_FUZZ_RUN) \
-	        -artifact_prefix=$(BUILD)/fuzz/$$n- $(BUILD)/fuzz/corpus-$$n \
-	        tests/fuzz/corpus/$$n > $(BUILD)/fuzz/$$n.log 2>&1 \
-	        || { tail -40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
-	    echo "$$n: $$(grep -E '^stat::number_of_executed_units' \
-	        $(BUILD)/fuzz/$$n.log | tr -dc 0-9) runs in $(1) s, no findings"; \
-	done
-endef
 
 .PHONY: fuzz-short-test-tunnel fuzz-long-test-tunnel
 fuzz-short-test-tunnel: $(TT_FUZZERS)
-	$(call tt_fuzz_run,5)
+	$(call run_fuzzers,$(TT_FUZZERS),5,$(TT_FUZZ_LEN))
 
 fuzz-long-test-tunnel: $(TT_FUZZERS)
-	$(call tt_fuzz_run,$${FUZZ_SECONDS:-600})
+	$(call run_fuzzers,$(TT_FUZZERS),$${FUZZ_SECONDS:-600},$(TT_FUZZ_LEN))
 
 FUZZ_SHORT += fuzz-short-test-tunnel
 FUZZ_LONG  += fuzz-long-test-tunnel
