@@ -16,13 +16,22 @@ def stack():
 
 @pytest.fixture
 def new_stack():
-    """Factory for private stacks (restarts, kills, auth on, ...)."""
+    """Factory for private stacks (restarts, kills, auth on, ...).
+    conf={"pico.conf": {key: value}, "redis.conf": {...}} changes config
+    keys before the stack starts; a value may be a function of the stack."""
     made = []
 
-    def make(**kw):
+    def make(conf=None, **kw):
         s = Stack(**kw)
         made.append(s)
-        return s.start()
+        if not conf:
+            return s.start()
+        s.configure()
+        for name, keys in conf.items():
+            for key, value in keys.items():
+                s.set_conf(key, value(s) if callable(value) else value,
+                           name=name)
+        return s.start(configure=False)
 
     yield make
     for s in made:

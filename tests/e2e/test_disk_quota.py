@@ -71,26 +71,19 @@ def df_kib(box, path):
 
 
 @pytest.fixture
-def conf_stack():
-    """Factory for private stacks with some config keys changed; each is
-    stopped (drain, SIGTERM) at the end and must have left nothing."""
+def conf_stack(new_stack):
+    """Private stacks with some pico.conf keys changed (key -> value, or a
+    function of the stack); each must have left nothing once stopped."""
     made = []
 
     def make(name, **conf):
-        """conf: key -> value, or a function of the stack giving it."""
-        st = Stack(name=name)
+        st = new_stack(name=name, conf={"pico.conf": conf})
         made.append(st)
-        st.configure()
-        for key, value in conf.items():
-            st.set_conf(key, value(st) if callable(value) else value)
-        return st.start(configure=False)
+        return st
 
     yield make
     for st in made:
-        st.stop()
-    for st in made:
-        assert st.runc_containers() == [], "sandboxes left behind"
-        assert st.sanitizer_reports() == [], "sanitizer reported errors"
+        st.stop()  # before new_stack's own stop: nothing_left looks after it
         assert nothing_left(st)
 
 

@@ -776,41 +776,33 @@ def test_redis_restart(new_stack):
     stack.delete(sid)
 
 
-def test_redis_name_is_resolved_when_nginx_reads_its_conf():
+def test_redis_name_is_resolved_when_nginx_reads_its_conf(new_stack):
     """pico_redis host:port with a name: the master resolves it when it
     reads the configuration, so a worker never waits on a resolver; tunnels
     open through it, and a name that does not resolve fails nginx -t with
     the directive's name in the message."""
     port = free_port()
-    stack = Stack(name="redisname",
-                  nginx_http_extra="pico_redis localhost:%d;" % port)
-    stack.configure()
-    stack.set_conf("port", str(port), name="redis.conf")
-    stack.set_conf("bind", "127.0.0.1", name="redis.conf")
-    try:
-        stack.start(configure=False)
-        sess = stack.create()
-        code, _, _ = tunnel_answer(stack, sess["session_id"])
-        assert code == 200
-        stack.delete(sess["session_id"])
+    stack = new_stack(name="redisname",
+                      nginx_http_extra="pico_redis localhost:%d;" % port,
+                      conf={"redis.conf": {"port": str(port),
+                                           "bind": "127.0.0.1"}})
+    sess = stack.create()
+    code, _, _ = tunnel_answer(stack, sess["session_id"])
+    assert code == 200
+    stack.delete(sess["session_id"])
 
-        conf = stack.conf_path("nginx.conf")
-        with open(conf) as f:
-            text = f.read()
-        bad = stack.conf_path("nginx-bad.conf")
-        with open(bad, "w") as f:
-            f.write(text.replace("pico_redis localhost:%d;" % port,
-                                 "pico_redis no-such-host.invalid:6379;"))
-        out = subprocess.run(["nginx", "-t", "-p", os.path.join(stack.var, "nginx"),
-                              "-c", bad, "-e", os.path.join(stack.var, "log", "nginx-t.log")],
-                             capture_output=True, text=True, timeout=60)
-        assert out.returncode != 0
-        assert ('pico_redis "no-such-host.invalid:6379": host not found'
-                in out.stderr), out.stderr
-    finally:
-        stack.stop()
-    assert stack.runc_containers() == []
-    assert stack.sanitizer_reports() == []
+    with open(stack.conf_path("nginx.conf")) as f:
+        text = f.read()
+    bad = stack.conf_path("nginx-bad.conf")
+    with open(bad, "w") as f:
+        f.write(text.replace("pico_redis localhost:%d;" % port,
+                             "pico_redis no-such-host.invalid:6379;"))
+    out = subprocess.run(["nginx", "-t", "-p", os.path.join(stack.var, "nginx"),
+                          "-c", bad, "-e", os.path.join(stack.var, "log", "nginx-t.log")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert ('pico_redis "no-such-host.invalid:6379": host not found'
+            in out.stderr), out.stderr
 
 
 def test_hung_redis_gives_503_then_recovers(new_stack):
