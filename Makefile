@@ -71,7 +71,7 @@ rootfs: deps
 	@scripts/build-rootfs.sh $(IMAGES) sandbox latest
 
 run: deps build-all rootfs
-	@VAR=$(VAR) IMAGES=$(IMAGES) LISTEN=$(LISTEN) scripts/run.sh
+	@exec env VAR=$(VAR) IMAGES=$(IMAGES) LISTEN=$(LISTEN) scripts/run.sh
 
 test: deps lint build-all rootfs test-unit fuzz-short test-e2e
 

@@ -7,6 +7,10 @@
 # usage: pico-conf.sh VAR IMAGES LISTEN
 # environment (optional): AUTH=on|off  RUNTIME=local|kubernetes
 #   NODE=<name> WORKERS=<n> K8S_API=<url> NGINX_USER=<user>
+#   CONF_DIR=<dir> (default VAR/conf) MODULE_SO=<ngx_pico_module.so>
+#   INIT_BIN=<pico-init> (defaults: the checkout's build; make install
+#   points them at the installed files) DESTDIR=<staging root> (files
+#   are written below it; the paths inside them are without it)
 set -eu
 
 VAR=$1 IMAGES=$2 LISTEN=$3
@@ -21,15 +25,19 @@ NODE=${NODE:-$(hostname)}
 WORKERS=${WORKERS:-3}
 K8S_API=${K8S_API:-}
 NGINX_USER=${NGINX_USER:-www-data}
+CONF_DIR=${CONF_DIR:-$VAR/conf}
+MODULE_SO=${MODULE_SO:-$ROOT/build/modules/ngx_pico_module.so}
+INIT_BIN=${INIT_BIN:-$ROOT/bin/pico-init}
 
-mkdir -p "$VAR/conf" "$VAR/run" "$VAR/log" "$VAR/redis" "$VAR/nginx" \
-         "$VAR/sessions" "$VAR/runc" "$IMAGES"
+D=${DESTDIR:-}
+mkdir -p "$D$CONF_DIR" "$D$VAR/run" "$D$VAR/log" "$D$VAR/redis" \
+         "$D$VAR/nginx" "$D$VAR/sessions" "$D$VAR/runc" "$D$IMAGES"
 # nginx workers run as $NGINX_USER and must reach the sockets in run/ and
 # sessions/: the folders let that group in, and nobody else.
 if [ "$(id -u)" = 0 ]; then
-    chgrp "$NGINX_USER" "$VAR" "$VAR/run" "$VAR/sessions"
-    chmod 0750 "$VAR/run" "$VAR/sessions"
-    chmod 0751 "$VAR"
+    chgrp "$NGINX_USER" "$D$VAR" "$D$VAR/run" "$D$VAR/sessions"
+    chmod 0750 "$D$VAR/run" "$D$VAR/sessions"
+    chmod 0751 "$D$VAR"
     USER_LINE="user $NGINX_USER;"
 else
     USER_LINE=""
@@ -41,10 +49,11 @@ fill() {
         -e "s|@RUNTIME@|$RUNTIME|g" -e "s|@NODE@|$NODE|g" \
         -e "s|@WORKERS@|$WORKERS|g" -e "s|@K8S_API@|$K8S_API|g" \
         -e "s|@NGINX_USER@|$NGINX_USER|g" -e "s|@USER_LINE@|$USER_LINE|g" \
-        "$1" > "$2.tmp"
-    mv "$2.tmp" "$2"
+        -e "s|@MODULE_SO@|$MODULE_SO|g" -e "s|@INIT_BIN@|$INIT_BIN|g" \
+        "$1" > "$D$2.tmp"
+    mv "$D$2.tmp" "$D$2"
 }
 
-fill "$ROOT/redis/redis.conf.in" "$VAR/conf/redis.conf"
-fill "$ROOT/conf/pico.conf.in" "$VAR/conf/pico.conf"
-fill "$ROOT/conf/nginx.conf.in" "$VAR/conf/nginx.conf"
+fill "$ROOT/redis/redis.conf.in" "$CONF_DIR/redis.conf"
+fill "$ROOT/conf/pico.conf.in" "$CONF_DIR/pico.conf"
+fill "$ROOT/conf/nginx.conf.in" "$CONF_DIR/nginx.conf"
