@@ -202,3 +202,72 @@ def test_sandbox_killed_from_outside(run_stack):
     assert st.delete(victim).status == 200
     assert settle(st, ledger) == []
     ledger.write()
+
+
+def test_state_filesystem_full():
+    """The state folder on a small filesystem of its own, filled up:
+    creates fail with a clear 5xx and leave nothing half-written; once
+    there is room again, creates work."""
+    st = RunStack(name="chaos-full")
+    os.makedirs(st.var, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m,mode=0755", "tmpfs", st.var],
+                   check=True)
+    try:
+        _fill_and_create(st)
+    finally:
+        st.stop()
+        subprocess.run(["umount", "-l", st.var], check=False)
+    assert st.runc_containers() == []
+    assert wait_gone(st.processes()) == []
+
+
+def _fill_and_create(st):
+    ledger = Ledger("the state folder's filesystem full")
+    st.start(fresh=False)
+    sids, ss = streamers(st, ledger, 1, rounds=20)
+    filler = os.path.join(st.var, "filler")
+    subprocess.run(["dd", "if=/dev/zero", "of=" + filler, "bs=1M"],
+                   stderr=subprocess.DEVNULL, check=False)
+    ledger.add("faults")
+    ts, answers = create_burst(st, ledger, 4 * SCALE, threads=2)
+    join_all(ts)
+    assert [s for s, _ in answers if s == 201] == [], answers
+    for status, body in answers:
+        assert 500 <= status < 600 and "error" in body, (status, body)
+    os.unlink(filler)
+    # Room again: creates work, and nothing of the failed ones is left.
+    wait_for(lambda: _created(st), timeout=30, interval=0.5, what="create after space")
+    assert settle(st, ledger) == []
+    finish(ledger, ss, sids, st)
+    ledger.write()
+
+
+def _created(st):
+    r = st.request("POST", "/v1/sessions", body={"ttl": 600})
+    return r.status == 201
+
+
+def test_two_backends_one_killed_reap_once(new_stack):
+    """Two backends on one Redis under a burst of short sessions; one is
+    killed and comes back: every expired session is reaped exactly once."""
+    import re
+    st = new_stack(backends=2)
+    ledger = Ledger("two backends on one Redis, one killed, sessions expiring")
+    ts, answers = create_burst(st, ledger, 10 * SCALE, threads=4, ttl=2)
+    wait_for(lambda: len(answers) >= 3, timeout=60, what="first creates")
+    st.backends[1].stop(sig=signal.SIGKILL)
+    ledger.add("faults")
+    join_all(ts)
+    time.sleep(1)
+    st.backends[1].start()
+    sids = [b["session_id"] for s, b in answers if s == 201]
+    assert sids
+    wait_for(lambda: st.redis_cli("ZCARD", "pico:expiry") == "0" and
+             st.redis_cli("ZCARD", "pico:reaping") == "0", timeout=60, interval=0.2,
+             what="all sessions reaped")
+    logs = "".join(b.read_log() for b in st.backends)
+    for sid in sids:
+        assert len(re.findall(r"\breaped %s\b" % sid, logs)) == 1, sid
+    assert st.runc_containers() == []
+    assert settle(st, ledger) == []
+    ledger.write()
