@@ -33,7 +33,6 @@ import os
 import re
 import statistics
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -41,7 +40,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 # Measure the optimised build, not the sanitizer one the tests prefer.
 os.environ.setdefault("PICO_BACKEND", os.path.join(ROOT, "bin", "pico-backend"))
-from pico_stack import Stack  # noqa: E402
+from pico_stack import Stack, run_parallel, ssh_banner  # noqa: E402
 
 
 def pct(values, p):
@@ -60,20 +59,9 @@ def create_timed(st, ttl=600):
 
 
 def check_ready(st, sid):
-    s, status, rest = st.open_tunnel(sid)
-    try:
-        if " 200 " not in status + " ":
-            raise RuntimeError("tunnel to %s: %s" % (sid, status))
-        buf = rest
-        while b"\n" not in buf:
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            buf += chunk
-        if not buf.startswith(b"SSH-2.0-"):
-            raise RuntimeError("no SSH banner from %s: %r" % (sid, buf[:64]))
-    finally:
-        s.close()
+    banner = ssh_banner(st, sid)
+    if not banner.startswith(b"SSH-2.0-"):
+        raise RuntimeError("no SSH banner from %s: %r" % (sid, banner[:64]))
 
 
 def sequential(st, n):
@@ -87,35 +75,23 @@ def sequential(st, n):
 
 
 def concurrent(st, total, width):
-    lat, errors, sids = [], [], []
-    lock = threading.Lock()
-    todo = list(range(total))
+    def one(_):
+        try:
+            return create_timed(st)
+        except Exception as e:  # reported, not hidden
+            return e
 
-    def worker():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                todo.pop()
-            try:
-                sid, dt = create_timed(st)
-                with lock:
-                    lat.append(dt)
-                    sids.append(sid)
-            except Exception as e:  # reported, not hidden
-                with lock:
-                    errors.append(str(e))
-
-    threads = [threading.Thread(target=worker) for _ in range(width)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
+    threads, results = run_parallel(one, total, width)
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    for sid in sids:
+    done = [r for r in results if not isinstance(r, Exception)]
+    errors = [str(r) for r in results if isinstance(r, Exception)]
+    lat = [dt for _, dt in done]
+    for sid, _ in done:
         check_ready(st, sid)
-    for sid in sids:
+    for sid, _ in done:
         st.delete(sid)
     return lat, wall, errors
 

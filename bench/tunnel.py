@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import uuid
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 
-from pico_stack import Stack, free_port, wait_for  # noqa: E402
+from pico_stack import Stack, free_port, port_open, wait_for  # noqa: E402
 
 LOAD = os.path.join(ROOT, "build", "bench", "tunnel_load")
 STREAM_SO = "/usr/lib/nginx/modules/ngx_stream_module.so"
@@ -241,14 +240,6 @@ def tree_pids(pid):
     out = subprocess.run(["pgrep", "-P", str(pid)],
                          capture_output=True, text=True).stdout
     return [pid] + [int(p) for p in out.split()]
-
-
-def port_open(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), 0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 class RefProxy:

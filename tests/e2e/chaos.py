@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 
-from pico_stack import ROOT, wait_for
+from pico_stack import ROOT, run_parallel, wait_for
 from supervised import TunnelSSH
 
 SCALE = max(1, int(os.environ.get("CHAOS_SCALE", "1")))
@@ -79,31 +79,19 @@ class Streamer(threading.Thread):
 
 
 def create_burst(stack, ledger, count, threads=8, ttl=600):
-    """count creates from `threads` threads at once; returns the answers:
-    (status, session or error body)."""
-    answers, lock = [], threading.Lock()
-    todo = list(range(count))
+    """count creates from `threads` threads at once; returns the threads
+    and the answers as they come: (status, session or error body)."""
+    def one(_):
+        try:
+            r = stack.request("POST", "/v1/sessions", body={"ttl": ttl}, timeout=60)
+            item = (r.status, r.json() if r.body.startswith("{") else r.body)
+        except OSError as e:
+            item = (0, str(e))
+        ledger.add("requests")
+        ledger.add("created" if item[0] == 201 else "create_errors")
+        return item
 
-    def worker():
-        while True:
-            with lock:
-                if not todo:
-                    return
-                todo.pop()
-            try:
-                r = stack.request("POST", "/v1/sessions", body={"ttl": ttl}, timeout=60)
-                item = (r.status, r.json() if r.body.startswith("{") else r.body)
-            except OSError as e:
-                item = (0, str(e))
-            ledger.add("requests")
-            ledger.add("created" if item[0] == 201 else "create_errors")
-            with lock:
-                answers.append(item)
-
-    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
-    for t in ts:
-        t.start()
-    return ts, answers
+    return run_parallel(one, count, threads)
 
 
 def join_all(ts, timeout=180):

@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -35,6 +36,54 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
             return v
         time.sleep(interval)
     raise TimeoutError("timed out waiting for " + what)
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        socket.create_connection((host, port), 0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def run_parallel(fn, count, threads):
+    """Calls fn(i) for i in range(count) from `threads` threads at once;
+    returns the threads, already started (join them), and the list that
+    fn's results are appended to as they come."""
+    results, lock = [], threading.Lock()
+    todo = list(range(count))
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                i = todo.pop()
+            r = fn(i)
+            with lock:
+                results.append(r)
+
+    ts = [threading.Thread(target=worker, daemon=True) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    return ts, results
+
+
+def ssh_banner(stack, sid, token=None):
+    """The first line a session's sshd sends through a tunnel; raises
+    AssertionError when the CONNECT is not answered 200."""
+    s, status, rest = stack.open_tunnel(sid, token=token)
+    try:
+        assert " 200 " in status + " ", "tunnel to %s: %s" % (sid, status)
+        buf = rest
+        while b"\n" not in buf:
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            buf += chunk
+        return buf
+    finally:
+        s.close()
 
 
 def read_head(sock):
@@ -284,11 +333,7 @@ class Stack:
 
     # -- clients -------------------------------------------------------
     def _port_open(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-            return True
-        except OSError:
-            return False
+        return port_open(self.port)
 
     @property
     def url(self):

@@ -17,7 +17,7 @@ import pytest
 from chaos import (SCALE, Ledger, Streamer, check_created_usable, create_burst,
                    join_all, settle)
 from pico_stack import wait_for
-from supervised import RunStack, TunnelSSH, alive, wait_gone
+from supervised import RunStack, TunnelSSH, wait_gone
 
 
 @pytest.fixture

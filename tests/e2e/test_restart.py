@@ -10,26 +10,11 @@ import subprocess
 
 import pytest
 
-from pico_stack import wait_for
+from pico_stack import ssh_banner, wait_for
 
 
 def containers_of(st, sid):
     return [c for c in st.runc_containers() if sid in c]
-
-
-def ssh_banner(st, sid):
-    s, status, rest = st.open_tunnel(sid)
-    try:
-        assert " 200 " in status + " ", status
-        buf = rest
-        while b"\n" not in buf:
-            chunk = s.recv(256)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
-    finally:
-        s.close()
 
 
 def test_sigkill_restart_reconciles(new_stack):
@@ -124,7 +109,6 @@ def test_sigterm_finishes_create_in_flight(new_stack):
     """SIGTERM while a create runs: the client still gets its 201, the
     backend exits 0, and the session lives on."""
     import threading
-    from pico_stack import wait_for
     st = new_stack()
     result = {}
     t = threading.Thread(target=lambda: result.update(
