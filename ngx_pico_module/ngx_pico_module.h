@@ -6,10 +6,10 @@
  *   ngx_pico_redis.c   hiredis async contexts driven by nginx events:
  *                      session lookup, tunnel accounting, pico:events
  *   ngx_pico_relay.c   connecting to the sandbox and relaying bytes
- *   ngx_pico_parse.c   pure parsing (fuzzed on its own)
+ *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Trust boundary: everything from the client (path, Authorization) is
- * parsed by ngx_pico_parse.c before it is used; only a canonical UUID or
+ * parsed by common/pico_parse.c before it is used; only a canonical UUID or
  * token id is ever put into a Redis key.  What Redis returns (endpoint,
  * digests) is the backend's word and is trusted, but still checked for
  * shape before use.
@@ -22,7 +22,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
-#include "ngx_pico_parse.h"
+#include "pico_parse.h"
 
 typedef struct ngx_pico_worker_s ngx_pico_worker_t;
 typedef struct ngx_pico_tunnel_s ngx_pico_tunnel_t;
