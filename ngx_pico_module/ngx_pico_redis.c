@@ -191,7 +191,7 @@ ngx_pico_redis_exit(ngx_pico_worker_t *w)
     /*
      * A fast shutdown (SIGTERM) cuts the tunnels still open without
      * finishing them; their owner has queued their "open -1" and last
-     * byte deltas (ngx_pico_tunnel_exit()).  Give the socket a bounded
+     * byte deltas (the tunnel file, at exit).  Give the socket a bounded
      * moment (NGX_PICO_EXIT_POLLS x NGX_PICO_EXIT_POLL_MS) to take them.
      * The only blocking call of this file, in a worker that is exiting;
      * with nothing queued (a graceful shutdown) nothing waits.
