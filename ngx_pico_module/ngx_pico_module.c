@@ -187,6 +187,7 @@ ngx_pico_handler(ngx_http_request_t *r)
     return ngx_pico_start_lookup(t);
 }
 
+
 /* NGX_OK for a CONNECT that can become a tunnel, else the answer's rc */
 static ngx_int_t
 ngx_pico_check_method(ngx_http_request_t *r)
@@ -211,6 +212,7 @@ ngx_pico_check_method(ngx_http_request_t *r)
 
     return NGX_OK;
 }
+
 
 /*
  * nginx rejected CONNECT before ngx_http_process_request(), so the
@@ -238,6 +240,7 @@ ngx_pico_take_over(ngx_http_request_t *r)
     r->write_event_handler = ngx_http_request_empty_handler;
 }
 
+
 /* the connection's events, as ngx_http_request_handler() would do it */
 static void
 ngx_pico_request_handler(ngx_event_t *ev)
@@ -257,6 +260,7 @@ ngx_pico_request_handler(ngx_event_t *ev)
 
     ngx_http_run_posted_requests(c);
 }
+
 
 static ngx_int_t
 ngx_pico_check_path(ngx_pico_tunnel_t *t)
@@ -289,6 +293,7 @@ ngx_pico_check_path(ngx_pico_tunnel_t *t)
 
     return NGX_OK;
 }
+
 
 /* the token's shape only: whether Redis knows it is the lookup's job */
 static ngx_int_t
@@ -332,6 +337,7 @@ ngx_pico_check_auth(ngx_pico_tunnel_t *t)
     return NGX_OK;
 }
 
+
 static ngx_int_t
 ngx_pico_check_limit(ngx_pico_tunnel_t *t)
 {
@@ -343,6 +349,7 @@ ngx_pico_check_limit(ngx_pico_tunnel_t *t)
 
     return NGX_OK;
 }
+
 
 static ngx_int_t
 ngx_pico_start_lookup(ngx_pico_tunnel_t *t)
@@ -367,6 +374,7 @@ ngx_pico_start_lookup(ngx_pico_tunnel_t *t)
 
     return NGX_DONE;
 }
+
 
 /* what Redis said about the session (and the token), or why it did not */
 static void
@@ -404,6 +412,7 @@ ngx_pico_lookup_handler(void *data, ngx_pico_record_t *rec, char *error)
     ngx_pico_tunnel_connect(t, &rec->endpoint);
 }
 
+
 static ngx_int_t
 ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
 {
@@ -431,6 +440,7 @@ ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
     return NGX_OK;
 }
 
+
 /* NGX_OK: a running session of this principal; otherwise answered */
 static ngx_int_t
 ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
@@ -455,6 +465,7 @@ ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
     return NGX_OK;
 }
 
+
 static ngx_int_t
 ngx_pico_add_variables(ngx_conf_t *cf)
 {
@@ -472,6 +483,7 @@ ngx_pico_add_variables(ngx_conf_t *cf)
 
     return NGX_OK;
 }
+
 
 static ngx_int_t
 ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
@@ -545,6 +557,7 @@ ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     return NGX_OK;
 }
 
+
 static void *
 ngx_pico_create_main_conf(ngx_conf_t *cf)
 {
@@ -561,6 +574,7 @@ ngx_pico_create_main_conf(ngx_conf_t *cf)
 
     return pmcf;
 }
+
 
 static char *
 ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
@@ -580,6 +594,7 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
 
     return NGX_CONF_OK;
 }
+
 
 static void *
 ngx_pico_create_loc_conf(ngx_conf_t *cf)
@@ -601,6 +616,7 @@ ngx_pico_create_loc_conf(ngx_conf_t *cf)
 
     return plcf;
 }
+
 
 static char *
 ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
@@ -634,6 +650,7 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     return NGX_CONF_OK;
 }
 
+
 static char *
 ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -655,6 +672,7 @@ ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return NGX_CONF_OK;
 }
+
 
 static ngx_int_t
 ngx_pico_init_process(ngx_cycle_t *cycle)
@@ -690,6 +708,7 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
     return ngx_pico_redis_init(w, ngx_pico_tunnel_deleted,
                                ngx_pico_tunnel_recheck);
 }
+
 
 static void
 ngx_pico_exit_process(ngx_cycle_t *cycle)

@@ -10,11 +10,12 @@
  *                           handles), accounting, pico:events, reconnects
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
  *   ngx_pico_relay.c        connecting to the sandbox and relaying bytes
+ *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> tunnel -> relay
+ *   module -> tunnel -> relay -> pipe
  *      |         |
  *      +---------+-----> redis -> redis_event
  *
@@ -193,7 +194,11 @@ struct ngx_pico_relay_s {
 void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
 void ngx_pico_relay_process(ngx_pico_relay_t *rl);
 void ngx_pico_relay_close(ngx_pico_relay_t *rl);
-void ngx_pico_pipes_free(ngx_pico_worker_t *w);
+
+/* ngx_pico_pipe.c */
+ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_worker_t *w, size_t size);
+void             ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p);
+void             ngx_pico_pipes_free(ngx_pico_worker_t *w);
 
 /* ngx_pico_tunnel.c */
 typedef enum {

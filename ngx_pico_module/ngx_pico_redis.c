@@ -161,6 +161,7 @@ ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf)
     return NGX_CONF_OK;
 }
 
+
 ngx_int_t
 ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
                     ngx_pico_subscribed_pt subscribed)
@@ -179,6 +180,7 @@ ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
 
     return NGX_OK;
 }
+
 
 void
 ngx_pico_redis_exit(ngx_pico_worker_t *w)
@@ -229,6 +231,7 @@ ngx_pico_redis_exit(ngx_pico_worker_t *w)
     }
 }
 
+
 static redisAsyncContext *
 ngx_pico_redis_connect(ngx_pico_worker_t *w)
 {
@@ -269,6 +272,7 @@ ngx_pico_redis_connect(ngx_pico_worker_t *w)
     return ac;
 }
 
+
 /* the event adapter: hiredis is freeing ac (error, EOF, redisAsyncFree) */
 static void
 ngx_pico_redis_closed(redisAsyncContext *ac, void *data)
@@ -293,6 +297,7 @@ ngx_pico_redis_closed(redisAsyncContext *ac, void *data)
     }
 }
 
+
 static void
 ngx_pico_redis_schedule(ngx_pico_worker_t *w)
 {
@@ -307,6 +312,7 @@ ngx_pico_redis_schedule(ngx_pico_worker_t *w)
 
     w->backoff = ngx_min(w->backoff * 2, NGX_PICO_BACKOFF_MAX);
 }
+
 
 static void
 ngx_pico_redis_reconnect(ngx_event_t *ev)
@@ -329,6 +335,7 @@ ngx_pico_redis_reconnect(ngx_event_t *ev)
     }
 }
 
+
 static void
 ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
 {
@@ -336,6 +343,7 @@ ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
 
     redisAsyncCommandArgv(w->sub, ngx_pico_redis_message, w, 2, argv, NULL);
 }
+
 
 static void
 ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
@@ -386,6 +394,7 @@ ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
     w->deleted(w, idbuf);
 }
 
+
 /* EXISTS pico:session:<id>; a missing record goes to the deleted handler */
 ngx_int_t
 ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id)
@@ -422,6 +431,7 @@ ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id)
     return NGX_OK;
 }
 
+
 static void
 ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -445,6 +455,7 @@ ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
         w->deleted(w, id);
     }
 }
+
 
 /*
  * Starts a lookup of session id (and of token, when not NULL).  NULL: the
@@ -547,6 +558,7 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
     return lk;
 }
 
+
 /* the handler will not be called; the replies still to come free lk */
 void
 ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk)
@@ -560,6 +572,7 @@ ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk)
         ngx_del_timer(&lk->timer);
     }
 }
+
 
 static void
 ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
@@ -591,6 +604,7 @@ ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
     handler(data, NULL, "timed out");
 }
 
+
 static void
 ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
 {
@@ -604,6 +618,7 @@ ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
     f->len = e->len;
     ngx_memcpy(f->data, e->str, e->len);
 }
+
 
 /* one HMGET reply of a lookup: its fields in order, or an error */
 static void
@@ -631,6 +646,7 @@ ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
     }
 }
 
+
 static void
 ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -641,6 +657,7 @@ ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
                           2);
 }
 
+
 static void
 ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -650,6 +667,7 @@ ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:session",
                           fields, 3);
 }
+
 
 static void
 ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
@@ -695,6 +713,7 @@ ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
 
     ngx_free(lk);
 }
+
 
 /*
  * One accounting update of pico:tunnels:<id>, fire and forget: no

@@ -74,6 +74,7 @@ ngx_pico_redis_event_attach(redisAsyncContext *ac, ngx_log_t *log,
     return NGX_OK;
 }
 
+
 static void
 ngx_pico_redis_event_read(ngx_event_t *ev)
 {
@@ -84,6 +85,7 @@ ngx_pico_redis_event_read(ngx_event_t *ev)
     redisAsyncHandleRead(re->ac);
 }
 
+
 static void
 ngx_pico_redis_event_write(ngx_event_t *ev)
 {
@@ -92,6 +94,7 @@ ngx_pico_redis_event_write(ngx_event_t *ev)
 
     redisAsyncHandleWrite(re->ac);
 }
+
 
 /* hiredis asks for (on) or drops (off) one of the two events */
 static void
@@ -109,6 +112,7 @@ ngx_pico_redis_event_set(ngx_event_t *ev, ngx_uint_t on)
     }
 }
 
+
 static void
 ngx_pico_redis_event_add_read(void *privdata)
 {
@@ -116,6 +120,7 @@ ngx_pico_redis_event_add_read(void *privdata)
 
     ngx_pico_redis_event_set(re->c->read, 1);
 }
+
 
 static void
 ngx_pico_redis_event_del_read(void *privdata)
@@ -125,6 +130,7 @@ ngx_pico_redis_event_del_read(void *privdata)
     ngx_pico_redis_event_set(re->c->read, 0);
 }
 
+
 static void
 ngx_pico_redis_event_add_write(void *privdata)
 {
@@ -133,6 +139,7 @@ ngx_pico_redis_event_add_write(void *privdata)
     ngx_pico_redis_event_set(re->c->write, 1);
 }
 
+
 static void
 ngx_pico_redis_event_del_write(void *privdata)
 {
@@ -140,6 +147,7 @@ ngx_pico_redis_event_del_write(void *privdata)
 
     ngx_pico_redis_event_set(re->c->write, 0);
 }
+
 
 /*
  * hiredis is freeing the context (error, EOF or redisAsyncFree), after

@@ -8,8 +8,8 @@
  * left of the 200), then relays:
  *
  *   splice   socket -> pipe -> socket, no copy through user space; pipes
- *            are borrowed from a per-worker cache only while bytes are in
- *            flight, so an idle tunnel holds none
+ *            are borrowed from the per-worker cache (ngx_pico_pipe.c) only
+ *            while bytes are in flight, so an idle tunnel holds none
  *   copy     recv/send through a buffer of pico_buffer_size, allocated
  *            while bytes are in flight and freed when it drains
  *
@@ -30,8 +30,6 @@
 /* after ngx_config.h, which defines _GNU_SOURCE: splice(), pipe2() */
 #include <fcntl.h>
 
-#define NGX_PICO_PIPE_CACHE 64
-
 static u_char ngx_pico_established[] =
     "HTTP/1.1 200 Connection Established\r\n\r\n";
 
@@ -43,8 +41,6 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static ngx_int_t ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static ngx_int_t ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static void ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
-static ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_relay_t *rl);
-static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p);
 static void ngx_pico_relay_idle_handler(ngx_event_t *ev);
 
 void
@@ -119,6 +115,7 @@ ngx_pico_relay_connect(ngx_pico_relay_t *rl)
     ngx_pico_relay_connected(rl);
 }
 
+
 static ngx_int_t
 ngx_pico_relay_endpoint(ngx_pico_relay_t *rl)
 {
@@ -159,6 +156,7 @@ ngx_pico_relay_endpoint(ngx_pico_relay_t *rl)
     return NGX_OK;
 }
 
+
 static ngx_int_t
 ngx_pico_relay_test_connect(ngx_connection_t *c)
 {
@@ -179,6 +177,7 @@ ngx_pico_relay_test_connect(ngx_connection_t *c)
 
     return NGX_OK;
 }
+
 
 static void
 ngx_pico_relay_upstream_handler(ngx_event_t *ev)
@@ -209,6 +208,7 @@ ngx_pico_relay_upstream_handler(ngx_event_t *ev)
 
     ngx_pico_relay_connected(rl);
 }
+
 
 static void
 ngx_pico_relay_connected(ngx_pico_relay_t *rl)
@@ -300,6 +300,7 @@ ngx_pico_relay_connected(ngx_pico_relay_t *rl)
     ngx_pico_relay_process(rl);
 }
 
+
 /* one wake-up of either side: both directions as far as they go */
 void
 ngx_pico_relay_process(ngx_pico_relay_t *rl)
@@ -351,6 +352,7 @@ ngx_pico_relay_process(ngx_pico_relay_t *rl)
         rl->handler(rl, NGX_PICO_RELAY_ACTIVE, NULL);
     }
 }
+
 
 /* NGX_OK: progress, NGX_DECLINED: nothing to do now, NGX_ERROR */
 static ngx_int_t
@@ -427,6 +429,7 @@ ngx_pico_relay_dir(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
     return progress ? NGX_OK : NGX_DECLINED;
 }
 
+
 static ngx_int_t
 ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
@@ -499,6 +502,7 @@ ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
     return NGX_OK;
 }
 
+
 static ngx_int_t
 ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
@@ -536,7 +540,7 @@ ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
     }
 
     if (d->pipe == NULL) {
-        d->pipe = ngx_pico_pipe_get(rl);
+        d->pipe = ngx_pico_pipe_get(rl->worker, rl->plcf->buffer_size);
         if (d->pipe == NULL) {
             /* no pipe to be had: this direction copies from now on */
             d->copy = 1;
@@ -586,6 +590,7 @@ ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
     return NGX_ERROR;
 }
 
+
 /* gives back a direction's buffer or pipe once nothing is in flight */
 static void
 ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
@@ -604,75 +609,6 @@ ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
     }
 }
 
-static ngx_pico_pipe_t *
-ngx_pico_pipe_get(ngx_pico_relay_t *rl)
-{
-    ngx_queue_t       *q;
-    ngx_pico_pipe_t   *p;
-    ngx_pico_worker_t *w;
-
-    w = rl->worker;
-
-    if (!ngx_queue_empty(&w->pipes)) {
-        q = ngx_queue_head(&w->pipes);
-        ngx_queue_remove(q);
-        w->npipes--;
-        return ngx_queue_data(q, ngx_pico_pipe_t, queue);
-    }
-
-    p = ngx_alloc(sizeof(ngx_pico_pipe_t), w->log);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) == -1) {
-        ngx_log_error(NGX_LOG_WARN, w->log, ngx_errno,
-                      "pico: pipe2() failed, relaying by copy");
-        ngx_free(p);
-        return NULL;
-    }
-
-    /* a bigger pipe moves more per splice(); failure is harmless */
-    (void)fcntl(p->fd[1], F_SETPIPE_SZ, (int)rl->plcf->buffer_size);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0, "pico relay new pipe %d:%d",
-                   p->fd[0], p->fd[1]);
-
-    return p;
-}
-
-static void
-ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
-{
-    if (w->npipes < NGX_PICO_PIPE_CACHE) {
-        ngx_queue_insert_head(&w->pipes, &p->queue);
-        w->npipes++;
-        return;
-    }
-
-    close(p->fd[0]);
-    close(p->fd[1]);
-    ngx_free(p);
-}
-
-void
-ngx_pico_pipes_free(ngx_pico_worker_t *w)
-{
-    ngx_queue_t     *q, *next;
-    ngx_pico_pipe_t *p;
-
-    for (q = ngx_queue_head(&w->pipes); q != ngx_queue_sentinel(&w->pipes);
-         q = next) {
-        next = ngx_queue_next(q);
-        p = ngx_queue_data(q, ngx_pico_pipe_t, queue);
-        close(p->fd[0]);
-        close(p->fd[1]);
-        ngx_free(p);
-    }
-
-    ngx_queue_init(&w->pipes);
-    w->npipes = 0;
-}
 
 /* frees what the relay holds; its owner calls it once, when releasing */
 void
@@ -721,6 +657,7 @@ ngx_pico_relay_close(ngx_pico_relay_t *rl)
         rl->peer.connection = NULL;
     }
 }
+
 
 static void
 ngx_pico_relay_idle_handler(ngx_event_t *ev)

@@ -69,6 +69,7 @@ ngx_pico_tunnel_init(ngx_cycle_t *cycle, ngx_pico_worker_t *w)
                   pmcf->max_tunnels);
 }
 
+
 /*
  * A fast shutdown (SIGTERM) cuts the tunnels still open without
  * finishing them: queue their "open -1" and last byte deltas; the Redis
@@ -90,6 +91,7 @@ ngx_pico_tunnel_exit(ngx_pico_worker_t *w)
         }
     }
 }
+
 
 ngx_pico_tunnel_t *
 ngx_pico_tunnel_create(ngx_http_request_t *r, ngx_pico_worker_t *w)
@@ -131,6 +133,7 @@ ngx_pico_tunnel_create(ngx_http_request_t *r, ngx_pico_worker_t *w)
     return t;
 }
 
+
 /* takes a tunnel slot; from here on a deletion reaches this request too */
 ngx_int_t
 ngx_pico_tunnel_reserve(ngx_pico_tunnel_t *t)
@@ -158,6 +161,7 @@ ngx_pico_tunnel_reserve(ngx_pico_tunnel_t *t)
     return NGX_OK;
 }
 
+
 /* the session is running at endpoint: connect to it */
 void
 ngx_pico_tunnel_connect(ngx_pico_tunnel_t *t, ngx_str_t *endpoint)
@@ -179,6 +183,7 @@ ngx_pico_tunnel_connect(ngx_pico_tunnel_t *t, ngx_str_t *endpoint)
 
     ngx_pico_relay_connect(&t->relay);
 }
+
 
 static void
 ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
@@ -231,6 +236,7 @@ ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
     }
 }
 
+
 static void
 ngx_pico_tunnel_client_handler(ngx_http_request_t *r)
 {
@@ -240,6 +246,7 @@ ngx_pico_tunnel_client_handler(ngx_http_request_t *r)
 
     ngx_pico_relay_process(&t->relay);
 }
+
 
 /* the byte deltas since the last update go with every update */
 static ngx_int_t
@@ -263,6 +270,7 @@ ngx_pico_tunnel_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
     return NGX_OK;
 }
 
+
 static void
 ngx_pico_tunnel_flush_handler(ngx_event_t *ev)
 {
@@ -270,6 +278,7 @@ ngx_pico_tunnel_flush_handler(ngx_event_t *ev)
 
     (void)ngx_pico_tunnel_account(t, 0, 0);
 }
+
 
 /* the deleted handler of pico:events: closes the session's tunnels */
 void
@@ -313,6 +322,7 @@ ngx_pico_tunnel_deleted(ngx_pico_worker_t *w, u_char *id)
     }
 }
 
+
 /* the subscribed handler: deletions published while away were lost */
 void
 ngx_pico_tunnel_recheck(ngx_pico_worker_t *w)
@@ -330,6 +340,7 @@ ngx_pico_tunnel_recheck(ngx_pico_worker_t *w)
     }
 }
 
+
 void
 ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
 {
@@ -339,6 +350,7 @@ ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
         t->status.len = ngx_strlen(status);
     }
 }
+
 
 /* a short text/plain answer; the connection closes after it */
 ngx_int_t
@@ -409,6 +421,7 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
     return ngx_http_output_filter(r, &out);
 }
 
+
 /* answers a request still waiting for Redis or the sandbox */
 void
 ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body,
@@ -441,6 +454,7 @@ ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body,
     ngx_http_run_posted_requests(c);
 }
 
+
 /* closes an open tunnel (or a failed one past the point of answering) */
 void
 ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
@@ -460,6 +474,7 @@ ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
     ngx_http_finalize_request(r, NGX_ERROR);
     ngx_http_run_posted_requests(c);
 }
+
 
 /* gives back everything a tunnel holds; safe to call more than once */
 void
@@ -502,6 +517,7 @@ ngx_pico_release(ngx_pico_tunnel_t *t)
 
     t->state = NGX_PICO_ST_DONE;
 }
+
 
 static void
 ngx_pico_tunnel_cleanup(void *data)
