@@ -7,21 +7,19 @@ MOD_NGX_SRC  := /usr/share/nginx/src
 MOD_SRC      := $(BUILD)/nginx-src
 MOD_OBJ      := $(BUILD)/nginx-obj
 MOD_SO       := $(BUILD)/modules/ngx_pico_module.so
-MOD_SOURCES  := $(wildcard $(MOD_DIR)/*.c $(MOD_DIR)/*.h) $(MOD_DIR)/config
-MOD_FUZZ     := $(BUILD)/fuzz/pico_parse_fuzz
-MOD_FUZZ_SRC := $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c \
-                $(MOD_DIR)/ngx_pico_parse.h
+# every file of the module's folder and of common/ (which it builds from,
+# see its config): a new file cannot be missed here
+MOD_SOURCES  := $(wildcard $(MOD_DIR)/*.c $(MOD_DIR)/*.h \
+                           $(ROOT)/common/*.c $(ROOT)/common/*.h) \
+                $(MOD_DIR)/config
 
 MOD_LOAD     := $(BUILD)/bench/tunnel_load
 
 BUILD_TARGETS += $(MOD_SO) $(MOD_LOAD)
-UNIT_TESTS    += test-unit-module
-FUZZ_SHORT    += fuzz-module-short
-FUZZ_LONG     += fuzz-module-long
 # clang-tidy compiles the module against nginx's configured tree
 LINT_DEPS     += $(MOD_OBJ)/Makefile
 
-.PHONY: module test-unit-module fuzz-module-short fuzz-module-long bench-tunnel
+.PHONY: module bench-tunnel
 
 module: $(MOD_SO)
 
@@ -44,43 +42,10 @@ $(MOD_SO): $(MOD_OBJ)/Makefile $(MOD_SOURCES)
 	cp $(MOD_OBJ)/ngx_pico_module.so $@.tmp
 	mv $@.tmp $@
 
-MOD_UNIT     := $(BUILD)/unit/module_test_parse
-
-$(MOD_UNIT): $(MOD_DIR)/test/test_parse.c $(MOD_DIR)/ngx_pico_parse.c \
-             $(MOD_DIR)/ngx_pico_parse.h
-	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) $(SANFLAGS) -o $@ $< $(MOD_DIR)/ngx_pico_parse.c -lcmocka
-
-test-unit-module: $(MOD_UNIT)
-	$(MOD_UNIT)
-
 # the load tool of bench/tunnel.py, also the echo endpoint of the e2e tests
 $(MOD_LOAD): bench/tunnel_load.c
 	mkdir -p $(dir $@)
 	$(CC) -O2 -g -Wall -Wextra -pthread -o $@ $<
-
-$(MOD_FUZZ): $(MOD_FUZZ_SRC)
-	mkdir -p $(dir $@)
-	clang -g -O1 -fno-omit-frame-pointer \
-	    -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    -o $@ $(MOD_DIR)/fuzz/fuzz_parse.c $(MOD_DIR)/ngx_pico_parse.c
-
-# The seed corpus is in the repository; what the fuzzer finds stays in
-# build/ (a crash fails the target and leaves its input in build/fuzz).
-fuzz-module-short: $(MOD_FUZZ)
-	mkdir -p $(BUILD)/fuzz/corpus-parse
-	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=20 -max_len=512 \
-	    -print_final_stats=1 corpus-parse $(MOD_DIR)/fuzz/corpus \
-	    > parse-short.log 2>&1 || { tail -40 parse-short.log; exit 1; }
-	@grep -E "^(Done|stat::number_of_executed_units)" $(BUILD)/fuzz/parse-short.log
-
-fuzz-module-long: $(MOD_FUZZ)
-	mkdir -p $(BUILD)/fuzz/corpus-parse
-	cd $(BUILD)/fuzz && $(MOD_FUZZ) -max_total_time=$${FUZZ_SECONDS:-600} \
-	    -max_len=512 -print_final_stats=1 corpus-parse \
-	    $(MOD_DIR)/fuzz/corpus > parse-long.log 2>&1 \
-	    || { tail -40 parse-long.log; exit 1; }
-	@grep -E "^(Done|stat::number_of_executed_units)" $(BUILD)/fuzz/parse-long.log
 
 # The reference proxies of the comparison (nginx's stream module, squid,
 # tinyproxy) are installed here only, for the bench, never by deps.sh; a

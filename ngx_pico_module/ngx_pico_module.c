@@ -1,13 +1,14 @@
 /*
  * ngx_pico_module: directives, configuration, the content handler of the
- * tunnel location, the answers it gives before a tunnel opens, access-log
- * variables and the per-worker state.
+ * tunnel location and access-log variables.
  *
  * A CONNECT reaches us through "error_page 405 = @tunnel" (nginx rejects
- * CONNECT before any phase runs, see DESIGN.md).  The handler checks the
- * method, the path and the token's shape, then asks Redis
- * (ngx_pico_redis.c) and returns NGX_DONE; the lookup's answer either
- * finishes the request with an error or hands it to ngx_pico_relay.c.
+ * CONNECT before any phase runs, see DESIGN.md).  The content handler is
+ * a sequence of steps with one job each: the method (and HTTP/1.1), taking
+ * the connection's events over, the path, the token's shape, the tunnel
+ * limit, the Redis lookup.  The lookup's handler checks what Redis said
+ * (token, owner, status) and hands the tunnel its endpoint
+ * (ngx_pico_tunnel.c), which connects and relays.
  */
 
 #include <openssl/crypto.h>
@@ -16,25 +17,31 @@
 #include "ngx_pico_module.h"
 
 static ngx_int_t ngx_pico_handler(ngx_http_request_t *r);
-static void ngx_pico_request_handler(ngx_event_t *ev);
-static void ngx_pico_cleanup(void *data);
-static ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code,
-                               char *body, char *www_authenticate);
+static ngx_int_t ngx_pico_check_method(ngx_http_request_t *r);
+static void      ngx_pico_take_over(ngx_http_request_t *r);
+static void      ngx_pico_request_handler(ngx_event_t *ev);
+static ngx_int_t ngx_pico_check_path(ngx_pico_tunnel_t *t);
+static ngx_int_t ngx_pico_check_auth(ngx_pico_tunnel_t *t);
+static ngx_int_t ngx_pico_check_limit(ngx_pico_tunnel_t *t);
+static ngx_int_t ngx_pico_start_lookup(ngx_pico_tunnel_t *t);
+static void      ngx_pico_lookup_handler(void *data, ngx_pico_record_t *rec,
+                                         char *error);
 static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
                                       ngx_pico_record_t *rec);
+static ngx_int_t ngx_pico_check_record(ngx_pico_tunnel_t *t,
+                                       ngx_pico_record_t *rec);
 
 static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf);
-static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
+static ngx_int_t ngx_pico_variable(ngx_http_request_t        *r,
                                    ngx_http_variable_value_t *v,
-                                   uintptr_t data);
-static void *ngx_pico_create_main_conf(ngx_conf_t *cf);
-static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
-static char *ngx_pico_resolve_redis(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
-static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
+                                   uintptr_t                  data);
+static void     *ngx_pico_create_main_conf(ngx_conf_t *cf);
+static char     *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
+static void     *ngx_pico_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
-static void ngx_pico_exit_process(ngx_cycle_t *cycle);
+static void      ngx_pico_exit_process(ngx_cycle_t *cycle);
 
 #define NGX_PICO_AUTH_REALM "Bearer realm=\"pico\""
 #define NGX_PICO_AUTH_INVALID "Bearer realm=\"pico\", error=\"invalid_token\""
@@ -137,28 +144,54 @@ static ngx_http_variable_t ngx_pico_vars[] = {
      NGX_PICO_VAR_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0},
     ngx_http_null_variable};
 
-ngx_pico_worker_t *ngx_pico_worker(ngx_http_request_t *r)
+static ngx_int_t
+ngx_pico_handler(ngx_http_request_t *r)
 {
+    ngx_int_t             rc;
+    ngx_pico_tunnel_t    *t;
     ngx_pico_main_conf_t *pmcf;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "pico handler: \"%V\" \"%V\"", &r->method_name,
+                   &r->unparsed_uri);
+
+    rc = ngx_pico_check_method(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_pico_module);
 
-    return pmcf->worker;
+    t = ngx_pico_tunnel_create(r, pmcf->worker);
+    if (t == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_pico_take_over(r);
+
+    rc = ngx_pico_check_path(t);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_pico_check_auth(t);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_pico_check_limit(t);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    return ngx_pico_start_lookup(t);
 }
 
-static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
+
+/* NGX_OK for a CONNECT that can become a tunnel, else the answer's rc */
+static ngx_int_t
+ngx_pico_check_method(ngx_http_request_t *r)
 {
-    size_t toklen;
-    ngx_int_t rc;
-    ngx_connection_t *c;
-    ngx_pico_tunnel_t *t;
-    ngx_pico_worker_t *w;
-    ngx_pool_cleanup_t *cln;
-    ngx_pico_loc_conf_t *plcf;
-    const unsigned char *id, *tok;
-
-    c = r->connection;
-
     if (r->method != NGX_HTTP_CONNECT) {
         /* other 405s arrive here through the same error_page */
         return ngx_pico_send(r, NGX_HTTP_NOT_ALLOWED, "Method not allowed\n",
@@ -166,6 +199,7 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
     }
 
 #if (NGX_HTTP_V2)
+    /* a stream is not a connection: taking its events over would hang it */
     if (r->stream) {
         return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST, "Tunnels need HTTP/1.1\n",
                              NULL);
@@ -176,33 +210,23 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    plcf = ngx_http_get_module_loc_conf(r, ngx_pico_module);
-    w = ngx_pico_worker(r);
+    return NGX_OK;
+}
 
-    t = ngx_pcalloc(r->pool, sizeof(ngx_pico_tunnel_t));
-    if (t == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+/*
+ * nginx rejected CONNECT before ngx_http_process_request(), so the
+ * connection still has the header-reading handlers and the
+ * client_header_timeout timer: take the connection's events over.  The
+ * connection is never reused for another request.
+ */
+static void
+ngx_pico_take_over(ngx_http_request_t *r)
+{
+    ngx_connection_t *c;
 
-    cln->handler = ngx_pico_cleanup;
-    cln->data = t;
+    c = r->connection;
 
-    t->request = r;
-    t->worker = w;
-    t->plcf = plcf;
-    ngx_http_set_ctx(r, t, ngx_pico_module);
-
-    /*
-     * nginx rejected CONNECT before ngx_http_process_request(), so the
-     * connection still has the header-reading handlers and the
-     * client_header_timeout timer: take the connection's events over.
-     * The connection is never reused for another request.
-     */
     r->keepalive = 0;
     c->log->action = "opening a tunnel";
 
@@ -214,6 +238,37 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
     c->write->handler = ngx_pico_request_handler;
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_request_empty_handler;
+}
+
+
+/* the connection's events, as ngx_http_request_handler() would do it */
+static void
+ngx_pico_request_handler(ngx_event_t *ev)
+{
+    ngx_connection_t   *c;
+    ngx_http_request_t *r;
+
+    c = ev->data;
+    r = c->data;
+
+    if (ev->write) {
+        r->write_event_handler(r);
+
+    } else {
+        r->read_event_handler(r);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_pico_check_path(ngx_pico_tunnel_t *t)
+{
+    ngx_http_request_t  *r;
+    const unsigned char *id;
+
+    r = t->request;
 
     switch (pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len,
                                    &id)) {
@@ -236,140 +291,133 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r)
     t->session_id.data = t->id;
     t->session_id.len = PICO_ID_LEN;
 
-    if (plcf->auth) {
-        if (r->headers_in.authorization == NULL) {
-            rc = PICO_AUTH_MISSING;
+    return NGX_OK;
+}
 
-        } else {
-            rc = pico_parse_authorization(
-                r->headers_in.authorization->value.data,
-                r->headers_in.authorization->value.len, &tok, &toklen);
-        }
 
-        if (rc != PICO_AUTH_OK) {
-            ngx_pico_set_status(t, "unauthorized");
-            return ngx_pico_send(
-                r, NGX_HTTP_UNAUTHORIZED,
-                rc == PICO_AUTH_MISSING ? "Authorization required\n"
-                                        : "Invalid token\n",
-                rc == PICO_AUTH_MISSING ? NGX_PICO_AUTH_REALM
-                                        : NGX_PICO_AUTH_INVALID);
-        }
+/* the token's shape only: whether Redis knows it is the lookup's job */
+static ngx_int_t
+ngx_pico_check_auth(ngx_pico_tunnel_t *t)
+{
+    size_t               toklen;
+    ngx_int_t            rc;
+    ngx_table_elt_t     *h;
+    const unsigned char *tok;
 
-        ngx_memcpy(t->token, tok, PICO_TOKEN_LEN);
-        t->has_token = 1;
+    if (!t->plcf->auth) {
+        return NGX_OK;
     }
 
-    if (w->active >= w->pmcf->max_tunnels) {
-        ngx_log_error(NGX_LOG_WARN, c->log, 0,
-                      "pico: session %V: pico_max_tunnels (%ui) reached",
-                      &t->session_id, w->pmcf->max_tunnels);
+    h = t->request->headers_in.authorization;
+
+    if (h == NULL) {
+        rc = PICO_AUTH_MISSING;
+
+    } else {
+        rc = pico_parse_authorization(h->value.data, h->value.len, &tok,
+                                      &toklen);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, t->request->connection->log, 0,
+                   "pico authorization: %i", rc);
+
+    if (rc != PICO_AUTH_OK) {
+        ngx_pico_set_status(t, "unauthorized");
+        return ngx_pico_send(t->request, NGX_HTTP_UNAUTHORIZED,
+                             rc == PICO_AUTH_MISSING
+                                 ? "Authorization required\n"
+                                 : "Invalid token\n",
+                             rc == PICO_AUTH_MISSING ? NGX_PICO_AUTH_REALM
+                                                     : NGX_PICO_AUTH_INVALID);
+    }
+
+    ngx_memcpy(t->token, tok, PICO_TOKEN_LEN);
+    t->has_token = 1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_pico_check_limit(ngx_pico_tunnel_t *t)
+{
+    if (ngx_pico_tunnel_reserve(t) != NGX_OK) {
         ngx_pico_set_status(t, "limit");
-        return ngx_pico_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+        return ngx_pico_send(t->request, NGX_HTTP_SERVICE_UNAVAILABLE,
                              "Too many tunnels\n", NULL);
     }
 
-    w->active++;
-    t->counted = 1;
+    return NGX_OK;
+}
 
-    /* from here on a deletion of the session reaches this request too */
-    ngx_queue_insert_tail(&w->tunnels, &t->queue);
-    t->queued = 1;
 
-    if (ngx_pico_redis_lookup(t) != NGX_OK) {
+static ngx_int_t
+ngx_pico_start_lookup(ngx_pico_tunnel_t *t)
+{
+    ngx_http_request_t *r;
+
+    r = t->request;
+
+    t->lookup =
+        ngx_pico_redis_lookup(t->worker, t->id, t->has_token ? t->token : NULL,
+                              r->connection->log, ngx_pico_lookup_handler, t);
+    if (t->lookup == NULL) {
         ngx_pico_release(t);
         ngx_pico_set_status(t, "redis_down");
         return ngx_pico_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
                              "Session store unavailable\n", NULL);
     }
 
+    /* the request waits: the lookup's handler finalizes it */
     t->state = NGX_PICO_ST_LOOKUP;
     r->main->count++;
 
     return NGX_DONE;
 }
 
-/* the connection's events, as ngx_http_request_handler() would do it */
-static void ngx_pico_request_handler(ngx_event_t *ev)
+
+/* what Redis said about the session (and the token), or why it did not */
+static void
+ngx_pico_lookup_handler(void *data, ngx_pico_record_t *rec, char *error)
 {
-    ngx_connection_t *c;
-    ngx_http_request_t *r;
+    ngx_pico_tunnel_t *t = data;
 
-    c = ev->data;
-    r = c->data;
+    t->lookup = NULL;
 
-    if (ev->write) {
-        r->write_event_handler(r);
-
-    } else {
-        r->read_event_handler(r);
-    }
-
-    ngx_http_run_posted_requests(c);
-}
-
-void ngx_pico_lookup_done(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
-{
-    ngx_connection_t *c;
-    ngx_http_request_t *r;
-
-    r = t->request;
-
-    if (t->has_token) {
-        if (ngx_pico_check_token(t, rec) != NGX_OK) {
-            ngx_pico_set_status(t, "unauthorized");
-            ngx_pico_release(t);
-            c = r->connection;
-            ngx_http_finalize_request(r, ngx_pico_send(r, NGX_HTTP_UNAUTHORIZED,
-                                                       "Invalid token\n",
-                                                       NGX_PICO_AUTH_INVALID));
-            ngx_http_run_posted_requests(c);
-            return;
-        }
-    }
-
-    if (!rec->found ||
-        (t->has_token && (rec->owner.len != rec->principal.len ||
-                          ngx_strncmp(rec->owner.data, rec->principal.data,
-                                      rec->owner.len) != 0))) {
-        ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n");
+    if (rec == NULL) {
+        ngx_log_error(NGX_LOG_ERR, t->request->connection->log, 0,
+                      "pico: session %V: session lookup failed: %s",
+                      &t->session_id, error);
+        ngx_pico_set_status(t, "redis_down");
+        ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE,
+                       "Session store unavailable\n", NULL);
         return;
     }
 
-    if (rec->status.len != sizeof("running") - 1 ||
-        ngx_strncmp(rec->status.data, "running", rec->status.len) != 0 ||
-        rec->endpoint.len == 0) {
-        ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE, "Sandbox not ready\n");
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, t->request->connection->log, 0,
+                   "pico lookup: found:%ui status:\"%V\" endpoint:\"%V\"",
+                   rec->found, &rec->status, &rec->endpoint);
+
+    if (t->has_token && ngx_pico_check_token(t, rec) != NGX_OK) {
+        ngx_pico_set_status(t, "unauthorized");
+        ngx_pico_reply(t, NGX_HTTP_UNAUTHORIZED, "Invalid token\n",
+                       NGX_PICO_AUTH_INVALID);
         return;
     }
 
-    t->endpoint.data = ngx_pstrdup(r->pool, &rec->endpoint);
-    if (t->endpoint.data == NULL) {
-        ngx_pico_reply(t, NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error\n");
+    if (ngx_pico_check_record(t, rec) != NGX_OK) {
         return;
     }
 
-    t->endpoint.len = rec->endpoint.len;
-    t->state = NGX_PICO_ST_CONNECT;
-
-    ngx_pico_connect(t);
+    ngx_pico_tunnel_connect(t, &rec->endpoint);
 }
 
-void ngx_pico_lookup_failed(ngx_pico_tunnel_t *t, char *why)
-{
-    ngx_log_error(NGX_LOG_ERR, t->request->connection->log, 0,
-                  "pico: session %V: session lookup failed: %s", &t->session_id,
-                  why);
-    ngx_pico_set_status(t, "redis_down");
-    ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE,
-                   "Session store unavailable\n");
-}
 
-static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
-                                      ngx_pico_record_t *rec)
+static ngx_int_t
+ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
 {
     unsigned int n;
-    u_char md[EVP_MAX_MD_SIZE], hex[64];
+    u_char       md[EVP_MAX_MD_SIZE], hex[64];
 
     if (!rec->token_found ||
         !pico_parse_sha256_hex(rec->token_sha256.data, rec->token_sha256.len) ||
@@ -384,6 +432,7 @@ static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
 
     ngx_hex_dump(hex, md, 32);
 
+    /* constant time: the digest must not leak through timing */
     if (CRYPTO_memcmp(hex, rec->token_sha256.data, 64) != 0) {
         return NGX_DECLINED;
     }
@@ -391,215 +440,34 @@ static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
     return NGX_OK;
 }
 
-void ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
+
+/* NGX_OK: a running session of this principal; otherwise answered */
+static ngx_int_t
+ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
 {
-    if (t->status.len == 0) {
-        t->status.data = (u_char *)status;
-        t->status.len = ngx_strlen(status);
+    /* another principal's session is answered as if it did not exist */
+    if (!rec->found ||
+        (t->has_token && (rec->owner.len != rec->principal.len ||
+                          ngx_strncmp(rec->owner.data, rec->principal.data,
+                                      rec->owner.len) != 0))) {
+        ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n", NULL);
+        return NGX_DECLINED;
     }
+
+    if (rec->status.len != sizeof("running") - 1 ||
+        ngx_strncmp(rec->status.data, "running", rec->status.len) != 0 ||
+        rec->endpoint.len == 0) {
+        ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE, "Sandbox not ready\n",
+                       NULL);
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
 }
 
-/* answers a request still waiting for Redis or the sandbox */
-void ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body)
-{
-    ngx_connection_t *c;
-    ngx_http_request_t *r;
 
-    r = t->request;
-    c = r->connection;
-
-    switch (code) {
-    case NGX_HTTP_NOT_FOUND:
-        ngx_pico_set_status(t, "not_found");
-        break;
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-        ngx_pico_set_status(t, "not_ready");
-        break;
-    case NGX_HTTP_BAD_GATEWAY:
-        ngx_pico_set_status(t, "connect_failed");
-        break;
-    default:
-        ngx_pico_set_status(t, "error");
-    }
-
-    ngx_pico_release(t);
-
-    ngx_http_finalize_request(r, ngx_pico_send(r, code, body, NULL));
-    ngx_http_run_posted_requests(c);
-}
-
-/* closes an open tunnel (or a failed one past the point of answering) */
-void ngx_pico_finish(ngx_pico_tunnel_t *t, char *status)
-{
-    ngx_connection_t *c;
-    ngx_http_request_t *r;
-
-    r = t->request;
-    c = r->connection;
-
-    ngx_pico_set_status(t, status);
-    ngx_pico_release(t);
-
-    ngx_http_finalize_request(r, NGX_ERROR);
-    ngx_http_run_posted_requests(c);
-}
-
-/* gives back everything a tunnel holds; safe to call more than once */
-void ngx_pico_release(ngx_pico_tunnel_t *t)
-{
-    if (t->released) {
-        return;
-    }
-
-    t->released = 1;
-
-    ngx_pico_redis_cancel(t);
-
-    if (t->lookup_timer.timer_set) {
-        ngx_del_timer(&t->lookup_timer);
-    }
-
-    if (t->queued) {
-        ngx_queue_remove(&t->queue);
-        t->queued = 0;
-    }
-
-    if (t->state == NGX_PICO_ST_RELAY) {
-        t->ended = ngx_current_msec;
-    }
-
-    ngx_pico_relay_close(t);
-
-    if (t->accounted) {
-        ngx_pico_redis_account(t, -1, 0);
-        t->accounted = 0;
-    }
-
-    if (t->counted) {
-        t->worker->active--;
-        t->counted = 0;
-    }
-
-    t->state = NGX_PICO_ST_DONE;
-}
-
-static void ngx_pico_cleanup(void *data)
-{
-    ngx_pico_tunnel_t *t = data;
-
-    ngx_pico_release(t);
-}
-
-/* closes this worker's open tunnels to session id (pico:events) */
-void ngx_pico_close_session(ngx_pico_worker_t *w, u_char *id)
-{
-    ngx_queue_t *q, *next;
-    ngx_pico_tunnel_t *t;
-
-    for (q = ngx_queue_head(&w->tunnels); q != ngx_queue_sentinel(&w->tunnels);
-         q = next) {
-        next = ngx_queue_next(q);
-        t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
-
-        if (ngx_memcmp(t->id, id, PICO_ID_LEN) != 0) {
-            continue;
-        }
-
-        /* finishing one request never closes another: next stays valid */
-
-        switch (t->state) {
-
-        case NGX_PICO_ST_RELAY:
-            ngx_log_error(NGX_LOG_NOTICE, t->request->connection->log, 0,
-                          "pico: session %V: deleted, closing its tunnel",
-                          &t->session_id);
-            ngx_pico_finish(t, "deleted");
-            break;
-
-        case NGX_PICO_ST_CONNECT:
-            /* looked up just before the deletion: it is gone now */
-            ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n");
-            break;
-
-        default:
-            /* a lookup in flight: its answer tells */
-            break;
-        }
-    }
-}
-
-void ngx_pico_recheck_done(ngx_pico_worker_t *w, u_char *id, ngx_uint_t exists)
-{
-    if (!exists) {
-        ngx_pico_close_session(w, id);
-    }
-}
-
-static ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code,
-                               char *body, char *www_authenticate)
-{
-    size_t len;
-    ngx_int_t rc;
-    ngx_buf_t *b;
-    ngx_chain_t out;
-    ngx_table_elt_t *h;
-
-    len = ngx_strlen(body);
-
-    r->headers_out.status = code;
-    r->headers_out.content_length_n = (off_t)len;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-    r->keepalive = 0;
-
-    if (code == NGX_HTTP_NOT_ALLOWED) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "CONNECT");
-    }
-
-    if (www_authenticate) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        h->value.data = (u_char *)www_authenticate;
-        h->value.len = ngx_strlen(www_authenticate);
-        r->headers_out.www_authenticate = h;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    b->pos = (u_char *)body;
-    b->last = b->pos + len;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    return ngx_http_output_filter(r, &out);
-}
-
-static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf)
+static ngx_int_t
+ngx_pico_add_variables(ngx_conf_t *cf)
 {
     ngx_http_variable_t *var, *v;
 
@@ -616,11 +484,13 @@ static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf)
     return NGX_OK;
 }
 
-static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
-                                   ngx_http_variable_value_t *v, uintptr_t data)
+
+static ngx_int_t
+ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+                  uintptr_t data)
 {
-    u_char *p;
-    ngx_msec_int_t ms;
+    u_char            *p;
+    ngx_msec_int_t     ms;
     ngx_pico_tunnel_t *t;
 
     t = ngx_http_get_module_ctx(r, ngx_pico_module);
@@ -650,21 +520,22 @@ static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
         break;
 
     case NGX_PICO_VAR_BYTES_UP:
-        v->len = ngx_sprintf(p, "%O", t->up.bytes) - p;
+        v->len = ngx_sprintf(p, "%O", t->relay.up.bytes) - p;
         break;
 
     case NGX_PICO_VAR_BYTES_DOWN:
-        v->len = ngx_sprintf(p, "%O", t->down.bytes) - p;
+        v->len = ngx_sprintf(p, "%O", t->relay.down.bytes) - p;
         break;
 
     case NGX_PICO_VAR_TIME:
-        if (t->started == 0) {
+        if (t->relay.started == 0) {
             v->not_found = 1;
             return NGX_OK;
         }
 
-        ms = (ngx_msec_int_t)((t->ended ? t->ended : ngx_current_msec) -
-                              t->started);
+        ms = (ngx_msec_int_t)((t->relay.ended ? t->relay.ended
+                                              : ngx_current_msec) -
+                              t->relay.started);
         ms = ngx_max(ms, 0);
         v->len = ngx_sprintf(p, "%T.%03M", (time_t)ms / 1000, ms % 1000) - p;
         break;
@@ -686,7 +557,9 @@ static ngx_int_t ngx_pico_variable(ngx_http_request_t *r,
     return NGX_OK;
 }
 
-static void *ngx_pico_create_main_conf(ngx_conf_t *cf)
+
+static void *
+ngx_pico_create_main_conf(ngx_conf_t *cf)
 {
     ngx_pico_main_conf_t *pmcf;
 
@@ -702,7 +575,9 @@ static void *ngx_pico_create_main_conf(ngx_conf_t *cf)
     return pmcf;
 }
 
-static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
+
+static char *
+ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_pico_main_conf_t *pmcf = conf;
 
@@ -710,7 +585,7 @@ static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
         ngx_str_set(&pmcf->redis, "127.0.0.1:6379");
     }
 
-    if (ngx_pico_resolve_redis(cf, pmcf) != NGX_CONF_OK) {
+    if (ngx_pico_redis_conf(cf, pmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
@@ -720,71 +595,9 @@ static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
     return NGX_CONF_OK;
 }
 
-/*
- * A name in pico_redis is resolved here, in the master, when the
- * configuration is read (start and reload), as nginx does for upstream
- * servers: hiredis would otherwise resolve it with a blocking lookup inside
- * a worker at every (re)connect.  Workers get an address literal.
- */
-static char *ngx_pico_resolve_redis(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf)
-{
-    size_t len;
-    ngx_url_t u;
 
-    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0) {
-        len = pmcf->redis.len - 5;
-
-        if (pmcf->redis.data[5] != '/' ||
-            len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "pico_redis \"%V\": unix: needs an absolute "
-                               "path shorter than %uz bytes",
-                               &pmcf->redis,
-                               sizeof(((struct sockaddr_un *)0)->sun_path));
-            return NGX_CONF_ERROR;
-        }
-
-        pmcf->redis_host = ngx_pnalloc(cf->pool, len + 1);
-        if (pmcf->redis_host == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_cpystrn(pmcf->redis_host, pmcf->redis.data + 5, len + 1);
-        return NGX_CONF_OK;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = pmcf->redis;
-    u.default_port = 6379;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "pico_redis \"%V\": %s (expected unix:/path or "
-                           "host[:port])",
-                           &pmcf->redis, u.err ? u.err : "no address");
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.naddrs > 1) {
-        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
-                           "pico_redis \"%V\" has %ui addresses, using %V",
-                           &pmcf->redis, u.naddrs, &u.addrs[0].name);
-    }
-
-    pmcf->redis_host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (pmcf->redis_host == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
-                        pmcf->redis_host, NGX_SOCKADDR_STRLEN, 0);
-    pmcf->redis_host[len] = '\0';
-    pmcf->redis_port = ngx_inet_get_port(u.addrs[0].sockaddr);
-
-    return NGX_CONF_OK;
-}
-
-static void *ngx_pico_create_loc_conf(ngx_conf_t *cf)
+static void *
+ngx_pico_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_pico_loc_conf_t *plcf;
 
@@ -804,7 +617,9 @@ static void *ngx_pico_create_loc_conf(ngx_conf_t *cf)
     return plcf;
 }
 
-static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+
+static char *
+ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_pico_loc_conf_t *prev = parent;
     ngx_pico_loc_conf_t *conf = child;
@@ -835,10 +650,12 @@ static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     return NGX_CONF_OK;
 }
 
-static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+
+static char *
+ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_pico_loc_conf_t *plcf = conf;
-    ngx_pico_main_conf_t *pmcf;
+    ngx_pico_loc_conf_t      *plcf = conf;
+    ngx_pico_main_conf_t     *pmcf;
     ngx_http_core_loc_conf_t *clcf;
 
     if (plcf->tunnel != NGX_CONF_UNSET) {
@@ -856,10 +673,11 @@ static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     return NGX_CONF_OK;
 }
 
-static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
+
+static ngx_int_t
+ngx_pico_init_process(ngx_cycle_t *cycle)
 {
-    struct rlimit rlim;
-    ngx_pico_worker_t *w;
+    ngx_pico_worker_t    *w;
     ngx_pico_main_conf_t *pmcf;
 
     if (ngx_process != NGX_PROCESS_WORKER &&
@@ -880,44 +698,20 @@ static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle)
     w->pmcf = pmcf;
     w->cycle = cycle;
     w->log = cycle->log;
-    ngx_queue_init(&w->tunnels);
     ngx_queue_init(&w->pipes);
 
-    if (pmcf->max_tunnels == 0) {
-        /*
-         * Two connections a tunnel.  nginx starts closing connections that
-         * wait for a request ("worker_connections are not enough, reusing
-         * connections") once fewer than 1/16 of them are free: stay below
-         * that, with room for everything else, so the limit is a clean 503.
-         */
-        pmcf->max_tunnels =
-            cycle->connection_n > 256
-                ? (cycle->connection_n - cycle->connection_n / 16 - 64) / 2
-                : cycle->connection_n / 4;
-
-        /*
-         * And two descriptors a tunnel: when worker_connections is set above
-         * the open-files limit (worker_rlimit_nofile, set by nginx before
-         * this runs), keep 256 descriptors for the listening sockets, Redis,
-         * logs, the pipe cache and the 503 itself.
-         */
-        if (getrlimit(RLIMIT_NOFILE, &rlim) == 0 &&
-            rlim.rlim_cur != RLIM_INFINITY && rlim.rlim_cur > 1024 &&
-            pmcf->max_tunnels > (rlim.rlim_cur - 256) / 2) {
-            pmcf->max_tunnels = (rlim.rlim_cur - 256) / 2;
-        }
-
-        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
-                      "pico: pico_max_tunnels %ui in this worker",
-                      pmcf->max_tunnels);
-    }
+    ngx_pico_tunnel_init(cycle, w);
 
     pmcf->worker = w;
 
-    return ngx_pico_redis_init(w);
+    /* pico:events reaches the tunnels through these two handlers */
+    return ngx_pico_redis_init(w, ngx_pico_tunnel_deleted,
+                               ngx_pico_tunnel_recheck);
 }
 
-static void ngx_pico_exit_process(ngx_cycle_t *cycle)
+
+static void
+ngx_pico_exit_process(ngx_cycle_t *cycle)
 {
     ngx_pico_main_conf_t *pmcf;
 
@@ -926,6 +720,8 @@ static void ngx_pico_exit_process(ngx_cycle_t *cycle)
         return;
     }
 
+    /* the tunnels' last accounting first, then Redis flushes it */
+    ngx_pico_tunnel_exit(pmcf->worker);
     ngx_pico_redis_exit(pmcf->worker);
     ngx_pico_pipes_free(pmcf->worker);
 }

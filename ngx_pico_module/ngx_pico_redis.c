@@ -1,18 +1,21 @@
 /*
- * Redis for ngx_pico_module: two hiredis async contexts per worker, driven
- * by nginx's own event loop through the small adapter below (no thread, no
- * blocking call but the bounded flush of an exiting worker).
+ * The session store for ngx_pico_module: two hiredis async contexts per
+ * worker, driven by nginx's own event loop (ngx_pico_redis_event.c; no
+ * thread, no blocking call but the bounded flush of an exiting worker).
  *
  *   cmd  session lookups (pipelined HMGETs of token and session) and
  *        fire-and-forget tunnel accounting (a Lua script that only touches
  *        pico:tunnels:<id> while pico:session:<id> exists)
- *   sub  SUBSCRIBE pico:events; "deleted <id>" closes that session's
- *        tunnels; after every (re)subscribe each open tunnel's session is
- *        checked again, since pub/sub loses messages while disconnected
+ *   sub  SUBSCRIBE pico:events; "deleted <id>" goes to the worker's
+ *        deleted handler; after every (re)subscribe the subscribed handler
+ *        runs, since pub/sub loses messages while disconnected
  *
- * A context that fails is freed by hiredis, which tells us through the
- * adapter's cleanup hook; the worker reconnects with a backoff.  The key
- * schema is docs/redis.md.
+ * Nothing here knows a tunnel or a request.  A lookup is a handle, as
+ * nginx's resolver contexts are: ngx_pico_redis_lookup() takes a handler
+ * and its data, ngx_pico_redis_lookup_cancel() makes sure the handler is
+ * never called.  A context that fails is freed by hiredis; the event
+ * adapter says so (ngx_pico_redis_closed()) and the worker reconnects with
+ * a backoff.  The key schema is docs/redis.md.
  */
 
 #include <hiredis/hiredis.h>
@@ -28,60 +31,54 @@
 #define NGX_PICO_BACKOFF_MAX 2000
 #define NGX_PICO_MAX_FIELD 512
 
-/* ties a hiredis context to an nginx connection holding its fd */
-typedef struct {
-    ngx_connection_t *c;
-    redisAsyncContext *ac;
-    ngx_pico_worker_t *w;
-} ngx_pico_redis_conn_t;
-
 /* a copied field of a reply: reply memory is gone after the callback */
 typedef struct {
-    size_t len;
+    size_t     len;
     ngx_uint_t present;
-    u_char data[NGX_PICO_MAX_FIELD];
+    u_char     data[NGX_PICO_MAX_FIELD];
 } ngx_pico_field_t;
 
+/*
+ * Not from the request's pool: a cancelled lookup lives on until its
+ * replies have come (hiredis holds it as privdata).
+ */
 struct ngx_pico_lookup_s {
-    ngx_pico_tunnel_t *tunnel; /* NULL once the request gave up */
-    ngx_pico_worker_t *worker;
-    ngx_uint_t pending; /* replies still to come */
-    char *error;
-    ngx_pico_field_t status;
-    ngx_pico_field_t endpoint;
-    ngx_pico_field_t owner;
-    ngx_pico_field_t sha256;
-    ngx_pico_field_t principal;
+    ngx_pico_lookup_handler_pt handler; /* NULL once cancelled */
+    void                      *data;
+    ngx_pico_worker_t         *worker;
+    ngx_event_t                timer;
+    ngx_uint_t                 pending; /* replies still to come */
+    char                      *error;
+    ngx_pico_field_t           status;
+    ngx_pico_field_t           endpoint;
+    ngx_pico_field_t           owner;
+    ngx_pico_field_t           sha256;
+    ngx_pico_field_t           principal;
 };
 
 typedef struct {
     ngx_pico_worker_t *worker;
-    u_char id[PICO_ID_LEN];
+    u_char             id[PICO_ID_LEN];
 } ngx_pico_recheck_t;
 
 static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w);
-static void ngx_pico_redis_subscribe(ngx_pico_worker_t *w);
+static void ngx_pico_redis_closed(redisAsyncContext *ac, void *data);
 static void ngx_pico_redis_schedule(ngx_pico_worker_t *w);
 static void ngx_pico_redis_reconnect(ngx_event_t *ev);
+static void ngx_pico_redis_subscribe(ngx_pico_worker_t *w);
+static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
+                                   void *privdata);
+static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
+                                         void *privdata);
 static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev);
 static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
                                        void *privdata);
 static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
                                          void *privdata);
+static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                                  char *unexpected, ngx_pico_field_t **fields,
+                                  size_t n);
 static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
-static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
-                                   void *privdata);
-static void ngx_pico_redis_recheck_all(ngx_pico_worker_t *w);
-static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
-                                         void *privdata);
-
-static void ngx_pico_redis_read(ngx_event_t *ev);
-static void ngx_pico_redis_write(ngx_event_t *ev);
-static void ngx_pico_redis_add_read(void *privdata);
-static void ngx_pico_redis_del_read(void *privdata);
-static void ngx_pico_redis_add_write(void *privdata);
-static void ngx_pico_redis_del_write(void *privdata);
-static void ngx_pico_redis_cleanup(void *privdata);
 
 /*
  * KEYS[1] pico:session:<id>, KEYS[2] pico:tunnels:<id>;
@@ -99,8 +96,79 @@ static const char ngx_pico_account_script[] =
     "redis.call('HSET', KEYS[2], 'last_activity', ARGV[5]) end "
     "return 1";
 
-ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w)
+/*
+ * A name in pico_redis is resolved here, in the master, when the
+ * configuration is read (start and reload), as nginx does for upstream
+ * servers: hiredis would otherwise resolve it with a blocking lookup inside
+ * a worker at every (re)connect.  Workers get an address literal.
+ */
+char *
+ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf)
 {
+    size_t    len;
+    ngx_url_t u;
+
+    if (pmcf->redis.len > 5 && ngx_strncmp(pmcf->redis.data, "unix:", 5) == 0) {
+        len = pmcf->redis.len - 5;
+
+        if (pmcf->redis.data[5] != '/' ||
+            len >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "pico_redis \"%V\": unix: needs an absolute "
+                               "path shorter than %uz bytes",
+                               &pmcf->redis,
+                               sizeof(((struct sockaddr_un *)0)->sun_path));
+            return NGX_CONF_ERROR;
+        }
+
+        pmcf->redis_host = ngx_pnalloc(cf->pool, len + 1);
+        if (pmcf->redis_host == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_cpystrn(pmcf->redis_host, pmcf->redis.data + 5, len + 1);
+        return NGX_CONF_OK;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = pmcf->redis;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "pico_redis \"%V\": %s (expected unix:/path or "
+                           "host[:port])",
+                           &pmcf->redis, u.err ? u.err : "no address");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs > 1) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "pico_redis \"%V\" has %ui addresses, using %V",
+                           &pmcf->redis, u.naddrs, &u.addrs[0].name);
+    }
+
+    pmcf->redis_host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (pmcf->redis_host == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen,
+                        pmcf->redis_host, NGX_SOCKADDR_STRLEN, 0);
+    pmcf->redis_host[len] = '\0';
+    pmcf->redis_port = ngx_inet_get_port(u.addrs[0].sockaddr);
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
+                    ngx_pico_subscribed_pt subscribed)
+{
+    w->deleted = deleted;
+    w->subscribed = subscribed;
+
     w->backoff = NGX_PICO_BACKOFF_MIN;
     w->reconnect.handler = ngx_pico_redis_reconnect;
     w->reconnect.data = w;
@@ -113,48 +181,39 @@ ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w)
     return NGX_OK;
 }
 
-void ngx_pico_redis_exit(ngx_pico_worker_t *w)
+
+void
+ngx_pico_redis_exit(ngx_pico_worker_t *w)
 {
-    int done;
-    ngx_uint_t i;
-    ngx_queue_t *q;
-    struct pollfd pfd;
-    ngx_pico_tunnel_t *t;
+    int                done;
+    ngx_uint_t         i;
+    struct pollfd      pfd;
     redisAsyncContext *ac;
 
     /*
      * A fast shutdown (SIGTERM) cuts the tunnels still open without
-     * finishing them: queue their "open -1" and last byte deltas, then
-     * give the socket a bounded moment (NGX_PICO_EXIT_POLLS x
-     * NGX_PICO_EXIT_POLL_MS) to take them.  The only blocking call of
-     * this file, in a worker that is exiting; after a graceful shutdown
-     * no tunnel is left and nothing waits.
+     * finishing them; their owner has queued their "open -1" and last
+     * byte deltas (the tunnel file, at exit).  Give the socket a bounded
+     * moment (NGX_PICO_EXIT_POLLS x NGX_PICO_EXIT_POLL_MS) to take them.
+     * The only blocking call of this file, in a worker that is exiting;
+     * with nothing queued (a graceful shutdown) nothing waits.
      */
     ac = w->cmd;
 
     if (ac && !w->exiting) {
-        done = 1;
-
-        for (q = ngx_queue_head(&w->tunnels);
-             q != ngx_queue_sentinel(&w->tunnels); q = ngx_queue_next(q)) {
-            t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
-
-            if (t->accounted) {
-                ngx_pico_redis_account(t, -1, 0);
-                t->accounted = 0;
-                done = 0;
-            }
-        }
-
+        done = 0;
         pfd.fd = ac->c.fd;
         pfd.events = POLLOUT;
 
-        for (i = 0; !done && i < NGX_PICO_EXIT_POLLS; i++) {
-            if (redisBufferWrite(&ac->c, &done) != REDIS_OK ||
-                (!done && poll(&pfd, 1, NGX_PICO_EXIT_POLL_MS) <= 0)) {
+        for (i = 0; i < NGX_PICO_EXIT_POLLS; i++) {
+            if (redisBufferWrite(&ac->c, &done) != REDIS_OK || done ||
+                poll(&pfd, 1, NGX_PICO_EXIT_POLL_MS) <= 0) {
                 break;
             }
         }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, w->log, 0,
+                       "pico redis exit, flushed: %d", done);
     }
 
     w->exiting = 1;
@@ -172,14 +231,18 @@ void ngx_pico_redis_exit(ngx_pico_worker_t *w)
     }
 }
 
-static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w)
+
+static redisAsyncContext *
+ngx_pico_redis_connect(ngx_pico_worker_t *w)
 {
-    ngx_connection_t *c;
-    redisAsyncContext *ac;
-    ngx_pico_redis_conn_t *rc;
+    redisAsyncContext    *ac;
     ngx_pico_main_conf_t *pmcf;
 
     pmcf = w->pmcf;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0,
+                   "pico redis connect to \"%s\" port %ui", pmcf->redis_host,
+                   pmcf->redis_port);
 
     /* an address literal or a path: nothing here waits for a resolver */
     if (pmcf->redis_port == 0) {
@@ -200,51 +263,59 @@ static redisAsyncContext *ngx_pico_redis_connect(ngx_pico_worker_t *w)
         return NULL;
     }
 
-    rc = ngx_alloc(sizeof(ngx_pico_redis_conn_t), w->log);
-    if (rc == NULL) {
+    if (ngx_pico_redis_event_attach(ac, w->log, ngx_pico_redis_closed, w) !=
+        NGX_OK) {
         redisAsyncFree(ac);
         return NULL;
     }
-
-    c = ngx_get_connection(ac->c.fd, w->log);
-    if (c == NULL) {
-        ngx_free(rc);
-        redisAsyncFree(ac);
-        return NULL;
-    }
-
-    c->data = rc;
-    c->read->handler = ngx_pico_redis_read;
-    c->write->handler = ngx_pico_redis_write;
-    c->read->log = w->log;
-    c->write->log = w->log;
-
-    rc->c = c;
-    rc->ac = ac;
-    rc->w = w;
-
-    ac->ev.data = rc;
-    ac->ev.addRead = ngx_pico_redis_add_read;
-    ac->ev.delRead = ngx_pico_redis_del_read;
-    ac->ev.addWrite = ngx_pico_redis_add_write;
-    ac->ev.delWrite = ngx_pico_redis_del_write;
-    ac->ev.cleanup = ngx_pico_redis_cleanup;
 
     return ac;
 }
 
-static void ngx_pico_redis_schedule(ngx_pico_worker_t *w)
+
+/* the event adapter: hiredis is freeing ac (error, EOF, redisAsyncFree) */
+static void
+ngx_pico_redis_closed(redisAsyncContext *ac, void *data)
+{
+    ngx_pico_worker_t *w = data;
+
+    /* a context dropped on purpose was taken off w->cmd first */
+    if (w->cmd == ac) {
+        w->cmd = NULL;
+
+        if (!w->exiting) {
+            ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                          "pico: redis \"%V\" connection closed",
+                          &w->pmcf->redis);
+            ngx_pico_redis_schedule(w);
+        }
+    }
+
+    if (w->sub == ac) {
+        w->sub = NULL;
+        ngx_pico_redis_schedule(w);
+    }
+}
+
+
+static void
+ngx_pico_redis_schedule(ngx_pico_worker_t *w)
 {
     if (w->exiting || w->reconnect.timer_set) {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, w->log, 0,
+                   "pico redis reconnect in %M ms", w->backoff);
 
     ngx_add_timer(&w->reconnect, w->backoff);
 
     w->backoff = ngx_min(w->backoff * 2, NGX_PICO_BACKOFF_MAX);
 }
 
-static void ngx_pico_redis_reconnect(ngx_event_t *ev)
+
+static void
+ngx_pico_redis_reconnect(ngx_event_t *ev)
 {
     ngx_pico_worker_t *w = ev->data;
 
@@ -264,20 +335,23 @@ static void ngx_pico_redis_reconnect(ngx_event_t *ev)
     }
 }
 
-static void ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
+
+static void
+ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
 {
     const char *argv[2] = {"SUBSCRIBE", "pico:events"};
 
     redisAsyncCommandArgv(w->sub, ngx_pico_redis_message, w, 2, argv, NULL);
 }
 
-static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
-                                   void *privdata)
+
+static void
+ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
 {
-    redisReply *reply = r;
-    ngx_pico_worker_t *w = privdata;
+    redisReply          *reply = r;
+    ngx_pico_worker_t   *w = privdata;
     const unsigned char *id;
-    u_char idbuf[PICO_ID_LEN];
+    u_char               idbuf[PICO_ID_LEN];
 
     if (reply == NULL || w->exiting || reply->type != REDIS_REPLY_ARRAY ||
         reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING) {
@@ -288,7 +362,17 @@ static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
         ngx_log_error(NGX_LOG_INFO, w->log, 0,
                       "pico: subscribed to pico:events");
         w->backoff = NGX_PICO_BACKOFF_MIN;
-        ngx_pico_redis_recheck_all(w);
+
+        /* messages were lost while away: the owner checks its sessions */
+        if (w->cmd == NULL) {
+            w->cmd = ngx_pico_redis_connect(w);
+            if (w->cmd == NULL) {
+                /* the subscription fails too then; its reconnect re-checks */
+                return;
+            }
+        }
+
+        w->subscribed(w);
         return;
     }
 
@@ -297,65 +381,64 @@ static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
         return;
     }
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, w->log, 0,
+                   "pico redis pico:events \"%*s\"", reply->element[2]->len,
+                   reply->element[2]->str);
+
     if (!pico_parse_event((u_char *)reply->element[2]->str,
                           reply->element[2]->len, &id)) {
         return;
     }
 
     ngx_memcpy(idbuf, id, PICO_ID_LEN);
-    ngx_pico_close_session(w, idbuf);
+    w->deleted(w, idbuf);
 }
 
-static void ngx_pico_redis_recheck_all(ngx_pico_worker_t *w)
+
+/* EXISTS pico:session:<id>; a missing record goes to the deleted handler */
+ngx_int_t
+ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id)
 {
-    ngx_queue_t *q;
-    ngx_pico_tunnel_t *t;
+    size_t              argvlen[2];
+    const char         *argv[2];
     ngx_pico_recheck_t *rk;
-    const char *argv[2];
-    size_t argvlen[2];
-    u_char key[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+    u_char              key[sizeof("pico:session:") - 1 + PICO_ID_LEN];
 
     if (w->cmd == NULL) {
-        w->cmd = ngx_pico_redis_connect(w);
-        if (w->cmd == NULL) {
-            /* the subscription fails too then; its reconnect re-checks */
-            return;
-        }
+        return NGX_ERROR;
     }
 
-    for (q = ngx_queue_head(&w->tunnels); q != ngx_queue_sentinel(&w->tunnels);
-         q = ngx_queue_next(q)) {
-        t = ngx_queue_data(q, ngx_pico_tunnel_t, queue);
-
-        rk = ngx_alloc(sizeof(ngx_pico_recheck_t), w->log);
-        if (rk == NULL) {
-            return;
-        }
-
-        rk->worker = w;
-        ngx_memcpy(rk->id, t->id, PICO_ID_LEN);
-        ngx_memcpy(ngx_cpymem(key, "pico:session:", 13), t->id, PICO_ID_LEN);
-
-        argv[0] = "EXISTS";
-        argvlen[0] = 6;
-        argv[1] = (char *)key;
-        argvlen[1] = sizeof(key);
-
-        if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_recheck_reply, rk, 2,
-                                  argv, argvlen) != REDIS_OK) {
-            ngx_free(rk);
-            return;
-        }
+    rk = ngx_alloc(sizeof(ngx_pico_recheck_t), w->log);
+    if (rk == NULL) {
+        return NGX_ERROR;
     }
+
+    rk->worker = w;
+    ngx_memcpy(rk->id, id, PICO_ID_LEN);
+    ngx_memcpy(ngx_cpymem(key, "pico:session:", 13), id, PICO_ID_LEN);
+
+    argv[0] = "EXISTS";
+    argvlen[0] = 6;
+    argv[1] = (char *)key;
+    argvlen[1] = sizeof(key);
+
+    if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_recheck_reply, rk, 2, argv,
+                              argvlen) != REDIS_OK) {
+        ngx_free(rk);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }
 
-static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
-                                         void *privdata)
+
+static void
+ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    redisReply *reply = r;
+    redisReply         *reply = r;
     ngx_pico_recheck_t *rk = privdata;
-    ngx_pico_worker_t *w;
-    u_char id[PICO_ID_LEN];
+    ngx_pico_worker_t  *w;
+    u_char              id[PICO_ID_LEN];
 
     w = rk->worker;
     ngx_memcpy(id, rk->id, PICO_ID_LEN);
@@ -365,42 +448,55 @@ static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
         return;
     }
 
-    ngx_pico_recheck_done(w, id, reply->integer != 0);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, w->log, 0, "pico redis recheck %*s: %i",
+                   (size_t)PICO_ID_LEN, id, (ngx_int_t)reply->integer);
+
+    if (reply->integer == 0) {
+        w->deleted(w, id);
+    }
 }
 
-ngx_int_t ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
-{
-    ngx_pico_worker_t *w;
-    ngx_pico_lookup_t *lk;
-    const char *argv[5];
-    size_t argvlen[5];
-    u_char skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
-    u_char tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
 
-    w = t->worker;
+/*
+ * Starts a lookup of session id (and of token, when not NULL).  NULL: the
+ * store is unavailable now, the handler will not be called.  Otherwise the
+ * handler is called exactly once, from the event loop, unless the lookup
+ * is cancelled first; the handle is freed after the handler returns.
+ */
+ngx_pico_lookup_t *
+ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
+                      ngx_log_t *log, ngx_pico_lookup_handler_pt handler,
+                      void *data)
+{
+    size_t             argvlen[5];
+    const char        *argv[5];
+    ngx_pico_lookup_t *lk;
+    u_char             skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+    u_char             tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
 
     if (w->cmd == NULL) {
         /* Redis was away: try now rather than answer 503 for a backoff */
         w->cmd = ngx_pico_redis_connect(w);
         if (w->cmd == NULL) {
-            ngx_log_error(NGX_LOG_ERR, t->request->connection->log, 0,
-                          "pico: session %V: redis \"%V\" is unavailable",
-                          &t->session_id, &w->pmcf->redis);
+            ngx_log_error(NGX_LOG_ERR, log, 0,
+                          "pico: session %*s: redis \"%V\" is unavailable",
+                          (size_t)PICO_ID_LEN, id, &w->pmcf->redis);
             ngx_pico_redis_schedule(w);
-            return NGX_ERROR;
+            return NULL;
         }
     }
 
-    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), t->request->connection->log);
+    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
     if (lk == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    lk->tunnel = t;
+    lk->handler = handler;
+    lk->data = data;
     lk->worker = w;
 
-    if (t->has_token) {
-        ngx_memcpy(ngx_cpymem(tkey, "pico:token:", 11), t->token + 5,
+    if (token) {
+        ngx_memcpy(ngx_cpymem(tkey, "pico:token:", 11), token + 5,
                    PICO_TOKEN_ID_LEN);
 
         argv[0] = "HMGET";
@@ -415,13 +511,13 @@ ngx_int_t ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
         if (redisAsyncCommandArgv(w->cmd, ngx_pico_redis_token_reply, lk, 4,
                                   argv, argvlen) != REDIS_OK) {
             ngx_free(lk);
-            return NGX_ERROR;
+            return NULL;
         }
 
         lk->pending++;
     }
 
-    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), t->id, PICO_ID_LEN);
+    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
 
     argv[0] = "HMGET";
     argvlen[0] = 5;
@@ -438,44 +534,61 @@ ngx_int_t ngx_pico_redis_lookup(ngx_pico_tunnel_t *t)
                               argvlen) != REDIS_OK) {
         if (lk->pending) {
             /* the token reply will free it */
-            lk->tunnel = NULL;
+            lk->handler = NULL;
             lk->error = "command failed";
 
         } else {
             ngx_free(lk);
         }
 
-        return NGX_ERROR;
+        return NULL;
     }
 
     lk->pending++;
-    t->lookup = lk;
 
-    t->lookup_timer.handler = ngx_pico_redis_lookup_timeout;
-    t->lookup_timer.data = t;
-    t->lookup_timer.log = t->request->connection->log;
-    ngx_add_timer(&t->lookup_timer, w->pmcf->redis_timeout);
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "pico redis lookup %p sent, %ui replies to come", lk,
+                   lk->pending);
 
-    return NGX_OK;
+    lk->timer.handler = ngx_pico_redis_lookup_timeout;
+    lk->timer.data = lk;
+    lk->timer.log = log;
+    ngx_add_timer(&lk->timer, w->pmcf->redis_timeout);
+
+    return lk;
 }
 
-void ngx_pico_redis_cancel(ngx_pico_tunnel_t *t)
+
+/* the handler will not be called; the replies still to come free lk */
+void
+ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk)
 {
-    if (t->lookup) {
-        t->lookup->tunnel = NULL;
-        t->lookup = NULL;
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, lk->worker->log, 0,
+                   "pico redis lookup %p cancelled", lk);
+
+    lk->handler = NULL;
+
+    if (lk->timer.timer_set) {
+        ngx_del_timer(&lk->timer);
     }
 }
 
-static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
+
+static void
+ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
 {
-    ngx_pico_tunnel_t *t = ev->data;
-    ngx_pico_worker_t *w;
-    redisAsyncContext *ac;
+    void                      *data;
+    ngx_pico_lookup_t         *lk = ev->data;
+    ngx_pico_worker_t         *w;
+    redisAsyncContext         *ac;
+    ngx_pico_lookup_handler_pt handler;
 
-    w = t->worker;
+    w = lk->worker;
+    handler = lk->handler;
+    data = lk->data;
 
-    ngx_pico_redis_cancel(t);
+    /* lk may be freed below, with the context */
+    ngx_pico_redis_lookup_cancel(lk);
 
     /*
      * A Redis that does not answer within pico_redis_timeout is treated as
@@ -488,10 +601,12 @@ static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
         redisAsyncFree(ac);
     }
 
-    ngx_pico_lookup_failed(t, "timed out");
+    handler(data, NULL, "timed out");
 }
 
-static void ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
+
+static void
+ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
 {
     if (e->type != REDIS_REPLY_STRING || e->len >= NGX_PICO_MAX_FIELD) {
         f->present = 0;
@@ -504,10 +619,11 @@ static void ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
     ngx_memcpy(f->data, e->str, e->len);
 }
 
+
 /* one HMGET reply of a lookup: its fields in order, or an error */
-static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
-                                  char *unexpected, ngx_pico_field_t **fields,
-                                  size_t n)
+static void
+ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                      char *unexpected, ngx_pico_field_t **fields, size_t n)
 {
     size_t i;
 
@@ -530,46 +646,51 @@ static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
     }
 }
 
-static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
-                                       void *privdata)
+
+static void
+ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     ngx_pico_lookup_t *lk = privdata;
-    ngx_pico_field_t *fields[] = {&lk->sha256, &lk->principal};
+    ngx_pico_field_t  *fields[] = {&lk->sha256, &lk->principal};
 
     ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:token", fields,
                           2);
 }
 
-static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
-                                         void *privdata)
+
+static void
+ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     ngx_pico_lookup_t *lk = privdata;
-    ngx_pico_field_t *fields[] = {&lk->status, &lk->endpoint, &lk->owner};
+    ngx_pico_field_t  *fields[] = {&lk->status, &lk->endpoint, &lk->owner};
 
     ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:session",
                           fields, 3);
 }
 
-static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
+
+static void
+ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
 {
-    ngx_pico_tunnel_t *t;
-    ngx_pico_record_t rec;
+    ngx_pico_record_t          rec;
+    ngx_pico_lookup_handler_pt handler;
 
-    t = lk->tunnel;
+    handler = lk->handler;
 
-    if (t == NULL || lk->worker->exiting) {
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, lk->worker->log, 0,
+                   "pico redis lookup %p done: %s%s", lk,
+                   lk->error ? lk->error : "ok", handler ? "" : ", cancelled");
+
+    if (handler == NULL || lk->worker->exiting) {
         ngx_free(lk);
         return;
     }
 
-    t->lookup = NULL;
-
-    if (t->lookup_timer.timer_set) {
-        ngx_del_timer(&t->lookup_timer);
-    }
+    /* a cancel from inside the handler must not free or call again */
+    ngx_pico_redis_lookup_cancel(lk);
 
     if (lk->error) {
-        ngx_pico_lookup_failed(t, lk->error);
+        handler(lk->data, NULL, lk->error);
         ngx_free(lk);
         return;
     }
@@ -588,39 +709,41 @@ static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
     rec.principal.data = lk->principal.data;
     rec.principal.len = lk->principal.len;
 
-    ngx_pico_lookup_done(t, &rec);
+    handler(lk->data, &rec, NULL);
 
     ngx_free(lk);
 }
 
-void ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open,
-                            ngx_int_t opened)
-{
-    ngx_uint_t i;
-    ngx_time_t *tp;
-    ngx_pico_worker_t *w;
-    const char *argv[10];
-    size_t argvlen[10];
-    u_char skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
-    u_char tkey[sizeof("pico:tunnels:") - 1 + PICO_ID_LEN];
-    u_char num[5][NGX_OFF_T_LEN + 2];
-    off_t up, down;
 
-    w = t->worker;
+/*
+ * One accounting update of pico:tunnels:<id>, fire and forget: no
+ * callback, the relay never waits for Redis.  NGX_DECLINED: no connection,
+ * nothing was sent (the caller keeps its deltas for the next time).
+ */
+ngx_int_t
+ngx_pico_redis_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
+                       ngx_int_t opened, off_t up, off_t down)
+{
+    ngx_uint_t  i;
+    ngx_time_t *tp;
+    size_t      argvlen[10];
+    const char *argv[10];
+    u_char      skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+    u_char      tkey[sizeof("pico:tunnels:") - 1 + PICO_ID_LEN];
+    u_char      num[5][NGX_OFF_T_LEN + 2];
 
     if (w->cmd == NULL || w->exiting) {
-        return;
+        return NGX_DECLINED;
     }
 
-    up = t->up.bytes - t->up.reported;
-    down = t->down.bytes - t->down.reported;
-    t->up.reported = t->up.bytes;
-    t->down.reported = t->down.bytes;
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, w->log, 0,
+                   "pico redis account %*s open:%i opened:%i up:%O",
+                   (size_t)PICO_ID_LEN, id, open, opened, up);
 
     tp = ngx_timeofday();
 
-    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), t->id, PICO_ID_LEN);
-    ngx_memcpy(ngx_cpymem(tkey, "pico:tunnels:", 13), t->id, PICO_ID_LEN);
+    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
+    ngx_memcpy(ngx_cpymem(tkey, "pico:tunnels:", 13), id, PICO_ID_LEN);
 
     argv[0] = "EVAL";
     argv[1] = ngx_pico_account_script;
@@ -650,112 +773,7 @@ void ngx_pico_redis_account(ngx_pico_tunnel_t *t, ngx_int_t open,
         argv[5 + i] = (char *)num[i];
     }
 
-    /* fire and forget: no callback, the relay never waits for Redis */
     (void)redisAsyncCommandArgv(w->cmd, NULL, NULL, 10, argv, argvlen);
-}
 
-/* the adapter: nginx events for hiredis, level-triggered */
-
-static void ngx_pico_redis_read(ngx_event_t *ev)
-{
-    ngx_connection_t *c = ev->data;
-    ngx_pico_redis_conn_t *rc = c->data;
-
-    /* may free rc and c */
-    redisAsyncHandleRead(rc->ac);
-}
-
-static void ngx_pico_redis_write(ngx_event_t *ev)
-{
-    ngx_connection_t *c = ev->data;
-    ngx_pico_redis_conn_t *rc = c->data;
-
-    redisAsyncHandleWrite(rc->ac);
-}
-
-/* hiredis asks for (on) or drops (off) one of the two events */
-static void ngx_pico_redis_event(ngx_event_t *ev, ngx_uint_t on)
-{
-    ngx_int_t event;
-
-    event = ev->write ? NGX_WRITE_EVENT : NGX_READ_EVENT;
-
-    if (on && !ev->active) {
-        (void)ngx_add_event(ev, event, NGX_LEVEL_EVENT);
-
-    } else if (!on && ev->active) {
-        (void)ngx_del_event(ev, event, 0);
-    }
-}
-
-static void ngx_pico_redis_add_read(void *privdata)
-{
-    ngx_pico_redis_conn_t *rc = privdata;
-
-    ngx_pico_redis_event(rc->c->read, 1);
-}
-
-static void ngx_pico_redis_del_read(void *privdata)
-{
-    ngx_pico_redis_conn_t *rc = privdata;
-
-    ngx_pico_redis_event(rc->c->read, 0);
-}
-
-static void ngx_pico_redis_add_write(void *privdata)
-{
-    ngx_pico_redis_conn_t *rc = privdata;
-
-    ngx_pico_redis_event(rc->c->write, 1);
-}
-
-static void ngx_pico_redis_del_write(void *privdata)
-{
-    ngx_pico_redis_conn_t *rc = privdata;
-
-    ngx_pico_redis_event(rc->c->write, 0);
-}
-
-/* hiredis is freeing the context (error, EOF or redisAsyncFree) */
-static void ngx_pico_redis_cleanup(void *privdata)
-{
-    ngx_pico_redis_conn_t *rc = privdata;
-    ngx_pico_worker_t *w;
-    ngx_connection_t *c;
-
-    w = rc->w;
-    c = rc->c;
-
-    ngx_pico_redis_del_read(rc);
-    ngx_pico_redis_del_write(rc);
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    /* hiredis closes the fd itself */
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t)-1;
-
-    if (w->cmd == rc->ac) {
-        w->cmd = NULL;
-
-        if (!w->exiting) {
-            ngx_log_error(NGX_LOG_WARN, w->log, 0,
-                          "pico: redis \"%V\" connection closed",
-                          &w->pmcf->redis);
-            ngx_pico_redis_schedule(w);
-        }
-    }
-
-    if (w->sub == rc->ac) {
-        w->sub = NULL;
-        ngx_pico_redis_schedule(w);
-    }
-
-    ngx_free(rc);
+    return NGX_OK;
 }

@@ -8,8 +8,8 @@
  * left of the 200), then relays:
  *
  *   splice   socket -> pipe -> socket, no copy through user space; pipes
- *            are borrowed from a per-worker cache only while bytes are in
- *            flight, so an idle tunnel holds none
+ *            are borrowed from the per-worker cache (ngx_pico_pipe.c) only
+ *            while bytes are in flight, so an idle tunnel holds none
  *   copy     recv/send through a buffer of pico_buffer_size, allocated
  *            while bytes are in flight and freed when it drains
  *
@@ -17,6 +17,12 @@
  * a slow reader stops its writer (back-pressure).  EOF one way shuts down
  * writing the other way once everything is delivered; the tunnel closes
  * when both ways are shut.
+ *
+ * The relay knows nothing of requests, tunnels or Redis: its owner fills
+ * in ngx_pico_relay_t and hears back through rl->handler (connect failed,
+ * open, bytes moved, end).  After FAILED or END the owner may have freed
+ * the relay (it lives in the request's pool): nothing here touches rl
+ * after calling the handler with either.
  */
 
 #include "ngx_pico_module.h"
@@ -24,39 +30,106 @@
 /* after ngx_config.h, which defines _GNU_SOURCE: splice(), pipe2() */
 #include <fcntl.h>
 
-#define NGX_PICO_PIPE_CACHE 64
-#define NGX_PICO_FLUSH_MS 1000
-
 static u_char ngx_pico_established[] =
     "HTTP/1.1 200 Connection Established\r\n\r\n";
 
-static void ngx_pico_upstream_handler(ngx_event_t *ev);
-static void ngx_pico_connected(ngx_pico_tunnel_t *t);
-static void ngx_pico_client_handler(ngx_http_request_t *r);
-static void ngx_pico_relay(ngx_pico_tunnel_t *t);
-static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
-static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
-static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
-static void ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d);
-static ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_tunnel_t *t);
-static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p);
-static void ngx_pico_idle_handler(ngx_event_t *ev);
-static void ngx_pico_flush_handler(ngx_event_t *ev);
+static ngx_int_t ngx_pico_relay_endpoint(ngx_pico_relay_t *rl);
+static void      ngx_pico_relay_upstream_handler(ngx_event_t *ev);
+static ngx_int_t ngx_pico_relay_test_connect(ngx_connection_t *c);
+static void      ngx_pico_relay_connected(ngx_pico_relay_t *rl);
+static ngx_int_t ngx_pico_relay_dir(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
+static ngx_int_t ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
+static ngx_int_t ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
+static void ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
+static void ngx_pico_relay_idle_handler(ngx_event_t *ev);
 
-static ngx_int_t ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
-                                   socklen_t *socklen)
+void
+ngx_pico_relay_connect(ngx_pico_relay_t *rl)
 {
-    size_t len;
-    ngx_addr_t addr;
-    ngx_str_t *ep;
+    int                    sndbuf;
+    ngx_int_t              rc;
+    ngx_connection_t      *c, *pc;
+    ngx_peer_connection_t *peer;
+
+    c = rl->client;
+    peer = &rl->peer;
+
+    if (ngx_pico_relay_endpoint(rl) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "pico: session %V: bad endpoint \"%V\"", rl->session_id,
+                      &rl->endpoint);
+        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Bad sandbox endpoint\n");
+        return;
+    }
+
+    peer->name = &rl->endpoint;
+    peer->get = ngx_event_get_peer;
+    peer->log = c->log;
+    peer->log_error = NGX_ERROR_ERR;
+
+    rc = ngx_event_connect_peer(peer);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "pico relay connect to \"%V\": %i", &rl->endpoint, rc);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "pico: session %V: cannot connect to \"%V\"",
+                      rl->session_id, &rl->endpoint);
+        if (peer->connection) {
+            ngx_close_connection(peer->connection);
+            peer->connection = NULL;
+        }
+
+        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
+        return;
+    }
+
+    pc = peer->connection;
+
+    if (peer->sockaddr->sa_family == AF_UNIX && rl->plcf->unix_sndbuf) {
+        /*
+         * A unix socket's send buffer is all that is in flight to the
+         * sandbox; with the default (wmem_default, 208 KiB) the relay
+         * wakes far more often (pico_unix_sndbuf).  The kernel caps it at
+         * net.core.wmem_max; memory is only used while bytes wait.
+         */
+        sndbuf = (int)rl->plcf->unix_sndbuf;
+        (void)setsockopt(pc->fd, SOL_SOCKET, SO_SNDBUF, (const void *)&sndbuf,
+                         sizeof(int));
+    }
+
+    pc->data = rl;
+    pc->pool = rl->pool;
+    pc->log = c->log;
+    pc->read->log = c->log;
+    pc->write->log = c->log;
+    pc->read->handler = ngx_pico_relay_upstream_handler;
+    pc->write->handler = ngx_pico_relay_upstream_handler;
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(pc->write, rl->plcf->connect_timeout);
+        return;
+    }
+
+    ngx_pico_relay_connected(rl);
+}
+
+
+static ngx_int_t
+ngx_pico_relay_endpoint(ngx_pico_relay_t *rl)
+{
+    size_t              len;
+    ngx_str_t          *ep;
+    ngx_addr_t          addr;
     struct sockaddr_un *saun;
 
-    ep = &t->endpoint;
+    ep = &rl->endpoint;
 
     if (ep->len > 5 && ngx_strncmp(ep->data, "unix:", 5) == 0) {
         len = ep->len - 5;
 
-        saun = ngx_pcalloc(t->request->pool, sizeof(struct sockaddr_un));
+        saun = ngx_pcalloc(rl->pool, sizeof(struct sockaddr_un));
         if (saun == NULL || ep->data[5] != '/' ||
             len >= sizeof(saun->sun_path)) {
             return NGX_ERROR;
@@ -65,98 +138,29 @@ static ngx_int_t ngx_pico_endpoint(ngx_pico_tunnel_t *t, struct sockaddr **sa,
         saun->sun_family = AF_UNIX;
         ngx_memcpy(saun->sun_path, ep->data + 5, len);
 
-        *sa = (struct sockaddr *)saun;
-        *socklen = sizeof(struct sockaddr_un);
+        rl->peer.sockaddr = (struct sockaddr *)saun;
+        rl->peer.socklen = sizeof(struct sockaddr_un);
 
         return NGX_OK;
     }
 
     /* an address literal only: never a DNS lookup in a worker */
-    if (ngx_parse_addr_port(t->request->pool, &addr, ep->data, ep->len) !=
-            NGX_OK ||
+    if (ngx_parse_addr_port(rl->pool, &addr, ep->data, ep->len) != NGX_OK ||
         ngx_inet_get_port(addr.sockaddr) == 0) {
         return NGX_ERROR;
     }
 
-    *sa = addr.sockaddr;
-    *socklen = addr.socklen;
+    rl->peer.sockaddr = addr.sockaddr;
+    rl->peer.socklen = addr.socklen;
 
     return NGX_OK;
 }
 
-void ngx_pico_connect(ngx_pico_tunnel_t *t)
+
+static ngx_int_t
+ngx_pico_relay_test_connect(ngx_connection_t *c)
 {
-    int sndbuf;
-    ngx_int_t rc;
-    ngx_connection_t *c, *pc;
-    ngx_http_request_t *r;
-    ngx_peer_connection_t *peer;
-
-    r = t->request;
-    c = r->connection;
-    peer = &t->peer;
-
-    if (ngx_pico_endpoint(t, &peer->sockaddr, &peer->socklen) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "pico: session %V: bad endpoint \"%V\"", &t->session_id,
-                      &t->endpoint);
-        ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Bad sandbox endpoint\n");
-        return;
-    }
-
-    peer->name = &t->endpoint;
-    peer->get = ngx_event_get_peer;
-    peer->log = c->log;
-    peer->log_error = NGX_ERROR_ERR;
-
-    rc = ngx_event_connect_peer(peer);
-
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "pico: session %V: cannot connect to \"%V\"",
-                      &t->session_id, &t->endpoint);
-        if (peer->connection) {
-            ngx_close_connection(peer->connection);
-            peer->connection = NULL;
-        }
-
-        ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Sandbox unreachable\n");
-        return;
-    }
-
-    pc = peer->connection;
-
-    if (peer->sockaddr->sa_family == AF_UNIX && t->plcf->unix_sndbuf) {
-        /*
-         * A unix socket's send buffer is all that is in flight to the
-         * sandbox; with the default (wmem_default, 208 KiB) the relay
-         * wakes far more often (pico_unix_sndbuf).  The kernel caps it at
-         * net.core.wmem_max; memory is only used while bytes wait.
-         */
-        sndbuf = (int)t->plcf->unix_sndbuf;
-        (void)setsockopt(pc->fd, SOL_SOCKET, SO_SNDBUF, (const void *)&sndbuf,
-                         sizeof(int));
-    }
-
-    pc->data = t;
-    pc->pool = r->pool;
-    pc->log = c->log;
-    pc->read->log = c->log;
-    pc->write->log = c->log;
-    pc->read->handler = ngx_pico_upstream_handler;
-    pc->write->handler = ngx_pico_upstream_handler;
-
-    if (rc == NGX_AGAIN) {
-        ngx_add_timer(pc->write, t->plcf->connect_timeout);
-        return;
-    }
-
-    ngx_pico_connected(t);
-}
-
-static ngx_int_t ngx_pico_test_connect(ngx_connection_t *c)
-{
-    int err;
+    int       err;
     socklen_t len;
 
     err = 0;
@@ -174,67 +178,69 @@ static ngx_int_t ngx_pico_test_connect(ngx_connection_t *c)
     return NGX_OK;
 }
 
-static void ngx_pico_upstream_handler(ngx_event_t *ev)
+
+static void
+ngx_pico_relay_upstream_handler(ngx_event_t *ev)
 {
     ngx_connection_t *pc;
-    ngx_pico_tunnel_t *t;
+    ngx_pico_relay_t *rl;
 
     pc = ev->data;
-    t = pc->data;
+    rl = pc->data;
 
-    if (t->state == NGX_PICO_ST_CONNECT) {
-        if (ev->timedout) {
-            ngx_log_error(NGX_LOG_ERR, pc->log, NGX_ETIMEDOUT,
-                          "pico: session %V: connect to \"%V\" timed out",
-                          &t->session_id, &t->endpoint);
-            ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Sandbox unreachable\n");
-            return;
-        }
-
-        if (ngx_pico_test_connect(pc) != NGX_OK) {
-            ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Sandbox unreachable\n");
-            return;
-        }
-
-        ngx_pico_connected(t);
+    if (rl->relaying) {
+        ngx_pico_relay_process(rl);
         return;
     }
 
-    ngx_pico_relay(t);
+    if (ev->timedout) {
+        ngx_log_error(NGX_LOG_ERR, pc->log, NGX_ETIMEDOUT,
+                      "pico: session %V: connect to \"%V\" timed out",
+                      rl->session_id, &rl->endpoint);
+        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
+        return;
+    }
+
+    if (ngx_pico_relay_test_connect(pc) != NGX_OK) {
+        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
+        return;
+    }
+
+    ngx_pico_relay_connected(rl);
 }
 
-static void ngx_pico_connected(ngx_pico_tunnel_t *t)
-{
-    ssize_t n;
-    ngx_buf_t *hb;
-    ngx_connection_t *c, *pc;
-    ngx_http_request_t *r;
 
-    r = t->request;
-    c = r->connection;
-    pc = t->peer.connection;
+static void
+ngx_pico_relay_connected(ngx_pico_relay_t *rl)
+{
+    ssize_t           n;
+    ngx_buf_t        *hb;
+    ngx_connection_t *c, *pc;
+
+    c = rl->client;
+    pc = rl->peer.connection;
 
     if (pc->write->timer_set) {
         ngx_del_timer(pc->write);
     }
 
-    t->state = NGX_PICO_ST_RELAY;
-    t->started = ngx_current_msec ? ngx_current_msec : 1;
+    rl->relaying = 1;
+    rl->started = ngx_current_msec ? ngx_current_msec : 1;
 
     if (c->sockaddr->sa_family != AF_UNIX) {
         (void)ngx_tcp_nodelay(c);
     }
 
-    if (t->peer.sockaddr->sa_family != AF_UNIX) {
+    if (rl->peer.sockaddr->sa_family != AF_UNIX) {
         (void)ngx_tcp_nodelay(pc);
     }
 
     c->log->action = "relaying a tunnel";
 
-    t->up.src = c;
-    t->up.dst = pc;
-    t->down.src = pc;
-    t->down.dst = c;
+    rl->up.src = c;
+    rl->up.dst = pc;
+    rl->down.src = pc;
+    rl->down.dst = c;
 
     /*
      * splice() pays only from TCP into a unix socket (the local runtime's
@@ -242,25 +248,32 @@ static void ngx_pico_connected(ngx_pico_tunnel_t *t)
      * TCP to TCP moved 20-30% less than a copy through a 1m buffer
      * (make bench-tunnel, docs/nginx-module.md), so those directions copy.
      */
-    t->up.copy = (c->sockaddr->sa_family == AF_UNIX ||
-                  t->peer.sockaddr->sa_family != AF_UNIX);
-    t->down.copy = (t->peer.sockaddr->sa_family == AF_UNIX ||
-                    c->sockaddr->sa_family != AF_UNIX);
+    rl->up.copy = (c->sockaddr->sa_family == AF_UNIX ||
+                   rl->peer.sockaddr->sa_family != AF_UNIX);
+    rl->down.copy = (rl->peer.sockaddr->sa_family == AF_UNIX ||
+                     c->sockaddr->sa_family != AF_UNIX);
 
     /* what the client sent right after its header goes first */
-    hb = r->header_in;
+    hb = rl->header_in;
     if (hb && hb->pos < hb->last) {
-        t->up.pre = hb->pos;
-        t->up.pre_last = hb->last;
+        rl->up.pre = hb->pos;
+        rl->up.pre_last = hb->last;
         hb->pos = hb->last;
     }
 
-    r->headers_out.status = NGX_HTTP_OK;
+    /* the owner's last word before the 200 (its status for the log) */
+    rl->handler(rl, NGX_PICO_RELAY_CONNECTED, NULL);
 
     n = c->send(c, ngx_pico_established, sizeof(ngx_pico_established) - 1);
 
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, c->log, 0,
+                   "pico relay connected, 200 sent: %z, %uz pipelined, "
+                   "copy up:%d down:%d",
+                   n, (size_t)(rl->up.pre_last - rl->up.pre), (int)rl->up.copy,
+                   (int)rl->down.copy);
+
     if (n == NGX_ERROR) {
-        ngx_pico_finish(t, "client_gone");
+        rl->handler(rl, NGX_PICO_RELAY_END, "client_gone");
         return;
     }
 
@@ -269,69 +282,52 @@ static void ngx_pico_connected(ngx_pico_tunnel_t *t)
     }
 
     if ((size_t)n < sizeof(ngx_pico_established) - 1) {
-        t->down.pre = ngx_pico_established + n;
-        t->down.pre_last =
+        rl->down.pre = ngx_pico_established + n;
+        rl->down.pre_last =
             ngx_pico_established + sizeof(ngx_pico_established) - 1;
     }
 
-    r->read_event_handler = ngx_pico_client_handler;
-    r->write_event_handler = ngx_pico_client_handler;
+    rl->idle.handler = ngx_pico_relay_idle_handler;
+    rl->idle.data = rl;
+    rl->idle.log = c->log;
 
-    t->idle.handler = ngx_pico_idle_handler;
-    t->idle.data = t;
-    t->idle.log = c->log;
-
-    t->flush.handler = ngx_pico_flush_handler;
-    t->flush.data = t;
-    t->flush.log = c->log;
-    t->flush.cancelable = 1;
-
-    if (t->worker->cmd) {
-        t->accounted = 1;
-        ngx_pico_redis_account(t, 1, 1);
-    }
-
-    ngx_log_error(NGX_LOG_INFO, c->log, 0, "pico: session %V: tunnel open",
-                  &t->session_id);
+    rl->handler(rl, NGX_PICO_RELAY_OPEN, NULL);
 
     /* try both sides at once: bytes may be waiting already */
     c->read->ready = 1;
     pc->read->ready = 1;
 
-    ngx_pico_relay(t);
+    ngx_pico_relay_process(rl);
 }
 
-static void ngx_pico_client_handler(ngx_http_request_t *r)
-{
-    ngx_pico_tunnel_t *t;
 
-    t = ngx_http_get_module_ctx(r, ngx_pico_module);
-
-    ngx_pico_relay(t);
-}
-
-static void ngx_pico_relay(ngx_pico_tunnel_t *t)
+/* one wake-up of either side: both directions as far as they go */
+void
+ngx_pico_relay_process(ngx_pico_relay_t *rl)
 {
     ngx_int_t up, down;
 
-    if (t->state != NGX_PICO_ST_RELAY) {
+    if (!rl->relaying) {
         return;
     }
 
-    up = ngx_pico_relay_dir(t, &t->up);
-    down = up == NGX_ERROR ? NGX_ERROR : ngx_pico_relay_dir(t, &t->down);
+    up = ngx_pico_relay_dir(rl, &rl->up);
+    down = up == NGX_ERROR ? NGX_ERROR : ngx_pico_relay_dir(rl, &rl->down);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rl->client->log, 0,
+                   "pico relay up:%i down:%i", up, down);
 
     if (up == NGX_ERROR || down == NGX_ERROR) {
         /* which side failed, for $pico_tunnel_status */
-        ngx_pico_finish(t, t->failed == NULL ? "error"
-                           : t->failed == t->request->connection
-                               ? "client_error"
-                               : "sandbox_error");
+        rl->handler(rl, NGX_PICO_RELAY_END,
+                    rl->failed == NULL         ? "error"
+                    : rl->failed == rl->client ? "client_error"
+                                               : "sandbox_error");
         return;
     }
 
-    if (t->up.shut && t->down.shut) {
-        ngx_pico_finish(t, "closed");
+    if (rl->up.shut && rl->down.shut) {
+        rl->handler(rl, NGX_PICO_RELAY_END, "closed");
         return;
     }
 
@@ -339,29 +335,30 @@ static void ngx_pico_relay(ngx_pico_tunnel_t *t)
      * nginx registers an accepted connection's write event only on demand
      * (epoll): make sure both sides wake us when they can take more.
      */
-    if (ngx_handle_write_event(t->up.src->write, 0) != NGX_OK ||
-        ngx_handle_read_event(t->up.src->read, 0) != NGX_OK ||
-        ngx_handle_write_event(t->down.src->write, 0) != NGX_OK ||
-        ngx_handle_read_event(t->down.src->read, 0) != NGX_OK) {
-        ngx_pico_finish(t, "error");
+    if (ngx_handle_write_event(rl->up.src->write, 0) != NGX_OK ||
+        ngx_handle_read_event(rl->up.src->read, 0) != NGX_OK ||
+        ngx_handle_write_event(rl->down.src->write, 0) != NGX_OK ||
+        ngx_handle_read_event(rl->down.src->read, 0) != NGX_OK) {
+        rl->handler(rl, NGX_PICO_RELAY_END, "error");
         return;
     }
 
-    if (up == NGX_OK || down == NGX_OK || !t->idle.timer_set) {
+    if (up == NGX_OK || down == NGX_OK || !rl->idle.timer_set) {
         /* ngx_add_timer() is cheap when the deadline barely moves */
-        ngx_add_timer(&t->idle, t->plcf->idle_timeout);
+        ngx_add_timer(&rl->idle, rl->plcf->idle_timeout);
     }
 
-    if ((up == NGX_OK || down == NGX_OK) && !t->flush.timer_set &&
-        t->accounted) {
-        ngx_add_timer(&t->flush, NGX_PICO_FLUSH_MS);
+    if (up == NGX_OK || down == NGX_OK) {
+        rl->handler(rl, NGX_PICO_RELAY_ACTIVE, NULL);
     }
 }
 
+
 /* NGX_OK: progress, NGX_DECLINED: nothing to do now, NGX_ERROR */
-static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static ngx_int_t
+ngx_pico_relay_dir(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
-    ssize_t n;
+    ssize_t   n;
     ngx_int_t rc, progress;
 
     progress = 0;
@@ -375,7 +372,7 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             n = d->dst->send(d->dst, d->pre, d->pre_last - d->pre);
 
             if (n == NGX_ERROR) {
-                t->failed = d->dst;
+                rl->failed = d->dst;
                 return NGX_ERROR;
             }
 
@@ -384,7 +381,9 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             }
 
             d->pre += n;
-            if (d == &t->up) {
+
+            /* the rest of the 200 going down is not the sandbox's bytes */
+            if (d == &rl->up) {
                 d->bytes += n;
             }
 
@@ -392,11 +391,11 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             continue;
         }
 
-        if (t->plcf->splice && !d->copy) {
-            rc = ngx_pico_splice_step(t, d);
+        if (rl->plcf->splice && !d->copy) {
+            rc = ngx_pico_relay_splice(rl, d);
 
         } else {
-            rc = ngx_pico_copy_step(t, d);
+            rc = ngx_pico_relay_copy(rl, d);
         }
 
         if (rc == NGX_ERROR) {
@@ -412,6 +411,10 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 
     if (d->eof && !d->shut && d->pre == d->pre_last && d->piped == 0 &&
         d->pos == d->last) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, d->dst->log, 0,
+                       "pico relay %s: eof delivered, shutting down",
+                       d == &rl->up ? "up" : "down");
+
         if (ngx_shutdown_socket(d->dst->fd, NGX_WRITE_SHUTDOWN) == -1) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, d->dst->log, ngx_socket_errno,
                            "pico: shutdown() failed");
@@ -421,23 +424,25 @@ static ngx_int_t ngx_pico_relay_dir(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
         progress = 1;
     }
 
-    ngx_pico_dir_idle(t, d);
+    ngx_pico_relay_dir_idle(rl, d);
 
     return progress ? NGX_OK : NGX_DECLINED;
 }
 
-static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+
+static ngx_int_t
+ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
-    size_t size;
+    size_t  size;
     ssize_t n;
 
-    size = t->plcf->buffer_size;
+    size = rl->plcf->buffer_size;
 
     if (d->pos < d->last && d->dst->write->ready) {
         n = d->dst->send(d->dst, d->pos, d->last - d->pos);
 
         if (n == NGX_ERROR) {
-            t->failed = d->dst;
+            rl->failed = d->dst;
             return NGX_ERROR;
         }
 
@@ -459,10 +464,14 @@ static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     }
 
     if (d->buf == NULL) {
+        /* allocated only while bytes are in flight: idle tunnels hold none */
         d->buf = ngx_alloc(size, d->src->log);
         if (d->buf == NULL) {
             return NGX_ERROR;
         }
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, d->src->log, 0,
+                       "pico relay buffer %uz allocated", size);
 
         d->pos = d->buf;
         d->last = d->buf;
@@ -475,7 +484,7 @@ static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     n = d->src->recv(d->src, d->last, d->buf + size - d->last);
 
     if (n == NGX_ERROR) {
-        t->failed = d->src;
+        rl->failed = d->src;
         return NGX_ERROR;
     }
 
@@ -493,9 +502,11 @@ static ngx_int_t ngx_pico_copy_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     return NGX_OK;
 }
 
-static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+
+static ngx_int_t
+ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
-    ssize_t n;
+    ssize_t   n;
     ngx_err_t err;
 
     if (d->piped > 0 && d->dst->write->ready) {
@@ -518,8 +529,8 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
         } else if (err != NGX_EINTR) {
             ngx_log_error(NGX_LOG_INFO, d->dst->log, err,
                           "pico: session %V: splice() to socket failed",
-                          &t->session_id);
-            t->failed = d->dst;
+                          rl->session_id);
+            rl->failed = d->dst;
             return NGX_ERROR;
         }
     }
@@ -529,15 +540,15 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     }
 
     if (d->pipe == NULL) {
-        d->pipe = ngx_pico_pipe_get(t);
+        d->pipe = ngx_pico_pipe_get(rl->worker, rl->plcf->buffer_size);
         if (d->pipe == NULL) {
             /* no pipe to be had: this direction copies from now on */
             d->copy = 1;
-            return ngx_pico_copy_step(t, d);
+            return ngx_pico_relay_copy(rl, d);
         }
     }
 
-    n = splice(d->src->fd, NULL, d->pipe->fd[1], NULL, t->plcf->buffer_size,
+    n = splice(d->src->fd, NULL, d->pipe->fd[1], NULL, rl->plcf->buffer_size,
                SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 
     if (n > 0) {
@@ -558,6 +569,8 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
             d->src->read->ready = 0;
 
         } else {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, d->src->log, 0,
+                           "pico relay pipe full at %uz", d->piped);
             d->pipe_full = 1;
         }
 
@@ -570,18 +583,20 @@ static ngx_int_t ngx_pico_splice_step(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
 
     ngx_log_error(NGX_LOG_INFO, d->src->log, err,
                   "pico: session %V: splice() from socket failed",
-                  &t->session_id);
+                  rl->session_id);
 
-    t->failed = d->src;
+    rl->failed = d->src;
 
     return NGX_ERROR;
 }
 
+
 /* gives back a direction's buffer or pipe once nothing is in flight */
-static void ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
+static void
+ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d)
 {
     if (d->pipe && d->piped == 0) {
-        ngx_pico_pipe_put(t->worker, d->pipe);
+        ngx_pico_pipe_put(rl->worker, d->pipe);
         d->pipe = NULL;
         d->pipe_full = 0;
     }
@@ -594,90 +609,30 @@ static void ngx_pico_dir_idle(ngx_pico_tunnel_t *t, ngx_pico_dir_t *d)
     }
 }
 
-static ngx_pico_pipe_t *ngx_pico_pipe_get(ngx_pico_tunnel_t *t)
+
+/* frees what the relay holds; its owner calls it once, when releasing */
+void
+ngx_pico_relay_close(ngx_pico_relay_t *rl)
 {
-    ngx_queue_t *q;
-    ngx_pico_pipe_t *p;
-    ngx_pico_worker_t *w;
-
-    w = t->worker;
-
-    if (!ngx_queue_empty(&w->pipes)) {
-        q = ngx_queue_head(&w->pipes);
-        ngx_queue_remove(q);
-        w->npipes--;
-        return ngx_queue_data(q, ngx_pico_pipe_t, queue);
-    }
-
-    p = ngx_alloc(sizeof(ngx_pico_pipe_t), w->log);
-    if (p == NULL) {
-        return NULL;
-    }
-
-    if (pipe2(p->fd, O_NONBLOCK | O_CLOEXEC) == -1) {
-        ngx_log_error(NGX_LOG_WARN, w->log, ngx_errno,
-                      "pico: pipe2() failed, relaying by copy");
-        ngx_free(p);
-        return NULL;
-    }
-
-    /* a bigger pipe moves more per splice(); failure is harmless */
-    (void)fcntl(p->fd[1], F_SETPIPE_SZ, (int)t->plcf->buffer_size);
-
-    return p;
-}
-
-static void ngx_pico_pipe_put(ngx_pico_worker_t *w, ngx_pico_pipe_t *p)
-{
-    if (w->npipes < NGX_PICO_PIPE_CACHE) {
-        ngx_queue_insert_head(&w->pipes, &p->queue);
-        w->npipes++;
-        return;
-    }
-
-    close(p->fd[0]);
-    close(p->fd[1]);
-    ngx_free(p);
-}
-
-void ngx_pico_pipes_free(ngx_pico_worker_t *w)
-{
-    ngx_queue_t *q, *next;
-    ngx_pico_pipe_t *p;
-
-    for (q = ngx_queue_head(&w->pipes); q != ngx_queue_sentinel(&w->pipes);
-         q = next) {
-        next = ngx_queue_next(q);
-        p = ngx_queue_data(q, ngx_pico_pipe_t, queue);
-        close(p->fd[0]);
-        close(p->fd[1]);
-        ngx_free(p);
-    }
-
-    ngx_queue_init(&w->pipes);
-    w->npipes = 0;
-}
-
-/* frees what the relay holds: called once, from ngx_pico_release() */
-void ngx_pico_relay_close(ngx_pico_tunnel_t *t)
-{
-    ngx_uint_t i;
+    ngx_uint_t      i;
     ngx_pico_dir_t *d;
 
-    if (t->idle.timer_set) {
-        ngx_del_timer(&t->idle);
+    if (rl->relaying) {
+        rl->ended = ngx_current_msec;
+        rl->relaying = 0;
     }
 
-    if (t->flush.timer_set) {
-        ngx_del_timer(&t->flush);
+    if (rl->idle.timer_set) {
+        ngx_del_timer(&rl->idle);
     }
 
     for (i = 0; i < 2; i++) {
-        d = i ? &t->down : &t->up;
+        d = i ? &rl->down : &rl->up;
 
         if (d->pipe) {
+            /* a pipe with bytes in it cannot serve another tunnel */
             if (d->piped == 0) {
-                ngx_pico_pipe_put(t->worker, d->pipe);
+                ngx_pico_pipe_put(rl->worker, d->pipe);
 
             } else {
                 close(d->pipe->fd[0]);
@@ -694,25 +649,23 @@ void ngx_pico_relay_close(ngx_pico_tunnel_t *t)
         }
     }
 
-    if (t->peer.connection) {
-        ngx_close_connection(t->peer.connection);
-        t->peer.connection = NULL;
+    if (rl->peer.connection) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, rl->client->log, 0,
+                       "pico relay close, up:%O down:%O", rl->up.bytes,
+                       rl->down.bytes);
+        ngx_close_connection(rl->peer.connection);
+        rl->peer.connection = NULL;
     }
 }
 
-static void ngx_pico_idle_handler(ngx_event_t *ev)
+
+static void
+ngx_pico_relay_idle_handler(ngx_event_t *ev)
 {
-    ngx_pico_tunnel_t *t = ev->data;
+    ngx_pico_relay_t *rl = ev->data;
 
     ngx_log_error(NGX_LOG_INFO, ev->log, 0, "pico: session %V: tunnel idle",
-                  &t->session_id);
+                  rl->session_id);
 
-    ngx_pico_finish(t, "idle_timeout");
-}
-
-static void ngx_pico_flush_handler(ngx_event_t *ev)
-{
-    ngx_pico_tunnel_t *t = ev->data;
-
-    ngx_pico_redis_account(t, 0, 0);
+    rl->handler(rl, NGX_PICO_RELAY_END, "idle_timeout");
 }

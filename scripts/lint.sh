@@ -45,12 +45,13 @@ flags_for() {
     case $1 in
     backend/sandbox/*) echo "$std" ;; # pico-init: libc only (mk/runtime.mk)
     tests/fuzz/tt_*) echo "$tt" ;; # test-tunnel's harnesses (mk/test-tunnel.mk)
+    common/* | tests/unit/test_common_parse.c | tests/fuzz/common_parse.c)
+        echo "$std -Icommon" ;; # shared parsers and their tests: libc only
     backend/* | tests/unit/test_backend_* | tests/unit/test_oci.c | \
         tests/unit/test_hostkey.c | tests/fuzz/* | tests/fake_k8s/*)
         echo "$backend" ;;
     test-tunnel/* | tests/unit/test_tunnel_cli.c) echo "$tt" ;;
-    ngx_pico_module/ngx_*.c) echo "$ngx" ;;
-    ngx_pico_module/*) echo "$std" ;; # parser tests and fuzzer: libc only
+    ngx_pico_module/ngx_*.c) echo "$ngx -Icommon" ;;
     bench/tunnel_load.c) echo "$std -pthread" ;; # libc only (mk/module.mk)
     *) return 1 ;;
     esac

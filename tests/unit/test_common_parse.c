@@ -1,6 +1,7 @@
 /*
- * Known-answer tests of ngx_pico_parse.c (the fuzzer in ../fuzz checks
- * invariants on arbitrary input; these check the verdicts themselves).
+ * Known-answer tests of common/pico_parse.c (the fuzzer in
+ * tests/fuzz/common_parse.c checks invariants on arbitrary input; these
+ * check the verdicts themselves).
  */
 
 #include <setjmp.h>
@@ -10,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../ngx_pico_parse.h"
+#include "pico_parse.h"
 
 #define ID "123e4567-e89b-12d3-a456-426614174000"
 #define TOKEN                                                                  \

@@ -1,5 +1,5 @@
 /*
- * libFuzzer harness for ngx_pico_parse.c: feeds the same bytes to every
+ * libFuzzer harness for common/pico_parse.c: feeds the same bytes to every
  * parser and checks the invariants their callers rely on (returned
  * pointers lie inside the input and point at well formed values).
  */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../ngx_pico_parse.h"
+#include "pico_parse.h"
 
 static void check_inside(const uint8_t *data, size_t size,
                          const unsigned char *p, size_t len)

@@ -1,11 +1,12 @@
 /*
- * Pure parsing for ngx_pico_module (see ngx_pico_parse.h).  Every function
- * is total: any byte string in, a verdict out, never a read past len.
+ * Pure parsing shared by the module and the backend (see pico_parse.h).
+ * Every function is total: any byte string in, a verdict out, never a read
+ * past len.
  */
 
 #include <string.h>
 
-#include "ngx_pico_parse.h"
+#include "pico_parse.h"
 
 #define PICO_PATH_PREFIX "/v1/sessions/"
 #define PICO_PATH_SUFFIX "/tunnel"

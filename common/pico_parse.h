@@ -1,11 +1,13 @@
 /*
- * Pure parsing for ngx_pico_module: the tunnel path, session ids, the
- * Authorization header, tokens and pico:events messages.  No nginx types,
- * no allocation, so the libFuzzer harness in fuzz/ links this file alone.
+ * Pure parsing shared by ngx_pico_module and the backend: the tunnel path,
+ * session ids, the Authorization header, tokens and pico:events messages.
+ * libc only: no nginx or backend types and no allocation, so either side
+ * (and the libFuzzer harness tests/fuzz/common_parse.c) links this file
+ * alone.  One rule per input, whoever parses it.
  */
 
-#ifndef NGX_PICO_PARSE_H
-#define NGX_PICO_PARSE_H
+#ifndef PICO_PARSE_H
+#define PICO_PARSE_H
 
 #include <stddef.h>
 
@@ -44,9 +46,18 @@ int pico_parse_token(const unsigned char *p, size_t len,
                      const unsigned char **tid);
 
 /*
- * Parses an Authorization header value: "Bearer" (any case), blanks, a
- * well formed token, optional trailing blanks.  On PICO_AUTH_OK *tok and
- * *toklen give the token inside p.
+ * Parses an Authorization header value.  The one rule of pico (module and
+ * backend alike):
+ *
+ *   value  = OWS "Bearer" 1*( SP / HTAB ) token OWS
+ *   OWS    = *( SP / HTAB )
+ *
+ * "Bearer" in any case; token as pico_parse_token().  The blanks around the
+ * value are the optional whitespace HTTP strips from field values anyway
+ * (RFC 9110, 5.5), so a client never fails on them.  An empty or all-blank
+ * value is PICO_AUTH_MISSING; anything else not matching is
+ * PICO_AUTH_INVALID.  On PICO_AUTH_OK *tok and *toklen give the token
+ * inside p.
  */
 int pico_parse_authorization(const unsigned char *p, size_t len,
                              const unsigned char **tok, size_t *toklen);
