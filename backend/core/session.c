@@ -13,8 +13,8 @@
 
 #include <libssh/libssh.h>
 
-#include "session_api.h"
-#include "util.h"
+#include "core/session_api.h"
+#include "core/util.h"
 
 static const char *const status_names[] = {
     "pending", "running", "terminating", "terminated", "failed",

@@ -14,9 +14,9 @@
  */
 #include <string.h>
 
-#include "lifecycle.h"
-#include "reconcile.h"
-#include "util.h"
+#include "core/lifecycle.h"
+#include "core/reconcile.h"
+#include "core/util.h"
 
 static void reconcile_sandbox(pico_app *app, const char *id, int *removed)
 {

@@ -7,7 +7,7 @@
 #define PICO_TOKENS_H
 
 #include <stddef.h>
-#include "store.h"
+#include "store/store.h"
 
 #define PICO_TOKEN_LEN 86 /* "pico_" + 16 + "_" + 64 */
 #define PICO_TOKEN_ID_LEN 16

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "core/util.h"
 
 void log_msg(const char *level, const char *fmt, ...)
 {

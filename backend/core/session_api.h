@@ -7,8 +7,8 @@
 #define PICO_SESSION_API_H
 
 #include <jansson.h>
-#include "config.h"
-#include "session.h"
+#include "core/config.h"
+#include "core/session.h"
 
 #define PICO_BODY_MAX 65536 /* bytes of a request body */
 #define PICO_META_PAIRS_MAX 32

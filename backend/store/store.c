@@ -20,8 +20,8 @@
 
 #include <hiredis/hiredis.h>
 
-#include "store.h"
-#include "util.h"
+#include "store/store.h"
+#include "core/util.h"
 
 #define POOL_IDLE_MAX 32
 

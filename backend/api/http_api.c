@@ -28,10 +28,10 @@
 
 #include <microhttpd.h>
 
-#include "http_api.h"
-#include "lifecycle.h"
-#include "tokens.h"
-#include "util.h"
+#include "api/http_api.h"
+#include "core/lifecycle.h"
+#include "api/tokens.h"
+#include "core/util.h"
 
 /* Bodies declared larger than this are refused without reading them. */
 #define BODY_HARD_MAX (1024LL * 1024)

@@ -27,8 +27,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "subprocess.h"
-#include "util.h"
+#include "runtime/local/subprocess.h"
+#include "core/util.h"
 
 #define OUT_MAX (4 << 20) /* cap on captured output */
 

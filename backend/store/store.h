@@ -9,7 +9,7 @@
 #define PICO_STORE_H
 
 #include <stddef.h>
-#include "session_api.h"
+#include "core/session_api.h"
 
 typedef struct store store;
 

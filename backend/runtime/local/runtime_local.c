@@ -65,13 +65,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <jansson.h>
-#include "config.h"
-#include "disk.h"
-#include "hostkey.h"
-#include "oci.h"
-#include "runtime.h"
-#include "subprocess.h"
-#include "util.h"
+#include "core/config.h"
+#include "runtime/local/disk.h"
+#include "runtime/hostkey.h"
+#include "runtime/local/oci.h"
+#include "runtime/local/runtime_local.h"
+#include "runtime/local/subprocess.h"
+#include "core/util.h"
 
 #define SANDBOX_UID 1000
 #define SANDBOX_GID 1000

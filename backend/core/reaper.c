@@ -13,9 +13,9 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "lifecycle.h"
-#include "reaper.h"
-#include "util.h"
+#include "core/lifecycle.h"
+#include "core/reaper.h"
+#include "core/util.h"
 
 #define REAP_BATCH 64
 #define REAP_WORKERS 8

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <curl/curl.h>
-#include "k8s_client.h"
+#include "runtime/kubernetes/k8s_client.h"
 
 #define K8S_CONNECT_TIMEOUT_S 5
 #define K8S_BODY_MAX ((size_t)32 * 1024 * 1024)

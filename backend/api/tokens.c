@@ -13,8 +13,8 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include "tokens.h"
-#include "util.h"
+#include "api/tokens.h"
+#include "core/util.h"
 
 int token_generate(char token[PICO_TOKEN_LEN + 1],
                    char id[PICO_TOKEN_ID_LEN + 1])

@@ -27,11 +27,11 @@
 #include <time.h>
 #include <unistd.h>
 #include <jansson.h>
-#include "config.h"
-#include "hostkey.h"
-#include "k8s_client.h"
-#include "runtime.h"
-#include "util.h"
+#include "core/config.h"
+#include "runtime/hostkey.h"
+#include "runtime/kubernetes/k8s_client.h"
+#include "runtime/kubernetes/runtime_k8s.h"
+#include "core/util.h"
 
 #define K8S_CALL_TIMEOUT_S 30
 /* Undoing a failed create must not wait as long as a call may. */

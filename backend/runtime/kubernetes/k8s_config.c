@@ -18,8 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "config.h"
-#include "k8s_client.h"
+#include "core/config.h"
+#include "runtime/kubernetes/k8s_client.h"
 
 #define SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define KC_ITEMS 32

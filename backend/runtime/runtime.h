@@ -4,8 +4,10 @@
  * The backend core (HTTP API, store, reaper, reconcile) knows sessions; a
  * driver knows how to turn one into a running sandbox whose sshd is
  * reachable at an endpoint the nginx module can connect to. Two drivers
- * exist: runtime_local.c (runc on this host, endpoint "unix:<path>") and
- * runtime_k8s.c (a pod per session, endpoint "<podIP>:22").
+ * exist: runtime/local/ (runc on this host, endpoint "unix:<path>") and
+ * runtime/kubernetes/ (a pod per session, endpoint "<podIP>:22"). Each
+ * declares its runtime_ops in its own header, which only main.c includes:
+ * the core, the API and the store see drivers through this file alone.
  *
  * Drivers are called from many request threads at once and must be
  * thread-safe. They never see unvalidated input: ids are canonical UUIDs,
@@ -15,7 +17,7 @@
 #define PICO_RUNTIME_H
 
 #include <stddef.h>
-#include "session.h"
+#include "core/session.h"
 
 struct pico_config;
 
@@ -59,8 +61,5 @@ typedef struct {
     /* 0 when the runtime can start sandboxes (GET /health), -1 + err. */
     int (*health)(runtime *rt, char *err, size_t errlen);
 } runtime_ops;
-
-extern const runtime_ops runtime_local_ops;
-extern const runtime_ops runtime_k8s_ops;
 
 #endif

@@ -38,9 +38,9 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
-#include "disk.h"
-#include "subprocess.h"
-#include "util.h"
+#include "runtime/local/disk.h"
+#include "runtime/local/subprocess.h"
+#include "core/util.h"
 
 #define LOOP_TRIES 32 /* another thread may take the free device first */
 

@@ -23,7 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <jansson.h>
-#include "oci.h"
+#include "runtime/local/oci.h"
 
 /* Exactly what sshd -i needs, found by dropping one at a time: chroot and
  * setuid/setgid for privilege separation and the switch to the user,

@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <libssh/libssh.h>
-#include "hostkey.h"
+#include "runtime/hostkey.h"
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_rc;

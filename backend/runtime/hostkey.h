@@ -11,7 +11,7 @@
 #define PICO_HOSTKEY_H
 
 #include <stddef.h>
-#include "session.h"
+#include "core/session.h"
 
 #define PICO_HOSTKEY_PRIV_MAX 2048
 

@@ -14,8 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lifecycle.h"
-#include "util.h"
+#include "core/lifecycle.h"
+#include "core/util.h"
 
 void api_error_set(api_error *e, int status, const char *code, const char *fmt,
                    ...)

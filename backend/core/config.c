@@ -13,9 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "session.h"
-#include "util.h"
+#include "core/config.h"
+#include "core/session.h"
+#include "core/util.h"
 
 typedef enum { KEY_STR, KEY_INT, KEY_LL, KEY_BOOL } key_type;
 
