@@ -62,7 +62,7 @@ K8S_FUZZ_LIBS := $(shell pkg-config --libs $(K8S_PKGS)) -lpthread
 # client's stream splitter, the driver's event judge) and links the rest
 # of the driver.
 K8S_FUZZ_SRC_k8s_kubeconfig := $(K8S_DIR)/k8s_config.c $(K8S_DIR)/k8s_client.c
-K8S_FUZZ_INCLUDED_k8s_watch := $(K8S_DIR)/k8s_client.c $(K8S_DIR)/runtime_k8s.c
+K8S_FUZZ_INCLUDED_k8s_watch := $(K8S_DIR)/k8s_client.c $(K8S_DIR)/k8s_ready.c
 K8S_FUZZ_SRC_k8s_watch := $(filter-out $(K8S_FUZZ_INCLUDED_k8s_watch),\
                             $(K8S_DRIVER))
 K8S_FUZZ_DEPS := $(K8S_DRIVER) $(BACKEND_HDRS) mk/k8s.mk

@@ -15,7 +15,7 @@
 /* NOLINTNEXTLINE(bugprone-suspicious-include): its static on_watch */
 #include "runtime/kubernetes/k8s_client.c"
 /* NOLINTNEXTLINE(bugprone-suspicious-include): its static on_pod_event */
-#include "runtime/kubernetes/runtime_k8s.c"
+#include "runtime/kubernetes/k8s_ready.c"
 
 #define EVENTS_MAX 64
 
