@@ -405,34 +405,23 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 static int listen_unix(const char *path, const char *group, char *err,
                        size_t errlen)
 {
-    struct sockaddr_un sa;
     int fd;
 
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         snprintf(err, errlen, "listen: socket path too long: %s", path);
         return -1;
     }
-    copy_str(sa.sun_path, sizeof(sa.sun_path), path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
-        return -1;
-    }
     /* A socket file nobody answers on is left over from a crash. */
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+    fd = unix_connect(path, 0);
+    if (fd >= 0) {
         snprintf(err, errlen, "listen: %s is in use by another process", path);
         close(fd);
         return -1;
     }
-    close(fd);
     unlink(path);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    fd = unix_bind(path);
+    if (fd < 0) {
         snprintf(err, errlen, "listen: bind %s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
         return -1;
     }
     if (chmod(path, 0660) < 0)

@@ -67,17 +67,9 @@ void token_sha256_hex(const char *s, size_t len, char out[65])
 
 int token_principal_valid(const char *p)
 {
-    size_t n = strnlen(p, 65), i;
+    size_t n = strnlen(p, 65);
 
-    if (n < 1 || n > 64)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return n >= 1 && n <= 64 && name_chars_valid(p, n);
 }
 
 int token_create(store *st, const char *principal,

@@ -122,17 +122,9 @@ int session_pubkey_valid(const char *key)
 
 static int meta_key_valid(const char *k)
 {
-    size_t n = strlen(k), i;
+    size_t n = strlen(k);
 
-    if (n < 1 || n > PICO_META_KEY_MAX)
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = k[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return n >= 1 && n <= PICO_META_KEY_MAX && name_chars_valid(k, n);
 }
 
 static int meta_value_valid(const char *v, size_t n)

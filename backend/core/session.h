@@ -69,4 +69,8 @@ typedef struct {
 const char *session_status_name(session_status s);
 int session_status_parse(const char *name, session_status *out);
 
+/* 1 when image matches name[:tag] as the API allows it (the local driver
+ * checks its image names with it too). */
+int session_image_valid(const char *image);
+
 #endif

@@ -30,9 +30,6 @@ typedef struct {
 int session_parse_request(const pico_config *cfg, const char *body, size_t len,
                           session *s, char *err, size_t errlen);
 
-/* 1 when image matches name[:tag] as the API allows it. */
-int session_image_valid(const char *image);
-
 /* 1 when key is one OpenSSH public key line libssh can read. */
 int session_pubkey_valid(const char *key);
 

@@ -1,15 +1,18 @@
 /*
- * util.c - logging, randomness, UUIDs, time formatting and strict number
- * parsing shared by the whole backend. Nothing here touches Redis or the
- * runtime.
+ * util.c - logging, randomness, UUIDs, time formatting, strict number
+ * parsing, name characters, small files and unix sockets, shared by the
+ * whole backend. Nothing here touches Redis or the runtime.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -158,4 +161,66 @@ int copy_str(char *dst, size_t dstlen, const char *src)
     }
     memcpy(dst, src, n + 1);
     return 0;
+}
+
+int name_chars_valid(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+int read_small_file(const char *path, int flags, char *buf, size_t len)
+{
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
+
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, len - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return (int)n;
+}
+
+/* A new unix stream socket on which op (connect or bind) was done with
+ * path's address: the fd, or -1 with errno set. */
+static int unix_socket_op(const char *path, int type_flags,
+                          int (*op)(int, const struct sockaddr *, socklen_t))
+{
+    struct sockaddr_un sa;
+    int fd, saved;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | type_flags, 0);
+    if (fd < 0 || op(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+        return fd;
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+int unix_connect(const char *path, int type_flags)
+{
+    return unix_socket_op(path, type_flags, connect);
+}
+
+int unix_bind(const char *path)
+{
+    return unix_socket_op(path, 0, bind);
 }

@@ -1,6 +1,7 @@
 /*
  * util.h - small helpers every part of the backend uses: logging, the
- * kernel's random source, UUIDs, time and strict number parsing.
+ * kernel's random source, UUIDs, time, strict number parsing, name
+ * characters, small files and unix sockets.
  */
 #ifndef PICO_UTIL_H
 #define PICO_UTIL_H
@@ -41,5 +42,24 @@ int parse_ll(const char *s, long long *out);
 /* Copies src into dst (size dstlen), always NUL-terminated; -1 when it had
  * to truncate. */
 int copy_str(char *dst, size_t dstlen, const char *src);
+
+/* 1 when each of the n bytes of s is one of [A-Za-z0-9_.-] (a metadata
+ * key, a token's principal, a pool sandbox's name); 0 otherwise. */
+int name_chars_valid(const char *s, size_t n);
+
+/* Reads a small file: one read() of up to len - 1 bytes of path, opened
+ * O_RDONLY | O_CLOEXEC | flags (e.g. O_NOFOLLOW), NUL-terminated in buf.
+ * Returns the number of bytes read, or 0 when the file cannot be opened
+ * or read, or is empty. */
+int read_small_file(const char *path, int flags, char *buf, size_t len);
+
+/* A unix stream socket (close-on-exec, plus type_flags such as
+ * SOCK_NONBLOCK) connected to path: the fd, or -1 with errno set. */
+int unix_connect(const char *path, int type_flags);
+
+/* A unix stream socket (close-on-exec) bound to path, not yet listening,
+ * so its owner and mode can be set before anyone can connect. The fd, or
+ * -1 with errno set (ENAMETOOLONG: path does not fit a socket address). */
+int unix_bind(const char *path);
 
 #endif

@@ -384,53 +384,86 @@ static long long str_ll(const char *s)
     return parse_ll(s, &v) == 0 ? v : 0;
 }
 
-/* Copies one HGETALL field into the record. */
+/* How each field of pico:session:<id> lands in a session_record. */
+typedef enum {
+    FIELD_STR,    /* a string buffer of `size` bytes */
+    FIELD_LL,     /* a long long */
+    FIELD_INT,    /* an int */
+    FIELD_STATUS, /* a session_status, by name (unknown = failed) */
+    FIELD_JSON    /* the metadata JSON text, allocated */
+} field_kind;
+
+typedef struct {
+    const char *name;
+    field_kind kind;
+    size_t off;  /* in session_record */
+    size_t size; /* FIELD_STR only */
+} record_field_def;
+
+#define STR_FIELD(name, member)                                                \
+    {                                                                          \
+        name, FIELD_STR, offsetof(session_record, member),                     \
+            sizeof(((session_record *)0)->member)                              \
+    }
+#define NUM_FIELD(name, kind, member)                                          \
+    {                                                                          \
+        name, kind, offsetof(session_record, member), 0                        \
+    }
+
+static const record_field_def record_fields[] = {
+    STR_FIELD("session_id", s.id),
+    NUM_FIELD("status", FIELD_STATUS, s.status),
+    STR_FIELD("image", s.image),
+    NUM_FIELD("ttl", FIELD_LL, s.ttl),
+    NUM_FIELD("created_at", FIELD_LL, s.created_at),
+    NUM_FIELD("expires_at", FIELD_LL, s.expires_at),
+    STR_FIELD("sandbox_name", s.sandbox_name),
+    STR_FIELD("owner", s.owner),
+    STR_FIELD("endpoint", s.endpoint),
+    STR_FIELD("runtime", runtime),
+    STR_FIELD("node", node),
+    STR_FIELD("reason", s.reason),
+    NUM_FIELD("memory_mb", FIELD_INT, s.limits.memory_mb),
+    NUM_FIELD("cpu_millicores", FIELD_INT, s.limits.cpu_millicores),
+    NUM_FIELD("pids", FIELD_INT, s.limits.pids),
+    NUM_FIELD("disk_mb", FIELD_INT, s.limits.disk_mb),
+    STR_FIELD("host_key", s.host_key),
+    STR_FIELD("host_key_fpr", s.host_key_fpr),
+    STR_FIELD("ssh_public_key", s.ssh_public_key),
+    NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
+};
+
+/* Copies one HGETALL field into the record; unknown fields are ignored. */
 static void record_field(session_record *rec, const char *f, const char *v)
 {
-    session *s = &rec->s;
+    size_t i;
 
-    if (!strcmp(f, "session_id"))
-        copy_str(s->id, sizeof(s->id), v);
-    else if (!strcmp(f, "status")) {
-        if (session_status_parse(v, &s->status) < 0)
-            s->status = SESSION_FAILED;
-    } else if (!strcmp(f, "image"))
-        copy_str(s->image, sizeof(s->image), v);
-    else if (!strcmp(f, "ttl"))
-        s->ttl = str_ll(v);
-    else if (!strcmp(f, "created_at"))
-        s->created_at = str_ll(v);
-    else if (!strcmp(f, "expires_at"))
-        s->expires_at = str_ll(v);
-    else if (!strcmp(f, "sandbox_name"))
-        copy_str(s->sandbox_name, sizeof(s->sandbox_name), v);
-    else if (!strcmp(f, "owner"))
-        copy_str(s->owner, sizeof(s->owner), v);
-    else if (!strcmp(f, "endpoint"))
-        copy_str(s->endpoint, sizeof(s->endpoint), v);
-    else if (!strcmp(f, "runtime"))
-        copy_str(rec->runtime, sizeof(rec->runtime), v);
-    else if (!strcmp(f, "node"))
-        copy_str(rec->node, sizeof(rec->node), v);
-    else if (!strcmp(f, "reason"))
-        copy_str(s->reason, sizeof(s->reason), v);
-    else if (!strcmp(f, "memory_mb"))
-        s->limits.memory_mb = (int)str_ll(v);
-    else if (!strcmp(f, "cpu_millicores"))
-        s->limits.cpu_millicores = (int)str_ll(v);
-    else if (!strcmp(f, "pids"))
-        s->limits.pids = (int)str_ll(v);
-    else if (!strcmp(f, "disk_mb"))
-        s->limits.disk_mb = (int)str_ll(v);
-    else if (!strcmp(f, "host_key"))
-        copy_str(s->host_key, sizeof(s->host_key), v);
-    else if (!strcmp(f, "host_key_fpr"))
-        copy_str(s->host_key_fpr, sizeof(s->host_key_fpr), v);
-    else if (!strcmp(f, "ssh_public_key"))
-        copy_str(s->ssh_public_key, sizeof(s->ssh_public_key), v);
-    else if (!strcmp(f, "metadata")) {
-        free(s->metadata_json);
-        s->metadata_json = strdup(v);
+    for (i = 0; i < sizeof(record_fields) / sizeof(record_fields[0]); i++) {
+        const record_field_def *d = &record_fields[i];
+        char *at = (char *)rec + d->off;
+
+        if (strcmp(f, d->name) != 0)
+            continue;
+        switch (d->kind) {
+        case FIELD_STR:
+            copy_str(at, d->size, v);
+            break;
+        case FIELD_LL:
+            *(long long *)(void *)at = str_ll(v);
+            break;
+        case FIELD_INT:
+            *(int *)(void *)at = (int)str_ll(v);
+            break;
+        case FIELD_STATUS:
+            if (session_status_parse(v, (session_status *)(void *)at) < 0)
+                *(session_status *)(void *)at = SESSION_FAILED;
+            break;
+        case FIELD_JSON:
+            free(*(char **)(void *)at);
+            *(char **)(void *)at = strdup(v);
+            break;
+        }
+        return;
     }
 }
 

@@ -242,18 +242,10 @@ int disk_attach_mount(const char *image, const char *mnt, int *loop_nr,
 static int backing_file(int nr, char *buf, size_t len)
 {
     char path[64];
-    ssize_t n;
-    int fd;
 
     snprintf(path, sizeof(path), "/sys/block/loop%d/loop/backing_file", nr);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    if (read_small_file(path, 0, buf, len) == 0)
         return 0;
-    n = read(fd, buf, len - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
     buf[strcspn(buf, "\n")] = '\0';
     return 1;
 }

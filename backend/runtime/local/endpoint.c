@@ -31,29 +31,24 @@ int check_sock_len(const char *sock, char *err, size_t errlen)
 int sandbox_listen(const runtime *rt, const char *path, char *err,
                    size_t errlen)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
     int fd;
 
-    if (strlen(path) >= sizeof(sa.sun_path)) {
+    if (strlen(path) > max) {
         snprintf(err, errlen,
                  "socket path too long (%zu bytes, the limit is %zu): "
                  "choose a shorter state_dir",
-                 strlen(path), sizeof(sa.sun_path) - 1);
-        return -1;
-    }
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(err, errlen, "socket: %s", strerror(errno));
+                 strlen(path), max);
         return -1;
     }
     /* nobody can connect before listen(), so fixing the mode after bind
      * is not a race */
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-        chown(path, 0, rt->socket_gid) < 0 || chmod(path, 0660) < 0 ||
+    fd = unix_bind(path);
+    if (fd < 0 || chown(path, 0, rt->socket_gid) < 0 || chmod(path, 0660) < 0 ||
         listen(fd, 128) < 0) {
         snprintf(err, errlen, "session socket %s: %s", path, strerror(errno));
-        close(fd);
+        if (fd >= 0)
+            close(fd);
         return -1;
     }
     return fd;
@@ -64,17 +59,10 @@ int sandbox_listen(const runtime *rt, const char *path, char *err,
  * starts and sshd comes up while runc is still finishing. */
 int probe_connect(const char *path, char *err, size_t errlen)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    int fd;
+    int fd = unix_connect(path, SOCK_NONBLOCK);
 
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    if (fd < 0)
         snprintf(err, errlen, "session socket: %s", strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
     return fd;
 }
 

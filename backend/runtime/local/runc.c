@@ -113,20 +113,11 @@ int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
 int pid_in_sandbox(pid_t pid, const session_paths *p)
 {
     char path[64], text[4096], want[200];
-    ssize_t n;
-    int fd;
 
     if (fmt_exact(path, sizeof(path), "/proc/%d/cgroup", (int)pid) < 0 ||
-        fmt_exact(want, sizeof(want), ":%s\n", p->cgroup) < 0)
+        fmt_exact(want, sizeof(want), ":%s\n", p->cgroup) < 0 ||
+        read_small_file(path, 0, text, sizeof(text)) == 0)
         return 0;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, text, sizeof(text) - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = '\0';
     return strstr(text, want) != NULL;
 }
 

@@ -31,24 +31,17 @@ int fmt_exact(char *buf, size_t len, const char *f, ...)
     return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
-/* "name[:tag]" (no tag = "latest") with both parts made of [a-z0-9._-],
- * no "..": it becomes the folder name <name>_<tag>. */
+/* "name[:tag]" (no tag = "latest") as the API allows it
+ * (session_image_valid), and no "..": it becomes the folder name
+ * <name>_<tag>. */
 int image_dir(const runtime *rt, const char *image, char *buf, size_t len)
 {
     const char *colon = strchr(image, ':');
     const char *tag = colon ? colon + 1 : "latest";
     size_t nlen = colon ? (size_t)(colon - image) : strlen(image);
-    const char *p;
 
-    if (nlen == 0 || tag[0] == '\0' || strstr(image, "..") != NULL)
+    if (!session_image_valid(image) || strstr(image, "..") != NULL)
         return -1;
-    for (p = image; *p; p++) {
-        if (p == colon)
-            continue;
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
-              *p == '.' || *p == '_' || *p == '-'))
-            return -1;
-    }
     return fmt_exact(buf, len, "%s/%.*s_%s", rt->images_dir, (int)nlen, image,
                      tag);
 }
@@ -172,11 +165,7 @@ int pool_name_valid(const char *name)
         strlen(name) >= sizeof(((pool_entry *)0)->name) ||
         strstr(name, "..") != NULL)
         return 0;
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
-              (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
-            return 0;
-    return 1;
+    return name_chars_valid(name, strlen(name));
 }
 
 /* The container named by <dir>/container (a claimed pool sandbox) into
@@ -184,19 +173,10 @@ int pool_name_valid(const char *name)
 static int read_container_file(const char *dir, char *name, size_t len)
 {
     char path[PICO_PATH_MAX];
-    ssize_t n;
-    int fd;
 
-    if (fmt_exact(path, sizeof(path), "%s/" CONTAINER_FILE, dir) < 0)
+    if (fmt_exact(path, sizeof(path), "%s/" CONTAINER_FILE, dir) < 0 ||
+        read_small_file(path, O_NOFOLLOW, name, len) == 0)
         return 0;
-    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    n = read(fd, name, len - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    name[n] = '\0';
     return pool_name_valid(name);
 }
 
@@ -255,17 +235,10 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
         snprintf(err, errlen, "host key file: %s", strerror(errno));
         return -1;
     }
-    if (s->ssh_public_key[0] != '\0') {
-        char line[PICO_PUBKEY_MAX + 2];
-        /* one key, one line: a newline inside would add more keys */
-        size_t n = strcspn(s->ssh_public_key, "\r\n");
-        memcpy(line, s->ssh_public_key, n);
-        line[n++] = '\n';
-        if (fmt_exact(path, sizeof(path), "%s/authorized_keys", p->keys) < 0 ||
-            write_file(path, line, n, 0644) < 0) {
-            snprintf(err, errlen, "authorized_keys: %s", strerror(errno));
-            return -1;
-        }
+    if (s->ssh_public_key[0] != '\0' &&
+        write_authorized_keys(p->keys, s->ssh_public_key) < 0) {
+        snprintf(err, errlen, "authorized_keys: %s", strerror(errno));
+        return -1;
     }
 
     op = (oci_params){
@@ -336,17 +309,9 @@ void disk_release(const session_paths *p)
 {
     char num[16];
     long long nr;
-    ssize_t n;
-    int fd = open(p->loop, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 
-    if (fd < 0)
-        return;
-    n = read(fd, num, sizeof(num) - 1);
-    close(fd);
-    if (n <= 0)
-        return;
-    num[n] = '\0';
-    if (parse_ll(num, &nr) < 0 || nr < 0 || nr > 1 << 20)
+    if (read_small_file(p->loop, O_NOFOLLOW, num, sizeof(num)) == 0 ||
+        parse_ll(num, &nr) < 0 || nr < 0 || nr > 1 << 20)
         return;
     if (disk_wait_released((int)nr, p->image, DISK_RELEASE_MS) < 0)
         log_warn("disk: loop%lld still holds %s; it detaches when its last "
