@@ -6,9 +6,9 @@
 #ifndef PICO_APP_H
 #define PICO_APP_H
 
-#include "config.h"
-#include "runtime.h"
-#include "store.h"
+#include "core/config.h"
+#include "runtime/runtime.h"
+#include "store/store.h"
 
 typedef struct {
     pico_config cfg;

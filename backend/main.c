@@ -10,6 +10,12 @@
  * Serving: open the runtime and Redis, reconcile them, start the reaper
  * and the HTTP server, then wait for SIGTERM/SIGINT. Stopping never
  * deletes sessions: a restarted backend (or another one) carries on.
+ *
+ * The folders under backend/ are its layers: api/ (HTTP, tokens), core/
+ * (sessions, lifecycle, reaper, reconcile, config), store/ (Redis) and
+ * runtime/ (the driver interface, runtime.h, and the drivers in
+ * runtime/local/ and runtime/kubernetes/). Everything outside runtime/
+ * sees a driver only through runtime.h; this file picks one by name.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -17,12 +23,15 @@
 #include <string.h>
 
 #include "app.h"
-#include "http_api.h"
-#include "lifecycle.h"
-#include "reaper.h"
-#include "reconcile.h"
-#include "tokens.h"
-#include "util.h"
+#include "api/http_api.h"
+#include "api/tokens.h"
+#include "core/lifecycle.h"
+#include "core/reaper.h"
+#include "core/reconcile.h"
+#include "core/util.h"
+/* The only file that names a driver: runtime = local | kubernetes. */
+#include "runtime/kubernetes/runtime_k8s.h"
+#include "runtime/local/runtime_local.h"
 
 static void usage(void)
 {

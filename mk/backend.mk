@@ -1,18 +1,26 @@
 # pico-backend: the REST API, Redis store, reaper and runtime drivers.
 #
-#   bin/pico-backend           -O2 build (every backend/*.c, drivers too)
+#   bin/pico-backend           -O2 build (every .c under backend/, drivers
+#                              too, but pico-init)
 #   build/san/pico-backend     the same with ASan+UBSan (e2e prefers it)
 #   unit tests (cmocka), one also under valgrind; libFuzzer harnesses
 
 BACKEND_PKGS := libmicrohttpd jansson hiredis libssh libcurl libcrypto
 BACKEND_CFLAGS := $(shell pkg-config --cflags $(BACKEND_PKGS))
 BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
-BACKEND_SRCS := $(sort $(wildcard backend/*.c))
-BACKEND_HDRS := $(wildcard backend/*.h)
-# The parts unit tests and fuzzers link: no main, no drivers, no HTTP
-# (subprocess.c is what the local driver runs runc and mkfs.ext4 with).
-BACKEND_CORE := backend/util.c backend/config.c backend/session.c \
-                backend/tokens.c backend/store.c backend/subprocess.c
+# Sources come from the folders (backend/ and its layers api/, core/,
+# store/, runtime/ and the drivers below runtime/): a new file is built
+# without being listed. pico-init is not part of the backend: it is PID 1
+# of a local sandbox, linked statically on its own (mk/runtime.mk).
+BACKEND_INIT := backend/runtime/local/pico-init.c
+BACKEND_SRCS := $(sort $(filter-out $(BACKEND_INIT),\
+                  $(wildcard backend/*.c backend/*/*.c backend/*/*/*.c)))
+BACKEND_HDRS := $(wildcard backend/*.h backend/*/*.h backend/*/*/*.h)
+# The parts unit tests and fuzzers link: the core, the API, the store and
+# subprocess.c (what the local driver runs runc and mkfs.ext4 with); no
+# main.c, no drivers.
+BACKEND_CORE := $(sort $(wildcard backend/core/*.c backend/api/*.c \
+                  backend/store/*.c) backend/runtime/local/subprocess.c)
 
 BUILD_TARGETS += $(BIN)/pico-backend $(BUILD)/san/pico-backend
 

@@ -1,8 +1,8 @@
 # Kubernetes: the driver's test program, offline checks of deploy/, and
 # the commands that deploy to a cluster.
 #
-# The driver itself (backend/runtime_k8s.c, k8s_client.c, k8s_config.c) is
-# part of pico-backend (mk/backend.mk). Nothing here needs a cluster or a
+# The driver itself (backend/runtime/kubernetes/) is part of pico-backend
+# (mk/backend.mk). Nothing here needs a cluster or a
 # container engine except k8s-images / k8s-deploy / k8s-delete, which use
 # the docker and kubectl on PATH (no Docker engine runs on pico's CI
 # machines: build images where one does).
@@ -11,14 +11,17 @@ K8S_PKGS    := jansson libssh libcurl
 K8S_OVERLAY ?= deploy/k8s/base
 K8S_IMAGE_PREFIX ?= pico/
 K8S_TAG     ?= latest
-K8S_DRIVER_SRCS := tests/fake_k8s/driver_cli.c backend/runtime_k8s.c \
-                   backend/k8s_client.c backend/k8s_config.c backend/hostkey.c \
-                   backend/util.c
+# The driver's folder, plus what it uses outside it: the host key helper
+# both drivers share and the core's util.c.
+K8S_DIR     := backend/runtime/kubernetes
+K8S_DRIVER  := $(sort $(wildcard $(K8S_DIR)/*.c)) backend/runtime/hostkey.c \
+               backend/core/util.c
+K8S_DRIVER_SRCS := tests/fake_k8s/driver_cli.c $(K8S_DRIVER)
 
 BUILD_TARGETS += $(BUILD)/k8s/driver_cli
 UNIT_TESTS    += k8s-manifests-check
 
-$(BUILD)/k8s/driver_cli: $(K8S_DRIVER_SRCS) $(wildcard backend/*.h) mk/k8s.mk
+$(BUILD)/k8s/driver_cli: $(K8S_DRIVER_SRCS) $(BACKEND_HDRS) mk/k8s.mk
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) $(shell pkg-config --cflags $(K8S_PKGS)) \
 	    -Ibackend -o $@ $(K8S_DRIVER_SRCS) $(LDFLAGS) \
@@ -55,14 +58,14 @@ K8S_FUZZ_CC := clang -g -O1 -fno-omit-frame-pointer \
                -fno-sanitize-recover=undefined -std=gnu11 $(WARN) \
                $(shell pkg-config --cflags $(K8S_PKGS)) -Ibackend
 K8S_FUZZ_LIBS := $(shell pkg-config --libs $(K8S_PKGS)) -lpthread
-# The watch harness compiles k8s_client.c and runtime_k8s.c into itself
-# (for their static functions) and links what runtime_k8s.c calls.
-K8S_FUZZ_SRC_k8s_kubeconfig := backend/k8s_config.c backend/k8s_client.c
-K8S_FUZZ_SRC_k8s_watch := backend/k8s_config.c backend/hostkey.c \
-                          backend/util.c
-K8S_FUZZ_DEPS := backend/k8s_config.c backend/k8s_client.c \
-                 backend/runtime_k8s.c backend/hostkey.c backend/util.c \
-                 $(wildcard backend/*.h) mk/k8s.mk
+# The watch harness #includes the files of its static functions (the
+# client's stream splitter, the driver's event judge) and links the rest
+# of the driver.
+K8S_FUZZ_SRC_k8s_kubeconfig := $(K8S_DIR)/k8s_config.c $(K8S_DIR)/k8s_client.c
+K8S_FUZZ_INCLUDED_k8s_watch := $(K8S_DIR)/k8s_client.c $(K8S_DIR)/k8s_ready.c
+K8S_FUZZ_SRC_k8s_watch := $(filter-out $(K8S_FUZZ_INCLUDED_k8s_watch),\
+                            $(K8S_DRIVER))
+K8S_FUZZ_DEPS := $(K8S_DRIVER) $(BACKEND_HDRS) mk/k8s.mk
 
 $(BUILD)/fuzz/k8s_%: tests/fuzz/k8s_%.c $(K8S_FUZZ_DEPS)
 	@mkdir -p $(@D)

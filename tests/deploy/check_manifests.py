@@ -15,7 +15,7 @@ tell at apply time, or never:
     no privilege escalation; mounts name existing volumes; ConfigMaps
     referenced exist;
   - RBAC: no cluster-wide roles, no wildcards, verbs limited to what
-    runtime_k8s.c uses, only in the sandbox namespace;
+    the driver uses, only in the sandbox namespace;
   - NetworkPolicy: sandbox pods (selected by a label the driver sets)
     accept only TCP 22 from the server pods; default deny exists;
   - pico.conf: only keys pico-backend knows (conf/pico.conf.in), runtime
@@ -39,12 +39,23 @@ import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 K8S = os.path.join(ROOT, "deploy", "k8s")
-DRIVER = os.path.join(ROOT, "backend", "runtime_k8s.c")
+DRIVER_DIR = os.path.join(ROOT, "backend", "runtime", "kubernetes")
+
+
+def driver_source():
+    """The kubernetes driver's C sources, as one text."""
+    out = []
+    for f in sorted(os.listdir(DRIVER_DIR)):
+        if f.endswith((".c", ".h")):
+            with open(os.path.join(DRIVER_DIR, f)) as fh:
+                out.append(fh.read())
+    return "\n".join(out)
+
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "PersistentVolume", "StorageClass", "CustomResourceDefinition"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
-# What runtime_k8s.c does with each resource, and nothing more.
+# What the driver (backend/runtime/kubernetes/) does with each resource, and nothing more.
 ALLOWED_VERBS = {"pods": {"create", "get", "list", "watch", "delete"},
                  "secrets": {"create", "get", "list", "patch", "delete"}}
 
@@ -233,8 +244,7 @@ def check(docs):
            "%s: binds a ServiceAccount that is not rendered" % name(rb))
 
     # NetworkPolicy around sandboxes, keyed on a label the driver really sets.
-    with open(DRIVER) as f:
-        driver_src = f.read()
+    driver_src = driver_source()
     pols = [p for p in by_kind.get("NetworkPolicy", []) if p["metadata"].get("namespace") == sandbox_ns]
     sandbox_pols = [p for p in pols if p["spec"].get("podSelector", {}).get("matchLabels")]
     ok(sandbox_pols, "no NetworkPolicy selecting sandbox pods in %s" % sandbox_ns)
@@ -246,7 +256,7 @@ def check(docs):
     for p in sandbox_pols:
         for k, v in p["spec"]["podSelector"]["matchLabels"].items():
             ok('"%s", "%s"' % (k, v) in driver_src or '"%s",\n' % k in driver_src,
-               "%s: selects label %s=%s that runtime_k8s.c does not set" % (name(p), k, v))
+               "%s: selects label %s=%s that the driver does not set" % (name(p), k, v))
         ok("Egress" in p["spec"].get("policyTypes", []), "%s: sandboxes' egress is not restricted" % name(p))
         for rule in p["spec"].get("ingress", []):
             ok([pt.get("port") for pt in rule.get("ports", [])] == [22], "%s: ingress beyond port 22" % name(p))
@@ -283,8 +293,7 @@ def check_sshd_mount(fails_out):
     """The image's sshd_config reads host keys where the pod mounts them."""
     with open(os.path.join(ROOT, "deploy", "sandbox", "sshd_config")) as f:
         sshd = f.read()
-    with open(DRIVER) as f:
-        src = f.read()
+    src = driver_source()
     m = re.search(r'#define K8S_MOUNT "([^"]+)"', src)
     mount = m.group(1) if m else None
     good = mount and "HostKey %s/ssh_host_ed25519_key" % mount in sshd and \

@@ -19,9 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "config.h"
-#include "runtime.h"
-#include "util.h"
+#include "core/config.h"
+#include "runtime/kubernetes/runtime_k8s.h"
+#include "core/util.h"
 
 static void print_id(const char *id, void *arg)
 {

@@ -2,7 +2,7 @@
 """A fake Kubernetes API server for pico's kubernetes runtime tests.
 
 There is no API server on the machines pico is tested on, so the
-kubernetes driver (backend/runtime_k8s.c) is tested against this one. It is
+kubernetes driver (backend/runtime/kubernetes/) is tested against this one. It is
 written from the Kubernetes API reference for the subset the driver uses:
 
   GET    /version

@@ -3,7 +3,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "session_api.h"
+#include "core/session_api.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

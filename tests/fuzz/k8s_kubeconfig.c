@@ -1,7 +1,7 @@
 /* libFuzzer harness: the kubeconfig reader of the kubernetes driver
- * (k8s_kubeconfig_parse_buffer in backend/k8s_config.c, the block-style
- * YAML subset, with the base64 of the *-data fields). The input is the
- * file's text, read as if from KC_PATH.
+ * (k8s_kubeconfig_parse_buffer in backend/runtime/kubernetes/k8s_config.c,
+ * the block-style YAML subset, with the base64 of the *-data fields). The input
+ * is the file's text, read as if from KC_PATH.
  *
  * Checked, when it is accepted: the server is an http(s) URL with a host
  * and without a trailing slash (request paths are appended to it); the token is
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "k8s_client.h"
+#include "runtime/kubernetes/k8s_client.h"
 
 #define KC_DIR "/home/pico/.kube"
 #define KC_PATH KC_DIR "/config"

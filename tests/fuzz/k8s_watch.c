@@ -13,9 +13,9 @@
 #include <stdint.h>
 
 /* NOLINTNEXTLINE(bugprone-suspicious-include): its static on_watch */
-#include "k8s_client.c"
+#include "runtime/kubernetes/k8s_client.c"
 /* NOLINTNEXTLINE(bugprone-suspicious-include): its static on_pod_event */
-#include "runtime_k8s.c"
+#include "runtime/kubernetes/k8s_ready.c"
 
 #define EVENTS_MAX 64
 

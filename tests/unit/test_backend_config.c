@@ -1,4 +1,4 @@
-/* Unit tests of backend/config.c: defaults, every key of the template,
+/* Unit tests of backend/core/config.c: defaults, every key of the template,
  * quoting, and file:line errors for unknown keys and bad values. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -8,7 +8,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "config.h"
+#include "core/config.h"
 
 static int parse(pico_config *cfg, const char *text, char *err, size_t n)
 {

@@ -1,4 +1,4 @@
-/* Unit tests of backend/session.c: create-request validation (every field
+/* Unit tests of backend/core/session.c: create-request validation (every field
  * and the ways it can be wrong) and the session's JSON form. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 
 #include <libssh/libssh.h>
 
-#include "session_api.h"
+#include "core/session_api.h"
 
 static pico_config cfg;
 

@@ -1,7 +1,7 @@
-/* Unit tests of backend/subprocess.c, with real programs as the children:
- * captured stdout, exit status and the stderr message, a missing program,
- * the timeout (killed and reaped), fd 3, no other descriptor leaking in,
- * a clean signal mask, and a grandchild holding the pipes (runc run
+/* Unit tests of backend/runtime/local/subprocess.c, with real programs as the
+ * children: captured stdout, exit status and the stderr message, a missing
+ * program, the timeout (killed and reaped), fd 3, no other descriptor leaking
+ * in, a clean signal mask, and a grandchild holding the pipes (runc run
  * --detach) not delaying the end. /bin/sh -c is fine here: the shell is
  * the program under test, not a way of running one. */
 #define _GNU_SOURCE
@@ -18,8 +18,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "subprocess.h"
-#include "util.h"
+#include "runtime/local/subprocess.h"
+#include "core/util.h"
 
 /* Runs argv with a 10 s timeout; stdout into *out unless out is NULL. */
 static int run(const char *const *argv, int fd3, buf_t *out, int first,

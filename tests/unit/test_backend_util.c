@@ -1,4 +1,5 @@
-/* Unit tests of backend/util.c and the pure parts of backend/tokens.c:
+/* Unit tests of backend/core/util.c and the pure parts of
+ * backend/api/tokens.c:
  * UUIDs, RFC 3339 times, strict integers, token format and hashing. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -7,8 +8,8 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "tokens.h"
-#include "util.h"
+#include "api/tokens.h"
+#include "core/util.h"
 
 static void test_uuid(void **state)
 {

@@ -1,5 +1,5 @@
-/* Unit tests of backend/hostkey.c: a generated host key is a real ed25519
- * key whose public line and fingerprint match its private half, in the
+/* Unit tests of backend/runtime/hostkey.c: a generated host key is a real
+ * ed25519 key whose public line and fingerprint match its private half, in the
  * formats sshd and OpenSSH clients use; every key is new. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,7 +10,7 @@
 #include <cmocka.h>
 #include <libssh/libssh.h>
 
-#include "hostkey.h"
+#include "runtime/hostkey.h"
 
 static void test_formats(void **state)
 {

@@ -1,5 +1,5 @@
-/* Unit tests of backend/oci.c: the isolation a local sandbox's config.json
- * asks runc for (read-only root, namespaces, mounts, capabilities,
+/* Unit tests of backend/runtime/local/oci.c: the isolation a local sandbox's
+ * config.json asks runc for (read-only root, namespaces, mounts, capabilities,
  * limits). The end-to-end tests check that runc delivers it. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -9,7 +9,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
-#include "oci.h"
+#include "runtime/local/oci.h"
 
 static json_t *build(int memory_mb, int millicores, int pids)
 {

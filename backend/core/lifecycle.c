@@ -1,0 +1,306 @@
+/*
+ * lifecycle.c - creating and deleting sessions, in the order that keeps
+ * Redis and the runtime consistent when a backend dies half-way:
+ *
+ *   create: record "pending" (and in pico:expiry) first, then the
+ *           sandbox, then "running". Reconcile on any backend thus always
+ *           finds a record for a sandbox that is being created.
+ *   delete: claim (status "terminating", lease in pico:reaping), destroy
+ *           the sandbox, then remove the records. A backend that dies
+ *           after the claim leaves a lease another one takes over.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/lifecycle.h"
+#include "core/util.h"
+
+void api_error_set(api_error *e, int status, const char *code, const char *fmt,
+                   ...)
+{
+    va_list ap;
+
+    e->status = status;
+    e->code = code;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof(e->message), fmt, ap);
+    va_end(ap);
+}
+
+static int mark_failed(pico_app *app, const char *id, const char *reason)
+{
+    return store_session_fail(app->st, id, reason,
+                              now_s() + PICO_FAILED_RETENTION_S);
+}
+
+int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
+{
+    char err[PICO_REASON_MAX + 1] = "";
+    long long t0 = now_ms();
+    int rc;
+
+    if (uuid_v4(s->id) < 0) {
+        api_error_set(e, 500, "internal", "no randomness for a session id");
+        return -1;
+    }
+    s->status = SESSION_PENDING;
+    s->created_at = now_s();
+    s->expires_at = s->created_at + s->ttl;
+    snprintf(s->sandbox_name, sizeof(s->sandbox_name), "sandbox-%s", s->id);
+    copy_str(s->owner, sizeof(s->owner), owner);
+    s->endpoint[0] = s->reason[0] = s->host_key[0] = s->host_key_fpr[0] = 0;
+
+    rc = store_session_create(app->st, s, app->ops->name, app->cfg.node_name,
+                              app->cfg.max_sessions);
+    if (rc == 0) {
+        api_error_set(e, 429, "too_many_sessions",
+                      "the limit of %d live sessions is reached",
+                      app->cfg.max_sessions);
+        return -1;
+    }
+    if (rc < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot store the session");
+        return -1;
+    }
+    log_info("creating %s image=%s ttl=%lld owner=%s", s->id, s->image, s->ttl,
+             owner[0] ? owner : "-");
+
+    if (app->ops->create(app->rt, s, err, sizeof(err)) < 0) {
+        if (err[0] == '\0')
+            copy_str(err, sizeof(err), "sandbox failed to start");
+        log_error("create %s failed: %s", s->id, err);
+        mark_failed(app, s->id, err);
+        s->status = SESSION_FAILED;
+        copy_str(s->reason, sizeof(s->reason), err);
+        api_error_set(e, 500, "sandbox_failed", "%s", err);
+        return -1;
+    }
+
+    {
+        const char *pairs[] = {"status",       "running",      "endpoint",
+                               s->endpoint,    "host_key",     s->host_key,
+                               "host_key_fpr", s->host_key_fpr};
+        rc = store_session_update_if(app->st, s->id, "pending", pairs, 4);
+    }
+    if (rc != 1) {
+        /* Deleted or expired while starting (or Redis went away): the
+         * sandbox must not outlive its record. */
+        char derr[256];
+        log_warn("create %s: record changed while starting; removing "
+                 "sandbox",
+                 s->id);
+        app->ops->destroy(app->rt, s->id, derr, sizeof(derr));
+        if (rc < 0) {
+            api_error_set(e, 503, "redis_unavailable",
+                          "cannot store the session");
+        } else {
+            api_error_set(e, 409, "conflict",
+                          "the session was deleted while it was starting");
+        }
+        return -1;
+    }
+    s->status = SESSION_RUNNING;
+    log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
+             now_ms() - t0);
+    return 0;
+}
+
+int lifecycle_get(pico_app *app, const char *id, const char *principal,
+                  session_record *rec, api_error *e)
+{
+    int rc = store_session_get(app->st, id, rec);
+
+    if (rc < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot read sessions");
+        return -1;
+    }
+    if (rc == 0 || strcmp(rec->s.owner, principal) != 0) {
+        session_free(&rec->s);
+        api_error_set(e, 404, "not_found", "session not found");
+        return -1;
+    }
+    return 0;
+}
+
+void lifecycle_free_list(session_record *recs, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        session_free(&recs[i].s);
+    free(recs);
+}
+
+static int by_created(const void *a, const void *b)
+{
+    const session_record *x = a, *y = b;
+
+    if (x->s.created_at != y->s.created_at)
+        return x->s.created_at < y->s.created_at ? -1 : 1;
+    return strcmp(x->s.id, y->s.id);
+}
+
+int lifecycle_list(pico_app *app, const char *principal, session_record **out,
+                   size_t *nout, api_error *e)
+{
+    char **ids;
+    size_t n, i, k = 0;
+    session_record *recs;
+
+    *out = NULL;
+    *nout = 0;
+    if (store_session_ids(app->st, &ids, &n) < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot read sessions");
+        return -1;
+    }
+    recs = calloc(n ? n : 1, sizeof(*recs));
+    if (recs == NULL) {
+        store_free_ids(ids, n);
+        api_error_set(e, 500, "internal", "out of memory");
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        int rc = store_session_get(app->st, ids[i], &recs[k]);
+        if (rc < 0) {
+            store_free_ids(ids, n);
+            lifecycle_free_list(recs, k);
+            api_error_set(e, 503, "redis_unavailable", "cannot read sessions");
+            return -1;
+        }
+        if (rc == 0)
+            continue; /* deleted between the two reads */
+        if (strcmp(recs[k].s.owner, principal) != 0) {
+            session_free(&recs[k].s);
+            continue;
+        }
+        k++;
+    }
+    store_free_ids(ids, n);
+    qsort(recs, k, sizeof(*recs), by_created);
+    *out = recs;
+    *nout = k;
+    return 0;
+}
+
+int lifecycle_destroy_claimed(pico_app *app, const char *id)
+{
+    char err[256] = "";
+
+    if (app->ops->destroy(app->rt, id, err, sizeof(err)) < 0) {
+        log_error("destroy %s failed: %s (will be retried when the lease "
+                  "ends)",
+                  id, err);
+        return -1;
+    }
+    if (store_session_remove(app->st, id) < 0) {
+        log_error("remove %s: redis failed (will be retried)", id);
+        return -1;
+    }
+    return 0;
+}
+
+int lifecycle_delete(pico_app *app, const char *id, const char *principal,
+                     api_error *e)
+{
+    session_record rec;
+    int rc;
+
+    if (lifecycle_get(app, id, principal, &rec, e) < 0)
+        return -1;
+    session_free(&rec.s);
+    rc = store_session_claim(app->st, id, PICO_LEASE_MS);
+    if (rc == 0) {
+        api_error_set(e, 404, "not_found", "session not found");
+        return -1;
+    }
+    if (rc == 2) {
+        api_error_set(e, 409, "conflict", "the session is being deleted");
+        return -1;
+    }
+    if (rc < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot claim the session");
+        return -1;
+    }
+    if (lifecycle_destroy_claimed(app, id) < 0) {
+        api_error_set(e, 500, "destroy_failed",
+                      "the sandbox could not be removed; it will be retried");
+        return -1;
+    }
+    log_info("deleted %s", id);
+    return 0;
+}
+
+typedef struct {
+    char **ids;
+    size_t n, cap;
+} id_set;
+
+static void collect_id(const char *id, void *arg)
+{
+    id_set *set = arg;
+
+    if (!uuid_valid(id))
+        return;
+    if (set->n == set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 64;
+        char **t = realloc(set->ids, cap * sizeof(*t));
+        if (t == NULL)
+            return;
+        set->ids = t;
+        set->cap = cap;
+    }
+    set->ids[set->n] = strdup(id);
+    if (set->ids[set->n])
+        set->n++;
+}
+
+int lifecycle_list_sandboxes(pico_app *app, char ***ids, size_t *n)
+{
+    id_set set = {NULL, 0, 0};
+    char err[256] = "";
+
+    if (app->ops->list(app->rt, collect_id, &set, err, sizeof(err)) < 0) {
+        log_error("cannot list sandboxes: %s", err);
+        store_free_ids(set.ids, set.n);
+        *ids = NULL;
+        *n = 0;
+        return -1;
+    }
+    *ids = set.ids;
+    *n = set.n;
+    return 0;
+}
+
+int lifecycle_drain(pico_app *app)
+{
+    char **ids = NULL, **boxes = NULL, err[256];
+    size_t n = 0, nboxes = 0, i;
+    int count = 0;
+
+    if (app->st == NULL || store_session_ids(app->st, &ids, &n) < 0)
+        log_error("drain: cannot list sessions in redis; removing the "
+                  "sandboxes only");
+    for (i = 0; i < n; i++) {
+        /* Whatever the claim says, drain removes it: the stack stops. */
+        store_session_claim(app->st, ids[i], PICO_LEASE_MS);
+        if (lifecycle_destroy_claimed(app, ids[i]) == 0) {
+            log_info("drained %s", ids[i]);
+            count++;
+        }
+    }
+    store_free_ids(ids, n);
+    lifecycle_list_sandboxes(app, &boxes, &nboxes);
+    for (i = 0; i < nboxes; i++) {
+        err[0] = '\0';
+        if (app->ops->destroy(app->rt, boxes[i], err, sizeof(err)) < 0)
+            log_error("drain: destroy %s: %s", boxes[i], err);
+        else {
+            log_info("drained sandbox %s", boxes[i]);
+            count++;
+        }
+    }
+    store_free_ids(boxes, nboxes);
+    return count;
+}

@@ -1,0 +1,105 @@
+/*
+ * endpoint.c - a local sandbox's endpoint, <dir>/ssh.sock: the backend
+ * binds and listens on it before the container exists and hands the
+ * listener to pico-init; the readiness probe is a connection made before
+ * the container starts that must see sshd's banner.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include "runtime/local/local.h"
+
+int check_sock_len(const char *sock, char *err, size_t errlen)
+{
+    if (strlen(sock) < sizeof(((struct sockaddr_un *)0)->sun_path))
+        return 0;
+    snprintf(err, errlen,
+             "session socket path %s is %zu bytes, over the unix "
+             "socket limit of 107: choose a shorter state_dir",
+             sock, strlen(sock));
+    return -1;
+}
+
+/* Binds and listens on path, reachable by socket_group (nginx) and root
+ * only. */
+int sandbox_listen(const runtime *rt, const char *path, char *err,
+                   size_t errlen)
+{
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    int fd;
+
+    if (strlen(path) > max) {
+        snprintf(err, errlen,
+                 "socket path too long (%zu bytes, the limit is %zu): "
+                 "choose a shorter state_dir",
+                 strlen(path), max);
+        return -1;
+    }
+    /* nobody can connect before listen(), so fixing the mode after bind
+     * is not a race */
+    fd = unix_bind(path);
+    if (fd < 0 || chown(path, 0, rt->socket_gid) < 0 || chmod(path, 0660) < 0 ||
+        listen(fd, 128) < 0) {
+        snprintf(err, errlen, "session socket %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Connects to the session's own listener before the container exists:
+ * the connection waits in the backlog, so pico-init takes it the moment it
+ * starts and sshd comes up while runc is still finishing. */
+int probe_connect(const char *path, char *err, size_t errlen)
+{
+    int fd = unix_connect(path, SOCK_NONBLOCK);
+
+    if (fd < 0)
+        snprintf(err, errlen, "session socket: %s", strerror(errno));
+    return fd;
+}
+
+/* The sandbox is ready when its sshd sends the SSH banner on the probe
+ * connection: that proves pico-init accepts, sshd starts and its host key
+ * and configuration load. */
+int wait_banner(int fd, int timeout_ms, char *err, size_t errlen)
+{
+    long long deadline = mono_ms() + timeout_ms;
+    char buf[256];
+    size_t got = 0;
+
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        long long left = deadline - mono_ms();
+        ssize_t n;
+
+        if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+            snprintf(err, errlen, "sandbox sshd did not answer within %d ms",
+                     timeout_ms);
+            return -1;
+        }
+        n = read(fd, buf + got, sizeof(buf) - 1 - got);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (n <= 0) {
+            snprintf(err, errlen,
+                     "sandbox sshd closed the connection before its banner");
+            return -1;
+        }
+        got += (size_t)n;
+        buf[got] = '\0';
+        if (strstr(buf, "SSH-2.0-") != NULL)
+            return 0;
+        if (got == sizeof(buf) - 1) {
+            snprintf(err, errlen, "sandbox sshd sent no SSH banner");
+            return -1;
+        }
+    }
+}

@@ -1,0 +1,423 @@
+/*
+ * local.c - the "local" runtime driver: one runc container per
+ * session, on this host.
+ *
+ * A session's files live in <state_dir>/sessions/<id>/:
+ *
+ *   config.json   the OCI bundle config (oci.c); the root filesystem is the
+ *                 shared, read-only <images_dir>/<name>_<tag>/rootfs
+ *   workspace/    mounted at /workspace     (uid 1000, read-write)
+ *   home/         mounted at /home/sandbox  (uid 1000, read-write)
+ *   keys/         mounted at /etc/ssh/pico  (read-only: host key,
+ *                 authorized_keys)
+ *   ssh.sock      the session's endpoint
+ *
+ * With a disk quota (disk_mb > 0, disk.c) workspace/ and home/ are not
+ * plain folders but the two folders of an ext4 image, disk.img, mounted at
+ * disk/ only in the namespace runc starts the container from; disk.loop
+ * holds the number of its loop device.
+ *
+ * The backend binds and listens on ssh.sock itself and hands the listening
+ * descriptor to the container as fd 3 (`runc run --preserve-fds 1`), where
+ * pico-init accepts on it and runs `sshd -i` per connection. So the
+ * sandbox needs no network at all (its network namespace has only lo) and
+ * the endpoint exists before the container does. nginx connects to it as
+ * socket_group.
+ *
+ * runc runs with its own state root, <state_dir>/runc, so `runc list`
+ * there is exactly this backend's sandboxes. Containers are named
+ * "pico-<session id>" and their cgroups are /pico/<session id> in each v1
+ * hierarchy (absolute, so they do not depend on the cgroup of whoever
+ * started the backend).
+ *
+ * Every function is safe to call from many request threads at once: the
+ * driver's only mutable state is the warm pool (under its mutex), runc is
+ * started with posix_spawn (no fork of a threaded process) and only the
+ * descriptors it needs (subprocess.c).
+ *
+ * This file is the driver's entry (runtime_ops) and the cold create path;
+ * local.h lists the other files of runtime/local/.
+ *
+ * The warm pool (warm_pool N > 0, off by default): a driver thread keeps N
+ * sandboxes with the default image and limits started and ready in
+ * <state_dir>/pool/pool-<node>.<n>/, container "pico-pool-<node>.<n>".
+ * A matching create renames one folder to sessions/<id>/; the file
+ * "container" in it (written before the container started) names the
+ * container and cgroup, so destroy, alive and list keep working by session
+ * id. docs/runtime-local.md, "The warm pool", has the invariants.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <jansson.h>
+#include "runtime/local/disk.h"
+#include "runtime/local/local.h"
+
+int ensure_dir(const char *path, mode_t mode)
+{
+    struct stat st;
+
+    if (mkdir(path, mode) < 0 && errno != EEXIST)
+        return -1;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
+static runtime *local_open(const struct pico_config *cfg, char *err,
+                           size_t errlen)
+{
+    runtime *rt = calloc(1, sizeof(*rt));
+    char buf[4096], init[PATH_MAX], pool_dir[PICO_PATH_MAX];
+    struct group gr, *grp = NULL;
+
+    if (rt == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    rt->tmp_size_mb = cfg->tmp_size_mb > 0 ? cfg->tmp_size_mb : 256;
+    rt->ready_timeout_ms =
+        cfg->ready_timeout_ms > 0 ? cfg->ready_timeout_ms : 5000;
+    if (fmt_exact(rt->runc, sizeof(rt->runc), "%s", cfg->runc) < 0 ||
+        fmt_exact(rt->runc_root, sizeof(rt->runc_root), "%s/runc",
+                  cfg->state_dir) < 0 ||
+        fmt_exact(rt->sessions_dir, sizeof(rt->sessions_dir), "%s/sessions",
+                  cfg->state_dir) < 0 ||
+        fmt_exact(rt->images_dir, sizeof(rt->images_dir), "%s",
+                  cfg->images_dir) < 0 ||
+        fmt_exact(rt->mkfs_ext4, sizeof(rt->mkfs_ext4), "%s", cfg->mkfs_ext4) <
+            0 ||
+        realpath(cfg->init_binary, init) == NULL ||
+        fmt_exact(rt->init_binary, sizeof(rt->init_binary), "%s", init) < 0) {
+        snprintf(err, errlen, "local runtime: init_binary %s: %s",
+                 cfg->init_binary, strerror(errno));
+        goto fail;
+    }
+    if (cfg->state_dir[0] != '/' || cfg->images_dir[0] != '/') {
+        snprintf(err, errlen,
+                 "local runtime: state_dir and images_dir must be absolute");
+        goto fail;
+    }
+    if (access(rt->runc, X_OK) < 0 || access(rt->init_binary, X_OK) < 0) {
+        snprintf(err, errlen, "local runtime: %s or %s is not executable",
+                 rt->runc, rt->init_binary);
+        goto fail;
+    }
+    if (ensure_dir(rt->runc_root, 0700) < 0 ||
+        ensure_dir(rt->sessions_dir, 0750) < 0) {
+        snprintf(err, errlen,
+                 "local runtime: cannot create %s/{runc,"
+                 "sessions}: %s",
+                 cfg->state_dir, strerror(errno));
+        goto fail;
+    }
+    if (cfg->socket_group[0] == '\0') {
+        rt->socket_gid = 0;
+    } else if (getgrnam_r(cfg->socket_group, &gr, buf, sizeof(buf), &grp) !=
+                   0 ||
+               grp == NULL) {
+        snprintf(err, errlen, "local runtime: socket_group %s: no such group",
+                 cfg->socket_group);
+        goto fail;
+    } else {
+        rt->socket_gid = grp->gr_gid;
+    }
+    if (fmt_exact(pool_dir, sizeof(pool_dir), "%s/pool", cfg->state_dir) == 0) {
+        const char *dirs[] = {rt->sessions_dir, pool_dir, NULL};
+        /* a crash can leave no mount (they live in namespaces that died
+         * with it) nor an idle loop device (autoclear); check anyway */
+        int n = disk_reconcile(dirs);
+        if (n > 0)
+            log_warn("local runtime: released %d leftover disk mounts or "
+                     "loop devices",
+                     n);
+    }
+    if (pool_open(rt, cfg, err, errlen) < 0) {
+        pool_close(rt);
+        goto fail;
+    }
+    return rt;
+fail:
+    free(rt);
+    return NULL;
+}
+
+static void local_close(runtime *rt)
+{
+    pool_close(rt);
+    free(rt);
+}
+
+static int local_image_exists(runtime *rt, const char *image)
+{
+    char dir[PICO_PATH_MAX], path[PICO_PATH_MAX];
+    struct stat st;
+
+    if (image_dir(rt, image, dir, sizeof(dir)) < 0 ||
+        fmt_exact(path, sizeof(path), "%s/.complete", dir) < 0 ||
+        stat(path, &st) < 0)
+        return 0;
+    if (fmt_exact(path, sizeof(path), "%s/rootfs", dir) < 0 ||
+        stat(path, &st) < 0)
+        return 0;
+    return S_ISDIR(st.st_mode);
+}
+
+/*
+ * Starts the container. With a disk quota this thread first moves into a
+ * private mount namespace, mounts the image there and starts runc from
+ * it: the container's bind mounts keep the file system; the namespace,
+ * and with it the only other mount, goes when the thread leaves it.
+ */
+static int start_container_disk(const runtime *rt, const session *s,
+                                const session_paths *p, const char *rootfs,
+                                int lfd, char *err, size_t errlen)
+{
+    disk_ns ns;
+    int rc;
+
+    if (s->limits.disk_mb <= 0)
+        return start_container(rt, p, lfd, err, errlen);
+    if (disk_ns_enter(&ns, err, errlen) < 0)
+        return -1;
+    rc = disk_setup(rootfs, p, err, errlen);
+    if (rc == 0)
+        rc = start_container(rt, p, lfd, err, errlen);
+    (void)disk_ns_leave(&ns);
+    return rc;
+}
+
+/*
+ * Makes p->dir and starts the sandbox for s in it; returns once its sshd
+ * answered, with the host key in hk. pool_name, when not NULL, goes into
+ * <dir>/container before the container exists, so whatever happens later
+ * (claim, crash) the folder names its container. On failure removes
+ * everything it made.
+ */
+int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
+                  const char *pool_name, hostkey *hk, char *err, size_t errlen)
+{
+    char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], path[PICO_PATH_MAX],
+        ignored[PICO_REASON_MAX];
+    int lfd = -1, probe = -1, started = 0;
+
+    if (check_sock_len(p->sock, err, errlen) < 0)
+        return -1;
+    if (image_dir(rt, s->image, dir, sizeof(dir)) < 0 ||
+        fmt_exact(rootfs, sizeof(rootfs), "%s/rootfs", dir) < 0 ||
+        !local_image_exists((runtime *)rt, s->image)) {
+        snprintf(err, errlen, "image %s is not available", s->image);
+        return -1;
+    }
+    /* an existing folder is not ours to clean up on failure */
+    if (mkdir(p->dir, 0710) < 0) {
+        snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
+        return -1;
+    }
+    if (pool_name != NULL &&
+        (fmt_exact(path, sizeof(path), "%s/" CONTAINER_FILE, p->dir) < 0 ||
+         write_file(path, pool_name, strlen(pool_name), 0600) < 0)) {
+        snprintf(err, errlen, "container file: %s", strerror(errno));
+        goto fail;
+    }
+    if (prepare_bundle(rt, s, p, rootfs, hk, err, errlen) < 0)
+        goto fail;
+    if (s->limits.disk_mb > 0 &&
+        disk_make_image(rt->mkfs_ext4, p->image, s->limits.disk_mb, err,
+                        errlen) < 0)
+        goto fail;
+    lfd = sandbox_listen(rt, p->sock, err, errlen);
+    if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
+        goto fail;
+    started = 1; /* from here a half-made container may exist */
+    if (start_container_disk(rt, s, p, rootfs, lfd, err, errlen) < 0)
+        goto fail;
+    /* the container holds the listener now */
+    close(lfd);
+    lfd = -1;
+    if (wait_banner(probe, rt->ready_timeout_ms, err, errlen) < 0)
+        goto fail;
+    close(probe);
+    return 0;
+
+fail:
+    hostkey_wipe(hk);
+    if (lfd >= 0)
+        close(lfd);
+    if (probe >= 0)
+        close(probe);
+    if (started)
+        (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
+    disk_release(p);
+    (void)remove_tree(p->dir);
+    return -1;
+}
+
+static int local_create(runtime *rt, session *s, char *err, size_t errlen)
+{
+    session_paths p;
+    hostkey hk;
+    int rc;
+
+    if (paths_for(rt, s->id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id or state_dir too long");
+        return -1;
+    }
+    rc = pool_claim(rt, s, &p, err, errlen);
+    if (rc <= 0)
+        return rc;
+    if (start_sandbox(rt, s, &p, NULL, &hk, err, errlen) < 0)
+        return -1;
+    if (fmt_exact(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
+        fmt_exact(s->host_key, sizeof(s->host_key), "%s", hk.public_key) < 0 ||
+        fmt_exact(s->host_key_fpr, sizeof(s->host_key_fpr), "%s",
+                  hk.fingerprint) < 0) {
+        char ignored[PICO_REASON_MAX];
+        hostkey_wipe(&hk);
+        snprintf(err, errlen, "endpoint or host key too long");
+        (void)destroy_paths(rt, &p, ignored, sizeof(ignored));
+        return -1;
+    }
+    hostkey_wipe(&hk);
+    return 0;
+}
+
+int destroy_paths(const runtime *rt, const session_paths *p, char *err,
+                  size_t errlen)
+{
+    char why[PICO_REASON_MAX];
+    pid_t pid = 0;
+    int running = 0;
+
+    if (runc_state(rt, p, &pid, &running) == 1 && running)
+        kill_init(pid, p);
+    /* stopped now (or gone, or runc state failed): delete --force removes
+     * what is left, and is still right if the kill did not work */
+    if (runc_delete(rt, p->cid, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "cannot remove sandbox: %s", why);
+        return -1;
+    }
+    disk_release(p);
+    /* Only once the container is gone: nothing in it can race the walk
+     * through its files any more. */
+    if (remove_tree(p->dir) < 0) {
+        snprintf(err, errlen, "cannot remove %s: %s", p->dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int local_destroy(runtime *rt, const char *session_id, char *err,
+                         size_t errlen)
+{
+    session_paths p;
+
+    if (paths_for(rt, session_id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id");
+        return -1;
+    }
+    return destroy_paths(rt, &p, err, errlen);
+}
+
+static int local_alive(runtime *rt, const char *session_id)
+{
+    session_paths p;
+    pid_t pid;
+    int running = 0, rc;
+
+    if (paths_for(rt, session_id, &p) < 0)
+        return -1;
+    rc = runc_state(rt, &p, &pid, &running);
+    return rc == 1 ? running : rc;
+}
+
+/*
+ * Reports the session id of every pico container under our runc root,
+ * and of every session folder without one (left by a crash between
+ * mkdir and runc run), so reconcile can destroy leftovers too.
+ */
+static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
+                      size_t errlen)
+{
+    const char *args[] = {"list", "--format", "json", NULL};
+    char why[PICO_REASON_MAX], path[PICO_PATH_MAX];
+    buf_t out = {0};
+    json_t *arr, *c;
+    struct dirent *e;
+    size_t i;
+    DIR *d;
+
+    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+        free(out.data);
+        snprintf(err, errlen, "runc list: %s", why);
+        return -1;
+    }
+    arr = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
+    free(out.data);
+    /* runc prints "null" when there are no containers */
+    json_array_foreach(arr, i, c)
+    {
+        const char *id = json_string_value(json_object_get(c, "id"));
+        if (id && strncmp(id, CID_PREFIX, strlen(CID_PREFIX)) == 0 &&
+            uuid_valid(id + strlen(CID_PREFIX)))
+            cb(id + strlen(CID_PREFIX), arg);
+    }
+
+    d = opendir(rt->sessions_dir);
+    if (d == NULL) {
+        json_decref(arr);
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        int listed = 0;
+        if (!uuid_valid(e->d_name) ||
+            fmt_exact(path, sizeof(path), CID_PREFIX "%s", e->d_name) < 0)
+            continue;
+        json_array_foreach(arr, i, c)
+        {
+            const char *id = json_string_value(json_object_get(c, "id"));
+            if (id && strcmp(id, path) == 0)
+                listed = 1;
+        }
+        if (!listed)
+            cb(e->d_name, arg);
+    }
+    closedir(d);
+    json_decref(arr);
+    return 0;
+}
+
+static int local_health(runtime *rt, char *err, size_t errlen)
+{
+    if (access(rt->runc, X_OK) < 0) {
+        snprintf(err, errlen, "runc %s: %s", rt->runc, strerror(errno));
+        return -1;
+    }
+    if (access(rt->init_binary, X_OK) < 0) {
+        snprintf(err, errlen, "init_binary %s: %s", rt->init_binary,
+                 strerror(errno));
+        return -1;
+    }
+    if (access(rt->runc_root, W_OK) < 0 || access(rt->sessions_dir, W_OK) < 0) {
+        snprintf(err, errlen, "state folder not writable: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+const runtime_ops runtime_local_ops = {
+    .name = "local",
+    .open = local_open,
+    .close = local_close,
+    .image_exists = local_image_exists,
+    .create = local_create,
+    .destroy = local_destroy,
+    .alive = local_alive,
+    .list = local_list,
+    .health = local_health,
+};

@@ -1,0 +1,148 @@
+/*
+ * runc.c - how the local driver runs runc (through subprocess.c, with its
+ * own state root <state_dir>/runc) and tells what runs: `runc state`,
+ * whether a pid is a sandbox's init (by its cgroup) and killing it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <unistd.h>
+#include <jansson.h>
+#include "runtime/local/local.h"
+
+/*
+ * Runs `runc --root <runc_root> <args...>` through subprocess.c (no
+ * shell; nothing of ours but keep_fd, which, if >= 0, becomes runc's fd
+ * 3). stdout is captured into out when out is not NULL. Returns runc's
+ * exit status (0 = success), or -1 when runc could not be run or timed
+ * out; errbuf says why: the last line of runc's stderr (logrus prints its
+ * warnings before the error) or "runc <args[0]> failed (status N)".
+ *
+ * runc run --detach leaves the container holding runc's stdio until
+ * pico-init swaps it for /dev/null, so subprocess.c tells the end of runc
+ * by its pidfd, never by EOF on the pipes.
+ */
+int run_runc(const runtime *rt, const char *const *args, int keep_fd,
+             buf_t *out, char *errbuf, size_t errlen)
+{
+    const char *argv[16];
+    char what[64];
+    subprocess sp = {.argv = argv,
+                     .fd3 = keep_fd,
+                     .out = out,
+                     .timeout_ms = RUNC_TIMEOUT_MS,
+                     .name = "runc",
+                     .what = what};
+    int n = 0;
+
+    argv[n++] = rt->runc;
+    argv[n++] = "--root";
+    argv[n++] = rt->runc_root;
+    for (int i = 0; args[i] != NULL && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    snprintf(what, sizeof(what), "runc %s", args[0]);
+    return subprocess_run(&sp, errbuf, errlen);
+}
+
+/* `runc delete --force` kills the container if it runs and removes its
+ * state and cgroups; a container that does not exist is success. */
+int runc_delete(const runtime *rt, const char *cid, char *err, size_t errlen)
+{
+    const char *args[] = {"delete", "--force", cid, NULL};
+
+    return run_runc(rt, args, -1, NULL, err, errlen) == 0 ? 0 : -1;
+}
+
+int start_container(const runtime *rt, const session_paths *p, int lfd,
+                    char *err, size_t errlen)
+{
+    const char *args[] = {"run",      "--detach", "--preserve-fds", "1",
+                          "--bundle", p->dir,     p->cid,           NULL};
+    char why[PICO_REASON_MAX];
+
+    if (run_runc(rt, args, lfd, NULL, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "sandbox failed to start: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * `runc state`: 1 with the init pid and whether it runs when the container
+ * exists, 0 when it does not, -1 when runc fails otherwise.
+ */
+int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
+               int *running)
+{
+    const char *args[] = {"state", p->cid, NULL};
+    char why[PICO_REASON_MAX];
+    buf_t out = {0};
+    json_t *st;
+    const char *status;
+
+    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+        char statedir[PICO_PATH_MAX];
+        free(out.data);
+        /* runc fails on a missing container; tell that from a broken runc
+         * by its state folder */
+        if (fmt_exact(statedir, sizeof(statedir), "%s/%s", rt->runc_root,
+                      p->cid) < 0)
+            return -1;
+        return access(statedir, F_OK) < 0 && errno == ENOENT ? 0 : -1;
+    }
+    st = out.data ? json_loads(out.data, 0, NULL) : NULL;
+    free(out.data);
+    if (st == NULL)
+        return -1;
+    status = json_string_value(json_object_get(st, "status"));
+    *running = status != NULL && strcmp(status, "running") == 0;
+    *pid = (pid_t)json_integer_value(json_object_get(st, "pid"));
+    json_decref(st);
+    return 1;
+}
+
+/* 1 when pid is in the sandbox's own pids cgroup, so it is its init and
+ * not some process that reused a dead init's pid. */
+int pid_in_sandbox(pid_t pid, const session_paths *p)
+{
+    char path[64], text[4096], want[200];
+
+    if (fmt_exact(path, sizeof(path), "/proc/%d/cgroup", (int)pid) < 0 ||
+        fmt_exact(want, sizeof(want), ":%s\n", p->cgroup) < 0 ||
+        read_small_file(path, 0, text, sizeof(text)) == 0)
+        return 0;
+    return strstr(text, want) != NULL;
+}
+
+/*
+ * Kills the sandbox's init (the kernel then kills everything in its pid
+ * namespace) and waits for it to be gone. `runc delete --force` would do
+ * the same but polls in 100 ms steps; a pidfd tells us at once. The pidfd
+ * pins the process, so checking its cgroup after opening it makes sure we
+ * signal the sandbox and nothing else.
+ */
+void kill_init(pid_t pid, const session_paths *p)
+{
+    struct pollfd pf;
+    int fd;
+
+    if (pid <= 1)
+        return;
+    fd = (int)pidfd_open(pid, 0);
+    if (fd < 0)
+        return;
+    if (pid_in_sandbox(pid, p) &&
+        pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0) {
+        pf.fd = fd;
+        pf.events = POLLIN;
+        (void)poll(&pf, 1, 10000);
+    }
+    close(fd);
+}

@@ -1,0 +1,65 @@
+/*
+ * runtime.h - the interface every sandbox runtime driver implements.
+ *
+ * The backend core (HTTP API, store, reaper, reconcile) knows sessions; a
+ * driver knows how to turn one into a running sandbox whose sshd is
+ * reachable at an endpoint the nginx module can connect to. Two drivers
+ * exist: runtime/local/ (runc on this host, endpoint "unix:<path>") and
+ * runtime/kubernetes/ (a pod per session, endpoint "<podIP>:22"). Each
+ * declares its runtime_ops in its own header, which only main.c includes:
+ * the core, the API and the store see drivers through this file alone.
+ *
+ * Drivers are called from many request threads at once and must be
+ * thread-safe. They never see unvalidated input: ids are canonical UUIDs,
+ * images have passed runtime_ops.image_exists, limits are within config.
+ */
+#ifndef PICO_RUNTIME_H
+#define PICO_RUNTIME_H
+
+#include <stddef.h>
+#include "core/session.h"
+
+struct pico_config;
+
+typedef struct runtime runtime;
+
+/* Called by runtime_ops.list once per sandbox the driver finds. */
+typedef void (*runtime_list_cb)(const char *session_id, void *arg);
+
+typedef struct {
+    const char *name; /* "local", "kubernetes" */
+
+    /* Allocate driver state from configuration. NULL plus err on failure. */
+    runtime *(*open)(const struct pico_config *cfg, char *err, size_t errlen);
+    void (*close)(runtime *rt);
+
+    /* 1 when `image` (already syntax-checked, e.g. "sandbox:latest") can be
+     * started by this driver, 0 when not. */
+    int (*image_exists)(runtime *rt, const char *image);
+
+    /*
+     * Start the sandbox for s and return once its sshd accepts
+     * connections. On entry s->id, image, limits, ssh_public_key and
+     * sandbox_name are set. On success fills s->endpoint, s->host_key and
+     * s->host_key_fpr and returns 0. On failure returns -1 with a reason
+     * fit for users in err, having removed everything it created.
+     */
+    int (*create)(runtime *rt, session *s, char *err, size_t errlen);
+
+    /* Remove the sandbox and everything it owns. Idempotent: a sandbox
+     * that is already gone is success. */
+    int (*destroy)(runtime *rt, const char *session_id, char *err,
+                   size_t errlen);
+
+    /* 1 if the sandbox exists and runs, 0 if gone, -1 if unknown (error). */
+    int (*alive)(runtime *rt, const char *session_id);
+
+    /* Enumerate sandboxes this driver manages (for reconcile). */
+    int (*list)(runtime *rt, runtime_list_cb cb, void *arg, char *err,
+                size_t errlen);
+
+    /* 0 when the runtime can start sandboxes (GET /health), -1 + err. */
+    int (*health)(runtime *rt, char *err, size_t errlen);
+} runtime_ops;
+
+#endif

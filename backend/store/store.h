@@ -1,0 +1,91 @@
+/*
+ * store.h - everything pico-backend keeps in Redis (layout: docs/redis.md).
+ *
+ * A small pool of synchronous hiredis connections shared by all request
+ * threads and the reaper. Every multi-key change that must be atomic is a
+ * Lua script, so several backends on one Redis never see half a change.
+ */
+#ifndef PICO_STORE_H
+#define PICO_STORE_H
+
+#include <stddef.h>
+#include "core/session_api.h"
+
+typedef struct store store;
+
+/* A session record as stored, plus what only Redis knows about it. */
+typedef struct {
+    session s;
+    char runtime[32];
+    char node[64];
+    session_tunnels tunnels;
+} session_record;
+
+store *store_open(const char *addr, char *err, size_t errlen);
+void store_close(store *st);
+int store_ping(store *st, char *err, size_t errlen);
+
+/*
+ * Writes a new record (status as in s) and its pico:expiry entry, unless
+ * max_sessions live sessions exist already. 1 written, 0 limit reached,
+ * -1 Redis error.
+ */
+int store_session_create(store *st, const session *s, const char *runtime,
+                         const char *node, int max_sessions);
+
+/*
+ * Sets fields (name, value pairs; npairs of them) only while the record's
+ * status is one of `statuses` ("pending" or "pending|running"). 1 done,
+ * 0 status differs or record gone, -1 error.
+ */
+int store_session_update_if(store *st, const char *id, const char *statuses,
+                            const char *const *pairs, int npairs);
+
+/*
+ * Marks a pending or running session failed with reason, clears its
+ * endpoint and moves its expiry to retain_until (unix seconds) when that
+ * is sooner. 1 done, 0 not pending/running (or gone), -1 error.
+ */
+int store_session_fail(store *st, const char *id, const char *reason,
+                       long long retain_until);
+
+/* 1 found (rec filled, caller frees rec->s), 0 missing, -1 error. */
+int store_session_get(store *st, const char *id, session_record *rec);
+
+/* Ids of every live session (pico:expiry and pico:reaping). Caller frees
+ * the array with store_free_ids. -1 on error. */
+int store_session_ids(store *st, char ***ids, size_t *n);
+void store_free_ids(char **ids, size_t n);
+
+/*
+ * Claims one session for deletion: moves it from pico:expiry to
+ * pico:reaping with a lease and sets status terminating. 1 claimed, 0 no
+ * such session, 2 another caller holds an unexpired lease, -1 error.
+ */
+int store_session_claim(store *st, const char *id, long long lease_ms);
+
+/*
+ * The reaper's claim: every session due by now_ms (and every expired lease
+ * in pico:reaping), at most max of them, atomically. Returns how many ids
+ * were written to ids, -1 on error.
+ */
+int store_claim_due(store *st, long long now, long long lease_ms,
+                    char (*ids)[PICO_ID_LEN + 1], int max);
+
+/* Deletes the record, its tunnel counters and index entries, and
+ * publishes "deleted <id>". 0 or -1. */
+int store_session_remove(store *st, const char *id);
+
+/* Tokens (hash pico:token:<token-id>). */
+int store_token_put(store *st, const char *token_id, const char *principal,
+                    const char *sha256_hex, long long created_at);
+/* 1 found, 0 missing, -1 error. */
+int store_token_get(store *st, const char *token_id, char sha256_hex[65],
+                    char *principal, size_t principal_len);
+/* 1 deleted, 0 missing, -1 error. */
+int store_token_delete(store *st, const char *token_id);
+typedef void (*store_token_cb)(const char *token_id, const char *principal,
+                               long long created_at, void *arg);
+int store_token_list(store *st, store_token_cb cb, void *arg);
+
+#endif
