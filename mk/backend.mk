@@ -6,7 +6,9 @@
 #   unit tests (cmocka), one also under valgrind; libFuzzer harnesses
 
 BACKEND_PKGS := libmicrohttpd jansson hiredis libssh libcurl libcrypto
-BACKEND_CFLAGS := $(shell pkg-config --cflags $(BACKEND_PKGS))
+# -I. for common/ (the parsers shared with the module), -Ibackend for the
+# backend's own folders: includes always name their folder.
+BACKEND_CFLAGS := $(shell pkg-config --cflags $(BACKEND_PKGS)) -I.
 BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
 # Sources come from the folders (backend/ and its layers api/, core/,
 # store/, runtime/ and the drivers below runtime/): a new file is built
@@ -14,13 +16,16 @@ BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
 # of a local sandbox, linked statically on its own (mk/runtime.mk).
 BACKEND_INIT := backend/runtime/local/pico-init.c
 BACKEND_SRCS := $(sort $(filter-out $(BACKEND_INIT),\
-                  $(wildcard backend/*.c backend/*/*.c backend/*/*/*.c)))
-BACKEND_HDRS := $(wildcard backend/*.h backend/*/*.h backend/*/*/*.h)
+                  $(wildcard backend/*.c backend/*/*.c backend/*/*/*.c)) \
+                  $(wildcard common/*.c))
+BACKEND_HDRS := $(wildcard backend/*.h backend/*/*.h backend/*/*/*.h \
+                  common/*.h)
 # The parts unit tests and fuzzers link: the core, the API, the store and
 # subprocess.c (what the local driver runs runc and mkfs.ext4 with); no
 # main.c, no drivers.
 BACKEND_CORE := $(sort $(wildcard backend/core/*.c backend/api/*.c \
-                  backend/store/*.c) backend/runtime/local/subprocess.c)
+                  backend/store/*.c common/*.c) \
+                  backend/runtime/local/subprocess.c)
 
 BUILD_TARGETS += $(BIN)/pico-backend $(BUILD)/san/pico-backend
 

@@ -12,10 +12,10 @@ K8S_OVERLAY ?= deploy/k8s/base
 K8S_IMAGE_PREFIX ?= pico/
 K8S_TAG     ?= latest
 # The driver's folder, plus what it uses outside it: the host key helper
-# both drivers share and the core's util.c.
+# both drivers share, the core's util.c and the parsers it calls.
 K8S_DIR     := backend/runtime/kubernetes
 K8S_DRIVER  := $(sort $(wildcard $(K8S_DIR)/*.c)) backend/runtime/hostkey.c \
-               backend/core/util.c
+               backend/core/util.c $(wildcard common/*.c)
 K8S_DRIVER_SRCS := tests/fake_k8s/driver_cli.c $(K8S_DRIVER)
 
 BUILD_TARGETS += $(BUILD)/k8s/driver_cli
@@ -24,7 +24,7 @@ UNIT_TESTS    += k8s-manifests-check
 $(BUILD)/k8s/driver_cli: $(K8S_DRIVER_SRCS) $(BACKEND_HDRS) mk/k8s.mk
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(SANFLAGS) $(shell pkg-config --cflags $(K8S_PKGS)) \
-	    -Ibackend -o $@ $(K8S_DRIVER_SRCS) $(LDFLAGS) \
+	    -I. -Ibackend -o $@ $(K8S_DRIVER_SRCS) $(LDFLAGS) \
 	    $(shell pkg-config --libs $(K8S_PKGS)) -lpthread
 
 .PHONY: k8s-manifests-check k8s-images k8s-deploy k8s-delete
@@ -56,7 +56,7 @@ K8S_FUZZERS := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,\
 K8S_FUZZ_CC := clang -g -O1 -fno-omit-frame-pointer \
                -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined -std=gnu11 $(WARN) \
-               $(shell pkg-config --cflags $(K8S_PKGS)) -Ibackend
+               $(shell pkg-config --cflags $(K8S_PKGS)) -I. -Ibackend
 K8S_FUZZ_LIBS := $(shell pkg-config --libs $(K8S_PKGS)) -lpthread
 # The watch harness #includes the files of its static functions (the
 # client's stream splitter, the driver's event judge) and links the rest

@@ -30,7 +30,7 @@ std="-std=gnu11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 \
 -Wno-unused-parameter"
 # mk/backend.mk (the unit tests, fuzzers and k8s driver_cli use a subset)
 backend="$std $(pkg-config --cflags libmicrohttpd jansson hiredis libssh \
-    libcurl libcrypto) -Ibackend"
+    libcurl libcrypto) -I. -Ibackend"
 # mk/test-tunnel.mk
 tt="$std -D_GNU_SOURCE $(pkg-config --cflags libssh libcurl jansson libssl \
     libcrypto) -Itest-tunnel"

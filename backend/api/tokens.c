@@ -8,7 +8,6 @@
  */
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -31,23 +30,14 @@ int token_generate(char token[PICO_TOKEN_LEN + 1],
     return 0;
 }
 
-static int lower_hex(const char *s, size_t n)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 int token_parse(const char *token, char id[PICO_TOKEN_ID_LEN + 1])
 {
-    if (strnlen(token, PICO_TOKEN_LEN + 1) != PICO_TOKEN_LEN ||
-        strncmp(token, "pico_", 5) != 0 || !lower_hex(token + 5, 16) ||
-        token[21] != '_' || !lower_hex(token + 22, 64))
+    const unsigned char *tid;
+    size_t len = strnlen(token, PICO_TOKEN_LEN + 1);
+
+    if (!pico_parse_token((const unsigned char *)token, len, &tid))
         return -1;
-    memcpy(id, token + 5, PICO_TOKEN_ID_LEN);
+    memcpy(id, tid, PICO_TOKEN_ID_LEN);
     id[PICO_TOKEN_ID_LEN] = '\0';
     return 0;
 }
@@ -87,20 +77,22 @@ int token_check_header(store *st, const char *header, char *principal,
                        size_t principal_len)
 {
     char id[PICO_TOKEN_ID_LEN + 1], want[65], have[65];
-    const char *tok;
+    const unsigned char *tok;
+    size_t toklen;
     int rc;
 
-    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0)
+    /* The module's rule exactly (common/pico_parse.h): what nginx lets
+     * through, the backend accepts too. */
+    if (header == NULL ||
+        pico_parse_authorization((const unsigned char *)header, strlen(header),
+                                 &tok, &toklen) != PICO_AUTH_OK)
         return 0;
-    tok = header + 7;
-    while (*tok == ' ')
-        tok++;
-    if (token_parse(tok, id) < 0)
-        return 0;
+    memcpy(id, tok + 5, PICO_TOKEN_ID_LEN);
+    id[PICO_TOKEN_ID_LEN] = '\0';
     rc = store_token_get(st, id, want, principal, principal_len);
     if (rc <= 0)
         return rc;
-    token_sha256_hex(tok, PICO_TOKEN_LEN, have);
+    token_sha256_hex((const char *)tok, toklen, have);
     if (CRYPTO_memcmp(want, have, 64) != 0 || !token_principal_valid(principal))
         return 0;
     return 1;

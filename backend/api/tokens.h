@@ -9,8 +9,7 @@
 #include <stddef.h>
 #include "store/store.h"
 
-#define PICO_TOKEN_LEN 86 /* "pico_" + 16 + "_" + 64 */
-#define PICO_TOKEN_ID_LEN 16
+#include "common/pico_parse.h" /* PICO_TOKEN_LEN, PICO_TOKEN_ID_LEN */
 
 /* A fresh token and its id, from getrandom(). 0 or -1. */
 int token_generate(char token[PICO_TOKEN_LEN + 1],

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/pico_parse.h"
 #include "core/util.h"
 
 void log_msg(const char *level, const char *fmt, ...)
@@ -70,18 +71,7 @@ int uuid_v4(char out[37])
 
 int uuid_valid(const char *s)
 {
-    size_t i;
-
-    for (i = 0; i < 36; i++) {
-        char c = s[i];
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-')
-                return 0;
-        } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return 0; /* also stops at the NUL of a short string */
-        }
-    }
-    return s[36] == '\0';
+    return pico_parse_uuid((const unsigned char *)s, strnlen(s, 37));
 }
 
 long long now_ms(void)

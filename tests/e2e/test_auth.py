@@ -2,6 +2,7 @@
 `pico-backend token`, are stored hashed and can be revoked; sessions
 belong to their creator and look absent (404) to everyone else."""
 
+import socket
 import subprocess
 
 from pico_stack import backend_binary
@@ -62,3 +63,25 @@ def test_auth(new_stack):
 
     assert st.delete(sid, token=alice).status == 200
     assert st.request("GET", "/v1/sessions/" + sid, token=alice).status == 404
+
+
+def test_one_authorization_rule_for_rest_and_tunnels(new_stack):
+    """The REST API and the tunnel read Authorization with one parser
+    (common/pico_parse.c): what one accepts, the other does too."""
+    st = new_stack(auth=True)
+    tok = st.make_token("carol")
+    sid = st.create(token=tok, ttl=300)["session_id"]
+    accepted = ["Bearer " + tok, "bearer " + tok, "BEARER\t" + tok,
+                "Bearer \t " + tok, "Bearer " + tok + " \t"]
+    refused = ["Bearer" + tok, "Bearer " + tok + "x", "Bearer " + tok.upper(),
+               "Token " + tok, "Bearer " + tok + " extra"]
+    for hdr in accepted + refused:
+        want_rest = 200 if hdr in accepted else 401
+        r = st.request("GET", "/v1/sessions/" + sid, headers={"Authorization": hdr})
+        assert r.status == want_rest, (hdr, r)
+        s = socket.create_connection(("127.0.0.1", st.port), 10)
+        s.sendall(("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: x\r\n"
+                   "Authorization: %s\r\n\r\n" % (sid, hdr)).encode())
+        status = s.recv(4096).split(b"\r\n", 1)[0].decode()
+        s.close()
+        assert status.split()[1] == ("200" if hdr in accepted else "401"), (hdr, status)
