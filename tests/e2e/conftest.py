@@ -1,4 +1,3 @@
-import os
 import pytest
 
 from pico_stack import Stack
@@ -39,3 +38,25 @@ def new_stack():
     for s in made:
         assert s.runc_containers() == [], "sandboxes left behind"
         assert s.sanitizer_reports() == [], "sanitizer reported errors"
+
+
+@pytest.fixture
+def run_stack():
+    """Factory for stacks started by `make run`'s supervisor
+    (scripts/run.sh, tests/e2e/supervised.py); each is stopped with
+    SIGTERM at the end, and must then leave no process, sandbox or
+    sanitizer report."""
+    from supervised import RunStack, wait_gone
+    made = []
+
+    def make(**kw):
+        st = RunStack(**kw)
+        made.append(st)
+        return st.start()
+
+    yield make
+    for st in made:
+        st.stop()
+        assert wait_gone(st.processes()) == [], "processes left: %s" % st.processes()
+        assert st.runc_containers() == [], "sandboxes left behind"
+        assert st.sanitizer_reports() == [], "sanitizer reported errors"

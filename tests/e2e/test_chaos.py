@@ -20,22 +20,6 @@ from pico_stack import wait_for
 from supervised import RunStack, TunnelSSH, wait_gone
 
 
-@pytest.fixture
-def run_stack():
-    made = []
-
-    def make(**kw):
-        st = RunStack(**kw)
-        made.append(st)
-        return st.start()
-
-    yield make
-    for st in made:
-        st.stop()
-        assert wait_gone(st.processes()) == [], "processes left"
-        assert st.runc_containers() == [], "sandboxes left behind"
-        assert st.sanitizer_reports() == [], "sanitizer reported errors"
-
 
 def streamers(st, ledger, n, rounds=10 ** 6):
     sids = [st.create(ttl=600)["session_id"] for _ in range(n)]

@@ -9,27 +9,9 @@ import os
 import signal
 import subprocess
 
-import pytest
-
 from pico_stack import ROOT, wait_for
-from supervised import RunStack, TunnelSSH, alive, wait_gone
+from supervised import RunStack, TunnelSSH, alive
 
-
-@pytest.fixture
-def run_stack():
-    made = []
-
-    def make(**kw):
-        st = RunStack(**kw)
-        made.append(st)
-        return st.start()
-
-    yield make
-    for st in made:
-        st.stop()
-        assert wait_gone(st.processes()) == [], "processes left: %s" % st.processes()
-        assert st.runc_containers() == [], "sandboxes left behind"
-        assert st.sanitizer_reports() == [], "sanitizer reported errors"
 
 
 def session_listed(st, sid):
