@@ -21,6 +21,7 @@ of tunnels."""
 import argparse
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -116,13 +117,53 @@ def throughput(pids, endpoint_target, tunnel_target, nbytes, runs):
     return rows
 
 
-def latency(target, count):
-    out = subprocess.run([LOAD, "latency", str(count), target],
-                         capture_output=True, text=True, timeout=300)
+def latency_samples(args):
+    """CONNECT -> 200 microseconds, sorted, from tunnel_load ARGS."""
+    out = subprocess.run([LOAD] + args, capture_output=True, text=True,
+                         timeout=300)
     if out.returncode != 0:
         raise RuntimeError(out.stderr)
-    us = sorted(float(x) for x in out.stdout.split())
+    return sorted(float(x) for x in out.stdout.split())
+
+
+def p50_p99(us):
     return us[len(us) // 2], us[min(len(us) - 1, int(len(us) * 0.99))]
+
+
+# Samples of each CONNECT latency distribution of the run, for the plot.
+SAMPLES = {}
+
+
+def latency(target, count, name=None):
+    us = latency_samples(["latency", str(count), target])
+    if name:
+        SAMPLES[name] = us
+    return p50_p99(us)
+
+
+def plot_latency(path):
+    """A CDF of every latency distribution of the run (gnuplot, Debian's
+    gnuplot-nox) into path; a line saying why when it cannot."""
+    if not shutil.which("gnuplot"):
+        return "no plot: gnuplot is not installed (apt-get install gnuplot-nox)"
+    d = os.path.join(ROOT, "build", "bench")
+    plots = []
+    for name, us in SAMPLES.items():
+        f = os.path.join(d, "latency-%s.txt" % re.sub(r"[^a-z0-9]+", "-", name.lower()))
+        with open(f, "w") as out:
+            out.write("\n".join("%.1f %.6f" % (v, (i + 1) / len(us))
+                                 for i, v in enumerate(us)) + "\n")
+        plots.append("'%s' using 1:2 with lines lw 2 title '%s'" % (f, name))
+    script = ("set terminal pngcairo size 900,500 font 'sans,10'\n"
+              "set output '%s'\nset logscale x\nset grid\n"
+              "set xlabel 'CONNECT -> 200, microseconds (log scale)'\n"
+              "set ylabel 'fraction of CONNECTs'\nset key bottom right\n"
+              "set title 'CONNECT latency, one run of make bench-tunnel'\n"
+              "plot %s\n" % (path, ", ".join(plots)))
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        return "no plot: gnuplot failed: %s" % r.stderr.strip()
+    return None
 
 
 def start_hold(count, target, source):
@@ -363,7 +404,8 @@ def references(stack, tcp, args):
                       else "tcp:127.0.0.1:%d" % port)
             tp = throughput(proxy.pids, "tcp:" + tcp, target, args.bytes,
                             args.runs)
-            lat = latency(target, args.latency_count) if connect else None
+            lat = (latency(target, args.latency_count, name.split()[0])
+                   if connect else None)
             rows[name] = (tp, lat)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
             rows[name] = "failed: %s" % e
@@ -372,7 +414,7 @@ def references(stack, tcp, args):
     return rows
 
 
-def reference_table(pico, pico_lat, refs):
+def reference_table(pico, pico_lat, refs, cold_lat):
     lines = [
         "### Against reference proxies (same run, loopback TCP endpoint)",
         "",
@@ -390,6 +432,7 @@ def reference_table(pico, pico_lat, refs):
         "CPU s/GiB up/down | CONNECT->200 p50/p99 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    cold = "; cold (first CONNECT to each session) %.0f / %.0f us" % cold_lat
 
     def row(name, tp, lat):
         (du, tu, cu), (dd, td, cd) = tp["up"][:3], tp["down"][:3]
@@ -398,6 +441,9 @@ def reference_table(pico, pico_lat, refs):
                         "%.0f / %.0f us" % lat if lat else "-"))
 
     row("pico tunnel (ngx_pico_module)", pico, pico_lat)
+    lines[-1] = lines[-1].replace(" | %.0f / %.0f us |" % pico_lat,
+                                  " | warm %.0f / %.0f us%s |"
+                                  % (pico_lat + (cold,)))
     for name, r in refs.items():
         if isinstance(r, str):
             lines.append("| %s | %s | | | | | |" % (name, r))
@@ -460,6 +506,10 @@ def main():
     ap.add_argument("--bytes", type=int, default=GIB)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--latency-count", type=int, default=2000)
+    ap.add_argument("--cold-count", type=int, default=500,
+                    help="sessions for the first-CONNECT (cold) latency")
+    ap.add_argument("--plot", default=os.path.join(ROOT, "docs",
+                                                   "connect-latency.png"))
     # more than the 3 workers' default limit (3 x 8874): what happens at
     # the limit is part of the measure
     ap.add_argument("--idle", type=int, default=28000)
@@ -519,7 +569,12 @@ def main():
         set_splice(stack, True)
 
         p50, p99 = latency(unix_tunnel, args.latency_count)
-        tcp_lat = latency(tcp_tunnel, args.latency_count)
+        tcp_lat = latency(tcp_tunnel, args.latency_count, "pico warm")
+        # cold: the first CONNECT to each of many sessions
+        cold = latency_samples(["latency-each"] + [
+            record(tcp) for _ in range(args.cold_count)])
+        SAMPLES["pico cold"] = cold
+        cold_lat = p50_p99(cold)
         refs = references(stack, tcp, args) if args.references else {}
     finally:
         for p in servers:
@@ -587,7 +642,14 @@ def main():
         "",
     ]
     if refs:
-        lines += reference_table(tcp_rows, tcp_lat, refs)
+        lines += reference_table(tcp_rows, tcp_lat, refs, cold_lat)
+    why = plot_latency(args.plot)
+    lines += [why or "CONNECT latency distributions of this run (pico warm: "
+              "one session again and again; pico cold: the first CONNECT "
+              "to each of %d sessions; TCP endpoint for all): "
+              "![CONNECT latency](%s)" % (args.cold_count,
+                                          os.path.relpath(args.plot, os.path.join(ROOT, "docs"))),
+              ""]
     write_report(args.out, lines)
 
 

@@ -17,6 +17,9 @@
  *   tunnel_load latency COUNT TARGET
  *       CONNECT -> 200 latencies of COUNT tunnels, prints microseconds
  *       one per line
+ *   tunnel_load latency-each TARGET...
+ *       the same, one tunnel to each TARGET in turn (the first CONNECT to
+ *       each of many sessions: what a lookup cache cannot have seen)
  *   tunnel_load hold COUNT TARGET [SOURCE]
  *       tries COUNT idle tunnels (a failure does not stop it), prints
  *       "ready OPENED REFUSED503 OTHER" (OTHER: nginx closed without an
@@ -549,19 +552,41 @@ done:
     return rc;
 }
 
+/* One timed tunnel to target, its microseconds printed; -1 if it failed. */
+static int latency_one(const char *target, int i)
+{
+    double l;
+    int fd = open_target(target, &l);
+
+    if (fd < 0) {
+        fprintf(stderr, "tunnel %d failed\n", i);
+        return -1;
+    }
+    printf("%.1f\n", l * 1e6);
+    close(fd);
+    return 0;
+}
+
 static int latency(int count, const char *target)
 {
-    int i, fd;
-    double l;
+    int i;
 
     for (i = 0; i < count; i++) {
-        fd = open_target(target, &l);
-        if (fd < 0) {
-            fprintf(stderr, "tunnel %d failed\n", i);
+        if (latency_one(target, i) < 0) {
             return 1;
         }
-        printf("%.1f\n", l * 1e6);
-        close(fd);
+    }
+    return 0;
+}
+
+static int latency_each(int count, char **targets)
+{
+    int i;
+
+    for (i = 0; i < count; i++) {
+        if (latency_one(targets[i], i) < 0) {
+            return 1;
+        }
     }
     return 0;
 }
@@ -616,6 +641,9 @@ int main(int argc, char **argv)
     }
     if (argc == 4 && strcmp(argv[1], "latency") == 0) {
         return latency((int)arg_num(argv[2], INT_MAX, "COUNT"), argv[3]);
+    }
+    if (argc >= 3 && strcmp(argv[1], "latency-each") == 0) {
+        return latency_each(argc - 2, argv + 2);
     }
     if ((argc == 4 || argc == 5) && strcmp(argv[1], "hold") == 0) {
         return hold((int)arg_num(argv[2], INT_MAX, "COUNT"), argv[3],

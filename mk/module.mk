@@ -48,10 +48,12 @@ $(MOD_LOAD): bench/tunnel_load.c
 	$(CC) -O2 -g -Wall -Wextra -pthread -o $@ $<
 
 # The reference proxies of the comparison (nginx's stream module, squid,
-# tinyproxy) are installed here only, for the bench, never by deps.sh; a
+# tinyproxy) and gnuplot for the latency plot are installed here only, for
+# the bench, never by deps.sh; a
 # proxy that cannot be installed is reported as missing in the table.
 BENCH_REF_PKGS := /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
-                  /usr/sbin/squid:squid /usr/bin/tinyproxy:tinyproxy
+                  /usr/sbin/squid:squid /usr/bin/tinyproxy:tinyproxy \
+                  /usr/bin/gnuplot:gnuplot-nox
 
 bench-tunnel: $(MOD_SO) $(MOD_LOAD)
 	@missing=""; for f in $(BENCH_REF_PKGS); do \
