@@ -49,8 +49,8 @@ $(MOD_LOAD): bench/tunnel_load.c
 
 # The reference proxies of the comparison (nginx's stream module, squid,
 # tinyproxy) and gnuplot for the latency plot are installed here only, for
-# the bench, never by deps.sh; a
-# proxy that cannot be installed is reported as missing in the table.
+# the bench, never by deps.sh; a proxy that cannot be installed is
+# reported as missing in the table.
 BENCH_REF_PKGS := /usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream \
                   /usr/sbin/squid:squid /usr/bin/tinyproxy:tinyproxy \
                   /usr/bin/gnuplot:gnuplot-nox
