@@ -382,6 +382,64 @@ def test_driver_watch_reconnects_and_410(fake):
     assert driver(fake, "destroy", sid)[0] == 0  # already gone is success
 
 
+def pod_requests(fake, since):
+    """The API requests about pods and secrets made since `since`."""
+    return [r for r in fake.state_dump()["requests"]
+            if r[3] >= since and ("/pods" in r[1] or "/secrets" in r[1])]
+
+
+def test_driver_410_with_compaction_does_not_storm(fake):
+    # The shortest history window: every watch first compacts, so a watch
+    # from any resourceVersion older than the newest change answers 410.
+    # The pod does not change for 2 s. Resuming from the pod's own
+    # resourceVersion would 410 again at once (about 1,000 requests a
+    # second); resuming from a LIST's, with backoff, takes a handful.
+    fake.faults(compact=True, ready_delay_s=2)
+    sid = str(uuid.uuid4())
+    t0, before = time.time(), fake.state_dump()["request_count"]
+    code, out, err = driver(fake, "create", sid, timeout_s=30)
+    n = fake.state_dump()["request_count"] - before
+    assert code == 0, err
+    print("API requests for one create with compaction:", n)
+    assert n < 20, "%d API requests for one create" % n
+    lists = [r for r in pod_requests(fake, t0)
+             if r[0] == "GET" and "watch" not in r[2] and r[1].endswith("/pods")]
+    assert lists and lists[0][2]["fieldSelector"] == "metadata.name=sandbox-" + sid
+    assert driver(fake, "destroy", sid)[0] == 0
+
+
+def test_driver_watch_error_event_is_retried(fake):
+    # An ERROR event that is not 410 (etcd trouble, throttling) is the API
+    # server's passing problem: the watch is tried again after a pause.
+    fake.faults(watch_error={"code": 500, "count": 2, "message": "etcdserver: leader changed"},
+                ready_delay_s=1)
+    sid = str(uuid.uuid4())
+    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    assert code == 0, err
+    assert driver(fake, "destroy", sid)[0] == 0
+
+
+def test_driver_relist_429_honours_retry_after(fake):
+    # After a 410 the driver re-reads the pod; that read answers 429 with
+    # Retry-After: 1, then 503: both are retried (the first after at least
+    # the second the server asked for), and the create succeeds. The
+    # rules cover a GET of the pod by name too, whichever way it reads.
+    rules = [{"method": m, "resource": "pods", "status": st, "count": 1, "watch": False,
+              **({"retry_after": 1} if st == 429 else {})}
+             for m in ("LIST", "GET") for st in (429, 503)]
+    fake.faults(compact=True, ready_delay_s=3, rules=rules)
+    sid = str(uuid.uuid4())
+    t0 = time.time()
+    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    assert code == 0, err
+    reqs = pod_requests(fake, t0)
+    reads = [i for i, r in enumerate(reqs) if r[0] == "GET" and "watch" not in r[2]]
+    assert len(reads) >= 3, reqs
+    # The next request after the 429 came no sooner than Retry-After.
+    assert reqs[reads[0] + 1][3] - reqs[reads[0]][3] >= 0.95
+    assert driver(fake, "destroy", sid)[0] == 0
+
+
 @pytest.mark.parametrize("fault,text", [
     ({"create_secret_status": 403, "message": "secrets is forbidden: User cannot create"},
      "403 Forbidden: secrets is forbidden"),

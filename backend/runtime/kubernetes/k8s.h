@@ -26,6 +26,10 @@
 #define K8S_CLEANUP_TIMEOUT_S 10
 #define K8S_HEALTH_TIMEOUT_S 5
 #define K8S_LIST_PAGE 500
+/* Backoff between failed watch / relist calls: doubling from the first
+ * to the last, never past the create's deadline. */
+#define K8S_BACKOFF_FIRST_MS 100
+#define K8S_BACKOFF_MAX_MS 3200
 #define K8S_MOUNT "/etc/ssh/pico"
 #define K8S_SELECTOR "managed-by%3Dpico-apiserver"
 
@@ -39,11 +43,14 @@ struct runtime {
 
 /* A new pod's readiness as the watch (k8s_ready.c) follows it. */
 typedef struct {
-    char rv[64];   /* last resourceVersion seen */
-    char ip[64];   /* podIP once Ready */
-    char why[160]; /* the pod's last reported trouble */
-    int done;      /* 1 ready, -1 failed for good */
-    int gone;      /* 410: re-list before watching again */
+    char rv[64];      /* last resourceVersion seen */
+    char ip[64];      /* podIP once Ready */
+    char why[160];    /* the pod's last reported trouble */
+    int done;         /* 1 ready, -1 failed for good */
+    int gone;         /* 410: re-list before watching again */
+    int retry;        /* a transient ERROR event: pause, then watch again */
+    int errors;       /* failed calls in a row, for the backoff */
+    long retry_after; /* seconds the API server asked us to wait, or 0 */
     char fail[PICO_REASON_MAX];
 } ready_state;
 

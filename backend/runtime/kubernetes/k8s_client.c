@@ -161,6 +161,24 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
     return h;
 }
 
+/* Retry-After in seconds; the HTTP-date form is not used by the API
+ * server, and anything unreadable counts as none. Capped: a deadline
+ * bounds every wait anyway. */
+static long retry_after_of(CURL *h)
+{
+    struct curl_header *hd;
+    char *end;
+    long v;
+
+    if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hd) !=
+        CURLHE_OK)
+        return 0;
+    v = strtol(hd->value, &end, 10);
+    if (end == hd->value || v < 0)
+        return 0;
+    return v > 600 ? 600 : v;
+}
+
 static void transport_error(CURLcode rc, const char *errbuf, const char *method,
                             const char *path, char *err, size_t errlen)
 {
@@ -181,6 +199,7 @@ int k8s_request(const k8s_conn *c, const char *method, const char *path,
 
     r->status = 0;
     r->body = NULL;
+    r->retry_after = 0;
     h = new_handle(c, method, path, timeout_s, &hdrs, err, errlen);
     if (h == NULL)
         return -1;
@@ -200,6 +219,7 @@ int k8s_request(const k8s_conn *c, const char *method, const char *path,
     rc = curl_easy_perform(h);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+        r->retry_after = retry_after_of(h);
         if (out.len > 0)
             r->body = json_loadb(out.data, out.len, 0, NULL);
     } else if (out.overflow) {
@@ -291,8 +311,8 @@ static size_t on_watch(char *p, size_t size, size_t n, void *arg)
 }
 
 int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
-              k8s_event_cb cb, void *arg, long *status, char *err,
-              size_t errlen)
+              k8s_event_cb cb, void *arg, long *status, long *retry_after,
+              char *err, size_t errlen)
 {
     struct curl_slist *hdrs = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -304,6 +324,7 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
     w.cb = cb;
     w.arg = arg;
     *status = 0;
+    *retry_after = 0;
     w.h = new_handle(c, "GET", path, timeout_s, &hdrs, err, errlen);
     if (w.h == NULL)
         return -1;
@@ -323,8 +344,9 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
         if (w.line.len > 0 && watch_line(&w, w.line.data, w.line.len))
             ret = 1;
     } else if (rc == CURLE_OK) {
-        k8s_resp r = {w.status, NULL};
+        k8s_resp r = {w.status, NULL, 0};
 
+        *retry_after = retry_after_of(w.h);
         if (w.line.len > 0)
             r.body = json_loadb(w.line.data, w.line.len, 0, NULL);
         k8s_error(&r, "kubernetes API watch", err, errlen);
