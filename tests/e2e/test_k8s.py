@@ -246,6 +246,9 @@ def test_disk_quota_is_ephemeral_storage(kstack, fake):
 
 
 def test_user_public_key(kstack, fake):
+    # The fake lays the Secret out as the kubelet does (a mode-1777 folder
+    # of symlinks into ..data): sshd's StrictModes refuses authorized_keys
+    # there, so key login works only if the pod copies the keys out first.
     key = paramiko.RSAKey.generate(2048)
     pub = "ssh-rsa " + key.get_base64()
     sid = kstack.create(ttl=600, ssh_public_key=pub)["session_id"]

@@ -623,18 +623,29 @@ class Kubelet:
 
     @staticmethod
     def _write_secret(sec, vol, dest):
+        """As the kubelet's atomic writer lays a secret volume out: the
+        top folder (a tmpfs there) is mode 1777; the files live in a
+        "..<timestamp>" folder, "..data" links to it, and each key is a
+        symlink "<key> -> ..data/<key>". sshd's StrictModes refuses
+        anything found through the 1777 folder."""
         os.makedirs(dest, exist_ok=True)
-        os.chmod(dest, 0o755)
+        os.chmod(dest, 0o1777)
         data = sec.get("data") or {}
         default_mode = vol.get("defaultMode", 0o644)
         items = vol.get("items") or [{"key": k, "path": k} for k in data]
+        ts = "..%s" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S.%f")
+        os.makedirs(os.path.join(dest, ts), exist_ok=True)
+        os.chmod(os.path.join(dest, ts), 0o755)
         for it in items:
             if it["key"] not in data:
                 raise KeyError("secret %s has no key %s" % (sec["metadata"]["name"], it["key"]))
-            path = os.path.join(dest, it["path"])
+            path = os.path.join(dest, ts, it["path"])
             with open(path, "wb") as f:
                 f.write(base64.b64decode(data[it["key"]]))
             os.chmod(path, it.get("mode", default_mode))
+        os.symlink(ts, os.path.join(dest, "..data"))
+        for it in items:
+            os.symlink(os.path.join("..data", it["path"]), os.path.join(dest, it["path"]))
 
     def kill(self, uid):
         with self.lock:

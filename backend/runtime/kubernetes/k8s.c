@@ -4,8 +4,9 @@
  * create() makes, in the sandbox namespace (k8s_namespace):
  *   1. Secret sandbox-<id>-ssh: the session's ed25519 host key and the
  *      user's authorized_keys. Keys never travel in env vars or the pod
- *      spec; the pod mounts the Secret read-only at /etc/ssh/pico, where
- *      the image's sshd_config (deploy/sandbox/sshd_config) looks.
+ *      spec; the pod mounts the Secret read-only at /etc/ssh/pico-secret
+ *      and its command copies the keys to /etc/ssh/pico, where the
+ *      image's sshd_config (deploy/sandbox/sshd_config) looks.
  *   2. Pod sandbox-<id>: the sandbox image, sshd on 22, a tcpSocket
  *      readiness probe, the session's limits as requests and limits.
  *   3. The Secret's ownerReference to the Pod (its uid is known only now),

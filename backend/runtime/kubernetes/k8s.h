@@ -30,7 +30,11 @@
  * to the last, never past the create's deadline. */
 #define K8S_BACKOFF_FIRST_MS 100
 #define K8S_BACKOFF_MAX_MS 3200
-#define K8S_MOUNT "/etc/ssh/pico"
+/* The Secret's mount, and where the pod's start copies its keys: the
+ * kubelet's secret volume is a mode-1777 tmpfs of symlinks, which sshd's
+ * StrictModes refuses for authorized_keys (k8s_pods.c, start_script). */
+#define K8S_SECRET_MOUNT "/etc/ssh/pico-secret"
+#define K8S_KEYS_DIR "/etc/ssh/pico"
 #define K8S_SELECTOR "managed-by%3Dpico-apiserver"
 
 /* The driver's state: the API server connection and the configuration. */

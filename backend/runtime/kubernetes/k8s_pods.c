@@ -117,6 +117,23 @@ static json_t *workspace_volume(const session *s)
                      "sizeLimit", disk);
 }
 
+/*
+ * The container's command: copy the keys out of the Secret volume into
+ * the image's root-owned 0755 /etc/ssh/pico, then exec sshd with the
+ * pod's args. sshd (StrictModes) refuses an authorized_keys reached
+ * through a group- or world-writable folder, and the kubelet mounts a
+ * Secret as a tmpfs whose top folder is 1777, the keys symlinks into
+ * "..data". An emptyDir would not do either: its folder is 0777. The
+ * copy needs no capability: root owns the target.
+ */
+static const char start_script[] =
+    "set -eu; umask 022; "
+    "install -d -m 0755 " K8S_KEYS_DIR "; "
+    "install -m 0400 " K8S_SECRET_MOUNT "/ssh_host_ed25519_key " K8S_KEYS_DIR
+    "/; "
+    "install -m 0444 " K8S_SECRET_MOUNT "/authorized_keys " K8S_KEYS_DIR "/; "
+    "exec /usr/sbin/sshd \"$@\"";
+
 static json_t *container(const runtime *rt, const session *s)
 {
     char image[PICO_IMAGE_MAX + 256 + 1];
@@ -125,18 +142,20 @@ static json_t *container(const runtime *rt, const session *s)
     /* sshd needs root to switch to the user, and only these capabilities
      * for it; no privilege escalation beyond that (no setuid binaries). */
     return json_pack(
-        "{s:s, s:s, s:s, s:[{s:s, s:i, s:s}], s:{s:{s:i}, s:i, s:i, s:i}, "
+        "{s:s, s:s, s:s, s:[s,s,s,s], s:[s,s], s:[{s:s, s:i, s:s}], "
+        "s:{s:{s:i}, s:i, s:i, s:i}, "
         "s:o, s:{s:b, s:{s:[s], s:[s,s,s,s,s,s,s,s]}}, "
         "s:[{s:s, s:s, s:b}, {s:s, s:s}]}",
         "name", "sshd", "image", image, "imagePullPolicy", "IfNotPresent",
-        "ports", "name", "ssh", "containerPort", 22, "protocol", "TCP",
+        "command", "/bin/sh", "-c", start_script, "pico-sshd", "args", "-D",
+        "-e", "ports", "name", "ssh", "containerPort", 22, "protocol", "TCP",
         "readinessProbe", "tcpSocket", "port", 22, "periodSeconds", 1,
         "timeoutSeconds", 1, "failureThreshold", 3, "resources", resources(s),
         "securityContext", "allowPrivilegeEscalation", 0, "capabilities",
         "drop", "ALL", "add", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID",
         "SETGID", "SYS_CHROOT", "NET_BIND_SERVICE", "KILL", "volumeMounts",
-        "name", "ssh-keys", "mountPath", K8S_MOUNT, "readOnly", 1, "name",
-        "workspace", "mountPath", "/workspace");
+        "name", "ssh-keys", "mountPath", K8S_SECRET_MOUNT, "readOnly", 1,
+        "name", "workspace", "mountPath", "/workspace");
 }
 
 json_t *pod_object(const runtime *rt, const session *s)
@@ -146,7 +165,8 @@ json_t *pod_object(const runtime *rt, const session *s)
     pod_name(s->id, name, sizeof(name));
     secret_name(s->id, secret, sizeof(secret));
     /* Host key 0400 for sshd (root) alone; authorized_keys 0444 because
-     * sshd reads it as the user it authenticates. */
+     * sshd reads it as the user it authenticates. The start script
+     * copies both with the same modes (start_script above). */
     return json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:o}, s:{s:s, s:s, s:b, s:b, s:i, "
         "s:{s:{s:s}}, s:[o], s:[{s:s, s:{s:s, s:i, s:[{s:s, s:s, s:i}, "
