@@ -186,6 +186,13 @@ def test_create_ssh_delete(kstack, fake):
     assert pod["metadata"]["namespace"] == NS
     c = pod["spec"]["containers"][0]
     assert c["readinessProbe"]["tcpSocket"]["port"] == 22
+    # The local runtime's capabilities (docs/runtime-local.md) plus
+    # NET_BIND_SERVICE for port 22; within Pod Security "baseline".
+    sc = c["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": [
+        "CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "NET_BIND_SERVICE"]}
+    assert sc["allowPrivilegeEscalation"] is False
+    assert "runtimeClassName" not in pod["spec"]
     assert c["resources"]["limits"] and c["resources"]["requests"]
     assert not any("KEY" in e.get("name", "").upper() for e in c.get("env") or [])
     secret = fake.secrets()[name + "-ssh"]
@@ -441,6 +448,18 @@ def test_driver_relist_429_honours_retry_after(fake):
     # The next request after the 429 came no sooner than Retry-After.
     assert reqs[reads[0] + 1][3] - reqs[reads[0]][3] >= 0.95
     assert driver(fake, "destroy", sid)[0] == 0
+
+
+def test_driver_runtime_class(fake):
+    # k8s_runtime_class names the pods' RuntimeClass (gVisor, Kata...);
+    # a name no RuntimeClass could have is refused at start.
+    sid = str(uuid.uuid4())
+    code, _, err = driver(fake, "create", sid, timeout_s=30, env={"K8S_RUNTIME_CLASS": "gvisor"})
+    assert code == 0, err
+    assert fake.pods()["sandbox-" + sid]["spec"]["runtimeClassName"] == "gvisor"
+    assert driver(fake, "destroy", sid)[0] == 0
+    code, _, err = driver(fake, "health", env={"K8S_RUNTIME_CLASS": "Bad Name"})
+    assert code == 1 and "k8s_runtime_class" in err, err
 
 
 @pytest.mark.parametrize("fault,text", [

@@ -50,6 +50,13 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
                  "quotes or backslashes");
         return NULL;
     }
+    if (cfg->k8s_runtime_class[0] &&
+        !dns_subdomain_valid(cfg->k8s_runtime_class)) {
+        snprintf(err, errlen,
+                 "k8s_runtime_class \"%s\" is not a valid RuntimeClass name",
+                 cfg->k8s_runtime_class);
+        return NULL;
+    }
     k8s_global_init();
     rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -63,6 +70,8 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
     snprintf(rt->ns, sizeof(rt->ns), "%s", cfg->k8s_namespace);
     snprintf(rt->image_prefix, sizeof(rt->image_prefix), "%s",
              cfg->k8s_image_prefix);
+    snprintf(rt->runtime_class, sizeof(rt->runtime_class), "%s",
+             cfg->k8s_runtime_class);
     rt->ready_timeout_s =
         cfg->k8s_ready_timeout_s > 0 ? cfg->k8s_ready_timeout_s : 120;
     return rt;

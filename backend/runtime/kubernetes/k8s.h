@@ -42,6 +42,7 @@ struct runtime {
     k8s_conn conn;
     char ns[128];
     char image_prefix[256];
+    char runtime_class[254]; /* runtimeClassName, or "" */
     int ready_timeout_s;
 };
 
@@ -60,6 +61,7 @@ typedef struct {
 
 /* -- k8s_pods.c: a session's objects -------------------------------------- */
 int dns_label_valid(const char *s);
+int dns_subdomain_valid(const char *s);
 void pod_name(const char *id, char *out, size_t outlen);
 void secret_name(const char *id, char *out, size_t outlen);
 void object_path(const runtime *rt, const char *kind, const char *name,
