@@ -57,7 +57,7 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # What the driver (backend/runtime/kubernetes/) does with each resource, and nothing more.
 ALLOWED_VERBS = {"pods": {"create", "get", "list", "watch", "delete"},
-                 "secrets": {"create", "get", "list", "patch", "delete"}}
+                 "secrets": {"create", "list", "patch", "delete"}}
 
 
 # -- rendering ---------------------------------------------------------------
