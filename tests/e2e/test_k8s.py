@@ -462,6 +462,31 @@ def test_driver_runtime_class(fake):
     assert code == 1 and "k8s_runtime_class" in err, err
 
 
+def test_driver_list_long_and_expired_continue(fake):
+    # Pages of one item, continue tokens of 1,500+ characters with '+', '/'
+    # and '=' in them, and the second token expired (410): list must still
+    # report every labelled pod, each once.
+    sids = [str(uuid.uuid4()) for _ in range(3)]
+    for sid in sids:
+        labels = {"app.kubernetes.io/managed-by": "pico", "managed-by": "pico-apiserver",
+                  "session-id": sid, "sandbox": "sandbox-" + sid}
+        code, _ = fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
+            "metadata": {"name": "sandbox-" + sid, "labels": labels},
+            "spec": {"containers": [{"name": "sshd", "image": "sandbox:latest"}]}})
+        assert code == 201
+    try:
+        fake.faults(max_page=1, long_continue=True, continue_gone=1)
+        code, out, err = driver(fake, "list")
+        assert code == 0, err
+        listed = out.split()
+        assert sorted(set(sids) & set(listed)) == sorted(sids), (out, err)
+        assert len(listed) == len(set(listed))
+    finally:
+        fake.reset_faults()
+        for sid in sids:
+            driver(fake, "destroy", sid)
+
+
 @pytest.mark.parametrize("fault,text", [
     ({"create_secret_status": 403, "message": "secrets is forbidden: User cannot create"},
      "403 Forbidden: secrets is forbidden"),

@@ -213,6 +213,12 @@ class Faults:
     watch_gone: the next N watches answer with a 410 Gone event.
     watch_error: {"code": 500, "count": N}: the next N watches answer
         with an ERROR event of that code (other than 410: etcd trouble).
+    max_page: lists return at most this many items a page, whatever
+        the limit (a server may return fewer).
+    long_continue: continue tokens are 1,500+ characters with '=' and
+        '/' in them, as base64 tokens have.
+    continue_gone: the next N lists carrying a continue token answer
+        410 Expired, as when the token's snapshot was compacted away.
     compact: the history window is as short as it gets: every watch
         request first compacts the history, so a watch from any
         resourceVersion older than the newest change answers 410 Gone.
@@ -229,6 +235,9 @@ class Faults:
         self.watch_error = None
         self.ready_delay_s = 0.0
         self.compact = False
+        self.max_page = 0
+        self.long_continue = False
+        self.continue_gone = 0
 
     def set(self, body):
         count = int(body.get("count", 1))
@@ -257,6 +266,12 @@ class Faults:
             self.ready_delay_s = float(body["ready_delay_s"])
         if "compact" in body:
             self.compact = bool(body["compact"])
+        if "max_page" in body:
+            self.max_page = int(body["max_page"])
+        if "long_continue" in body:
+            self.long_continue = bool(body["long_continue"])
+        if "continue_gone" in body:
+            self.continue_gone = int(body["continue_gone"])
 
     def take(self, method, resource, name, watch=False):
         for r in self.rules:
@@ -774,11 +789,24 @@ class Handler(BaseHTTPRequestHandler):
                 return self.watch(resource, ns, lsel, fsel, q)
             items, rv = store.list(resource, ns, lsel, fsel)
             # limit/continue: the token is the offset, opaque to clients.
-            start = int(q.get("continue") or 0)
+            faults = self.server.faults
+            token = q.get("continue") or ""
+            if token and faults.continue_gone > 0:
+                faults.continue_gone -= 1
+                raise ApiError(410, "Expired", "The provided continue parameter is too old "
+                               "to display a consistent list result. You can start a new list "
+                               "without the continue parameter.")
+            if token.startswith("pad/"):
+                token = token.split("=")[-1]
+            start = int(token or 0)
             limit = int(q.get("limit") or 0)
+            if faults.max_page:
+                limit = min(limit or faults.max_page, faults.max_page)
             md = {"resourceVersion": rv}
             if limit and start + limit < len(items):
                 md["continue"] = str(start + limit)
+                if faults.long_continue:
+                    md["continue"] = "pad/" + "x" * 1500 + "+/=" + md["continue"]
                 md["remainingItemCount"] = len(items) - start - limit
             items = items[start:start + limit] if limit else items[start:]
             return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",

@@ -26,6 +26,8 @@
 #define K8S_CLEANUP_TIMEOUT_S 10
 #define K8S_HEALTH_TIMEOUT_S 5
 #define K8S_LIST_PAGE 500
+/* Fresh starts of a list whose continue token expired (410). */
+#define K8S_LIST_RESTARTS 3
 /* Backoff between failed watch / relist calls: doubling from the first
  * to the last, never past the create's deadline. */
 #define K8S_BACKOFF_FIRST_MS 100

@@ -7,6 +7,9 @@
  * are size-capped so a huge list cannot exhaust memory, and every call
  * has a connect timeout and a total timeout.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* asprintf */
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,8 +109,8 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
                         long timeout_s, struct curl_slist **hdrs, char *err,
                         size_t errlen)
 {
-    char url[K8S_URL_MAX + K8S_PATH_MAX];
     char tok[K8S_TOKEN_MAX], auth[K8S_TOKEN_MAX + 32];
+    char *url;
     CURL *h;
 
     k8s_global_init();
@@ -118,8 +121,14 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    snprintf(url, sizeof(url), "%s%s", c->server, path);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    /* Allocated: a list's continue token has no documented bound. */
+    if (asprintf(&url, "%s%s", c->server, path) < 0) {
+        curl_easy_cleanup(h);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url); /* curl keeps a copy */
+    free(url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
