@@ -82,6 +82,7 @@ static const config_key keys[] = {
     INT(k8s_ready_timeout_s, 1, 3600),
     STR(k8s_ca_file),
     STR(k8s_token_file),
+    STR(k8s_runtime_class),
 };
 
 void config_defaults(pico_config *cfg)

@@ -53,6 +53,7 @@ typedef struct pico_config {
     int k8s_ready_timeout_s;    /* pod not Ready by then -> failed */
     char k8s_ca_file[PICO_PATH_MAX];
     char k8s_token_file[PICO_PATH_MAX];
+    char k8s_runtime_class[254]; /* the pod's runtimeClassName, or "" */
 } pico_config;
 
 void config_defaults(pico_config *cfg);

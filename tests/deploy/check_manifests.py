@@ -57,7 +57,7 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # What the driver (backend/runtime/kubernetes/) does with each resource, and nothing more.
 ALLOWED_VERBS = {"pods": {"create", "get", "list", "watch", "delete"},
-                 "secrets": {"create", "get", "list", "patch", "delete"}}
+                 "secrets": {"create", "list", "patch", "delete"}}
 
 
 # -- rendering ---------------------------------------------------------------
@@ -290,11 +290,13 @@ def check_redis_service(ok, nginx, services):
 
 
 def check_sshd_mount(fails_out):
-    """The image's sshd_config reads host keys where the pod mounts them."""
+    """The image's sshd_config reads host keys where the pod's start
+    script copies them (K8S_KEYS_DIR; the Secret itself is mounted at
+    K8S_SECRET_MOUNT, which sshd's StrictModes would refuse)."""
     with open(os.path.join(ROOT, "deploy", "sandbox", "sshd_config")) as f:
         sshd = f.read()
     src = driver_source()
-    m = re.search(r'#define K8S_MOUNT "([^"]+)"', src)
+    m = re.search(r'#define K8S_KEYS_DIR "([^"]+)"', src)
     mount = m.group(1) if m else None
     good = mount and "HostKey %s/ssh_host_ed25519_key" % mount in sshd and \
         "AuthorizedKeysFile %s/authorized_keys" % mount in sshd

@@ -13,7 +13,8 @@
  * create prints "endpoint host_key host_key_fpr"; failures print the
  * driver's reason on stderr and exit 1. Environment: K8S_KUBECONFIG
  * (use that file, not API_URL), K8S_INCLUSTER (use
- * KUBERNETES_SERVICE_HOST/PORT), K8S_TOKEN_FILE, K8S_CA_FILE.
+ * KUBERNETES_SERVICE_HOST/PORT), K8S_TOKEN_FILE, K8S_CA_FILE,
+ * K8S_RUNTIME_CLASS.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -68,6 +69,9 @@ int main(int argc, char **argv)
     if (getenv("K8S_TOKEN_FILE") != NULL)
         snprintf(cfg.k8s_token_file, sizeof(cfg.k8s_token_file), "%s",
                  getenv("K8S_TOKEN_FILE"));
+    if (getenv("K8S_RUNTIME_CLASS") != NULL)
+        snprintf(cfg.k8s_runtime_class, sizeof(cfg.k8s_runtime_class), "%s",
+                 getenv("K8S_RUNTIME_CLASS"));
     cmd = argv[4];
     rt = ops->open(&cfg, err, sizeof(err));
     if (rt == NULL) {

@@ -115,6 +115,7 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status_obj(code, reason, message, details)
         self.code = code
+        self.headers = {}
 
 
 def not_found(resource, name):
@@ -203,9 +204,24 @@ class Faults:
         normally without it).
         Shorthands: {"create_pod_status": 500, "count": 1},
         {"create_secret_status": 403}, {"patch_secret_status": 422}.
+        "retry_after": N sends a Retry-After: N header with the answer (as
+        the API server does with 429 TooManyRequests). "watch": true or
+        false makes a LIST rule match only watches, or only plain lists.
     never_ready: pods stay Pending and no sshd starts.
+    ready_delay_s: the kubelet starts a pod only after this long.
     watch_max_s: every watch stream ends after this long (reconnects).
     watch_gone: the next N watches answer with a 410 Gone event.
+    watch_error: {"code": 500, "count": N}: the next N watches answer
+        with an ERROR event of that code (other than 410: etcd trouble).
+    max_page: lists return at most this many items a page, whatever
+        the limit (a server may return fewer).
+    long_continue: continue tokens are 1,500+ characters with '=' and
+        '/' in them, as base64 tokens have.
+    continue_gone: the next N lists carrying a continue token answer
+        410 Expired, as when the token's snapshot was compacted away.
+    compact: the history window is as short as it gets: every watch
+        request first compacts the history, so a watch from any
+        resourceVersion older than the newest change answers 410 Gone.
     """
 
     def __init__(self):
@@ -216,6 +232,12 @@ class Faults:
         self.never_ready = False
         self.watch_max_s = 5.0
         self.watch_gone = 0
+        self.watch_error = None
+        self.ready_delay_s = 0.0
+        self.compact = False
+        self.max_page = 0
+        self.long_continue = False
+        self.continue_gone = 0
 
     def set(self, body):
         count = int(body.get("count", 1))
@@ -237,12 +259,27 @@ class Faults:
             self.watch_max_s = float(body["watch_max_s"])
         if "watch_gone" in body:
             self.watch_gone = int(body["watch_gone"])
+        if "watch_error" in body:
+            self.watch_error = dict(body["watch_error"])
+            self.watch_error.setdefault("count", 1)
+        if "ready_delay_s" in body:
+            self.ready_delay_s = float(body["ready_delay_s"])
+        if "compact" in body:
+            self.compact = bool(body["compact"])
+        if "max_page" in body:
+            self.max_page = int(body["max_page"])
+        if "long_continue" in body:
+            self.long_continue = bool(body["long_continue"])
+        if "continue_gone" in body:
+            self.continue_gone = int(body["continue_gone"])
 
-    def take(self, method, resource, name):
+    def take(self, method, resource, name, watch=False):
         for r in self.rules:
             if r["count"] <= 0 or r["method"] != method or r["resource"] != resource:
                 continue
             if r.get("name") and r["name"] != name:
+                continue
+            if "watch" in r and bool(r["watch"]) != watch:
                 continue
             r["count"] -= 1
             if r.get("delay_s"):
@@ -257,7 +294,11 @@ class Faults:
                       429: "TooManyRequests", 503: "ServiceUnavailable",
                       504: "Timeout"}.get(code, "InternalError")
             msg = r.get("message") or "injected fault: %s %s answered %d" % (method, resource, code)
-            return ApiError(code, reason, msg)
+            err = ApiError(code, reason, msg)
+            if r.get("retry_after") is not None:
+                err.headers["Retry-After"] = str(int(r["retry_after"]))
+                err.status["details"] = {"retryAfterSeconds": int(r["retry_after"])}
+            return err
         return None
 
 
@@ -475,6 +516,8 @@ class Kubelet:
         uid, ns = md["uid"], md["namespace"]
         if self.srv.faults.never_ready:
             return
+        if self.srv.faults.ready_delay_s > 0:
+            time.sleep(self.srv.faults.ready_delay_s)
         pdir = os.path.join(self.srv.state, "pods", uid)
         try:
             binds = self._volumes(pod, pdir)
@@ -595,18 +638,29 @@ class Kubelet:
 
     @staticmethod
     def _write_secret(sec, vol, dest):
+        """As the kubelet's atomic writer lays a secret volume out: the
+        top folder (a tmpfs there) is mode 1777; the files live in a
+        "..<timestamp>" folder, "..data" links to it, and each key is a
+        symlink "<key> -> ..data/<key>". sshd's StrictModes refuses
+        anything found through the 1777 folder."""
         os.makedirs(dest, exist_ok=True)
-        os.chmod(dest, 0o755)
+        os.chmod(dest, 0o1777)
         data = sec.get("data") or {}
         default_mode = vol.get("defaultMode", 0o644)
         items = vol.get("items") or [{"key": k, "path": k} for k in data]
+        ts = "..%s" % datetime.datetime.now(datetime.timezone.utc).strftime("%Y_%m_%d_%H_%M_%S.%f")
+        os.makedirs(os.path.join(dest, ts), exist_ok=True)
+        os.chmod(os.path.join(dest, ts), 0o755)
         for it in items:
             if it["key"] not in data:
                 raise KeyError("secret %s has no key %s" % (sec["metadata"]["name"], it["key"]))
-            path = os.path.join(dest, it["path"])
+            path = os.path.join(dest, ts, it["path"])
             with open(path, "wb") as f:
                 f.write(base64.b64decode(data[it["key"]]))
             os.chmod(path, it.get("mode", default_mode))
+        os.symlink(ts, os.path.join(dest, "..data"))
+        for it in items:
+            os.symlink(os.path.join("..data", it["path"]), os.path.join(dest, it["path"]))
 
     def kill(self, uid):
         with self.lock:
@@ -637,9 +691,11 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write("fake-k8s: %s\n" % (fmt % args))
 
     # -- plumbing ----------------------------------------------------------
-    def send_json(self, code, obj):
+    def send_json(self, code, obj, headers=None):
         body = json.dumps(obj).encode()
         self.send_response(code)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -666,7 +722,7 @@ class Handler(BaseHTTPRequestHandler):
             tok = self.server.token
             if tok and self.headers.get("Authorization") != "Bearer " + tok:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
-            self.server.requests.append((method, url.path, q))
+            self.server.requests.append((method, url.path, q, time.time()))
             if method == "GET" and parts == ["version"]:
                 return self.send_json(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
                                             "platform": "linux/amd64"})
@@ -676,7 +732,7 @@ class Handler(BaseHTTPRequestHandler):
                 return self.api(method, parts[3], parts[4:], q)
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         except ApiError as e:
-            self.send_json(e.code, e.status)
+            self.send_json(e.code, e.status, e.headers)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -703,7 +759,8 @@ class Handler(BaseHTTPRequestHandler):
         name = rest[1] if len(rest) == 2 else None
         kind = KINDS[resource]
         fault_method = "LIST" if method == "GET" and name is None else method
-        fault = self.server.faults.take(fault_method, resource, name)
+        fault = self.server.faults.take(fault_method, resource, name,
+                                        q.get("watch") in ("1", "true"))
         if fault:
             raise fault
         if method == "POST" and name is None:
@@ -732,11 +789,24 @@ class Handler(BaseHTTPRequestHandler):
                 return self.watch(resource, ns, lsel, fsel, q)
             items, rv = store.list(resource, ns, lsel, fsel)
             # limit/continue: the token is the offset, opaque to clients.
-            start = int(q.get("continue") or 0)
+            faults = self.server.faults
+            token = q.get("continue") or ""
+            if token and faults.continue_gone > 0:
+                faults.continue_gone -= 1
+                raise ApiError(410, "Expired", "The provided continue parameter is too old "
+                               "to display a consistent list result. You can start a new list "
+                               "without the continue parameter.")
+            if token.startswith("pad/"):
+                token = token.split("=")[-1]
+            start = int(token or 0)
             limit = int(q.get("limit") or 0)
+            if faults.max_page:
+                limit = min(limit or faults.max_page, faults.max_page)
             md = {"resourceVersion": rv}
             if limit and start + limit < len(items):
                 md["continue"] = str(start + limit)
+                if faults.long_continue:
+                    md["continue"] = "pad/" + "x" * 1500 + "+/=" + md["continue"]
                 md["remainingItemCount"] = len(items) - start - limit
             items = items[start:start + limit] if limit else items[start:]
             return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",
@@ -812,9 +882,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             with store.cond:
                 store.check_ns(ns)
+                if faults.compact:
+                    store.compact()
                 gone = faults.watch_gone > 0
                 if gone:
                     faults.watch_gone -= 1
+
                 if rv not in (None, "", "0"):
                     if not rv.isdigit():
                         gone = True
@@ -828,9 +901,19 @@ class Handler(BaseHTTPRequestHandler):
                     initial = [copy.deepcopy(o) for (n, _), o in sorted(store.objects[resource].items())
                                if n == ns and labels_match(o["metadata"].get("labels") or {}, lsel)
                                and fields_match(o, fsel)]
+                werr = faults.watch_error
+                if werr and werr["count"] > 0 and not gone:
+                    werr["count"] -= 1
+                else:
+                    werr = None
             if gone:
                 send("ERROR", status_obj(410, "Expired", "too old resource version: %s (%d)"
                                          % (rv, store.oldest_rv)))
+                return self.end_chunks()
+            if werr:
+                code = int(werr["code"])
+                send("ERROR", status_obj(code, werr.get("reason", "InternalError"),
+                                         werr.get("message", "etcdserver: leader changed")))
                 return self.end_chunks()
             for o in initial:
                 send("ADDED", o)
@@ -876,6 +959,7 @@ class Handler(BaseHTTPRequestHandler):
             with srv.kubelet.lock:
                 st["sshd"] = {uid: p.pid for uid, p in srv.kubelet.procs.items()}
             st["requests"] = list(srv.requests)[-500:]
+            st["request_count"] = len(srv.requests)
             return self.send_json(200, st)
         if len(parts) == 3 and parts[0] == "pods" and parts[2] == "crash" and method == "POST":
             # The container dies (as if OOM-killed); the pod turns Failed.

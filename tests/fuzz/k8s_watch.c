@@ -109,7 +109,7 @@ static void chunked(const char *p, size_t len, unsigned seed, events *e)
 static void failed(const char *p, size_t len)
 {
     watch_state w;
-    k8s_resp r = {410, NULL};
+    k8s_resp r = {410, NULL, 0};
     char err[256] = "";
 
     memset(&w, 0, sizeof(w));

@@ -4,8 +4,9 @@
  * create() makes, in the sandbox namespace (k8s_namespace):
  *   1. Secret sandbox-<id>-ssh: the session's ed25519 host key and the
  *      user's authorized_keys. Keys never travel in env vars or the pod
- *      spec; the pod mounts the Secret read-only at /etc/ssh/pico, where
- *      the image's sshd_config (deploy/sandbox/sshd_config) looks.
+ *      spec; the pod mounts the Secret read-only at /etc/ssh/pico-secret
+ *      and its command copies the keys to /etc/ssh/pico, where the
+ *      image's sshd_config (deploy/sandbox/sshd_config) looks.
  *   2. Pod sandbox-<id>: the sandbox image, sshd on 22, a tcpSocket
  *      readiness probe, the session's limits as requests and limits.
  *   3. The Secret's ownerReference to the Pod (its uid is known only now),
@@ -49,6 +50,13 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
                  "quotes or backslashes");
         return NULL;
     }
+    if (cfg->k8s_runtime_class[0] &&
+        !dns_subdomain_valid(cfg->k8s_runtime_class)) {
+        snprintf(err, errlen,
+                 "k8s_runtime_class \"%s\" is not a valid RuntimeClass name",
+                 cfg->k8s_runtime_class);
+        return NULL;
+    }
     k8s_global_init();
     rt = calloc(1, sizeof(*rt));
     if (rt == NULL) {
@@ -62,6 +70,8 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
     snprintf(rt->ns, sizeof(rt->ns), "%s", cfg->k8s_namespace);
     snprintf(rt->image_prefix, sizeof(rt->image_prefix), "%s",
              cfg->k8s_image_prefix);
+    snprintf(rt->runtime_class, sizeof(rt->runtime_class), "%s",
+             cfg->k8s_runtime_class);
     rt->ready_timeout_s =
         cfg->k8s_ready_timeout_s > 0 ? cfg->k8s_ready_timeout_s : 120;
     return rt;

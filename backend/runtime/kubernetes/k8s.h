@@ -26,7 +26,17 @@
 #define K8S_CLEANUP_TIMEOUT_S 10
 #define K8S_HEALTH_TIMEOUT_S 5
 #define K8S_LIST_PAGE 500
-#define K8S_MOUNT "/etc/ssh/pico"
+/* Fresh starts of a list whose continue token expired (410). */
+#define K8S_LIST_RESTARTS 3
+/* Backoff between failed watch / relist calls: doubling from the first
+ * to the last, never past the create's deadline. */
+#define K8S_BACKOFF_FIRST_MS 100
+#define K8S_BACKOFF_MAX_MS 3200
+/* The Secret's mount, and where the pod's start copies its keys: the
+ * kubelet's secret volume is a mode-1777 tmpfs of symlinks, which sshd's
+ * StrictModes refuses for authorized_keys (k8s_pods.c, start_script). */
+#define K8S_SECRET_MOUNT "/etc/ssh/pico-secret"
+#define K8S_KEYS_DIR "/etc/ssh/pico"
 #define K8S_SELECTOR "managed-by%3Dpico-apiserver"
 
 /* The driver's state: the API server connection and the configuration. */
@@ -34,21 +44,26 @@ struct runtime {
     k8s_conn conn;
     char ns[128];
     char image_prefix[256];
+    char runtime_class[254]; /* runtimeClassName, or "" */
     int ready_timeout_s;
 };
 
 /* A new pod's readiness as the watch (k8s_ready.c) follows it. */
 typedef struct {
-    char rv[64];   /* last resourceVersion seen */
-    char ip[64];   /* podIP once Ready */
-    char why[160]; /* the pod's last reported trouble */
-    int done;      /* 1 ready, -1 failed for good */
-    int gone;      /* 410: re-list before watching again */
+    char rv[64];      /* last resourceVersion seen */
+    char ip[64];      /* podIP once Ready */
+    char why[160];    /* the pod's last reported trouble */
+    int done;         /* 1 ready, -1 failed for good */
+    int gone;         /* 410: re-list before watching again */
+    int retry;        /* a transient ERROR event: pause, then watch again */
+    int errors;       /* failed calls in a row, for the backoff */
+    long retry_after; /* seconds the API server asked us to wait, or 0 */
     char fail[PICO_REASON_MAX];
 } ready_state;
 
 /* -- k8s_pods.c: a session's objects -------------------------------------- */
 int dns_label_valid(const char *s);
+int dns_subdomain_valid(const char *s);
 void pod_name(const char *id, char *out, size_t outlen);
 void secret_name(const char *id, char *out, size_t outlen);
 void object_path(const runtime *rt, const char *kind, const char *name,

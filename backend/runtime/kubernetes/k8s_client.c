@@ -7,6 +7,9 @@
  * are size-capped so a huge list cannot exhaust memory, and every call
  * has a connect timeout and a total timeout.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* asprintf */
+#endif
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,8 +109,8 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
                         long timeout_s, struct curl_slist **hdrs, char *err,
                         size_t errlen)
 {
-    char url[K8S_URL_MAX + K8S_PATH_MAX];
     char tok[K8S_TOKEN_MAX], auth[K8S_TOKEN_MAX + 32];
+    char *url;
     CURL *h;
 
     k8s_global_init();
@@ -118,8 +121,14 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    snprintf(url, sizeof(url), "%s%s", c->server, path);
-    curl_easy_setopt(h, CURLOPT_URL, url);
+    /* Allocated: a list's continue token has no documented bound. */
+    if (asprintf(&url, "%s%s", c->server, path) < 0) {
+        curl_easy_cleanup(h);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url); /* curl keeps a copy */
+    free(url);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -161,6 +170,24 @@ static CURL *new_handle(const k8s_conn *c, const char *method, const char *path,
     return h;
 }
 
+/* Retry-After in seconds; the HTTP-date form is not used by the API
+ * server, and anything unreadable counts as none. Capped: a deadline
+ * bounds every wait anyway. */
+static long retry_after_of(CURL *h)
+{
+    struct curl_header *hd;
+    char *end;
+    long v;
+
+    if (curl_easy_header(h, "Retry-After", 0, CURLH_HEADER, -1, &hd) !=
+        CURLHE_OK)
+        return 0;
+    v = strtol(hd->value, &end, 10);
+    if (end == hd->value || v < 0)
+        return 0;
+    return v > 600 ? 600 : v;
+}
+
 static void transport_error(CURLcode rc, const char *errbuf, const char *method,
                             const char *path, char *err, size_t errlen)
 {
@@ -181,6 +208,7 @@ int k8s_request(const k8s_conn *c, const char *method, const char *path,
 
     r->status = 0;
     r->body = NULL;
+    r->retry_after = 0;
     h = new_handle(c, method, path, timeout_s, &hdrs, err, errlen);
     if (h == NULL)
         return -1;
@@ -200,6 +228,7 @@ int k8s_request(const k8s_conn *c, const char *method, const char *path,
     rc = curl_easy_perform(h);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &r->status);
+        r->retry_after = retry_after_of(h);
         if (out.len > 0)
             r->body = json_loadb(out.data, out.len, 0, NULL);
     } else if (out.overflow) {
@@ -291,8 +320,8 @@ static size_t on_watch(char *p, size_t size, size_t n, void *arg)
 }
 
 int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
-              k8s_event_cb cb, void *arg, long *status, char *err,
-              size_t errlen)
+              k8s_event_cb cb, void *arg, long *status, long *retry_after,
+              char *err, size_t errlen)
 {
     struct curl_slist *hdrs = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -304,6 +333,7 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
     w.cb = cb;
     w.arg = arg;
     *status = 0;
+    *retry_after = 0;
     w.h = new_handle(c, "GET", path, timeout_s, &hdrs, err, errlen);
     if (w.h == NULL)
         return -1;
@@ -323,8 +353,9 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
         if (w.line.len > 0 && watch_line(&w, w.line.data, w.line.len))
             ret = 1;
     } else if (rc == CURLE_OK) {
-        k8s_resp r = {w.status, NULL};
+        k8s_resp r = {w.status, NULL, 0};
 
+        *retry_after = retry_after_of(w.h);
         if (w.line.len > 0)
             r.body = json_loadb(w.line.data, w.line.len, 0, NULL);
         k8s_error(&r, "kubernetes API watch", err, errlen);

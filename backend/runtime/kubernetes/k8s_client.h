@@ -35,10 +35,13 @@ typedef struct k8s_conn {
     char source[64]; /* "k8s_api", "in-cluster", "kubeconfig" */
 } k8s_conn;
 
-/* One answer of the API server. body is the parsed JSON or NULL. */
+/* One answer of the API server. body is the parsed JSON or NULL;
+ * retry_after is its Retry-After header in seconds (0 if none), which
+ * the API server sends with 429 and some 5xx answers. */
 typedef struct {
     long status;
     json_t *body;
+    long retry_after;
 } k8s_resp;
 
 /* libcurl's global setup. Called by the driver's open(), while the
@@ -86,11 +89,12 @@ typedef int (*k8s_event_cb)(const char *type, json_t *object, void *arg);
 /*
  * Streams a watch (path must include watch=1). Returns 1 when cb stopped
  * it, 0 when the server ended the stream, -1 on a transport error (err)
- * or an error status (*status set, err holds the Status message).
+ * or an error status (*status set, err holds the Status message, and
+ * *retry_after the Retry-After header in seconds, 0 if none).
  */
 int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
-              k8s_event_cb cb, void *arg, long *status, char *err,
-              size_t errlen);
+              k8s_event_cb cb, void *arg, long *status, long *retry_after,
+              char *err, size_t errlen);
 
 /* Base64 (RFC 4648, padded). Encode returns a malloc'd string. Decode
  * returns a malloc'd buffer and its length in *outlen, NULL if invalid. */

@@ -27,6 +27,25 @@ int dns_label_valid(const char *s)
     return 1;
 }
 
+/* A DNS-1123 subdomain: what a RuntimeClass name must be. */
+int dns_subdomain_valid(const char *s)
+{
+    char label[254];
+    char *p, *save = NULL;
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 253)
+        return 0;
+    memcpy(label, s, n + 1);
+    if (label[0] == '.' || label[n - 1] == '.' || strstr(label, "..") != NULL)
+        return 0;
+    for (p = strtok_r(label, ".", &save); p != NULL;
+         p = strtok_r(NULL, ".", &save))
+        if (!dns_label_valid(p))
+            return 0;
+    return 1;
+}
+
 void pod_name(const char *id, char *out, size_t outlen)
 {
     snprintf(out, outlen, "sandbox-%s", id);
@@ -117,37 +136,64 @@ static json_t *workspace_volume(const session *s)
                      "sizeLimit", disk);
 }
 
+/*
+ * The container's command: copy the keys out of the Secret volume into
+ * the image's root-owned 0755 /etc/ssh/pico, then exec sshd with the
+ * pod's args. sshd (StrictModes) refuses an authorized_keys reached
+ * through a group- or world-writable folder, and the kubelet mounts a
+ * Secret as a tmpfs whose top folder is 1777, the keys symlinks into
+ * "..data". An emptyDir would not do either: its folder is 0777. The
+ * copy needs no capability: root owns the target.
+ */
+static const char start_script[] =
+    "set -eu; umask 022; "
+    "install -d -m 0755 " K8S_KEYS_DIR "; "
+    "install -m 0400 " K8S_SECRET_MOUNT "/ssh_host_ed25519_key " K8S_KEYS_DIR
+    "/; "
+    "install -m 0444 " K8S_SECRET_MOUNT "/authorized_keys " K8S_KEYS_DIR "/; "
+    "exec /usr/sbin/sshd \"$@\"";
+
 static json_t *container(const runtime *rt, const session *s)
 {
     char image[PICO_IMAGE_MAX + 256 + 1];
 
     snprintf(image, sizeof(image), "%s%s", rt->image_prefix, s->image);
     /* sshd needs root to switch to the user, and only these capabilities
-     * for it; no privilege escalation beyond that (no setuid binaries). */
+     * for it, the local runtime's set (docs/runtime-local.md) plus
+     * NET_BIND_SERVICE, because here sshd binds port 22 itself: CHOWN
+     * (pty ownership), SETUID and SETGID (become the user), SYS_CHROOT
+     * (privilege separation), AUDIT_WRITE (sshd treats a refused login
+     * audit record on a pty as fatal). No DAC_OVERRIDE, FOWNER or KILL:
+     * sshd does not need them, and the start script's copy is root's
+     * own files. No privilege escalation (no setuid binaries). */
     return json_pack(
-        "{s:s, s:s, s:s, s:[{s:s, s:i, s:s}], s:{s:{s:i}, s:i, s:i, s:i}, "
-        "s:o, s:{s:b, s:{s:[s], s:[s,s,s,s,s,s,s,s]}}, "
+        "{s:s, s:s, s:s, s:[s,s,s,s], s:[s,s], s:[{s:s, s:i, s:s}], "
+        "s:{s:{s:i}, s:i, s:i, s:i}, "
+        "s:o, s:{s:b, s:{s:[s], s:[s,s,s,s,s,s]}}, "
         "s:[{s:s, s:s, s:b}, {s:s, s:s}]}",
         "name", "sshd", "image", image, "imagePullPolicy", "IfNotPresent",
-        "ports", "name", "ssh", "containerPort", 22, "protocol", "TCP",
+        "command", "/bin/sh", "-c", start_script, "pico-sshd", "args", "-D",
+        "-e", "ports", "name", "ssh", "containerPort", 22, "protocol", "TCP",
         "readinessProbe", "tcpSocket", "port", 22, "periodSeconds", 1,
         "timeoutSeconds", 1, "failureThreshold", 3, "resources", resources(s),
         "securityContext", "allowPrivilegeEscalation", 0, "capabilities",
-        "drop", "ALL", "add", "CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID",
-        "SETGID", "SYS_CHROOT", "NET_BIND_SERVICE", "KILL", "volumeMounts",
-        "name", "ssh-keys", "mountPath", K8S_MOUNT, "readOnly", 1, "name",
-        "workspace", "mountPath", "/workspace");
+        "drop", "ALL", "add", "CHOWN", "SETUID", "SETGID", "SYS_CHROOT",
+        "AUDIT_WRITE", "NET_BIND_SERVICE", "volumeMounts", "name", "ssh-keys",
+        "mountPath", K8S_SECRET_MOUNT, "readOnly", 1, "name", "workspace",
+        "mountPath", "/workspace");
 }
 
 json_t *pod_object(const runtime *rt, const session *s)
 {
     char name[PICO_NAME_MAX + 16], secret[PICO_NAME_MAX + 16];
+    json_t *pod;
 
     pod_name(s->id, name, sizeof(name));
     secret_name(s->id, secret, sizeof(secret));
     /* Host key 0400 for sshd (root) alone; authorized_keys 0444 because
-     * sshd reads it as the user it authenticates. */
-    return json_pack(
+     * sshd reads it as the user it authenticates. The start script
+     * copies both with the same modes (start_script above). */
+    pod = json_pack(
         "{s:s, s:s, s:{s:s, s:s, s:o}, s:{s:s, s:s, s:b, s:b, s:i, "
         "s:{s:{s:s}}, s:[o], s:[{s:s, s:{s:s, s:i, s:[{s:s, s:s, s:i}, "
         "{s:s, s:s, s:i}]}}, o]}}",
@@ -161,6 +207,12 @@ json_t *pod_object(const runtime *rt, const session *s)
         "ssh_host_ed25519_key", "path", "ssh_host_ed25519_key", "mode", 0400,
         "key", "authorized_keys", "path", "authorized_keys", "mode", 0444,
         workspace_volume(s));
+    /* gVisor, Kata...: a second wall around the sandbox, where the
+     * cluster offers one (k8s_runtime_class). */
+    if (pod != NULL && rt->runtime_class[0])
+        json_object_set_new(json_object_get(pod, "spec"), "runtimeClassName",
+                            json_string(rt->runtime_class));
+    return pod;
 }
 
 double mono_now(void)
