@@ -2,12 +2,15 @@
  * ngx_pico_module: serves CONNECT /v1/sessions/<id>/tunnel.
  *
  *   ngx_pico_module.c       directives, configuration, the content handler
- *                           (one job a function), access-log variables
+ *                           (one job a function)
+ *   ngx_pico_variables.c    access-log variables
  *   ngx_pico_tunnel.c       the tunnel: its states, its answers (reply,
  *                           finish, release), accounting, the per-worker
  *                           list of tunnels and its limit
- *   ngx_pico_redis.c        the session store: lookups (cancelable
- *                           handles), accounting, pico:events, reconnects
+ *   ngx_pico_redis_conf.c   the pico_redis address (master, at configuration)
+ *   ngx_pico_redis_lookup.c session lookups (cancelable handles)
+ *   ngx_pico_redis.c        the session store's connections, reconnects,
+ *                           accounting, pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
  *   ngx_pico_relay.c        connecting to the sandbox and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
@@ -17,7 +20,9 @@
  *
  *   module -> tunnel -> relay -> pipe
  *      |         |
- *      +---------+-----> redis -> redis_event
+ *      +---------+-----> redis_lookup -> redis -> redis_event
+ *      |         `-----------------------^
+ *      +--> redis_conf, variables
  *
  * Whatever reports back upwards (a lookup's answer, a relay's end, a
  * deleted session) does so through a handler the caller registered, never
@@ -118,7 +123,14 @@ typedef void (*ngx_pico_lookup_handler_pt)(void *data, ngx_pico_record_t *rec,
 ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
                               ngx_pico_subscribed_pt subscribed);
 void      ngx_pico_redis_exit(ngx_pico_worker_t *w);
-char     *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
+struct redisAsyncContext *ngx_pico_redis_command(ngx_pico_worker_t *w,
+                                                 ngx_log_t *log, u_char *id);
+void                      ngx_pico_redis_drop(ngx_pico_worker_t *w);
+
+/* ngx_pico_redis_conf.c */
+char *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
+
+/* ngx_pico_redis_lookup.c */
 ngx_pico_lookup_t *ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id,
                                          u_char *token, ngx_log_t *log,
                                          ngx_pico_lookup_handler_pt handler,
@@ -235,6 +247,9 @@ struct ngx_pico_tunnel_s {
 };
 
 extern ngx_module_t ngx_pico_module;
+
+/* ngx_pico_variables.c */
+ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf);
 
 void ngx_pico_tunnel_init(ngx_cycle_t *cycle, ngx_pico_worker_t *w);
 void ngx_pico_tunnel_exit(ngx_pico_worker_t *w);
