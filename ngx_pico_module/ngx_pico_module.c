@@ -131,7 +131,7 @@ ngx_pico_handler(ngx_http_request_t *r)
                    &r->unparsed_uri);
 
     rc = ngx_pico_check_method(r);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -145,17 +145,17 @@ ngx_pico_handler(ngx_http_request_t *r)
     ngx_pico_take_over(r);
 
     rc = ngx_pico_check_path(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
     rc = ngx_pico_check_auth(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
     rc = ngx_pico_check_limit(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -163,7 +163,13 @@ ngx_pico_handler(ngx_http_request_t *r)
 }
 
 
-/* NGX_OK for a CONNECT that can become a tunnel, else the answer's rc */
+/*
+ * The content handler's checks: NGX_DECLINED when the request goes on to
+ * the next step, otherwise they answered and return the answer's rc (which
+ * may well be NGX_OK: an answer sent in full).
+ */
+
+/* NGX_DECLINED for a CONNECT that can become a tunnel */
 static ngx_int_t
 ngx_pico_check_method(ngx_http_request_t *r)
 {
@@ -185,7 +191,7 @@ ngx_pico_check_method(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -266,7 +272,7 @@ ngx_pico_check_path(ngx_pico_tunnel_t *t)
     t->session_id.data = t->id;
     t->session_id.len = PICO_ID_LEN;
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -280,7 +286,7 @@ ngx_pico_check_auth(ngx_pico_tunnel_t *t)
     const unsigned char *tok;
 
     if (!t->plcf->auth) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     h = t->request->headers_in.authorization;
@@ -309,7 +315,7 @@ ngx_pico_check_auth(ngx_pico_tunnel_t *t)
     ngx_memcpy(t->token, tok, PICO_TOKEN_LEN);
     t->has_token = 1;
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -322,7 +328,7 @@ ngx_pico_check_limit(ngx_pico_tunnel_t *t)
                              "Too many tunnels\n", NULL);
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 

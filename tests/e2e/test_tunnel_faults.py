@@ -1,0 +1,50 @@
+"""End-to-end tests of ngx_pico_module under faults and odd requests: a
+CONNECT with a body, 405s off the tunnel path, bursts of CONNECTs to one
+sandbox, Redis pausing under accounting, TLS listeners.
+
+The echo endpoint and the session records come from test_tunnel.py's
+helpers (build/bench/tunnel_load behind a record written with redis-cli)."""
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from pico_stack import read_head, wait_for
+from test_tunnel import (EchoEndpoint, add_record, cleanup_records,  # noqa: F401
+                         connect_raw, echo, open_echo, read_body)
+
+
+# -- an early answer is the end of the request ---------------------------
+
+@pytest.mark.parametrize("request_line", [
+    "GET /v1/sessions/%s/tunnel HTTP/1.1",
+    "CONNECT /v1/sessions/%s/tunnel/x HTTP/1.1",
+])
+def test_an_early_answer_opens_no_tunnel(stack, echo, request_line):
+    """The content handler's checks that answered (405, 404, 400, 401,
+    503) used to go on to the next step: the lookup, the connect and a
+    "200 Connection Established" after the error."""
+    sid = add_record(stack, "unix:" + echo.path)
+    req = (request_line % sid + "\r\nHost: x\r\n\r\n").encode()
+    s, head, rest = connect_raw(stack, req + b"echo\nhello")
+    try:
+        assert head.split(" ")[1] in ("404", "405"), head
+        body = read_body(s, head, rest)
+        s.settimeout(2)
+        after = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                after += chunk
+        except (socket.timeout, ConnectionResetError):
+            pass
+        assert after == rest[len(body):] == b"", (body, after)
+    finally:
+        s.close()
+    time.sleep(0.2)
+    assert stack.redis_cli("HGETALL", "pico:tunnels:" + sid) == ""
