@@ -20,6 +20,7 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_pico_check_method(ngx_http_request_t *r);
 static void      ngx_pico_take_over(ngx_http_request_t *r);
 static void      ngx_pico_request_handler(ngx_event_t *ev);
+static ngx_int_t ngx_pico_check_body(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_path(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_auth(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_limit(ngx_pico_tunnel_t *t);
@@ -144,6 +145,11 @@ ngx_pico_handler(ngx_http_request_t *r)
 
     ngx_pico_take_over(r);
 
+    rc = ngx_pico_check_body(t);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     rc = ngx_pico_check_path(t);
     if (rc != NGX_DECLINED) {
         return rc;
@@ -240,6 +246,38 @@ ngx_pico_request_handler(ngx_event_t *ev)
     }
 
     ngx_http_run_posted_requests(c);
+}
+
+
+/*
+ * A CONNECT has no content (RFC 9110, 9.3.6).  With Content-Length or
+ * Transfer-Encoding nginx takes the tunnel's first bytes for a body: they
+ * would be discarded after an answer, or be ambiguous in a tunnel.  Refuse
+ * it before anything is read or relayed.  "Content-Length: 0" announces
+ * nothing and is let through.
+ */
+static ngx_int_t
+ngx_pico_check_body(ngx_pico_tunnel_t *t)
+{
+    ngx_http_request_t *r;
+
+    r = t->request;
+
+    if (r->headers_in.transfer_encoding == NULL &&
+        r->headers_in.content_length_n <= 0) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "pico: CONNECT with %s refused",
+                  r->headers_in.transfer_encoding ? "Transfer-Encoding"
+                                                  : "Content-Length");
+
+    ngx_pico_set_status(t, "bad_request");
+    return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST,
+                         "A CONNECT has no body: Content-Length and "
+                         "Transfer-Encoding are not allowed\n",
+                         NULL);
 }
 
 

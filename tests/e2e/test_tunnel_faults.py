@@ -17,6 +17,46 @@ from test_tunnel import (EchoEndpoint, add_record, cleanup_records,  # noqa: F40
                          connect_raw, echo, open_echo, read_body)
 
 
+# -- a CONNECT never has a body ------------------------------------------
+
+@pytest.mark.parametrize("header", ["Content-Length: 5",
+                                    "Transfer-Encoding: chunked"])
+def test_connect_with_a_body_is_400(stack, echo, header):
+    """nginx would treat what follows the header as a body and discard it:
+    tunnel bytes lost.  The module refuses such a CONNECT before anything
+    is read or relayed."""
+    sid = add_record(stack, "unix:" + echo.path)
+    req = ("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n"
+           % (sid, header)).encode()
+    s, head, rest = connect_raw(stack, req + b"echo\nhello")
+    try:
+        assert head.startswith("HTTP/1.1 400 "), head
+        assert "text/plain" in head
+        assert "Connection: close" in head
+        body = read_body(s, head, rest)
+        assert body == ("A CONNECT has no body: Content-Length and "
+                        "Transfer-Encoding are not allowed\n")
+    finally:
+        s.close()
+    assert stack.redis_cli("EXISTS", "pico:tunnels:" + sid) == "0"
+
+
+def test_connect_with_content_length_0_opens(stack, echo):
+    """Content-Length: 0 announces no body: nothing to discard."""
+    sid = add_record(stack, "unix:" + echo.path)
+    req = ("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: x\r\n"
+           "Content-Length: 0\r\n\r\n" % sid).encode()
+    s, head, rest = connect_raw(stack, req + b"echo\nhello")
+    try:
+        assert head.startswith("HTTP/1.1 200 "), head
+        got = rest
+        while len(got) < 5:
+            got += s.recv(100)
+        assert got == b"hello"
+    finally:
+        s.close()
+
+
 # -- an early answer is the end of the request ---------------------------
 
 @pytest.mark.parametrize("request_line", [
