@@ -179,10 +179,21 @@ ngx_pico_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_pico_check_method(ngx_http_request_t *r)
 {
+    ngx_uint_t           tunnel_path;
+    const unsigned char *id;
+
     if (r->method != NGX_HTTP_CONNECT) {
-        /* other 405s arrive here through the same error_page */
+        /*
+         * Another method on a tunnel path, or another 405 of nginx's own
+         * (TRACE) when the configuration sends every 405 here: only a
+         * tunnel path allows CONNECT, what another path allows is the REST
+         * API's to say (conf/nginx.conf.in sends those 405s there).
+         */
+        tunnel_path = pico_parse_tunnel_path(r->uri.data, r->uri.len, &id) !=
+                      PICO_PATH_NOT_FOUND;
+
         return ngx_pico_send(r, NGX_HTTP_NOT_ALLOWED, "Method not allowed\n",
-                             NULL);
+                             tunnel_path ? "CONNECT" : NULL);
     }
 
 #if (NGX_HTTP_V2)

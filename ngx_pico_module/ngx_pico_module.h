@@ -261,7 +261,7 @@ void      ngx_pico_tunnel_deleted(ngx_pico_worker_t *w, u_char *id);
 void      ngx_pico_tunnel_recheck(ngx_pico_worker_t *w);
 void      ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status);
 ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
-                        char *www_authenticate);
+                        char *header);
 void      ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body,
                          char *www_authenticate);
 void      ngx_pico_finish(ngx_pico_tunnel_t *t, char *status);

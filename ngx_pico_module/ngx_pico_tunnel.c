@@ -352,10 +352,13 @@ ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
 }
 
 
-/* a short text/plain answer; the connection closes after it */
+/*
+ * A short text/plain answer; the connection closes after it.  header is
+ * the field that goes with the code, or NULL: Allow for a 405,
+ * WWW-Authenticate for a 401.
+ */
 ngx_int_t
-ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
-              char *www_authenticate)
+ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body, char *header)
 {
     size_t           len;
     ngx_int_t        rc;
@@ -374,28 +377,23 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
     r->keepalive = 0;
 
-    if (code == NGX_HTTP_NOT_ALLOWED) {
+    if (header) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;
         }
 
         h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "CONNECT");
-    }
+        h->value.data = (u_char *)header;
+        h->value.len = ngx_strlen(header);
 
-    if (www_authenticate) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
+        if (code == NGX_HTTP_NOT_ALLOWED) {
+            ngx_str_set(&h->key, "Allow");
+
+        } else {
+            ngx_str_set(&h->key, "WWW-Authenticate");
+            r->headers_out.www_authenticate = h;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        h->value.data = (u_char *)www_authenticate;
-        h->value.len = ngx_strlen(www_authenticate);
-        r->headers_out.www_authenticate = h;
     }
 
     b = ngx_calloc_buf(r->pool);

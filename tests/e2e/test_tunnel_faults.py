@@ -57,6 +57,30 @@ def test_connect_with_content_length_0_opens(stack, echo):
         s.close()
 
 
+# -- 405s that are not the tunnel's --------------------------------------
+
+@pytest.mark.parametrize("path,allow", [
+    ("/health", "GET, HEAD"),
+    ("/v1/sessions", "GET, HEAD, POST"),
+    ("/v1/sessions/%s" % uuid.uuid4(), "GET, HEAD, DELETE"),
+])
+def test_trace_on_rest_paths_is_the_apis_405(stack, path, allow):
+    """nginx rejects TRACE with 405 before any phase, and error_page 405
+    sends it to @tunnel; off the tunnel path it is the REST API's 405."""
+    r = stack.request("TRACE", path)
+    assert r.status == 405, r
+    assert r.headers.get("Allow") == allow, r
+    assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_trace_on_the_tunnel_path_allows_connect(stack):
+    r = stack.request("TRACE", "/v1/sessions/%s/tunnel" % uuid.uuid4())
+    assert r.status == 405, r
+    assert r.headers.get("Allow") == "CONNECT"
+    r = stack.request("GET", "/v1/sessions/%s/tunnel" % uuid.uuid4())
+    assert (r.status, r.headers.get("Allow")) == (405, "CONNECT")
+
+
 # -- an early answer is the end of the request ---------------------------
 
 @pytest.mark.parametrize("request_line", [
