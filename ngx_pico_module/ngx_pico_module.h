@@ -12,13 +12,14 @@
  *   ngx_pico_redis.c        the session store's connections, reconnects,
  *                           accounting, pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
- *   ngx_pico_relay.c        connecting to the sandbox and relaying bytes
+ *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
+ *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> tunnel -> relay -> pipe
+ *   module -> tunnel -> connect -> relay -> pipe
  *      |         |
  *      +---------+-----> redis_lookup -> redis -> redis_event
  *      |         `-----------------------^
@@ -191,11 +192,16 @@ struct ngx_pico_relay_s {
     ngx_str_t             endpoint;
     ngx_peer_connection_t peer;
 
-    ngx_pico_dir_t    up;      /* client -> sandbox */
-    ngx_pico_dir_t    down;    /* sandbox -> client */
-    ngx_event_t       idle;    /* idle timeout */
-    ngx_connection_t *failed;  /* the side whose socket failed */
-    ngx_msec_t        started; /* ngx_current_msec at 200 */
+    ngx_pico_dir_t    up;    /* client -> sandbox */
+    ngx_pico_dir_t    down;  /* sandbox -> client */
+    ngx_event_t       idle;  /* idle timeout */
+    ngx_event_t       retry; /* connect again: unix backlog was full */
+    ngx_msec_t        connect_start;
+    ngx_msec_t        retry_delay;
+    ngx_uint_t        retries;
+    ngx_log_t         connect_log; /* c->log, quieter for connect(2) */
+    ngx_connection_t *failed;      /* the side whose socket failed */
+    ngx_msec_t        started;     /* ngx_current_msec at 200 */
     ngx_msec_t        ended;
 
     ngx_pico_relay_handler_pt handler;
@@ -203,7 +209,11 @@ struct ngx_pico_relay_s {
     unsigned                  relaying : 1;
 };
 
+/* ngx_pico_connect.c */
 void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
+
+/* ngx_pico_relay.c (connect -> relay) */
+void ngx_pico_relay_connected(ngx_pico_relay_t *rl);
 void ngx_pico_relay_process(ngx_pico_relay_t *rl);
 void ngx_pico_relay_close(ngx_pico_relay_t *rl);
 

@@ -112,3 +112,73 @@ def test_an_early_answer_opens_no_tunnel(stack, echo, request_line):
         s.close()
     time.sleep(0.2)
     assert stack.redis_cli("HGETALL", "pico:tunnels:" + sid) == ""
+
+
+# -- a burst of CONNECTs to one sandbox ----------------------------------
+
+class SlowListener:
+    """A unix listener with a small backlog that accepts nothing for
+    `pause` seconds, then everything: a sandbox's sshd under a burst.
+    Linux fails connect(2) to a full unix backlog with EAGAIN at once."""
+
+    def __init__(self, path, backlog=4, pause=0.5):
+        import threading
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        os.chmod(path, 0o777)  # the workers are not root
+        self.sock.listen(backlog)
+        self.accepted = []
+        self.pause = pause
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        time.sleep(self.pause)
+        self.sock.settimeout(0.5)
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepted.append(c)
+
+    def close(self):
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+
+
+def test_burst_of_connects_to_one_sandbox_all_open(stack):
+    """400 CONNECTs at once to a session whose listener's backlog (4) is
+    full for half a second: the module tries a unix connect that fails
+    with EAGAIN again within pico_connect_timeout instead of a 502."""
+    path = os.path.join(stack.var, "sessions", "slow-%s.sock" % uuid.uuid4().hex[:8])
+    lst = SlowListener(path)
+    sid = add_record(stack, "unix:" + path)
+    n = 400
+    clients = []
+    try:
+        start = time.monotonic()
+        for _ in range(n):
+            c = socket.create_connection(("127.0.0.1", stack.port), 10)
+            c.sendall(("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\n"
+                       "Host: x\r\n\r\n" % sid).encode())
+            clients.append(c)
+        codes = {}
+        for c in clients:
+            head, _ = read_head(c)
+            code = head.split(b" ", 2)[1].decode() if head else "closed"
+            codes[code] = codes.get(code, 0) + 1
+        took = time.monotonic() - start
+        assert codes == {"200": n}, codes
+        assert took < 5, "took %.1f s" % took
+        wait_for(lambda: len(lst.accepted) == n, timeout=5, what="accepts")
+    finally:
+        for c in clients:
+            c.close()
+        lst.close()
+    wait_for(lambda: stack.redis_cli("HGET", "pico:tunnels:" + sid, "open") == "0",
+             timeout=10, what="open=0")
+    assert stack.redis_cli("HGET", "pico:tunnels:" + sid, "opened") == str(n)
