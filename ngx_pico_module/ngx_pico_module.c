@@ -640,6 +640,10 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
 
     ngx_pico_tunnel_init(cycle, w);
 
+    if (ngx_pico_account_init(w) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     pmcf->worker = w;
 
     /* pico:events reaches the tunnels through these two handlers */
@@ -660,6 +664,7 @@ ngx_pico_exit_process(ngx_cycle_t *cycle)
 
     /* the tunnels' last accounting first, then Redis flushes it */
     ngx_pico_tunnel_exit(pmcf->worker);
+    ngx_pico_account_exit(pmcf->worker);
     ngx_pico_redis_exit(pmcf->worker);
     ngx_pico_pipes_free(pmcf->worker);
 }

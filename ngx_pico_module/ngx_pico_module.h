@@ -9,8 +9,9 @@
  *                           list of tunnels and its limit
  *   ngx_pico_redis_conf.c   the pico_redis address (master, at configuration)
  *   ngx_pico_redis_lookup.c session lookups (cancelable handles)
+ *   ngx_pico_account.c      tunnel accounting: merged per session, EVALSHA
  *   ngx_pico_redis.c        the session store's connections, reconnects,
- *                           accounting, pico:events
+ *                           pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
  *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
  *   ngx_pico_relay.c        the 200 and relaying bytes
@@ -97,6 +98,18 @@ struct ngx_pico_worker_s {
     ngx_pico_deleted_pt       deleted;
     ngx_pico_subscribed_pt    subscribed;
 
+    ngx_uint_t cmd_timeouts; /* lookups timed out since the last reply */
+
+    /* ngx_pico_account.c */
+    ngx_rbtree_t              acct_tree; /* pending updates by session */
+    ngx_rbtree_node_t         acct_sentinel;
+    ngx_uint_t                acct_n;
+    ngx_uint_t                acct_inflight; /* sent, not answered */
+    ngx_uint_t                acct_dropped;
+    ngx_event_t               acct_flush;
+    struct redisAsyncContext *acct_loaded; /* SCRIPT LOAD sent on it */
+    u_char                    acct_sha[40];
+
     /* ngx_pico_tunnel.c */
     ngx_queue_t tunnels; /* from the lookup on */
     ngx_uint_t  active;  /* requests holding a tunnel slot */
@@ -128,6 +141,12 @@ struct redisAsyncContext *ngx_pico_redis_command(ngx_pico_worker_t *w,
                                                  ngx_log_t *log, u_char *id);
 void                      ngx_pico_redis_drop(ngx_pico_worker_t *w);
 
+/* ngx_pico_account.c */
+ngx_int_t ngx_pico_account_init(ngx_pico_worker_t *w);
+void      ngx_pico_account_exit(ngx_pico_worker_t *w);
+ngx_int_t ngx_pico_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
+                           ngx_int_t opened, off_t up, off_t down);
+
 /* ngx_pico_redis_conf.c */
 char *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
 
@@ -137,9 +156,6 @@ ngx_pico_lookup_t *ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id,
                                          ngx_pico_lookup_handler_pt handler,
                                          void                      *data);
 void               ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
-ngx_int_t          ngx_pico_redis_account(ngx_pico_worker_t *w, u_char *id,
-                                          ngx_int_t open, ngx_int_t opened, off_t up,
-                                          off_t down);
 ngx_int_t          ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
 
 /* ngx_pico_redis_event.c */

@@ -3,9 +3,8 @@
  * worker, driven by nginx's own event loop (ngx_pico_redis_event.c; no
  * thread, no blocking call but the bounded flush of an exiting worker).
  *
- *   cmd  session lookups (pipelined HMGETs of token and session) and
- *        fire-and-forget tunnel accounting (a Lua script that only touches
- *        pico:tunnels:<id> while pico:session:<id> exists)
+ *   cmd  session lookups (ngx_pico_redis_lookup.c) and tunnel accounting
+ *        (ngx_pico_account.c)
  *   sub  SUBSCRIBE pico:events; "deleted <id>" goes to the worker's
  *        deleted handler; after every (re)subscribe the subscribed handler
  *        runs, since pub/sub loses messages while disconnected
@@ -45,22 +44,6 @@ static void ngx_pico_redis_message(redisAsyncContext *ac, void *r,
                                    void *privdata);
 static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
                                          void *privdata);
-
-/*
- * KEYS[1] pico:session:<id>, KEYS[2] pico:tunnels:<id>;
- * ARGV open delta, opened delta, bytes_up delta, bytes_down delta,
- * last_activity (unix ms, "0": leave it)
- */
-static const char ngx_pico_account_script[] =
-    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
-    "local f = {'open', 'opened', 'bytes_up', 'bytes_down'} "
-    "for i = 1, 4 do "
-    "local v = tonumber(ARGV[i]) "
-    "if v ~= 0 then redis.call('HINCRBY', KEYS[2], f[i], v) end "
-    "end "
-    "if ARGV[5] ~= '0' then "
-    "redis.call('HSET', KEYS[2], 'last_activity', ARGV[5]) end "
-    "return 1";
 
 
 ngx_int_t
@@ -394,68 +377,4 @@ ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
     if (reply->integer == 0) {
         w->deleted(w, id);
     }
-}
-
-
-/*
- * One accounting update of pico:tunnels:<id>, fire and forget: no
- * callback, the relay never waits for Redis.  NGX_DECLINED: no connection,
- * nothing was sent (the caller keeps its deltas for the next time).
- */
-ngx_int_t
-ngx_pico_redis_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
-                       ngx_int_t opened, off_t up, off_t down)
-{
-    ngx_uint_t  i;
-    ngx_time_t *tp;
-    size_t      argvlen[10];
-    const char *argv[10];
-    u_char      skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
-    u_char      tkey[sizeof("pico:tunnels:") - 1 + PICO_ID_LEN];
-    u_char      num[5][NGX_OFF_T_LEN + 2];
-
-    if (w->cmd == NULL || w->exiting) {
-        return NGX_DECLINED;
-    }
-
-    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, w->log, 0,
-                   "pico redis account %*s open:%i opened:%i up:%O",
-                   (size_t)PICO_ID_LEN, id, open, opened, up);
-
-    tp = ngx_timeofday();
-
-    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
-    ngx_memcpy(ngx_cpymem(tkey, "pico:tunnels:", 13), id, PICO_ID_LEN);
-
-    argv[0] = "EVAL";
-    argv[1] = ngx_pico_account_script;
-    argv[2] = "2";
-    argv[3] = (char *)skey;
-    argv[4] = (char *)tkey;
-
-    argvlen[0] = 4;
-    argvlen[1] = sizeof(ngx_pico_account_script) - 1;
-    argvlen[2] = 1;
-    argvlen[3] = sizeof(skey);
-    argvlen[4] = sizeof(tkey);
-
-    argvlen[5] = ngx_sprintf(num[0], "%i", open) - num[0];
-    argvlen[6] = ngx_sprintf(num[1], "%i", opened) - num[1];
-    argvlen[7] = ngx_sprintf(num[2], "%O", up) - num[2];
-    argvlen[8] = ngx_sprintf(num[3], "%O", down) - num[3];
-
-    if (up || down || opened) {
-        argvlen[9] = ngx_sprintf(num[4], "%T%03M", tp->sec, tp->msec) - num[4];
-
-    } else {
-        argvlen[9] = ngx_sprintf(num[4], "0") - num[4];
-    }
-
-    for (i = 0; i < 5; i++) {
-        argv[5 + i] = (char *)num[i];
-    }
-
-    (void)redisAsyncCommandArgv(w->cmd, NULL, NULL, 10, argv, argvlen);
-
-    return NGX_OK;
 }

@@ -4,8 +4,9 @@
  * (ngx_pico_redis.c).  A lookup is a handle, as nginx's resolver contexts
  * are: ngx_pico_redis_lookup() takes a handler and its data,
  * ngx_pico_redis_lookup_cancel() makes sure the handler is never called.
- * A lookup slower than pico_redis_timeout drops the connection
- * (ngx_pico_redis_drop()).  Nothing here knows a tunnel or a request.
+ * A lookup slower than pico_redis_timeout fails alone; NGX_PICO_HUNG of
+ * them in a row with no answer drop the connection (ngx_pico_redis_drop()).
+ * Nothing here knows a tunnel or a request.
  */
 
 #include <hiredis/hiredis.h>
@@ -14,6 +15,7 @@
 #include "ngx_pico_module.h"
 
 #define NGX_PICO_MAX_FIELD 512
+#define NGX_PICO_HUNG 3 /* timeouts in a row that drop the connection */
 
 /* a copied field of a reply: reply memory is gone after the callback */
 typedef struct {
@@ -177,8 +179,21 @@ ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
     /* lk may be freed below, with the context */
     ngx_pico_redis_lookup_cancel(lk);
 
-    /* Redis did not answer in time: it is treated as gone */
-    ngx_pico_redis_drop(w);
+    /*
+     * This lookup failed, the others on the connection wait on: a Redis
+     * that is slow for a moment (CLIENT PAUSE, a slow command) answers
+     * them.  One that answered nothing while NGX_PICO_HUNG lookups timed
+     * out is treated as gone: the connection is dropped (what was pending
+     * on it fails at once) and made again on the next request.
+     */
+    if (++w->cmd_timeouts >= NGX_PICO_HUNG) {
+        ngx_log_error(NGX_LOG_ERR, w->log, 0,
+                      "pico: redis \"%V\": %ui lookups timed out without "
+                      "an answer, reconnecting",
+                      &w->pmcf->redis, w->cmd_timeouts);
+        w->cmd_timeouts = 0;
+        ngx_pico_redis_drop(w);
+    }
 
     handler(data, NULL, "timed out");
 }
@@ -207,6 +222,10 @@ ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
     size_t i;
 
     lk->pending--;
+
+    if (reply) {
+        lk->worker->cmd_timeouts = 0;
+    }
 
     if (reply == NULL) {
         lk->error = "connection lost";

@@ -258,9 +258,8 @@ ngx_pico_tunnel_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
     down = t->relay.down.bytes;
 
     /* deltas not sent while Redis is away go with a later update */
-    if (ngx_pico_redis_account(t->worker, t->id, open, opened,
-                               up - t->up_reported,
-                               down - t->down_reported) != NGX_OK) {
+    if (ngx_pico_account(t->worker, t->id, open, opened, up - t->up_reported,
+                         down - t->down_reported) != NGX_OK) {
         return NGX_DECLINED;
     }
 

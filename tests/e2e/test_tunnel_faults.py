@@ -182,3 +182,74 @@ def test_burst_of_connects_to_one_sandbox_all_open(stack):
     wait_for(lambda: stack.redis_cli("HGET", "pico:tunnels:" + sid, "open") == "0",
              timeout=10, what="open=0")
     assert stack.redis_cli("HGET", "pico:tunnels:" + sid, "opened") == str(n)
+
+
+# -- accounting stays exact ----------------------------------------------
+
+def test_counters_exact_across_many_tunnels(stack, echo):
+    """300 tunnels to one session, 50 at a time, each moving a few bytes:
+    the merged updates add up to exactly what was relayed."""
+    from pico_stack import run_parallel
+    sid = add_record(stack, "unix:" + echo.path)
+    key = "pico:tunnels:" + sid
+    n = 300
+
+    def one(i):
+        s = open_echo(stack, sid)
+        try:
+            data = b"x" * (i + 1)
+            s.sendall(data)
+            got = b""
+            while len(got) < len(data):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                got += chunk
+            return got == data
+        finally:
+            s.close()
+
+    ts, results = run_parallel(one, n, 50)
+    for t in ts:
+        t.join(60)
+    assert results.count(True) == n
+    want_down = sum(range(1, n + 1))
+    wait_for(lambda: stack.redis_cli("HGET", key, "bytes_down") == str(want_down)
+             and stack.redis_cli("HGET", key, "open") == "0",
+             timeout=10, what="counters")
+    assert stack.redis_cli("HGET", key, "opened") == str(n)
+    assert stack.redis_cli("HGET", key, "bytes_up") == str(want_down + 5 * n)
+
+
+def test_redis_pause_loses_no_open_decrement(new_stack):
+    """Redis stops answering for 1.5 s (CLIENT PAUSE) while tunnels close
+    and a CONNECT's lookup times out: the "open -1"s of the closed tunnels
+    still arrive, and the counters end exact."""
+    stack = new_stack(name="pause", workers=1,
+                      nginx_http_extra="pico_redis_timeout 300ms;")
+    e = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + e.path)
+        key = "pico:tunnels:" + sid
+        socks = [open_echo(stack, sid) for _ in range(20)]
+        wait_for(lambda: stack.redis_cli("HGET", key, "open") == "20",
+                 what="open=20")
+        stack.redis_cli("CLIENT", "PAUSE", "1500", "ALL")
+        for s in socks:
+            s.close()
+        # lookups that time out while Redis is paused
+        for _ in range(2):
+            s, status, _ = stack.open_tunnel(sid, timeout=5)
+            s.close()
+            assert " 503 " in status, status
+        time.sleep(1.6)
+        wait_for(lambda: stack.redis_cli("HGET", key, "open") == "0",
+                 timeout=5, what="open=0 after the pause")
+        assert stack.redis_cli("HGET", key, "opened") == "20"
+        # and the module still serves
+        s = open_echo(stack, sid)
+        s.close()
+        wait_for(lambda: stack.redis_cli("HGET", key, "opened") == "21",
+                 what="opened=21")
+    finally:
+        e.stop()
