@@ -59,14 +59,15 @@ static ngx_int_t ngx_pico_account_merge(ngx_pico_worker_t *w, u_char *id,
 /*
  * KEYS[1] pico:session:<id>, KEYS[2] pico:tunnels:<id>;
  * ARGV open delta, opened delta, bytes_up delta, bytes_down delta,
- * last_activity (unix ms, "0": leave it)
+ * last_activity (unix ms, "0": leave it).  Every field is incremented, by
+ * 0 too: a tunnel opened and closed within one merged update still leaves
+ * "open" 0 in the hash, not missing.
  */
 static const char ngx_pico_account_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
     "local f = {'open', 'opened', 'bytes_up', 'bytes_down'} "
     "for i = 1, 4 do "
-    "local v = tonumber(ARGV[i]) "
-    "if v ~= 0 then redis.call('HINCRBY', KEYS[2], f[i], v) end "
+    "redis.call('HINCRBY', KEYS[2], f[i], ARGV[i]) "
     "end "
     "if ARGV[5] ~= '0' then "
     "redis.call('HSET', KEYS[2], 'last_activity', ARGV[5]) end "

@@ -221,6 +221,18 @@ def test_counters_exact_across_many_tunnels(stack, echo):
     assert stack.redis_cli("HGET", key, "bytes_up") == str(want_down + 5 * n)
 
 
+def test_tunnel_opened_and_closed_at_once_leaves_open_0(stack, echo):
+    """Its +1 and -1 merge into one update of open 0: the field is still
+    written (0), not left out."""
+    sid = add_record(stack, "unix:" + echo.path)
+    key = "pico:tunnels:" + sid
+    open_echo(stack, sid).close()
+    wait_for(lambda: stack.redis_cli("HGET", key, "opened") == "1",
+             what="opened=1")
+    assert stack.redis_cli("HGET", key, "open") == "0"
+    assert stack.redis_cli("HGET", key, "bytes_up") == "5"
+
+
 def test_redis_pause_loses_no_open_decrement(new_stack):
     """Redis stops answering for 1.5 s (CLIENT PAUSE) while tunnels close
     and a CONNECT's lookup times out: the "open -1"s of the closed tunnels
