@@ -92,6 +92,17 @@ ngx_pico_relay_connected(ngx_pico_relay_t *rl)
     rl->down.copy = (rl->peer.sockaddr->sa_family == AF_UNIX ||
                      c->sockaddr->sa_family != AF_UNIX);
 
+#if (NGX_SSL)
+    /*
+     * Over TLS the client's socket carries ciphertext: its bytes go through
+     * c->recv/c->send (OpenSSL), never splice(2).
+     */
+    if (c->ssl) {
+        rl->up.copy = 1;
+        rl->down.copy = 1;
+    }
+#endif
+
     /* what the client sent right after its header goes first */
     hb = rl->header_in;
     if (hb && hb->pos < hb->last) {

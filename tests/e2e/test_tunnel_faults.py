@@ -265,3 +265,65 @@ def test_redis_pause_loses_no_open_decrement(new_stack):
                  what="opened=21")
     finally:
         e.stop()
+
+
+# -- TLS on the listener -------------------------------------------------
+
+def test_tunnel_over_tls_listener(new_stack, tmp_path):
+    """Under "listen ... ssl" the client's socket carries TLS records: the
+    relay must copy through OpenSSL, not splice the ciphertext (splice is
+    on by default for TCP client -> unix endpoint)."""
+    import ssl
+    import subprocess
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.check_call(["openssl", "req", "-x509", "-newkey", "rsa:2048",
+                           "-nodes", "-keyout", key, "-out", cert, "-days", "1",
+                           "-subj", "/CN=127.0.0.1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    from pico_stack import free_port
+    port = free_port()
+    stack = new_stack(name="tls", nginx_listen_extra=["127.0.0.1:%d ssl" % port],
+                      nginx_http_extra="ssl_certificate %s; ssl_certificate_key %s"
+                      % (cert, key))
+    e = EchoEndpoint(stack)
+    try:
+        sid = add_record(stack, "unix:" + e.path)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", port), 10)
+        s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+        try:
+            s.sendall(("CONNECT /v1/sessions/%s/tunnel HTTP/1.1\r\nHost: x\r\n\r\n"
+                       % sid).encode() + b"echo\n")
+            head, rest = read_head(s)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            data = os.urandom(300000)
+            got = [rest]
+            import threading
+
+            def reader():
+                n = len(rest)
+                while n < len(data):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    got.append(chunk)
+                    n += len(chunk)
+
+            t = threading.Thread(target=reader)
+            t.start()
+            s.sendall(data)
+            t.join(30)
+            assert b"".join(got) == data
+        finally:
+            s.close()
+        key_ = "pico:tunnels:" + sid
+        wait_for(lambda: stack.redis_cli("HGET", key_, "open") == "0",
+                 what="open=0")
+        assert stack.redis_cli("HGET", key_, "bytes_down") == str(len(data))
+        # the plain listener still works beside it
+        s = open_echo(stack, sid)
+        s.close()
+    finally:
+        e.stop()
