@@ -214,7 +214,11 @@ ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
         t->flush.log = r->connection->log;
         t->flush.cancelable = 1;
 
-        /* a tunnel opened while Redis is away never sends its -1 either */
+        /*
+         * queued, sent when Redis is there (ngx_pico_account.c); only a
+         * dropped update (out of memory) leaves the tunnel unaccounted,
+         * and then its -1 is not sent either
+         */
         if (ngx_pico_tunnel_account(t, 1, 1) == NGX_OK) {
             t->accounted = 1;
         }
