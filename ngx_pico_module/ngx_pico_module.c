@@ -1,6 +1,6 @@
 /*
- * ngx_pico_module: directives, configuration, the content handler of the
- * tunnel location and access-log variables.
+ * ngx_pico_module: directives, configuration and the content handler of
+ * the tunnel location (the access-log variables are ngx_pico_variables.c).
  *
  * A CONNECT reaches us through "error_page 405 = @tunnel" (nginx rejects
  * CONNECT before any phase runs, see DESIGN.md).  The content handler is
@@ -20,6 +20,7 @@ static ngx_int_t ngx_pico_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_pico_check_method(ngx_http_request_t *r);
 static void      ngx_pico_take_over(ngx_http_request_t *r);
 static void      ngx_pico_request_handler(ngx_event_t *ev);
+static ngx_int_t ngx_pico_check_body(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_path(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_auth(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_limit(ngx_pico_tunnel_t *t);
@@ -31,13 +32,9 @@ static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
 static ngx_int_t ngx_pico_check_record(ngx_pico_tunnel_t *t,
                                        ngx_pico_record_t *rec);
 
-static ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf);
-static ngx_int_t ngx_pico_variable(ngx_http_request_t        *r,
-                                   ngx_http_variable_value_t *v,
-                                   uintptr_t                  data);
-static void     *ngx_pico_create_main_conf(ngx_conf_t *cf);
-static char     *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
-static void     *ngx_pico_create_loc_conf(ngx_conf_t *cf);
+static void *ngx_pico_create_main_conf(ngx_conf_t *cf);
+static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
@@ -123,27 +120,6 @@ ngx_module_t ngx_pico_module = {NGX_MODULE_V1,
                                 NULL,                  /* exit master */
                                 NGX_MODULE_V1_PADDING};
 
-enum {
-    NGX_PICO_VAR_SESSION_ID = 0,
-    NGX_PICO_VAR_BYTES_UP,
-    NGX_PICO_VAR_BYTES_DOWN,
-    NGX_PICO_VAR_TIME,
-    NGX_PICO_VAR_STATUS
-};
-
-static ngx_http_variable_t ngx_pico_vars[] = {
-    {ngx_string("pico_session_id"), NULL, ngx_pico_variable,
-     NGX_PICO_VAR_SESSION_ID, NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("pico_bytes_up"), NULL, ngx_pico_variable,
-     NGX_PICO_VAR_BYTES_UP, NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("pico_bytes_down"), NULL, ngx_pico_variable,
-     NGX_PICO_VAR_BYTES_DOWN, NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("pico_tunnel_time"), NULL, ngx_pico_variable, NGX_PICO_VAR_TIME,
-     NGX_HTTP_VAR_NOCACHEABLE, 0},
-    {ngx_string("pico_tunnel_status"), NULL, ngx_pico_variable,
-     NGX_PICO_VAR_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0},
-    ngx_http_null_variable};
-
 static ngx_int_t
 ngx_pico_handler(ngx_http_request_t *r)
 {
@@ -156,7 +132,7 @@ ngx_pico_handler(ngx_http_request_t *r)
                    &r->unparsed_uri);
 
     rc = ngx_pico_check_method(r);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -169,18 +145,23 @@ ngx_pico_handler(ngx_http_request_t *r)
 
     ngx_pico_take_over(r);
 
+    rc = ngx_pico_check_body(t);
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     rc = ngx_pico_check_path(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
     rc = ngx_pico_check_auth(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
     rc = ngx_pico_check_limit(t);
-    if (rc != NGX_OK) {
+    if (rc != NGX_DECLINED) {
         return rc;
     }
 
@@ -188,14 +169,31 @@ ngx_pico_handler(ngx_http_request_t *r)
 }
 
 
-/* NGX_OK for a CONNECT that can become a tunnel, else the answer's rc */
+/*
+ * The content handler's checks: NGX_DECLINED when the request goes on to
+ * the next step, otherwise they answered and return the answer's rc (which
+ * may well be NGX_OK: an answer sent in full).
+ */
+
+/* NGX_DECLINED for a CONNECT that can become a tunnel */
 static ngx_int_t
 ngx_pico_check_method(ngx_http_request_t *r)
 {
+    ngx_uint_t           tunnel_path;
+    const unsigned char *id;
+
     if (r->method != NGX_HTTP_CONNECT) {
-        /* other 405s arrive here through the same error_page */
+        /*
+         * Another method on a tunnel path, or another 405 of nginx's own
+         * (TRACE) when the configuration sends every 405 here: only a
+         * tunnel path allows CONNECT, what another path allows is the REST
+         * API's to say (conf/nginx.conf.in sends those 405s there).
+         */
+        tunnel_path = pico_parse_tunnel_path(r->uri.data, r->uri.len, &id) !=
+                      PICO_PATH_NOT_FOUND;
+
         return ngx_pico_send(r, NGX_HTTP_NOT_ALLOWED, "Method not allowed\n",
-                             NULL);
+                             tunnel_path ? "CONNECT" : NULL);
     }
 
 #if (NGX_HTTP_V2)
@@ -210,7 +208,7 @@ ngx_pico_check_method(ngx_http_request_t *r)
         return NGX_HTTP_NOT_ALLOWED;
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -262,6 +260,38 @@ ngx_pico_request_handler(ngx_event_t *ev)
 }
 
 
+/*
+ * A CONNECT has no content (RFC 9110, 9.3.6).  With Content-Length or
+ * Transfer-Encoding nginx takes the tunnel's first bytes for a body: they
+ * would be discarded after an answer, or be ambiguous in a tunnel.  Refuse
+ * it before anything is read or relayed.  "Content-Length: 0" announces
+ * nothing and is let through.
+ */
+static ngx_int_t
+ngx_pico_check_body(ngx_pico_tunnel_t *t)
+{
+    ngx_http_request_t *r;
+
+    r = t->request;
+
+    if (r->headers_in.transfer_encoding == NULL &&
+        r->headers_in.content_length_n <= 0) {
+        return NGX_DECLINED;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "pico: CONNECT with %s refused",
+                  r->headers_in.transfer_encoding ? "Transfer-Encoding"
+                                                  : "Content-Length");
+
+    ngx_pico_set_status(t, "bad_request");
+    return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST,
+                         "A CONNECT has no body: Content-Length and "
+                         "Transfer-Encoding are not allowed\n",
+                         NULL);
+}
+
+
 static ngx_int_t
 ngx_pico_check_path(ngx_pico_tunnel_t *t)
 {
@@ -291,7 +321,7 @@ ngx_pico_check_path(ngx_pico_tunnel_t *t)
     t->session_id.data = t->id;
     t->session_id.len = PICO_ID_LEN;
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -305,7 +335,7 @@ ngx_pico_check_auth(ngx_pico_tunnel_t *t)
     const unsigned char *tok;
 
     if (!t->plcf->auth) {
-        return NGX_OK;
+        return NGX_DECLINED;
     }
 
     h = t->request->headers_in.authorization;
@@ -334,7 +364,7 @@ ngx_pico_check_auth(ngx_pico_tunnel_t *t)
     ngx_memcpy(t->token, tok, PICO_TOKEN_LEN);
     t->has_token = 1;
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -347,7 +377,7 @@ ngx_pico_check_limit(ngx_pico_tunnel_t *t)
                              "Too many tunnels\n", NULL);
     }
 
-    return NGX_OK;
+    return NGX_DECLINED;
 }
 
 
@@ -461,98 +491,6 @@ ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
                        NULL);
         return NGX_DECLINED;
     }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_pico_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t *var, *v;
-
-    for (v = ngx_pico_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-                  uintptr_t data)
-{
-    u_char            *p;
-    ngx_msec_int_t     ms;
-    ngx_pico_tunnel_t *t;
-
-    t = ngx_http_get_module_ctx(r, ngx_pico_module);
-
-    if (t == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN + 8);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-
-    switch (data) {
-
-    case NGX_PICO_VAR_SESSION_ID:
-        if (t->session_id.len == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        v->data = t->session_id.data;
-        v->len = t->session_id.len;
-        break;
-
-    case NGX_PICO_VAR_BYTES_UP:
-        v->len = ngx_sprintf(p, "%O", t->relay.up.bytes) - p;
-        break;
-
-    case NGX_PICO_VAR_BYTES_DOWN:
-        v->len = ngx_sprintf(p, "%O", t->relay.down.bytes) - p;
-        break;
-
-    case NGX_PICO_VAR_TIME:
-        if (t->relay.started == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        ms = (ngx_msec_int_t)((t->relay.ended ? t->relay.ended
-                                              : ngx_current_msec) -
-                              t->relay.started);
-        ms = ngx_max(ms, 0);
-        v->len = ngx_sprintf(p, "%T.%03M", (time_t)ms / 1000, ms % 1000) - p;
-        break;
-
-    default: /* NGX_PICO_VAR_STATUS */
-        if (t->status.len == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        v->data = t->status.data;
-        v->len = t->status.len;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
 
     return NGX_OK;
 }
@@ -702,6 +640,10 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
 
     ngx_pico_tunnel_init(cycle, w);
 
+    if (ngx_pico_account_init(w) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     pmcf->worker = w;
 
     /* pico:events reaches the tunnels through these two handlers */
@@ -722,6 +664,7 @@ ngx_pico_exit_process(ngx_cycle_t *cycle)
 
     /* the tunnels' last accounting first, then Redis flushes it */
     ngx_pico_tunnel_exit(pmcf->worker);
+    ngx_pico_account_exit(pmcf->worker);
     ngx_pico_redis_exit(pmcf->worker);
     ngx_pico_pipes_free(pmcf->worker);
 }

@@ -2,22 +2,29 @@
  * ngx_pico_module: serves CONNECT /v1/sessions/<id>/tunnel.
  *
  *   ngx_pico_module.c       directives, configuration, the content handler
- *                           (one job a function), access-log variables
+ *                           (one job a function)
+ *   ngx_pico_variables.c    access-log variables
  *   ngx_pico_tunnel.c       the tunnel: its states, its answers (reply,
  *                           finish, release), accounting, the per-worker
  *                           list of tunnels and its limit
- *   ngx_pico_redis.c        the session store: lookups (cancelable
- *                           handles), accounting, pico:events, reconnects
+ *   ngx_pico_redis_conf.c   the pico_redis address (master, at configuration)
+ *   ngx_pico_redis_lookup.c session lookups (cancelable handles)
+ *   ngx_pico_account.c      tunnel accounting: merged per session, EVALSHA
+ *   ngx_pico_redis.c        the session store's connections, reconnects,
+ *                           pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
- *   ngx_pico_relay.c        connecting to the sandbox and relaying bytes
+ *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
+ *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> tunnel -> relay -> pipe
+ *   module -> tunnel -> connect -> relay -> pipe
  *      |         |
- *      +---------+-----> redis -> redis_event
+ *      +---------+-----> redis_lookup -> redis -> redis_event
+ *      |         `-----------------------^
+ *      +--> redis_conf, variables
  *
  * Whatever reports back upwards (a lookup's answer, a relay's end, a
  * deleted session) does so through a handler the caller registered, never
@@ -91,6 +98,18 @@ struct ngx_pico_worker_s {
     ngx_pico_deleted_pt       deleted;
     ngx_pico_subscribed_pt    subscribed;
 
+    ngx_uint_t cmd_timeouts; /* lookups timed out since the last reply */
+
+    /* ngx_pico_account.c */
+    ngx_rbtree_t              acct_tree; /* pending updates by session */
+    ngx_rbtree_node_t         acct_sentinel;
+    ngx_uint_t                acct_n;
+    ngx_uint_t                acct_inflight; /* sent, not answered */
+    ngx_uint_t                acct_dropped;
+    ngx_event_t               acct_flush;
+    struct redisAsyncContext *acct_loaded; /* SCRIPT LOAD sent on it */
+    u_char                    acct_sha[40];
+
     /* ngx_pico_tunnel.c */
     ngx_queue_t tunnels; /* from the lookup on */
     ngx_uint_t  active;  /* requests holding a tunnel slot */
@@ -118,15 +137,25 @@ typedef void (*ngx_pico_lookup_handler_pt)(void *data, ngx_pico_record_t *rec,
 ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
                               ngx_pico_subscribed_pt subscribed);
 void      ngx_pico_redis_exit(ngx_pico_worker_t *w);
-char     *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
+struct redisAsyncContext *ngx_pico_redis_command(ngx_pico_worker_t *w,
+                                                 ngx_log_t *log, u_char *id);
+void                      ngx_pico_redis_drop(ngx_pico_worker_t *w);
+
+/* ngx_pico_account.c */
+ngx_int_t ngx_pico_account_init(ngx_pico_worker_t *w);
+void      ngx_pico_account_exit(ngx_pico_worker_t *w);
+ngx_int_t ngx_pico_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
+                           ngx_int_t opened, off_t up, off_t down);
+
+/* ngx_pico_redis_conf.c */
+char *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
+
+/* ngx_pico_redis_lookup.c */
 ngx_pico_lookup_t *ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id,
                                          u_char *token, ngx_log_t *log,
                                          ngx_pico_lookup_handler_pt handler,
                                          void                      *data);
 void               ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
-ngx_int_t          ngx_pico_redis_account(ngx_pico_worker_t *w, u_char *id,
-                                          ngx_int_t open, ngx_int_t opened, off_t up,
-                                          off_t down);
 ngx_int_t          ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
 
 /* ngx_pico_redis_event.c */
@@ -179,11 +208,16 @@ struct ngx_pico_relay_s {
     ngx_str_t             endpoint;
     ngx_peer_connection_t peer;
 
-    ngx_pico_dir_t    up;      /* client -> sandbox */
-    ngx_pico_dir_t    down;    /* sandbox -> client */
-    ngx_event_t       idle;    /* idle timeout */
-    ngx_connection_t *failed;  /* the side whose socket failed */
-    ngx_msec_t        started; /* ngx_current_msec at 200 */
+    ngx_pico_dir_t    up;    /* client -> sandbox */
+    ngx_pico_dir_t    down;  /* sandbox -> client */
+    ngx_event_t       idle;  /* idle timeout */
+    ngx_event_t       retry; /* connect again: unix backlog was full */
+    ngx_msec_t        connect_start;
+    ngx_msec_t        retry_delay;
+    ngx_uint_t        retries;
+    ngx_log_t         connect_log; /* c->log, quieter for connect(2) */
+    ngx_connection_t *failed;      /* the side whose socket failed */
+    ngx_msec_t        started;     /* ngx_current_msec at 200 */
     ngx_msec_t        ended;
 
     ngx_pico_relay_handler_pt handler;
@@ -191,7 +225,11 @@ struct ngx_pico_relay_s {
     unsigned                  relaying : 1;
 };
 
+/* ngx_pico_connect.c */
 void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
+
+/* ngx_pico_relay.c (connect -> relay) */
+void ngx_pico_relay_connected(ngx_pico_relay_t *rl);
 void ngx_pico_relay_process(ngx_pico_relay_t *rl);
 void ngx_pico_relay_close(ngx_pico_relay_t *rl);
 
@@ -236,6 +274,9 @@ struct ngx_pico_tunnel_s {
 
 extern ngx_module_t ngx_pico_module;
 
+/* ngx_pico_variables.c */
+ngx_int_t ngx_pico_add_variables(ngx_conf_t *cf);
+
 void ngx_pico_tunnel_init(ngx_cycle_t *cycle, ngx_pico_worker_t *w);
 void ngx_pico_tunnel_exit(ngx_pico_worker_t *w);
 ngx_pico_tunnel_t *ngx_pico_tunnel_create(ngx_http_request_t *r,
@@ -246,7 +287,7 @@ void      ngx_pico_tunnel_deleted(ngx_pico_worker_t *w, u_char *id);
 void      ngx_pico_tunnel_recheck(ngx_pico_worker_t *w);
 void      ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status);
 ngx_int_t ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
-                        char *www_authenticate);
+                        char *header);
 void      ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body,
                          char *www_authenticate);
 void      ngx_pico_finish(ngx_pico_tunnel_t *t, char *status);

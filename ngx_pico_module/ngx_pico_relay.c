@@ -1,7 +1,8 @@
 /*
- * The tunnel itself: connect to the sandbox's endpoint, answer "200
- * Connection Established", then move bytes both ways until both sides
- * have closed, an error, the idle timeout, or the session's deletion.
+ * The tunnel itself, once its endpoint is connected (ngx_pico_connect.c):
+ * answer "200 Connection Established", then move bytes both ways until
+ * both sides have closed, an error, the idle timeout, or the session's
+ * deletion.
  *
  * Each direction (ngx_pico_dir_t) first sends its "pre" bytes (what the
  * client pipelined after its request header; for the way down, what is
@@ -33,184 +34,19 @@
 static u_char ngx_pico_established[] =
     "HTTP/1.1 200 Connection Established\r\n\r\n";
 
-static ngx_int_t ngx_pico_relay_endpoint(ngx_pico_relay_t *rl);
-static void      ngx_pico_relay_upstream_handler(ngx_event_t *ev);
-static ngx_int_t ngx_pico_relay_test_connect(ngx_connection_t *c);
-static void      ngx_pico_relay_connected(ngx_pico_relay_t *rl);
+static void      ngx_pico_relay_peer_handler(ngx_event_t *ev);
 static ngx_int_t ngx_pico_relay_dir(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static ngx_int_t ngx_pico_relay_copy(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static ngx_int_t ngx_pico_relay_splice(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static void ngx_pico_relay_dir_idle(ngx_pico_relay_t *rl, ngx_pico_dir_t *d);
 static void ngx_pico_relay_idle_handler(ngx_event_t *ev);
 
+
+/*
+ * The endpoint is connected (ngx_pico_connect.c): the 200, then the relay
+ * takes the endpoint's events over.
+ */
 void
-ngx_pico_relay_connect(ngx_pico_relay_t *rl)
-{
-    int                    sndbuf;
-    ngx_int_t              rc;
-    ngx_connection_t      *c, *pc;
-    ngx_peer_connection_t *peer;
-
-    c = rl->client;
-    peer = &rl->peer;
-
-    if (ngx_pico_relay_endpoint(rl) != NGX_OK) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "pico: session %V: bad endpoint \"%V\"", rl->session_id,
-                      &rl->endpoint);
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Bad sandbox endpoint\n");
-        return;
-    }
-
-    peer->name = &rl->endpoint;
-    peer->get = ngx_event_get_peer;
-    peer->log = c->log;
-    peer->log_error = NGX_ERROR_ERR;
-
-    rc = ngx_event_connect_peer(peer);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, c->log, 0,
-                   "pico relay connect to \"%V\": %i", &rl->endpoint, rc);
-
-    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
-                      "pico: session %V: cannot connect to \"%V\"",
-                      rl->session_id, &rl->endpoint);
-        if (peer->connection) {
-            ngx_close_connection(peer->connection);
-            peer->connection = NULL;
-        }
-
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
-        return;
-    }
-
-    pc = peer->connection;
-
-    if (peer->sockaddr->sa_family == AF_UNIX && rl->plcf->unix_sndbuf) {
-        /*
-         * A unix socket's send buffer is all that is in flight to the
-         * sandbox; with the default (wmem_default, 208 KiB) the relay
-         * wakes far more often (pico_unix_sndbuf).  The kernel caps it at
-         * net.core.wmem_max; memory is only used while bytes wait.
-         */
-        sndbuf = (int)rl->plcf->unix_sndbuf;
-        (void)setsockopt(pc->fd, SOL_SOCKET, SO_SNDBUF, (const void *)&sndbuf,
-                         sizeof(int));
-    }
-
-    pc->data = rl;
-    pc->pool = rl->pool;
-    pc->log = c->log;
-    pc->read->log = c->log;
-    pc->write->log = c->log;
-    pc->read->handler = ngx_pico_relay_upstream_handler;
-    pc->write->handler = ngx_pico_relay_upstream_handler;
-
-    if (rc == NGX_AGAIN) {
-        ngx_add_timer(pc->write, rl->plcf->connect_timeout);
-        return;
-    }
-
-    ngx_pico_relay_connected(rl);
-}
-
-
-static ngx_int_t
-ngx_pico_relay_endpoint(ngx_pico_relay_t *rl)
-{
-    size_t              len;
-    ngx_str_t          *ep;
-    ngx_addr_t          addr;
-    struct sockaddr_un *saun;
-
-    ep = &rl->endpoint;
-
-    if (ep->len > 5 && ngx_strncmp(ep->data, "unix:", 5) == 0) {
-        len = ep->len - 5;
-
-        saun = ngx_pcalloc(rl->pool, sizeof(struct sockaddr_un));
-        if (saun == NULL || ep->data[5] != '/' ||
-            len >= sizeof(saun->sun_path)) {
-            return NGX_ERROR;
-        }
-
-        saun->sun_family = AF_UNIX;
-        ngx_memcpy(saun->sun_path, ep->data + 5, len);
-
-        rl->peer.sockaddr = (struct sockaddr *)saun;
-        rl->peer.socklen = sizeof(struct sockaddr_un);
-
-        return NGX_OK;
-    }
-
-    /* an address literal only: never a DNS lookup in a worker */
-    if (ngx_parse_addr_port(rl->pool, &addr, ep->data, ep->len) != NGX_OK ||
-        ngx_inet_get_port(addr.sockaddr) == 0) {
-        return NGX_ERROR;
-    }
-
-    rl->peer.sockaddr = addr.sockaddr;
-    rl->peer.socklen = addr.socklen;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_pico_relay_test_connect(ngx_connection_t *c)
-{
-    int       err;
-    socklen_t len;
-
-    err = 0;
-    len = sizeof(int);
-
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *)&err, &len) == -1) {
-        err = ngx_socket_errno;
-    }
-
-    if (err) {
-        (void)ngx_connection_error(c, err, "connect() failed");
-        return NGX_ERROR;
-    }
-
-    return NGX_OK;
-}
-
-
-static void
-ngx_pico_relay_upstream_handler(ngx_event_t *ev)
-{
-    ngx_connection_t *pc;
-    ngx_pico_relay_t *rl;
-
-    pc = ev->data;
-    rl = pc->data;
-
-    if (rl->relaying) {
-        ngx_pico_relay_process(rl);
-        return;
-    }
-
-    if (ev->timedout) {
-        ngx_log_error(NGX_LOG_ERR, pc->log, NGX_ETIMEDOUT,
-                      "pico: session %V: connect to \"%V\" timed out",
-                      rl->session_id, &rl->endpoint);
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
-        return;
-    }
-
-    if (ngx_pico_relay_test_connect(pc) != NGX_OK) {
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
-        return;
-    }
-
-    ngx_pico_relay_connected(rl);
-}
-
-
-static void
 ngx_pico_relay_connected(ngx_pico_relay_t *rl)
 {
     ssize_t           n;
@@ -226,6 +62,9 @@ ngx_pico_relay_connected(ngx_pico_relay_t *rl)
 
     rl->relaying = 1;
     rl->started = ngx_current_msec ? ngx_current_msec : 1;
+
+    pc->read->handler = ngx_pico_relay_peer_handler;
+    pc->write->handler = ngx_pico_relay_peer_handler;
 
     if (c->sockaddr->sa_family != AF_UNIX) {
         (void)ngx_tcp_nodelay(c);
@@ -252,6 +91,17 @@ ngx_pico_relay_connected(ngx_pico_relay_t *rl)
                    rl->peer.sockaddr->sa_family != AF_UNIX);
     rl->down.copy = (rl->peer.sockaddr->sa_family == AF_UNIX ||
                      c->sockaddr->sa_family != AF_UNIX);
+
+#if (NGX_SSL)
+    /*
+     * Over TLS the client's socket carries ciphertext: its bytes go through
+     * c->recv/c->send (OpenSSL), never splice(2).
+     */
+    if (c->ssl) {
+        rl->up.copy = 1;
+        rl->down.copy = 1;
+    }
+#endif
 
     /* what the client sent right after its header goes first */
     hb = rl->header_in;
@@ -298,6 +148,17 @@ ngx_pico_relay_connected(ngx_pico_relay_t *rl)
     pc->read->ready = 1;
 
     ngx_pico_relay_process(rl);
+}
+
+
+static void
+ngx_pico_relay_peer_handler(ngx_event_t *ev)
+{
+    ngx_connection_t *pc;
+
+    pc = ev->data;
+
+    ngx_pico_relay_process(pc->data);
 }
 
 
@@ -624,6 +485,10 @@ ngx_pico_relay_close(ngx_pico_relay_t *rl)
 
     if (rl->idle.timer_set) {
         ngx_del_timer(&rl->idle);
+    }
+
+    if (rl->retry.timer_set) {
+        ngx_del_timer(&rl->retry);
     }
 
     for (i = 0; i < 2; i++) {

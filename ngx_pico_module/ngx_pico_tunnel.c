@@ -214,7 +214,11 @@ ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
         t->flush.log = r->connection->log;
         t->flush.cancelable = 1;
 
-        /* a tunnel opened while Redis is away never sends its -1 either */
+        /*
+         * queued, sent when Redis is there (ngx_pico_account.c); only a
+         * dropped update (out of memory) leaves the tunnel unaccounted,
+         * and then its -1 is not sent either
+         */
         if (ngx_pico_tunnel_account(t, 1, 1) == NGX_OK) {
             t->accounted = 1;
         }
@@ -258,9 +262,8 @@ ngx_pico_tunnel_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
     down = t->relay.down.bytes;
 
     /* deltas not sent while Redis is away go with a later update */
-    if (ngx_pico_redis_account(t->worker, t->id, open, opened,
-                               up - t->up_reported,
-                               down - t->down_reported) != NGX_OK) {
+    if (ngx_pico_account(t->worker, t->id, open, opened, up - t->up_reported,
+                         down - t->down_reported) != NGX_OK) {
         return NGX_DECLINED;
     }
 
@@ -352,10 +355,13 @@ ngx_pico_set_status(ngx_pico_tunnel_t *t, char *status)
 }
 
 
-/* a short text/plain answer; the connection closes after it */
+/*
+ * A short text/plain answer; the connection closes after it.  header is
+ * the field that goes with the code, or NULL: Allow for a 405,
+ * WWW-Authenticate for a 401.
+ */
 ngx_int_t
-ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
-              char *www_authenticate)
+ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body, char *header)
 {
     size_t           len;
     ngx_int_t        rc;
@@ -374,28 +380,23 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body,
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
     r->keepalive = 0;
 
-    if (code == NGX_HTTP_NOT_ALLOWED) {
+    if (header) {
         h = ngx_list_push(&r->headers_out.headers);
         if (h == NULL) {
             return NGX_ERROR;
         }
 
         h->hash = 1;
-        ngx_str_set(&h->key, "Allow");
-        ngx_str_set(&h->value, "CONNECT");
-    }
+        h->value.data = (u_char *)header;
+        h->value.len = ngx_strlen(header);
 
-    if (www_authenticate) {
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
+        if (code == NGX_HTTP_NOT_ALLOWED) {
+            ngx_str_set(&h->key, "Allow");
+
+        } else {
+            ngx_str_set(&h->key, "WWW-Authenticate");
+            r->headers_out.www_authenticate = h;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "WWW-Authenticate");
-        h->value.data = (u_char *)www_authenticate;
-        h->value.len = ngx_strlen(www_authenticate);
-        r->headers_out.www_authenticate = h;
     }
 
     b = ngx_calloc_buf(r->pool);

@@ -1,0 +1,313 @@
+/*
+ * Session lookups of ngx_pico_module: a pipelined HMGET of the token (when
+ * auth is on) and of the session on the worker's command connection
+ * (ngx_pico_redis.c).  A lookup is a handle, as nginx's resolver contexts
+ * are: ngx_pico_redis_lookup() takes a handler and its data,
+ * ngx_pico_redis_lookup_cancel() makes sure the handler is never called.
+ * A lookup slower than pico_redis_timeout fails alone; NGX_PICO_HUNG of
+ * them in a row with no answer drop the connection (ngx_pico_redis_drop()).
+ * Nothing here knows a tunnel or a request.
+ */
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+#include "ngx_pico_module.h"
+
+#define NGX_PICO_MAX_FIELD 512
+#define NGX_PICO_HUNG 3 /* timeouts in a row that drop the connection */
+
+/* a copied field of a reply: reply memory is gone after the callback */
+typedef struct {
+    size_t     len;
+    ngx_uint_t present;
+    u_char     data[NGX_PICO_MAX_FIELD];
+} ngx_pico_field_t;
+
+/*
+ * Not from the request's pool: a cancelled lookup lives on until its
+ * replies have come (hiredis holds it as privdata).
+ */
+struct ngx_pico_lookup_s {
+    ngx_pico_lookup_handler_pt handler; /* NULL once cancelled */
+    void                      *data;
+    ngx_pico_worker_t         *worker;
+    ngx_event_t                timer;
+    ngx_uint_t                 pending; /* replies still to come */
+    char                      *error;
+    ngx_pico_field_t           status;
+    ngx_pico_field_t           endpoint;
+    ngx_pico_field_t           owner;
+    ngx_pico_field_t           sha256;
+    ngx_pico_field_t           principal;
+};
+
+static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev);
+static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
+                                       void *privdata);
+static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
+                                         void *privdata);
+static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                                  char *unexpected, ngx_pico_field_t **fields,
+                                  size_t n);
+static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
+
+
+/*
+ * Starts a lookup of session id (and of token, when not NULL).  NULL: the
+ * store is unavailable now, the handler will not be called.  Otherwise the
+ * handler is called exactly once, from the event loop, unless the lookup
+ * is cancelled first; the handle is freed after the handler returns.
+ */
+ngx_pico_lookup_t *
+ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
+                      ngx_log_t *log, ngx_pico_lookup_handler_pt handler,
+                      void *data)
+{
+    size_t             argvlen[5];
+    const char        *argv[5];
+    ngx_pico_lookup_t *lk;
+    redisAsyncContext *ac;
+    u_char             skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+    u_char             tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
+
+    ac = ngx_pico_redis_command(w, log, id);
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
+    if (lk == NULL) {
+        return NULL;
+    }
+
+    lk->handler = handler;
+    lk->data = data;
+    lk->worker = w;
+
+    if (token) {
+        ngx_memcpy(ngx_cpymem(tkey, "pico:token:", 11), token + 5,
+                   PICO_TOKEN_ID_LEN);
+
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = (char *)tkey;
+        argvlen[1] = sizeof(tkey);
+        argv[2] = "sha256";
+        argvlen[2] = 6;
+        argv[3] = "principal";
+        argvlen[3] = 9;
+
+        if (redisAsyncCommandArgv(ac, ngx_pico_redis_token_reply, lk, 4, argv,
+                                  argvlen) != REDIS_OK) {
+            ngx_free(lk);
+            return NULL;
+        }
+
+        lk->pending++;
+    }
+
+    ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
+
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = (char *)skey;
+    argvlen[1] = sizeof(skey);
+    argv[2] = "status";
+    argvlen[2] = 6;
+    argv[3] = "endpoint";
+    argvlen[3] = 8;
+    argv[4] = "owner";
+    argvlen[4] = 5;
+
+    if (redisAsyncCommandArgv(ac, ngx_pico_redis_session_reply, lk, 5, argv,
+                              argvlen) != REDIS_OK) {
+        if (lk->pending) {
+            /* the token reply will free it */
+            lk->handler = NULL;
+            lk->error = "command failed";
+
+        } else {
+            ngx_free(lk);
+        }
+
+        return NULL;
+    }
+
+    lk->pending++;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "pico redis lookup %p sent, %ui replies to come", lk,
+                   lk->pending);
+
+    lk->timer.handler = ngx_pico_redis_lookup_timeout;
+    lk->timer.data = lk;
+    lk->timer.log = log;
+    ngx_add_timer(&lk->timer, w->pmcf->redis_timeout);
+
+    return lk;
+}
+
+
+/* the handler will not be called; the replies still to come free lk */
+void
+ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk)
+{
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, lk->worker->log, 0,
+                   "pico redis lookup %p cancelled", lk);
+
+    lk->handler = NULL;
+
+    if (lk->timer.timer_set) {
+        ngx_del_timer(&lk->timer);
+    }
+}
+
+
+static void
+ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
+{
+    void                      *data;
+    ngx_pico_lookup_t         *lk = ev->data;
+    ngx_pico_worker_t         *w;
+    ngx_pico_lookup_handler_pt handler;
+
+    w = lk->worker;
+    handler = lk->handler;
+    data = lk->data;
+
+    /* lk may be freed below, with the context */
+    ngx_pico_redis_lookup_cancel(lk);
+
+    /*
+     * This lookup failed, the others on the connection wait on: a Redis
+     * that is slow for a moment (CLIENT PAUSE, a slow command) answers
+     * them.  One that answered nothing while NGX_PICO_HUNG lookups timed
+     * out is treated as gone: the connection is dropped (what was pending
+     * on it fails at once) and made again on the next request.
+     */
+    if (++w->cmd_timeouts >= NGX_PICO_HUNG) {
+        ngx_log_error(NGX_LOG_ERR, w->log, 0,
+                      "pico: redis \"%V\": %ui lookups timed out without "
+                      "an answer, reconnecting",
+                      &w->pmcf->redis, w->cmd_timeouts);
+        w->cmd_timeouts = 0;
+        ngx_pico_redis_drop(w);
+    }
+
+    handler(data, NULL, "timed out");
+}
+
+
+static void
+ngx_pico_copy_field(ngx_pico_field_t *f, redisReply *e)
+{
+    if (e->type != REDIS_REPLY_STRING || e->len >= NGX_PICO_MAX_FIELD) {
+        f->present = 0;
+        f->len = 0;
+        return;
+    }
+
+    f->present = 1;
+    f->len = e->len;
+    ngx_memcpy(f->data, e->str, e->len);
+}
+
+
+/* one HMGET reply of a lookup: its fields in order, or an error */
+static void
+ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                      char *unexpected, ngx_pico_field_t **fields, size_t n)
+{
+    size_t i;
+
+    lk->pending--;
+
+    if (reply) {
+        lk->worker->cmd_timeouts = 0;
+    }
+
+    if (reply == NULL) {
+        lk->error = "connection lost";
+
+    } else if (reply->type != REDIS_REPLY_ARRAY || reply->elements != n) {
+        lk->error = unexpected;
+
+    } else {
+        for (i = 0; i < n; i++) {
+            ngx_pico_copy_field(fields[i], reply->element[i]);
+        }
+    }
+
+    if (lk->pending == 0) {
+        ngx_pico_redis_lookup_end(lk);
+    }
+}
+
+
+static void
+ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_pico_lookup_t *lk = privdata;
+    ngx_pico_field_t  *fields[] = {&lk->sha256, &lk->principal};
+
+    ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:token", fields,
+                          2);
+}
+
+
+static void
+ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_pico_lookup_t *lk = privdata;
+    ngx_pico_field_t  *fields[] = {&lk->status, &lk->endpoint, &lk->owner};
+
+    ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:session",
+                          fields, 3);
+}
+
+
+static void
+ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
+{
+    ngx_pico_record_t          rec;
+    ngx_pico_lookup_handler_pt handler;
+
+    handler = lk->handler;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, lk->worker->log, 0,
+                   "pico redis lookup %p done: %s%s", lk,
+                   lk->error ? lk->error : "ok", handler ? "" : ", cancelled");
+
+    if (handler == NULL || lk->worker->exiting) {
+        ngx_free(lk);
+        return;
+    }
+
+    /* a cancel from inside the handler must not free or call again */
+    ngx_pico_redis_lookup_cancel(lk);
+
+    if (lk->error) {
+        handler(lk->data, NULL, lk->error);
+        ngx_free(lk);
+        return;
+    }
+
+    /* a record exists when its status does, a token when its hash does */
+    rec.found = lk->status.present;
+    rec.token_found = lk->sha256.present;
+    rec.status.data = lk->status.data;
+    rec.status.len = lk->status.len;
+    rec.endpoint.data = lk->endpoint.data;
+    rec.endpoint.len = lk->endpoint.len;
+    rec.owner.data = lk->owner.data;
+    rec.owner.len = lk->owner.len;
+    rec.token_sha256.data = lk->sha256.data;
+    rec.token_sha256.len = lk->sha256.len;
+    rec.principal.data = lk->principal.data;
+    rec.principal.len = lk->principal.len;
+
+    handler(lk->data, &rec, NULL);
+
+    ngx_free(lk);
+}
