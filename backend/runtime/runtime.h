@@ -54,6 +54,13 @@ typedef struct {
     /* 1 if the sandbox exists and runs, 0 if gone, -1 if unknown (error). */
     int (*alive)(runtime *rt, const char *session_id);
 
+    /* The reaper's every-second liveness check of this node's running
+     * sessions: like alive, but cheap enough to call for every session
+     * each second (no subprocess, no remote call). 1 runs, 0 dead or
+     * gone, -1 cannot tell. NULL when the driver has no cheap way yet
+     * (kubernetes): its sandboxes are then not checked. */
+    int (*running)(runtime *rt, const char *session_id);
+
     /* Enumerate sandboxes this driver manages (for reconcile). */
     int (*list)(runtime *rt, runtime_list_cb cb, void *arg, char *err,
                 size_t errlen);

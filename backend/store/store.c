@@ -75,7 +75,21 @@ static const char fail_lua[] =
     "  redis.call('HSET', KEYS[1], 'expires_at', until_s, 'ttl', "
     "until_s - (created or until_s))\n"
     "end\n"
+    "redis.call('PUBLISH', 'pico:events', 'deleted ' .. ARGV[1])\n"
     "return 1\n";
+
+/* The running sessions of one node and runtime, for the reaper's
+ * liveness check. KEYS: pico:expiry. ARGV: node, runtime. */
+static const char node_running_lua[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local f = redis.call('HMGET', 'pico:session:' .. id, 'status', "
+    "'node', 'runtime')\n"
+    "  if f[1] == 'running' and f[2] == ARGV[1] and f[3] == ARGV[2] then\n"
+    "    out[#out + 1] = id\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* Claims one session for deletion (DELETE, drain).
  * KEYS: session key, pico:expiry, pico:reaping. ARGV: id, now, lease. */
@@ -424,40 +438,38 @@ static int has_id(char **ids, size_t n, const char *id)
     return 0;
 }
 
-int store_session_ids(store *st, char ***out, size_t *nout)
+/* The ids in nr array replies, canonical and each once, into *out.
+ * 0, or -1 when a reply is missing or not an array. */
+static int ids_from_replies(redisReply *const *rs, int nr, char ***out,
+                            size_t *nout)
 {
-    const char *a1[] = {"ZRANGE", "pico:expiry", "0", "-1"};
-    const char *a2[] = {"ZRANGE", "pico:reaping", "0", "-1"};
-    redisReply *r1 = runv(st, 4, a1), *r2 = runv(st, 4, a2);
     char **ids = NULL;
-    size_t n = 0, i, total;
-    int rc = -1;
+    size_t n = 0, i, total = 0;
+    int k, rc = -1;
 
-    if (r1 == NULL || r2 == NULL || r1->type != REDIS_REPLY_ARRAY ||
-        r2->type != REDIS_REPLY_ARRAY)
-        goto done;
-    total = r1->elements + r2->elements;
+    for (k = 0; k < nr; k++) {
+        if (rs[k] == NULL || rs[k]->type != REDIS_REPLY_ARRAY)
+            goto done;
+        total += rs[k]->elements;
+    }
     ids = calloc(total + 1, sizeof(*ids));
     if (ids == NULL)
         goto done;
-    for (i = 0; i < total; i++) {
-        redisReply *e =
-            i < r1->elements ? r1->element[i] : r2->element[i - r1->elements];
-        /* Only canonical ids ever become keys, whatever is in the set. */
-        if (e->type != REDIS_REPLY_STRING || !uuid_valid(e->str) ||
-            has_id(ids, n, e->str))
-            continue;
-        ids[n] = strdup(e->str);
-        if (ids[n] == NULL)
-            goto done;
-        n++;
+    for (k = 0; k < nr; k++) {
+        for (i = 0; i < rs[k]->elements; i++) {
+            const redisReply *e = rs[k]->element[i];
+            /* Only canonical ids ever become keys, whatever is stored. */
+            if (e->type != REDIS_REPLY_STRING || !uuid_valid(e->str) ||
+                has_id(ids, n, e->str))
+                continue;
+            ids[n] = strdup(e->str);
+            if (ids[n] == NULL)
+                goto done;
+            n++;
+        }
     }
     rc = 0;
 done:
-    if (r1)
-        freeReplyObject(r1);
-    if (r2)
-        freeReplyObject(r2);
     if (rc < 0) {
         store_free_ids(ids, n);
         ids = NULL;
@@ -465,6 +477,33 @@ done:
     }
     *out = ids;
     *nout = n;
+    return rc;
+}
+
+int store_session_ids(store *st, char ***out, size_t *nout)
+{
+    const char *a1[] = {"ZRANGE", "pico:expiry", "0", "-1"};
+    const char *a2[] = {"ZRANGE", "pico:reaping", "0", "-1"};
+    redisReply *rs[2] = {runv(st, 4, a1), runv(st, 4, a2)};
+    int rc = ids_from_replies(rs, 2, out, nout);
+
+    if (rs[0])
+        freeReplyObject(rs[0]);
+    if (rs[1])
+        freeReplyObject(rs[1]);
+    return rc;
+}
+
+int store_node_running(store *st, const char *node, const char *runtime,
+                       char ***out, size_t *nout)
+{
+    const char *argv[] = {"EVAL", node_running_lua, "1", "pico:expiry",
+                          node,   runtime};
+    redisReply *r = runv(st, 6, argv);
+    int rc = ids_from_replies(&r, 1, out, nout);
+
+    if (r)
+        freeReplyObject(r);
     return rc;
 }
 

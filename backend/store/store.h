@@ -43,8 +43,9 @@ int store_session_update_if(store *st, const char *id, const char *statuses,
 
 /*
  * Marks a pending or running session failed with reason, clears its
- * endpoint and moves its expiry to retain_until (unix seconds) when that
- * is sooner. 1 done, 0 not pending/running (or gone), -1 error.
+ * endpoint, moves its expiry to retain_until (unix seconds) when that
+ * is sooner and publishes "deleted <id>" (the module closes its tunnels).
+ * 1 done, 0 not pending/running (or gone), -1 error.
  */
 int store_session_fail(store *st, const char *id, const char *reason,
                        long long retain_until);
@@ -56,6 +57,11 @@ int store_session_get(store *st, const char *id, session_record *rec);
  * the array with store_free_ids. -1 on error. */
 int store_session_ids(store *st, char ***ids, size_t *n);
 void store_free_ids(char **ids, size_t n);
+
+/* Ids of the running sessions of node and runtime (the liveness check).
+ * Caller frees with store_free_ids. -1 on error. */
+int store_node_running(store *st, const char *node, const char *runtime,
+                       char ***ids, size_t *n);
 
 /*
  * Claims one session for deletion: moves it from pico:expiry to

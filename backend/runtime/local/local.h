@@ -113,6 +113,7 @@ int start_container(const runtime *rt, const session_paths *p, int lfd,
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
                int *running);
 int pid_in_sandbox(pid_t pid, const session_paths *p);
+int runc_init_running(const runtime *rt, const session_paths *p);
 void kill_init(pid_t pid, const session_paths *p);
 
 /* -- endpoint.c: the session's socket ------------------------------------- */
