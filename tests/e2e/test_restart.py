@@ -134,6 +134,34 @@ def test_sigterm_finishes_create_in_flight(new_stack):
         pytest.skip("the create finished before SIGTERM arrived")
 
 
+def _threads(pid):
+    try:
+        return len(os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return 0
+
+
+def test_sigterm_while_starting_with_warm_pool(new_stack):
+    """SIGTERM as soon as the warm-pool thread runs (reconcile has not
+    finished yet): the backend still stops by its own hand, exit 0 with
+    its "stopping" line, instead of being killed by the signal."""
+    from pico_stack import backend_binary
+    st = new_stack(conf={"pico.conf": {"warm_pool": "2"}})
+    b = st.backend
+    b.stop()
+    stops = b.read_log().count("stopping (sessions are kept)")
+    for attempt in range(3):
+        with open(b.log, "ab") as out:
+            proc = subprocess.Popen([backend_binary(), "--config", b.conf],
+                                    stdout=out, stderr=out)
+        wait_for(lambda: _threads(proc.pid) > 1 or proc.poll() is not None,
+                 interval=0.0005, what="a second thread")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, b.read_log()[-2000:]
+        assert b.read_log().count("stopping (sessions are kept)") == stops + attempt + 1
+    b.start()
+
+
 def test_drain_without_redis_still_removes_sandboxes(new_stack):
     # `make run` drains on stop; a stack whose Redis died must still stop
     # without leaving sandboxes behind.
