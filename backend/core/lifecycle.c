@@ -29,6 +29,13 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
     va_end(ap);
 }
 
+long long lifecycle_lease_ms(const runtime_ops *ops)
+{
+    long long bound = ops->destroy_max_ms + PICO_LEASE_SLACK_MS;
+
+    return bound > PICO_LEASE_MS ? bound : PICO_LEASE_MS;
+}
+
 static int mark_failed(pico_app *app, const char *id, const char *reason)
 {
     return store_session_fail(app->st, id, reason,
@@ -210,7 +217,7 @@ int lifecycle_delete(pico_app *app, const char *id, const char *principal,
     if (lifecycle_get(app, id, principal, &rec, e) < 0)
         return -1;
     session_free(&rec.s);
-    rc = store_session_claim(app->st, id, PICO_LEASE_MS);
+    rc = store_session_claim(app->st, id, lifecycle_lease_ms(app->ops));
     if (rc == 0) {
         api_error_set(e, 404, "not_found", "session not found");
         return -1;
@@ -284,7 +291,7 @@ int lifecycle_drain(pico_app *app)
                   "sandboxes only");
     for (i = 0; i < n; i++) {
         /* Whatever the claim says, drain removes it: the stack stops. */
-        store_session_claim(app->st, ids[i], PICO_LEASE_MS);
+        store_session_claim(app->st, ids[i], lifecycle_lease_ms(app->ops));
         if (lifecycle_destroy_claimed(app, ids[i]) == 0) {
             log_info("drained %s", ids[i]);
             count++;

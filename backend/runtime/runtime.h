@@ -51,6 +51,11 @@ typedef struct {
     int (*destroy)(runtime *rt, const char *session_id, char *err,
                    size_t errlen);
 
+    /* The longest destroy can take: every timeout of its steps added up.
+     * The core's deletion lease is longer (lifecycle_lease_ms), so no
+     * other backend takes over a delete that is still running. */
+    long long destroy_max_ms;
+
     /* 1 if the sandbox exists and runs, 0 if gone, -1 if unknown (error). */
     int (*alive)(runtime *rt, const char *session_id);
 

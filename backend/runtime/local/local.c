@@ -426,6 +426,7 @@ const runtime_ops runtime_local_ops = {
     .image_exists = local_image_exists,
     .create = local_create,
     .destroy = local_destroy,
+    .destroy_max_ms = DESTROY_MAX_MS,
     .alive = local_alive,
     .running = local_running,
     .list = local_list,

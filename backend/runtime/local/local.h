@@ -32,6 +32,9 @@
 #define POOL_PREFIX "pool-"
 #define CONTAINER_FILE "container" /* names a pooled session's container */
 #define DISK_RELEASE_MS 2000 /* a dead sandbox's loop device frees by then */
+#define KILL_WAIT_MS 10000   /* for a killed init to be gone */
+/* destroy: runc state, kill, runc delete, loop device release */
+#define DESTROY_MAX_MS (2LL * RUNC_TIMEOUT_MS + KILL_WAIT_MS + DISK_RELEASE_MS)
 
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {

@@ -188,7 +188,7 @@ void kill_init(pid_t pid, const session_paths *p)
         pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0) {
         pf.fd = fd;
         pf.events = POLLIN;
-        (void)poll(&pf, 1, 10000);
+        (void)poll(&pf, 1, KILL_WAIT_MS);
     }
     close(fd);
 }
