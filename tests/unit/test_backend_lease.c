@@ -41,7 +41,7 @@ static void test_local_worst_case(void **state)
  * (K8S_CALL_TIMEOUT_S; its header cannot sit beside local.h). */
 static void test_kubernetes_worst_case(void **state)
 {
-    lease_outlasts_destroy(2 * 30 * 1000);
+    lease_outlasts_destroy(2LL * 30 * 1000);
 }
 
 static void test_lease_just_above_the_default(void **state)
