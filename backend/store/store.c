@@ -38,22 +38,34 @@ struct store {
 };
 
 /* Creates the record with the max_sessions check in the same step.
+ * Idempotent, since run() sends it again when a pooled connection broke
+ * and the first attempt may have been written: ids are fresh random
+ * UUIDs, so a record with ours is that attempt's, and is success (checked
+ * before the limit, which our own record may have filled).
  * KEYS: session key, pico:expiry. ARGV: max, id, score, field/value... */
 static const char create_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end\n"
     "if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 4))\n"
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
     "return 1\n";
 
 /* Changes fields only from an expected status, so a record that was
- * deleted (or claimed) meanwhile is never resurrected.
+ * deleted (or claimed) meanwhile is never resurrected. A record that
+ * already holds every value is success: that is this script's own
+ * earlier attempt, resent by run() after its reply was lost.
  * KEYS: session key. ARGV: "st1|st2", field/value... */
 static const char update_if_lua[] =
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
     "if not st then return 0 end\n"
     "if not string.find('|' .. ARGV[1] .. '|', '|' .. st .. '|', 1, true) "
-    "then return 0 end\n"
+    "then\n"
+    "  for i = 2, #ARGV, 2 do\n"
+    "    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then "
+    "return 0 end\n"
+    "  end\n"
+    "  return 1\n"
+    "end\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"
     "return 1\n";
 
