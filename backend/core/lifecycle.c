@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/lifecycle.h"
 #include "core/util.h"
@@ -208,6 +209,36 @@ int lifecycle_destroy_claimed(pico_app *app, const char *id)
     return 0;
 }
 
+/* DELETE of another node's session: its sandbox is on that node, so that
+ * node's reaper destroys it. We make it due now and wait (the reaper runs
+ * every reaper_interval_ms) until the record is gone. */
+static int delete_via_owner(pico_app *app, const char *id, const char *node,
+                            api_error *e)
+{
+    long long deadline = now_ms() + 10000; /* a request cannot wait longer */
+    session_record rec;
+    int rc;
+
+    log_info("delete %s: hands it to its node %s", id, node);
+    if (store_session_expire_now(app->st, id) < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot delete the session");
+        return -1;
+    }
+    while (now_ms() < deadline) {
+        rc = store_session_get(app->st, id, &rec);
+        if (rc == 0)
+            return 0;
+        if (rc == 1)
+            session_free(&rec.s);
+        (void)usleep(100000);
+    }
+    api_error_set(e, 503, "owner_unavailable",
+                  "node %s has not deleted the session yet; it will when it "
+                  "runs",
+                  node);
+    return -1;
+}
+
 int lifecycle_delete(pico_app *app, const char *id, const char *principal,
                      api_error *e)
 {
@@ -217,6 +248,8 @@ int lifecycle_delete(pico_app *app, const char *id, const char *principal,
     if (lifecycle_get(app, id, principal, &rec, e) < 0)
         return -1;
     session_free(&rec.s);
+    if (rec.node[0] && strcmp(rec.node, app->cfg.node_name) != 0)
+        return delete_via_owner(app, id, rec.node, e);
     rc = store_session_claim(app->st, id, lifecycle_lease_ms(app->ops));
     if (rc == 0) {
         api_error_set(e, 404, "not_found", "session not found");

@@ -63,8 +63,8 @@ int reaper_run_once(pico_app *app)
     reap_batch b;
     int n, i, started = 0;
 
-    n = store_claim_due(app->st, now_ms(), lifecycle_lease_ms(app->ops), ids,
-                        REAP_BATCH);
+    n = store_claim_due(app->st, now_ms(), lifecycle_lease_ms(app->ops),
+                        app->cfg.node_name, ids, REAP_BATCH);
     if (n <= 0)
         return 0;
     b.app = app;

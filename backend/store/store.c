@@ -117,15 +117,24 @@ static const char claim_lua[] =
     "end\n"
     "return 1\n";
 
-/* The reaper's claim: due sessions, then expired leases of backends that
- * died while deleting. KEYS: pico:expiry, pico:reaping.
- * ARGV: now, lease, max. */
+/* The reaper's claim: due sessions of this node, then expired leases of
+ * this node's deletes that died. A session is destroyed by its own node
+ * (its sandbox is there); an index entry without a record is anyone's.
+ * KEYS: pico:expiry, pico:reaping. ARGV: now, lease, max, node. */
 static const char claim_due_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local until_ms = now + tonumber(ARGV[2])\n"
     "local out = {}\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, "
-    "'LIMIT', 0, ARGV[3])\n"
+    "local function mine(id)\n"
+    "  local n = redis.call('HGET', 'pico:session:' .. id, 'node')\n"
+    "  return not n or n == ARGV[4]\n"
+    "end\n"
+    "local due = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) "
+    "do\n"
+    "  if #due >= tonumber(ARGV[3]) then break end\n"
+    "  if mine(id) then due[#due + 1] = id end\n"
+    "end\n"
     "for _, id in ipairs(due) do\n"
     "  redis.call('ZREM', KEYS[1], id)\n"
     "  redis.call('ZADD', KEYS[2], until_ms, id)\n"
@@ -137,11 +146,13 @@ static const char claim_due_lua[] =
     "end\n"
     "local left = tonumber(ARGV[3]) - #out\n"
     "if left > 0 then\n"
-    "  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, "
-    "'LIMIT', 0, left)\n"
+    "  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)\n"
     "  for _, id in ipairs(stale) do\n"
-    "    redis.call('ZADD', KEYS[2], until_ms, id)\n"
-    "    out[#out + 1] = id\n"
+    "    if left > 0 and mine(id) then\n"
+    "      redis.call('ZADD', KEYS[2], until_ms, id)\n"
+    "      out[#out + 1] = id\n"
+    "      left = left - 1\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return out\n";
@@ -532,11 +543,12 @@ int store_session_claim(store *st, const char *id, long long lease_ms)
 }
 
 int store_claim_due(store *st, long long now, long long lease_ms,
-                    char (*ids)[PICO_ID_LEN + 1], int max)
+                    const char *node, char (*ids)[PICO_ID_LEN + 1], int max)
 {
     char nows[24], lease[24], maxs[16];
-    const char *argv[] = {"EVAL",         claim_due_lua, "2",   "pico:expiry",
-                          "pico:reaping", nows,          lease, maxs};
+    const char *argv[] = {"EVAL",        claim_due_lua,  "2",
+                          "pico:expiry", "pico:reaping", nows,
+                          lease,         maxs,           node};
     redisReply *r;
     size_t i;
     int n = 0;
@@ -544,7 +556,7 @@ int store_claim_due(store *st, long long now, long long lease_ms,
     snprintf(nows, sizeof(nows), "%lld", now);
     snprintf(lease, sizeof(lease), "%lld", lease_ms);
     snprintf(maxs, sizeof(maxs), "%d", max);
-    r = runv(st, 8, argv);
+    r = runv(st, 9, argv);
     if (r == NULL)
         return -1;
     if (r->type == REDIS_REPLY_ARRAY) {
@@ -556,6 +568,15 @@ int store_claim_due(store *st, long long now, long long lease_ms,
     }
     freeReplyObject(r);
     return n;
+}
+
+int store_session_expire_now(store *st, const char *id)
+{
+    char score[24];
+    const char *argv[] = {"ZADD", "pico:expiry", "XX", "CH", score, id};
+
+    snprintf(score, sizeof(score), "%lld", now_ms());
+    return (int)reply_int(runv(st, 6, argv));
 }
 
 int store_session_remove(store *st, const char *id)

@@ -71,12 +71,17 @@ int store_node_running(store *st, const char *node, const char *runtime,
 int store_session_claim(store *st, const char *id, long long lease_ms);
 
 /*
- * The reaper's claim: every session due by now_ms (and every expired lease
- * in pico:reaping), at most max of them, atomically. Returns how many ids
- * were written to ids, -1 on error.
+ * The reaper's claim: every session of node due by now_ms (and every
+ * expired lease in pico:reaping of node's sessions), at most max of them,
+ * atomically. Returns how many ids were written to ids, -1 on error.
  */
 int store_claim_due(store *st, long long now, long long lease_ms,
-                    char (*ids)[PICO_ID_LEN + 1], int max);
+                    const char *node, char (*ids)[PICO_ID_LEN + 1], int max);
+
+/* Makes a live session due now, so its own node's reaper deletes it
+ * (a DELETE that reached another node). 1 moved, 0 not in pico:expiry
+ * (already claimed or gone), -1 error. */
+int store_session_expire_now(store *st, const char *id);
 
 /* Deletes the record, its tunnel counters and index entries, and
  * publishes "deleted <id>". 0 or -1. */
