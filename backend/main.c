@@ -8,8 +8,9 @@
  *   pico-backend --config FILE drain           delete every session
  *
  * Serving: open the runtime and Redis, reconcile them, start the reaper
- * and the HTTP server, then wait for SIGTERM/SIGINT. Stopping never
- * deletes sessions: a restarted backend (or another one) carries on.
+ * and the HTTP server, then wait for SIGTERM/SIGINT (blocked from the
+ * first line, so one that comes while starting stops it cleanly too). Stopping
+ * never deletes sessions: a restarted backend (or another one) carries on.
  *
  * The folders under backend/ are its layers: api/ (HTTP, tokens), core/
  * (sessions, lifecycle, reaper, reconcile, config), store/ (Redis) and
@@ -141,19 +142,26 @@ static int cmd_token(pico_app *app, int argc, char **argv)
     return 2;
 }
 
-static int serve(pico_app *app)
+/* SIGTERM and SIGINT, blocked in main before any thread starts (the
+ * warm pool's starts in open_runtime) so that every thread inherits the
+ * mask: serving takes them with sigwait() once it can stop cleanly, even
+ * one that came during reconcile; drain and token never take them, so a
+ * second Ctrl-C cannot cut a drain short. Children get a clean mask
+ * (subprocess.c). */
+static void block_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+static int serve(pico_app *app, sigset_t *set)
 {
     char err[512];
-    sigset_t set;
     http_api *h;
     reaper *r;
     int sig = 0;
-
-    /* Signals are taken by sigwait() here, never by other threads. */
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     if (reconcile(app) < 0)
         log_warn("reconcile incomplete; the reaper and the next start retry");
@@ -170,7 +178,7 @@ static int serve(pico_app *app)
     }
     log_info("pico-backend ready (runtime %s, node %s, auth %s)",
              app->ops->name, app->cfg.node_name, app->cfg.auth ? "on" : "off");
-    sigwait(&set, &sig);
+    sigwait(set, &sig);
     log_info("signal %d: stopping (sessions are kept)", sig);
     http_api_stop(h);
     reaper_stop(r);
@@ -183,8 +191,10 @@ int main(int argc, char **argv)
     static pico_app app;
     char err[1024];
     const char *conf = NULL;
+    sigset_t stop;
     int i = 1, rc;
 
+    block_stop_signals(&stop);
     (void)signal(SIGPIPE, SIG_IGN);
     (void)setvbuf(stderr, NULL, _IOLBF, 0);
     if (argc >= 3 && !strcmp(argv[1], "--config")) {
@@ -231,7 +241,7 @@ int main(int argc, char **argv)
         close_app(&app);
         return 1;
     }
-    rc = serve(&app);
+    rc = serve(&app, &stop);
     close_app(&app);
     return rc;
 }

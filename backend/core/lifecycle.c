@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/lifecycle.h"
 #include "core/util.h"
@@ -27,6 +28,13 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
     va_start(ap, fmt);
     vsnprintf(e->message, sizeof(e->message), fmt, ap);
     va_end(ap);
+}
+
+long long lifecycle_lease_ms(const runtime_ops *ops)
+{
+    long long bound = ops->destroy_max_ms + PICO_LEASE_SLACK_MS;
+
+    return bound > PICO_LEASE_MS ? bound : PICO_LEASE_MS;
 }
 
 static int mark_failed(pico_app *app, const char *id, const char *reason)
@@ -201,6 +209,36 @@ int lifecycle_destroy_claimed(pico_app *app, const char *id)
     return 0;
 }
 
+/* DELETE of another node's session: its sandbox is on that node, so that
+ * node's reaper destroys it. We make it due now and wait (the reaper runs
+ * every reaper_interval_ms) until the record is gone. */
+static int delete_via_owner(pico_app *app, const char *id, const char *node,
+                            api_error *e)
+{
+    long long deadline = now_ms() + 10000; /* a request cannot wait longer */
+    session_record rec;
+    int rc;
+
+    log_info("delete %s: hands it to its node %s", id, node);
+    if (store_session_expire_now(app->st, id) < 0) {
+        api_error_set(e, 503, "redis_unavailable", "cannot delete the session");
+        return -1;
+    }
+    while (now_ms() < deadline) {
+        rc = store_session_get(app->st, id, &rec);
+        if (rc == 0)
+            return 0;
+        if (rc == 1)
+            session_free(&rec.s);
+        (void)usleep(100000);
+    }
+    api_error_set(e, 503, "owner_unavailable",
+                  "node %s has not deleted the session yet; it will when it "
+                  "runs",
+                  node);
+    return -1;
+}
+
 int lifecycle_delete(pico_app *app, const char *id, const char *principal,
                      api_error *e)
 {
@@ -210,7 +248,9 @@ int lifecycle_delete(pico_app *app, const char *id, const char *principal,
     if (lifecycle_get(app, id, principal, &rec, e) < 0)
         return -1;
     session_free(&rec.s);
-    rc = store_session_claim(app->st, id, PICO_LEASE_MS);
+    if (rec.node[0] && strcmp(rec.node, app->cfg.node_name) != 0)
+        return delete_via_owner(app, id, rec.node, e);
+    rc = store_session_claim(app->st, id, lifecycle_lease_ms(app->ops));
     if (rc == 0) {
         api_error_set(e, 404, "not_found", "session not found");
         return -1;
@@ -284,7 +324,7 @@ int lifecycle_drain(pico_app *app)
                   "sandboxes only");
     for (i = 0; i < n; i++) {
         /* Whatever the claim says, drain removes it: the stack stops. */
-        store_session_claim(app->st, ids[i], PICO_LEASE_MS);
+        store_session_claim(app->st, ids[i], lifecycle_lease_ms(app->ops));
         if (lifecycle_destroy_claimed(app, ids[i]) == 0) {
             log_info("drained %s", ids[i]);
             count++;

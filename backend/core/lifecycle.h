@@ -9,8 +9,14 @@
 #include "app.h"
 
 /* How long a backend may take to delete a session it claimed before
- * another backend may take it over (docs/redis.md, pico:reaping). */
+ * another backend may take it over (docs/redis.md, pico:reaping): at
+ * least PICO_LEASE_MS, and always PICO_LEASE_SLACK_MS more than the
+ * driver's destroy_max_ms, so a delete ends (or times out) before its
+ * lease does and two destroys of one sandbox never run at once. The
+ * record's removal after the destroy is one Redis script. */
 #define PICO_LEASE_MS 30000
+#define PICO_LEASE_SLACK_MS 5000
+long long lifecycle_lease_ms(const runtime_ops *ops);
 
 /* A failed session's record is kept this long (or until its ttl ends, if
  * sooner) so clients can read the reason; it then expires like any

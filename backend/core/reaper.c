@@ -6,6 +6,9 @@
  * session whose deleting backend died is taken over when its lease ends.
  * Keyspace notifications are not used: they are lost while no backend
  * listens, the sorted set is not.
+ *
+ * The same thread runs the liveness check (liveness.c) about once a
+ * second: a sandbox that died under a running session turns it failed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -14,6 +17,7 @@
 #include <time.h>
 
 #include "core/lifecycle.h"
+#include "core/liveness.h"
 #include "core/reaper.h"
 #include "core/util.h"
 
@@ -59,7 +63,8 @@ int reaper_run_once(pico_app *app)
     reap_batch b;
     int n, i, started = 0;
 
-    n = store_claim_due(app->st, now_ms(), PICO_LEASE_MS, ids, REAP_BATCH);
+    n = store_claim_due(app->st, now_ms(), lifecycle_lease_ms(app->ops),
+                        app->cfg.node_name, ids, REAP_BATCH);
     if (n <= 0)
         return 0;
     b.app = app;
@@ -80,11 +85,16 @@ static void *reaper_main(void *arg)
 {
     reaper *r = arg;
     struct timespec ts;
+    long long checked = 0;
 
     pthread_mutex_lock(&r->lock);
     while (!r->stop) {
         pthread_mutex_unlock(&r->lock);
         reaper_run_once(r->app);
+        if (now_ms() - checked >= PICO_LIVENESS_INTERVAL_MS) {
+            liveness_check(r->app);
+            checked = now_ms();
+        }
         pthread_mutex_lock(&r->lock);
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_nsec += (long)(r->app->cfg.reaper_interval_ms % 1000) * 1000000;

@@ -8,8 +8,8 @@
  *     with a reason, endpoint cleared, so clients see why; the reaper
  *     removes it at its expiry like any other.
  *
- * Records of another runtime, terminating records (another backend holds
- * a lease) and young pending records (a create in flight elsewhere) are
+ * Records of another runtime or node, terminating records (another backend
+ * holds a lease) and young pending records (a create in flight elsewhere) are
  * left alone.
  */
 #include <string.h>
@@ -52,8 +52,9 @@ static void reconcile_record(pico_app *app, const char *id, int *failed)
     if (rc <= 0)
         return;
     session_free(&rec.s);
-    if (strcmp(rec.runtime, app->ops->name) != 0)
-        return;
+    if (strcmp(rec.runtime, app->ops->name) != 0 ||
+        strcmp(rec.node, app->cfg.node_name) != 0)
+        return; /* another node's: its sandbox is not ours to judge */
     if (rec.s.status != SESSION_RUNNING && rec.s.status != SESSION_PENDING)
         return;
     if (rec.s.status == SESSION_PENDING &&

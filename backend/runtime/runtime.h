@@ -51,8 +51,20 @@ typedef struct {
     int (*destroy)(runtime *rt, const char *session_id, char *err,
                    size_t errlen);
 
+    /* The longest destroy can take: every timeout of its steps added up.
+     * The core's deletion lease is longer (lifecycle_lease_ms), so no
+     * other backend takes over a delete that is still running. */
+    long long destroy_max_ms;
+
     /* 1 if the sandbox exists and runs, 0 if gone, -1 if unknown (error). */
     int (*alive)(runtime *rt, const char *session_id);
+
+    /* The reaper's every-second liveness check of this node's running
+     * sessions: like alive, but cheap enough to call for every session
+     * each second (no subprocess, no remote call). 1 runs, 0 dead or
+     * gone, -1 cannot tell. NULL when the driver has no cheap way yet
+     * (kubernetes): its sandboxes are then not checked. */
+    int (*running)(runtime *rt, const char *session_id);
 
     /* Enumerate sandboxes this driver manages (for reconcile). */
     int (*list)(runtime *rt, runtime_list_cb cb, void *arg, char *err,

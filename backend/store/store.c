@@ -38,22 +38,34 @@ struct store {
 };
 
 /* Creates the record with the max_sessions check in the same step.
+ * Idempotent, since run() sends it again when a pooled connection broke
+ * and the first attempt may have been written: ids are fresh random
+ * UUIDs, so a record with ours is that attempt's, and is success (checked
+ * before the limit, which our own record may have filled).
  * KEYS: session key, pico:expiry. ARGV: max, id, score, field/value... */
 static const char create_lua[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end\n"
     "if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 0 end\n"
-    "if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 4))\n"
     "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])\n"
     "return 1\n";
 
 /* Changes fields only from an expected status, so a record that was
- * deleted (or claimed) meanwhile is never resurrected.
+ * deleted (or claimed) meanwhile is never resurrected. A record that
+ * already holds every value is success: that is this script's own
+ * earlier attempt, resent by run() after its reply was lost.
  * KEYS: session key. ARGV: "st1|st2", field/value... */
 static const char update_if_lua[] =
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
     "if not st then return 0 end\n"
     "if not string.find('|' .. ARGV[1] .. '|', '|' .. st .. '|', 1, true) "
-    "then return 0 end\n"
+    "then\n"
+    "  for i = 2, #ARGV, 2 do\n"
+    "    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then "
+    "return 0 end\n"
+    "  end\n"
+    "  return 1\n"
+    "end\n"
     "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"
     "return 1\n";
 
@@ -75,7 +87,21 @@ static const char fail_lua[] =
     "  redis.call('HSET', KEYS[1], 'expires_at', until_s, 'ttl', "
     "until_s - (created or until_s))\n"
     "end\n"
+    "redis.call('PUBLISH', 'pico:events', 'deleted ' .. ARGV[1])\n"
     "return 1\n";
+
+/* The running sessions of one node and runtime, for the reaper's
+ * liveness check. KEYS: pico:expiry. ARGV: node, runtime. */
+static const char node_running_lua[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local f = redis.call('HMGET', 'pico:session:' .. id, 'status', "
+    "'node', 'runtime')\n"
+    "  if f[1] == 'running' and f[2] == ARGV[1] and f[3] == ARGV[2] then\n"
+    "    out[#out + 1] = id\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* Claims one session for deletion (DELETE, drain).
  * KEYS: session key, pico:expiry, pico:reaping. ARGV: id, now, lease. */
@@ -91,15 +117,24 @@ static const char claim_lua[] =
     "end\n"
     "return 1\n";
 
-/* The reaper's claim: due sessions, then expired leases of backends that
- * died while deleting. KEYS: pico:expiry, pico:reaping.
- * ARGV: now, lease, max. */
+/* The reaper's claim: due sessions of this node, then expired leases of
+ * this node's deletes that died. A session is destroyed by its own node
+ * (its sandbox is there); an index entry without a record is anyone's.
+ * KEYS: pico:expiry, pico:reaping. ARGV: now, lease, max, node. */
 static const char claim_due_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local until_ms = now + tonumber(ARGV[2])\n"
     "local out = {}\n"
-    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, "
-    "'LIMIT', 0, ARGV[3])\n"
+    "local function mine(id)\n"
+    "  local n = redis.call('HGET', 'pico:session:' .. id, 'node')\n"
+    "  return not n or n == ARGV[4]\n"
+    "end\n"
+    "local due = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) "
+    "do\n"
+    "  if #due >= tonumber(ARGV[3]) then break end\n"
+    "  if mine(id) then due[#due + 1] = id end\n"
+    "end\n"
     "for _, id in ipairs(due) do\n"
     "  redis.call('ZREM', KEYS[1], id)\n"
     "  redis.call('ZADD', KEYS[2], until_ms, id)\n"
@@ -111,11 +146,13 @@ static const char claim_due_lua[] =
     "end\n"
     "local left = tonumber(ARGV[3]) - #out\n"
     "if left > 0 then\n"
-    "  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, "
-    "'LIMIT', 0, left)\n"
+    "  local stale = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)\n"
     "  for _, id in ipairs(stale) do\n"
-    "    redis.call('ZADD', KEYS[2], until_ms, id)\n"
-    "    out[#out + 1] = id\n"
+    "    if left > 0 and mine(id) then\n"
+    "      redis.call('ZADD', KEYS[2], until_ms, id)\n"
+    "      out[#out + 1] = id\n"
+    "      left = left - 1\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return out\n";
@@ -424,40 +461,38 @@ static int has_id(char **ids, size_t n, const char *id)
     return 0;
 }
 
-int store_session_ids(store *st, char ***out, size_t *nout)
+/* The ids in nr array replies, canonical and each once, into *out.
+ * 0, or -1 when a reply is missing or not an array. */
+static int ids_from_replies(redisReply *const *rs, int nr, char ***out,
+                            size_t *nout)
 {
-    const char *a1[] = {"ZRANGE", "pico:expiry", "0", "-1"};
-    const char *a2[] = {"ZRANGE", "pico:reaping", "0", "-1"};
-    redisReply *r1 = runv(st, 4, a1), *r2 = runv(st, 4, a2);
     char **ids = NULL;
-    size_t n = 0, i, total;
-    int rc = -1;
+    size_t n = 0, i, total = 0;
+    int k, rc = -1;
 
-    if (r1 == NULL || r2 == NULL || r1->type != REDIS_REPLY_ARRAY ||
-        r2->type != REDIS_REPLY_ARRAY)
-        goto done;
-    total = r1->elements + r2->elements;
+    for (k = 0; k < nr; k++) {
+        if (rs[k] == NULL || rs[k]->type != REDIS_REPLY_ARRAY)
+            goto done;
+        total += rs[k]->elements;
+    }
     ids = calloc(total + 1, sizeof(*ids));
     if (ids == NULL)
         goto done;
-    for (i = 0; i < total; i++) {
-        redisReply *e =
-            i < r1->elements ? r1->element[i] : r2->element[i - r1->elements];
-        /* Only canonical ids ever become keys, whatever is in the set. */
-        if (e->type != REDIS_REPLY_STRING || !uuid_valid(e->str) ||
-            has_id(ids, n, e->str))
-            continue;
-        ids[n] = strdup(e->str);
-        if (ids[n] == NULL)
-            goto done;
-        n++;
+    for (k = 0; k < nr; k++) {
+        for (i = 0; i < rs[k]->elements; i++) {
+            const redisReply *e = rs[k]->element[i];
+            /* Only canonical ids ever become keys, whatever is stored. */
+            if (e->type != REDIS_REPLY_STRING || !uuid_valid(e->str) ||
+                has_id(ids, n, e->str))
+                continue;
+            ids[n] = strdup(e->str);
+            if (ids[n] == NULL)
+                goto done;
+            n++;
+        }
     }
     rc = 0;
 done:
-    if (r1)
-        freeReplyObject(r1);
-    if (r2)
-        freeReplyObject(r2);
     if (rc < 0) {
         store_free_ids(ids, n);
         ids = NULL;
@@ -465,6 +500,33 @@ done:
     }
     *out = ids;
     *nout = n;
+    return rc;
+}
+
+int store_session_ids(store *st, char ***out, size_t *nout)
+{
+    const char *a1[] = {"ZRANGE", "pico:expiry", "0", "-1"};
+    const char *a2[] = {"ZRANGE", "pico:reaping", "0", "-1"};
+    redisReply *rs[2] = {runv(st, 4, a1), runv(st, 4, a2)};
+    int rc = ids_from_replies(rs, 2, out, nout);
+
+    if (rs[0])
+        freeReplyObject(rs[0]);
+    if (rs[1])
+        freeReplyObject(rs[1]);
+    return rc;
+}
+
+int store_node_running(store *st, const char *node, const char *runtime,
+                       char ***out, size_t *nout)
+{
+    const char *argv[] = {"EVAL", node_running_lua, "1", "pico:expiry",
+                          node,   runtime};
+    redisReply *r = runv(st, 6, argv);
+    int rc = ids_from_replies(&r, 1, out, nout);
+
+    if (r)
+        freeReplyObject(r);
     return rc;
 }
 
@@ -481,11 +543,12 @@ int store_session_claim(store *st, const char *id, long long lease_ms)
 }
 
 int store_claim_due(store *st, long long now, long long lease_ms,
-                    char (*ids)[PICO_ID_LEN + 1], int max)
+                    const char *node, char (*ids)[PICO_ID_LEN + 1], int max)
 {
     char nows[24], lease[24], maxs[16];
-    const char *argv[] = {"EVAL",         claim_due_lua, "2",   "pico:expiry",
-                          "pico:reaping", nows,          lease, maxs};
+    const char *argv[] = {"EVAL",        claim_due_lua,  "2",
+                          "pico:expiry", "pico:reaping", nows,
+                          lease,         maxs,           node};
     redisReply *r;
     size_t i;
     int n = 0;
@@ -493,7 +556,7 @@ int store_claim_due(store *st, long long now, long long lease_ms,
     snprintf(nows, sizeof(nows), "%lld", now);
     snprintf(lease, sizeof(lease), "%lld", lease_ms);
     snprintf(maxs, sizeof(maxs), "%d", max);
-    r = runv(st, 8, argv);
+    r = runv(st, 9, argv);
     if (r == NULL)
         return -1;
     if (r->type == REDIS_REPLY_ARRAY) {
@@ -505,6 +568,15 @@ int store_claim_due(store *st, long long now, long long lease_ms,
     }
     freeReplyObject(r);
     return n;
+}
+
+int store_session_expire_now(store *st, const char *id)
+{
+    char score[24];
+    const char *argv[] = {"ZADD", "pico:expiry", "XX", "CH", score, id};
+
+    snprintf(score, sizeof(score), "%lld", now_ms());
+    return (int)reply_int(runv(st, 6, argv));
 }
 
 int store_session_remove(store *st, const char *id)

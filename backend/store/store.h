@@ -43,8 +43,9 @@ int store_session_update_if(store *st, const char *id, const char *statuses,
 
 /*
  * Marks a pending or running session failed with reason, clears its
- * endpoint and moves its expiry to retain_until (unix seconds) when that
- * is sooner. 1 done, 0 not pending/running (or gone), -1 error.
+ * endpoint, moves its expiry to retain_until (unix seconds) when that
+ * is sooner and publishes "deleted <id>" (the module closes its tunnels).
+ * 1 done, 0 not pending/running (or gone), -1 error.
  */
 int store_session_fail(store *st, const char *id, const char *reason,
                        long long retain_until);
@@ -57,6 +58,11 @@ int store_session_get(store *st, const char *id, session_record *rec);
 int store_session_ids(store *st, char ***ids, size_t *n);
 void store_free_ids(char **ids, size_t n);
 
+/* Ids of the running sessions of node and runtime (the liveness check).
+ * Caller frees with store_free_ids. -1 on error. */
+int store_node_running(store *st, const char *node, const char *runtime,
+                       char ***ids, size_t *n);
+
 /*
  * Claims one session for deletion: moves it from pico:expiry to
  * pico:reaping with a lease and sets status terminating. 1 claimed, 0 no
@@ -65,12 +71,17 @@ void store_free_ids(char **ids, size_t n);
 int store_session_claim(store *st, const char *id, long long lease_ms);
 
 /*
- * The reaper's claim: every session due by now_ms (and every expired lease
- * in pico:reaping), at most max of them, atomically. Returns how many ids
- * were written to ids, -1 on error.
+ * The reaper's claim: every session of node due by now_ms (and every
+ * expired lease in pico:reaping of node's sessions), at most max of them,
+ * atomically. Returns how many ids were written to ids, -1 on error.
  */
 int store_claim_due(store *st, long long now, long long lease_ms,
-                    char (*ids)[PICO_ID_LEN + 1], int max);
+                    const char *node, char (*ids)[PICO_ID_LEN + 1], int max);
+
+/* Makes a live session due now, so its own node's reaper deletes it
+ * (a DELETE that reached another node). 1 moved, 0 not in pico:expiry
+ * (already claimed or gone), -1 error. */
+int store_session_expire_now(store *st, const char *id);
 
 /* Deletes the record, its tunnel counters and index entries, and
  * publishes "deleted <id>". 0 or -1. */

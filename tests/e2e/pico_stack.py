@@ -102,8 +102,13 @@ def backend_binary():
     env = os.environ.get("PICO_BACKEND")
     if env:
         return env
+    # The sanitizer build, always: silently testing bin/ instead would
+    # hide every ASan/UBSan report. PICO_BACKEND picks another on purpose.
     san = os.path.join(ROOT, "build", "san", "pico-backend")
-    return san if os.path.exists(san) else os.path.join(ROOT, "bin", "pico-backend")
+    if not os.path.exists(san):
+        raise RuntimeError("%s is missing: run `make build-all`, or set "
+                           "PICO_BACKEND to the binary to test" % san)
+    return san
 
 
 class Response:

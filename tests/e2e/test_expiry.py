@@ -58,3 +58,35 @@ def test_two_backends_reap_each_session_once(new_stack):
     logs = "".join(b.read_log() for b in st.backends)
     for sid in sids:
         assert len(re.findall(r"\breaped %s\b" % sid, logs)) == 1, sid
+
+
+def test_sessions_are_reaped_by_their_own_node(new_stack):
+    """Two nodes on one Redis: while node A is down, node B leaves A's
+    expired sessions alone (their sandboxes are A's); A reaps them when it
+    is back. Each session is reaped once, by its own node."""
+    st = new_stack(backends=2)
+    sids = [st.create(ttl=2)["session_id"] for _ in range(6)]
+    node = {s: st.redis_cli("HGET", "pico:session:" + s, "node") for s in sids}
+    a_node = node[sids[0]]
+    a = 0 if a_node == node_of(st, 0) else 1
+    b = 1 - a
+    st.backends[a].stop()
+    time.sleep(4)
+    for s in sids:
+        exists = st.redis_cli("EXISTS", "pico:session:" + s) == "1"
+        assert exists == (node[s] == a_node), (s, node[s], exists)
+    st.backends[a].start()
+    wait_for(lambda: all(gone(st, s) for s in sids), timeout=30, interval=0.2,
+             what="all sessions reaped")
+    for s in sids:
+        i = a if node[s] == a_node else b
+        assert len(re.findall(r"\breaped %s\b" % s, st.backends[i].read_log())) == 1, s
+        assert not re.findall(r"\breaped %s\b" % s, st.backends[1 - i].read_log()), s
+
+
+def node_of(st, i):
+    with open(st.backends[i].conf) as f:
+        for line in f:
+            if line.startswith("node_name "):
+                return line.split()[1]
+    return ""

@@ -250,6 +250,7 @@ const runtime_ops runtime_k8s_ops = {
     .image_exists = k8s_image_exists,
     .create = k8s_create,
     .destroy = k8s_destroy,
+    .destroy_max_ms = 2LL * K8S_CALL_TIMEOUT_S * 1000, /* pod, then secret */
     .alive = k8s_alive,
     .list = k8s_list,
     .health = k8s_health,

@@ -336,6 +336,15 @@ static int local_alive(runtime *rt, const char *session_id)
     return rc == 1 ? running : rc;
 }
 
+static int local_running(runtime *rt, const char *session_id)
+{
+    session_paths p;
+
+    if (paths_for(rt, session_id, &p) < 0)
+        return -1;
+    return runc_init_running(rt, &p);
+}
+
 /*
  * Reports the session id of every pico container under our runc root,
  * and of every session folder without one (left by a crash between
@@ -417,7 +426,9 @@ const runtime_ops runtime_local_ops = {
     .image_exists = local_image_exists,
     .create = local_create,
     .destroy = local_destroy,
+    .destroy_max_ms = DESTROY_MAX_MS,
     .alive = local_alive,
+    .running = local_running,
     .list = local_list,
     .health = local_health,
 };

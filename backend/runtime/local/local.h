@@ -32,6 +32,9 @@
 #define POOL_PREFIX "pool-"
 #define CONTAINER_FILE "container" /* names a pooled session's container */
 #define DISK_RELEASE_MS 2000 /* a dead sandbox's loop device frees by then */
+#define KILL_WAIT_MS 10000   /* for a killed init to be gone */
+/* destroy: runc state, kill, runc delete, loop device release */
+#define DESTROY_MAX_MS (2LL * RUNC_TIMEOUT_MS + KILL_WAIT_MS + DISK_RELEASE_MS)
 
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {
@@ -113,6 +116,7 @@ int start_container(const runtime *rt, const session_paths *p, int lfd,
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
                int *running);
 int pid_in_sandbox(pid_t pid, const session_paths *p);
+int runc_init_running(const runtime *rt, const session_paths *p);
 void kill_init(pid_t pid, const session_paths *p);
 
 /* -- endpoint.c: the session's socket ------------------------------------- */

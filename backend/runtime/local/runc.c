@@ -121,6 +121,52 @@ int pid_in_sandbox(pid_t pid, const session_paths *p)
     return strstr(text, want) != NULL;
 }
 
+/* 1 when pid is a live process (not a zombie waiting for its parent),
+ * 0 when it exited, -1 when /proc cannot tell. */
+static int pid_live(pid_t pid)
+{
+    char path[64], text[512];
+    const char *paren;
+
+    if (fmt_exact(path, sizeof(path), "/proc/%d/stat", (int)pid) < 0)
+        return -1;
+    if (read_small_file(path, 0, text, sizeof(text)) == 0)
+        return errno == ENOENT || errno == ESRCH ? 0 : -1;
+    paren = strrchr(text, ')'); /* the name may hold spaces and parens */
+    if (paren == NULL || paren[1] != ' ')
+        return -1;
+    return paren[2] != 'Z' && paren[2] != 'X';
+}
+
+/*
+ * The reaper's cheap liveness check: reads the init pid from runc's own
+ * state file (no runc process) and looks at it in /proc. 1 the init runs
+ * in the sandbox's cgroup, 0 the container is gone or its init died (a
+ * pid reused by another process counts as dead), -1 cannot tell.
+ */
+int runc_init_running(const runtime *rt, const session_paths *p)
+{
+    char path[PICO_PATH_MAX];
+    json_t *st;
+    json_int_t pid;
+    int live;
+
+    if (fmt_exact(path, sizeof(path), "%s/%s/state.json", rt->runc_root,
+                  p->cid) < 0)
+        return -1;
+    st = json_load_file(path, 0, NULL);
+    if (st == NULL)
+        return access(path, F_OK) < 0 && errno == ENOENT ? 0 : -1;
+    pid = json_integer_value(json_object_get(st, "init_process_pid"));
+    json_decref(st);
+    if (pid <= 0)
+        return -1;
+    live = pid_live((pid_t)pid);
+    if (live != 1)
+        return live;
+    return pid_in_sandbox((pid_t)pid, p);
+}
+
 /*
  * Kills the sandbox's init (the kernel then kills everything in its pid
  * namespace) and waits for it to be gone. `runc delete --force` would do
@@ -142,7 +188,7 @@ void kill_init(pid_t pid, const session_paths *p)
         pidfd_send_signal(fd, SIGKILL, NULL, 0) == 0) {
         pf.fd = fd;
         pf.events = POLLIN;
-        (void)poll(&pf, 1, 10000);
+        (void)poll(&pf, 1, KILL_WAIT_MS);
     }
     close(fd);
 }
