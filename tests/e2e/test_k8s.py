@@ -137,6 +137,16 @@ def fake():
 
 
 @pytest.fixture(scope="module")
+def dfake():
+    """A fake of the driver-alone tests' own: the stack's backend watches
+    every sandbox pod, and its requests would take their injected faults
+    and spoil their request counts."""
+    f = FakeK8s()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="module")
 def kstack(fake):
     """A stack on the kubernetes runtime with a short readiness deadline."""
     s = Stack(name="k8s", runtime="kubernetes", env={"K8S_API": fake.url})
@@ -152,8 +162,9 @@ def kstack(fake):
 @pytest.fixture(autouse=True)
 def no_faults(request):
     yield
-    if "fake" in request.fixturenames:
-        request.getfixturevalue("fake").reset_faults()
+    for name in ("fake", "dfake"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset_faults()
 
 
 def ssh_over_tunnel(stack, sid, **auth):
@@ -342,6 +353,87 @@ def test_reconcile_after_restart(kstack, fake):
         kstack.delete(sid)
 
 
+def session_status(stack, sid):
+    return stack.request("GET", "/v1/sessions/" + sid).json()
+
+
+def tunnel_status(stack, sid):
+    s, status, _ = stack.open_tunnel(sid)
+    s.close()
+    return status
+
+
+def test_pod_deleted_then_ip_reused_fails_session(kstack, fake):
+    """A's pod is deleted from outside and its address given to B's pod:
+    A must turn failed at once, and a CONNECT to A must be an error, never
+    a tunnel into B's sandbox (its password is public)."""
+    a = kstack.create(ttl=600)["session_id"]
+    ip = fake.pods()["sandbox-" + a]["status"]["podIP"]
+    t0 = time.monotonic()
+    assert fake.call("DELETE", "/api/v1/namespaces/%s/pods/sandbox-%s" % (NS, a))[0] == 200
+    st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, a)),
+                  timeout=5, interval=0.05, what="session of the deleted pod failed")
+    lag = time.monotonic() - t0
+    assert "deleted" in st["reason"], st
+    fake.faults(next_pod_ip=ip)
+    b = kstack.create(ttl=600)["session_id"]
+    try:
+        assert fake.pods()["sandbox-" + b]["status"]["podIP"] == ip
+        assert " 200 " not in tunnel_status(kstack, a) + " "
+        assert session_status(kstack, a)["status"] == "failed"
+        client, _ = ssh_over_tunnel(kstack, b)
+        client.close()
+    finally:
+        kstack.delete(b)
+        kstack.delete(a)
+    print("failed %.3f s after the delete" % lag)
+
+
+def test_pod_container_exit_fails_session(kstack, fake):
+    """A Ready pod whose container dies (phase Failed, not Ready) fails
+    its session with the reason."""
+    sid = kstack.create(ttl=600)["session_id"]
+    try:
+        uid = fake.pods()["sandbox-" + sid]["metadata"]["uid"]
+        assert fake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
+        st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, sid)),
+                      timeout=5, interval=0.05, what="session of the failed pod failed")
+        assert "Failed" in st["reason"] or "not ready" in st["reason"], st
+        assert " 200 " not in tunnel_status(kstack, sid) + " "
+    finally:
+        kstack.delete(sid)
+
+
+def test_pod_replaced_under_same_name_is_not_the_session(kstack, fake):
+    """While the backend is down the session's pod is replaced by another
+    pod of the same name (another uid) on the same address: the record is
+    bound to the first pod's uid, so the session is failed, and a CONNECT
+    does not reach the stranger."""
+    sid = kstack.create(ttl=600)["session_id"]
+    name = "sandbox-" + sid
+    old = fake.pods()[name]
+    ip = old["status"]["podIP"]
+    kstack.backend.stop()
+    try:
+        assert fake.call("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, name))[0] == 200
+        fake.faults(next_pod_ip=ip)
+        body = {"metadata": {"name": name, "labels": old["metadata"]["labels"]}, "spec": old["spec"]}
+        assert fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, body)[0] == 201
+        wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                             for c in fake.pods()[name]["status"].get("conditions", [])),
+                 timeout=20, interval=0.1, what="the stranger pod ready")
+        assert fake.pods()[name]["metadata"]["uid"] != old["metadata"]["uid"]
+    finally:
+        kstack.backend.start()
+    st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, sid)),
+                  timeout=10, interval=0.1, what="session of the replaced pod failed")
+    assert "uid" in st["reason"], st
+    assert " 200 " not in tunnel_status(kstack, sid) + " "
+    kstack.delete(sid)
+    if name in fake.pods():
+        fake.call("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, name))
+
+
 def test_concurrent_creates(kstack, fake):
     # Request threads share one driver: each create must get its own pod,
     # key and address, and SSH into the right one.
@@ -372,68 +464,68 @@ def test_health(kstack, fake):
 
 # -- the driver alone --------------------------------------------------------
 
-def driver(fake, *args, timeout_s=READY_TIMEOUT_S, env=None):
+def driver(dfake, *args, timeout_s=READY_TIMEOUT_S, env=None):
     e = dict(os.environ, **(env or {}))
-    r = subprocess.run([DRIVER, fake.url, NS, str(timeout_s)] + list(args),
+    r = subprocess.run([DRIVER, dfake.url, NS, str(timeout_s)] + list(args),
                        capture_output=True, text=True, timeout=120, env=e)
     return r.returncode, r.stdout, r.stderr
 
 
-def test_driver_watch_reconnects_and_410(fake):
+def test_driver_watch_reconnects_and_410(dfake):
     # Streams end every 0.1 s and the first two watches answer 410 Gone:
     # the driver must resume from its resourceVersion or re-read the pod.
-    fake.faults(watch_max_s=0.1, watch_gone=2)
+    dfake.faults(watch_max_s=0.1, watch_gone=2)
     sid = str(uuid.uuid4())
-    code, out, err = driver(fake, "create", sid, timeout_s=30)
+    code, out, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
     ip, port = out.split()[0].rsplit(":", 1)
     assert port == "22" and ip.startswith("127.")
     socket.create_connection((ip, 22), 5).close()
-    assert driver(fake, "alive", sid)[1].strip() == "1"
-    assert sid in driver(fake, "list")[1].split()
-    assert driver(fake, "destroy", sid)[0] == 0
-    assert driver(fake, "alive", sid)[1].strip() == "0"
-    assert driver(fake, "destroy", sid)[0] == 0  # already gone is success
+    assert driver(dfake, "alive", sid)[1].strip() == "1"
+    assert sid in driver(dfake, "list")[1].split()
+    assert driver(dfake, "destroy", sid)[0] == 0
+    assert driver(dfake, "alive", sid)[1].strip() == "0"
+    assert driver(dfake, "destroy", sid)[0] == 0  # already gone is success
 
 
-def pod_requests(fake, since):
+def pod_requests(dfake, since):
     """The API requests about pods and secrets made since `since`."""
-    return [r for r in fake.state_dump()["requests"]
+    return [r for r in dfake.state_dump()["requests"]
             if r[3] >= since and ("/pods" in r[1] or "/secrets" in r[1])]
 
 
-def test_driver_410_with_compaction_does_not_storm(fake):
+def test_driver_410_with_compaction_does_not_storm(dfake):
     # The shortest history window: every watch first compacts, so a watch
     # from any resourceVersion older than the newest change answers 410.
     # The pod does not change for 2 s. Resuming from the pod's own
     # resourceVersion would 410 again at once (about 1,000 requests a
     # second); resuming from a LIST's, with backoff, takes a handful.
-    fake.faults(compact=True, ready_delay_s=2)
+    dfake.faults(compact=True, ready_delay_s=2)
     sid = str(uuid.uuid4())
-    t0, before = time.time(), fake.state_dump()["request_count"]
-    code, out, err = driver(fake, "create", sid, timeout_s=30)
-    n = fake.state_dump()["request_count"] - before
+    t0, before = time.time(), dfake.state_dump()["request_count"]
+    code, out, err = driver(dfake, "create", sid, timeout_s=30)
+    n = dfake.state_dump()["request_count"] - before
     assert code == 0, err
     print("API requests for one create with compaction:", n)
     assert n < 20, "%d API requests for one create" % n
-    lists = [r for r in pod_requests(fake, t0)
+    lists = [r for r in pod_requests(dfake, t0)
              if r[0] == "GET" and "watch" not in r[2] and r[1].endswith("/pods")]
     assert lists and lists[0][2]["fieldSelector"] == "metadata.name=sandbox-" + sid
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_watch_error_event_is_retried(fake):
+def test_driver_watch_error_event_is_retried(dfake):
     # An ERROR event that is not 410 (etcd trouble, throttling) is the API
     # server's passing problem: the watch is tried again after a pause.
-    fake.faults(watch_error={"code": 500, "count": 2, "message": "etcdserver: leader changed"},
+    dfake.faults(watch_error={"code": 500, "count": 2, "message": "etcdserver: leader changed"},
                 ready_delay_s=1)
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    code, _, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_relist_429_honours_retry_after(fake):
+def test_driver_relist_429_honours_retry_after(dfake):
     # After a 410 the driver re-reads the pod; that read answers 429 with
     # Retry-After: 1, then 503: both are retried (the first after at least
     # the second the server asked for), and the create succeeds. The
@@ -441,32 +533,32 @@ def test_driver_relist_429_honours_retry_after(fake):
     rules = [{"method": m, "resource": "pods", "status": st, "count": 1, "watch": False,
               **({"retry_after": 1} if st == 429 else {})}
              for m in ("LIST", "GET") for st in (429, 503)]
-    fake.faults(compact=True, ready_delay_s=3, rules=rules)
+    dfake.faults(compact=True, ready_delay_s=3, rules=rules)
     sid = str(uuid.uuid4())
     t0 = time.time()
-    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    code, _, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
-    reqs = pod_requests(fake, t0)
+    reqs = pod_requests(dfake, t0)
     reads = [i for i, r in enumerate(reqs) if r[0] == "GET" and "watch" not in r[2]]
     assert len(reads) >= 3, reqs
     # The next request after the 429 came no sooner than Retry-After.
     assert reqs[reads[0] + 1][3] - reqs[reads[0]][3] >= 0.95
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_runtime_class(fake):
+def test_driver_runtime_class(dfake):
     # k8s_runtime_class names the pods' RuntimeClass (gVisor, Kata...);
     # a name no RuntimeClass could have is refused at start.
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=30, env={"K8S_RUNTIME_CLASS": "gvisor"})
+    code, _, err = driver(dfake, "create", sid, timeout_s=30, env={"K8S_RUNTIME_CLASS": "gvisor"})
     assert code == 0, err
-    assert fake.pods()["sandbox-" + sid]["spec"]["runtimeClassName"] == "gvisor"
-    assert driver(fake, "destroy", sid)[0] == 0
-    code, _, err = driver(fake, "health", env={"K8S_RUNTIME_CLASS": "Bad Name"})
+    assert dfake.pods()["sandbox-" + sid]["spec"]["runtimeClassName"] == "gvisor"
+    assert driver(dfake, "destroy", sid)[0] == 0
+    code, _, err = driver(dfake, "health", env={"K8S_RUNTIME_CLASS": "Bad Name"})
     assert code == 1 and "k8s_runtime_class" in err, err
 
 
-def test_driver_list_long_and_expired_continue(fake):
+def test_driver_list_long_and_expired_continue(dfake):
     # Pages of one item, continue tokens of 1,500+ characters with '+', '/'
     # and '=' in them, and the second token expired (410): list must still
     # report every labelled pod, each once.
@@ -474,21 +566,21 @@ def test_driver_list_long_and_expired_continue(fake):
     for sid in sids:
         labels = {"app.kubernetes.io/managed-by": "pico", "managed-by": "pico-apiserver",
                   "session-id": sid, "sandbox": "sandbox-" + sid}
-        code, _ = fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
+        code, _ = dfake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
             "metadata": {"name": "sandbox-" + sid, "labels": labels},
             "spec": {"containers": [{"name": "sshd", "image": "sandbox:latest"}]}})
         assert code == 201
     try:
-        fake.faults(max_page=1, long_continue=True, continue_gone=1)
-        code, out, err = driver(fake, "list")
+        dfake.faults(max_page=1, long_continue=True, continue_gone=1)
+        code, out, err = driver(dfake, "list")
         assert code == 0, err
         listed = out.split()
         assert sorted(set(sids) & set(listed)) == sorted(sids), (out, err)
         assert len(listed) == len(set(listed))
     finally:
-        fake.reset_faults()
+        dfake.reset_faults()
         for sid in sids:
-            driver(fake, "destroy", sid)
+            driver(dfake, "destroy", sid)
 
 
 @pytest.mark.parametrize("fault,text", [
@@ -499,39 +591,39 @@ def test_driver_list_long_and_expired_continue(fake):
     ({"create_pod_status": 409}, "409 AlreadyExists"),
     ({"patch_secret_status": 500}, "500"),
 ])
-def test_driver_api_errors_leave_nothing(fake, fault, text):
-    fake.faults(**fault)
+def test_driver_api_errors_leave_nothing(dfake, fault, text):
+    dfake.faults(**fault)
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid)
+    code, _, err = driver(dfake, "create", sid)
     assert code == 1
     assert text in err
-    assert "sandbox-" + sid not in fake.pods()
-    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
+    assert "sandbox-" + sid not in dfake.pods()
+    assert "sandbox-" + sid + "-ssh" not in dfake.secrets()
 
 
-def test_driver_hung_api_fails_within_deadline(fake):
+def test_driver_hung_api_fails_within_deadline(dfake):
     # The API server takes the pod create and does not answer in time: the
     # create fails with curl's timeout (no hang), and the secret made
     # before it is removed.
-    fake.faults(rules=[{"method": "POST", "resource": "pods", "status": 504,
+    dfake.faults(rules=[{"method": "POST", "resource": "pods", "status": 504,
                         "delay_s": READY_TIMEOUT_S + 3, "count": 1}])
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid)
+    code, _, err = driver(dfake, "create", sid)
     assert code == 1
     assert "Timeout" in err or "timed out" in err, err
-    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
-    assert "sandbox-" + sid not in fake.pods()
+    assert "sandbox-" + sid + "-ssh" not in dfake.secrets()
+    assert "sandbox-" + sid not in dfake.pods()
 
 
-def test_driver_alive_after_container_exit(fake):
+def test_driver_alive_after_container_exit(dfake):
     # restartPolicy Never: a sandbox whose sshd died is not alive.
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=60)
+    code, _, err = driver(dfake, "create", sid, timeout_s=60)
     assert code == 0, err
-    uid = fake.pods()["sandbox-" + sid]["metadata"]["uid"]
-    assert fake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
-    wait_for(lambda: driver(fake, "alive", sid)[1].strip() == "0", timeout=20, what="pod failed")
-    assert driver(fake, "destroy", sid)[0] == 0
+    uid = dfake.pods()["sandbox-" + sid]["metadata"]["uid"]
+    assert dfake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
+    wait_for(lambda: driver(dfake, "alive", sid)[1].strip() == "0", timeout=20, what="pod failed")
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
 def test_driver_unreachable_api_is_an_error_not_a_hang():
@@ -551,8 +643,8 @@ def test_driver_kubeconfig_and_token(tmp_path):
         kc = tmp_path / "config"
         kc.write_text(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: %s\n"
-            "  name: fake\ncontexts:\n- context:\n    cluster: fake\n    user: pico\n"
-            "    namespace: %s\n  name: fake-ctx\ncurrent-context: fake-ctx\n"
+            "  name: dfake\ncontexts:\n- context:\n    cluster: dfake\n    user: pico\n"
+            "    namespace: %s\n  name: dfake-ctx\ncurrent-context: dfake-ctx\n"
             "users:\n- name: pico\n  user:\n    token: \"s3cr3t-token\"\n" % (f.url, NS))
         code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
         assert code == 0, err

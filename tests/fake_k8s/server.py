@@ -213,6 +213,8 @@ class Faults:
     watch_gone: the next N watches answer with a 410 Gone event.
     watch_error: {"code": 500, "count": N}: the next N watches answer
         with an ERROR event of that code (other than 410: etcd trouble).
+    next_pod_ip: the next pod the kubelet starts gets this address (once),
+        as a real CNI may hand a dead pod's IP to a new one.
     max_page: lists return at most this many items a page, whatever
         the limit (a server may return fewer).
     long_continue: continue tokens are 1,500+ characters with '=' and
@@ -238,6 +240,7 @@ class Faults:
         self.max_page = 0
         self.long_continue = False
         self.continue_gone = 0
+        self.next_pod_ip = None
 
     def set(self, body):
         count = int(body.get("count", 1))
@@ -272,6 +275,8 @@ class Faults:
             self.long_continue = bool(body["long_continue"])
         if "continue_gone" in body:
             self.continue_gone = int(body["continue_gone"])
+        if "next_pod_ip" in body:
+            self.next_pod_ip = str(ipaddress.ip_address(body["next_pod_ip"]))
 
     def take(self, method, resource, name, watch=False):
         for r in self.rules:
@@ -490,6 +495,11 @@ class Kubelet:
     def alloc_ip(self):
         with self.lock:
             used = set(self.ips.values())
+            want, self.srv.faults.next_pod_ip = self.srv.faults.next_pod_ip, None
+            if want is not None:
+                if want in used:
+                    raise RuntimeError("next_pod_ip %s is in use" % want)
+                return want
             for _ in range(60000):
                 self.next_ip = 10 + (self.next_ip - 9) % 60000
                 ip = str(self.net + self.next_ip)

@@ -81,6 +81,7 @@ static void k8s_close(runtime *rt)
 {
     if (rt == NULL)
         return;
+    k8s_follow_stop(rt);
     k8s_conn_free(&rt->conn);
     free(rt);
 }
@@ -121,6 +122,7 @@ static int start_objects(runtime *rt, session *s, const hostkey *hk,
         return -1;
     }
     snprintf(st->rv, sizeof(st->rv), "%s", rv);
+    snprintf(st->uid, sizeof(st->uid), "%s", uid);
     judge_pod(st, created);
     if (own_secret(rt, s, uid, deadline, err, errlen) < 0) {
         json_decref(created);
@@ -162,6 +164,7 @@ static int k8s_create(runtime *rt, session *s, char *err, size_t errlen)
     if (rc == 1) {
         snprintf(s->endpoint, sizeof(s->endpoint),
                  strchr(st.ip, ':') ? "[%s]:22" : "%s:22", st.ip);
+        snprintf(s->sandbox_uid, sizeof(s->sandbox_uid), "%s", st.uid);
         return 0;
     }
     if (rc == 0)
@@ -253,4 +256,5 @@ const runtime_ops runtime_k8s_ops = {
     .alive = k8s_alive,
     .list = k8s_list,
     .health = k8s_health,
+    .watch = k8s_follow_start,
 };
