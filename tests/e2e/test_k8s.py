@@ -24,7 +24,7 @@ import uuid
 import paramiko
 import pytest
 
-from pico_stack import IMAGES, ROOT, Stack, free_port, wait_for
+from pico_stack import IMAGES, ROOT, Stack, backend_binary, free_port, wait_for
 
 ROOTFS = os.path.join(IMAGES, "sandbox_latest", "rootfs")
 FAKE = os.path.join(ROOT, "tests", "fake_k8s", "server.py")
@@ -460,6 +460,30 @@ def test_health(kstack, fake):
     assert kstack.request("GET", "/health").status == 503
     fake.reset_faults()
     assert kstack.request("GET", "/health").status == 200
+
+
+@pytest.mark.parametrize("prefix,refused", [
+    ("pico/", "names no registry"),                 # the old default: a Docker Hub account
+    ("someone/sandboxes/", "names no registry"),
+    ("REGISTRY.example/pico/", "placeholder"),      # deploy/k8s/base's, not replaced
+    ("registry.example.com/pico/", None),
+    ("localhost:5000/pico/", None),
+    ("docker.io/pico/", None),                      # Docker Hub, said on purpose
+    ("", None),                                     # the test stacks'
+])
+def test_backend_refuses_unnamed_registry(tmp_path, prefix, refused):
+    conf = tmp_path / "pico.conf"
+    conf.write_text("runtime kubernetes\nredis unix:%s/none.sock\nstate_dir %s\n"
+                    "k8s_api http://127.0.0.1:9\nk8s_image_prefix \"%s\"\n" % (tmp_path, tmp_path, prefix))
+    r = subprocess.run([backend_binary(), "--config", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0  # no Redis: an accepted prefix fails later, at Redis
+    if refused:
+        assert "k8s_image_prefix" in r.stderr and refused in r.stderr, r.stderr
+        assert "redis" not in r.stderr.lower(), r.stderr
+    else:
+        assert "k8s_image_prefix" not in r.stderr, r.stderr
+        assert "redis" in r.stderr.lower(), r.stderr
 
 
 # -- the driver alone --------------------------------------------------------

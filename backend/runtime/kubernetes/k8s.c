@@ -34,6 +34,40 @@
 #include "core/util.h"
 #include "runtime/kubernetes/k8s.h"
 
+/*
+ * The registry must be named: "pico/" (the old default) or any prefix
+ * whose first part has no '.' or ':' and is not localhost is a Docker
+ * Hub account, which pico does not control, so whoever holds that name
+ * would choose what every sandbox runs. The manifests' placeholder must
+ * have been replaced. "" is allowed (tests, images preloaded on nodes).
+ */
+static int image_prefix_ok(const char *prefix, char *err, size_t errlen)
+{
+    size_t first = strcspn(prefix, "/");
+
+    if (strstr(prefix, K8S_IMAGE_PLACEHOLDER) != NULL) {
+        snprintf(err, errlen,
+                 "k8s_image_prefix is still the placeholder \"%s\": name "
+                 "your registry (docs/kubernetes.md, Deploy)",
+                 prefix);
+        return -1;
+    }
+    if (prefix[0] == '\0')
+        return 0;
+    if (prefix[first] != '/' || (memchr(prefix, '.', first) == NULL &&
+                                 memchr(prefix, ':', first) == NULL &&
+                                 strncmp(prefix, "localhost/", 10) != 0)) {
+        snprintf(err, errlen,
+                 "k8s_image_prefix \"%s\" names no registry, so images "
+                 "would come from that account on Docker Hub: write "
+                 "\"registry.example.com/pico/\" (or \"docker.io/%s\" if "
+                 "that account is yours)",
+                 prefix, prefix);
+        return -1;
+    }
+    return 0;
+}
+
 static runtime *k8s_open(const struct pico_config *cfg, char *err,
                          size_t errlen)
 {
@@ -50,6 +84,8 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
                  "quotes or backslashes");
         return NULL;
     }
+    if (image_prefix_ok(cfg->k8s_image_prefix, err, errlen) < 0)
+        return NULL;
     if (cfg->k8s_runtime_class[0] &&
         !dns_subdomain_valid(cfg->k8s_runtime_class)) {
         snprintf(err, errlen,

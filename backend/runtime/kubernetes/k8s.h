@@ -39,6 +39,8 @@
 #define K8S_SECRET_MOUNT "/etc/ssh/pico-secret"
 #define K8S_KEYS_DIR "/etc/ssh/pico"
 #define K8S_SELECTOR "managed-by%3Dpico-apiserver"
+/* What deploy/k8s has for the registry until the operator names one. */
+#define K8S_IMAGE_PLACEHOLDER "REGISTRY.example/"
 
 typedef struct k8s_follower k8s_follower;
 
