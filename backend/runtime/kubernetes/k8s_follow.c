@@ -223,7 +223,7 @@ static int relist(k8s_follower *f)
     const char *rv;
     k8s_resp r;
     size_t i;
-    json_t *pod;
+    json_t *items, *pod;
 
     object_path(f->rt, "pods", NULL, base, sizeof(base));
     snprintf(path, sizeof(path), "%s?labelSelector=%s", base, K8S_SELECTOR);
@@ -242,8 +242,11 @@ static int relist(k8s_follower *f)
     }
     for (i = 0; i < f->npods; i++)
         f->pods[i].listed = 0;
-    json_array_foreach(json_object_get(r.body, "items"), i, pod)
+    items = json_object_get(r.body, "items");
+    json_array_foreach(items, i, pod)
+    {
         on_pod(f, pod, 0);
+    }
     for (i = f->npods; i-- > 0;) {
         if (f->pods[i].listed)
             continue;
