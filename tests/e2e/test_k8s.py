@@ -24,7 +24,7 @@ import uuid
 import paramiko
 import pytest
 
-from pico_stack import IMAGES, ROOT, Stack, backend_binary, free_port, wait_for
+from pico_stack import IMAGES, ROOT, Stack, backend_binary, free_port, port_open, wait_for
 
 ROOTFS = os.path.join(IMAGES, "sandbox_latest", "rootfs")
 FAKE = os.path.join(ROOT, "tests", "fake_k8s", "server.py")
@@ -731,3 +731,88 @@ def test_driver_tls_in_cluster_and_kubeconfig_ca(tmp_path):
         assert code == 0, err
     finally:
         f.stop()
+
+
+# -- make run RUNTIME=kubernetes-fake, and the real kubectl ----------------
+
+GUIDE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "TEST_TUNNEL_GUIDE.zh.md")
+
+
+def guide_script():
+    """test_complete.sh as the user's guide prints it (its first bash block
+    after the heading), or None when the guide is not beside the checkout."""
+    if not os.path.exists(GUIDE):
+        return None
+    text = open(GUIDE, encoding="utf-8").read()
+    text = text[text.index("test_complete.sh"):]
+    return text[text.index("```bash\n") + 8:text.index("\n```", text.index("```bash\n"))] + "\n"
+
+
+@pytest.fixture(scope="module")
+def runfake():
+    from supervised import RunStack
+
+    class FakeRun(RunStack):
+        def env(self):
+            return dict(super().env(), RUNTIME="kubernetes-fake", K8S_FAKE_PORT=str(self.k8s_port))
+
+    # The guide's script names localhost:8080: that port when it is free.
+    s = FakeRun(name="runfake")
+    if not port_open(8080):
+        s.port = 8080
+    s.k8s_port = free_port()
+    s.start()
+    yield s
+    s.stop()
+    assert "pico: stopped" in s.output()
+
+
+def kubectl(stack, *args, timeout=90):
+    r = subprocess.run(["kubectl"] + list(args), capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, KUBECONFIG=os.path.join(stack.var, "kubeconfig")))
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_make_run_kubernetes_fake_with_real_kubectl(runfake):
+    conf = open(os.path.join(runfake.var, "conf", "pico.conf")).read()
+    assert "runtime kubernetes" in conf
+    sess = runfake.create(ttl=600)
+    sid, name = sess["session_id"], sess["sandbox_name"]
+    try:
+        code, out, err = kubectl(runfake, "get", "pods", "-l", "managed-by=pico-apiserver")
+        assert code == 0, err
+        assert out.split("\n")[0].split()[:3] == ["NAME", "READY", "STATUS"], out
+        assert name in out and "1/1" in out and "Running" in out, out
+        code, out, err = kubectl(runfake, "wait", "--for=condition=Ready", "pod",
+                                 "-l", "session-id=" + sid, "--timeout=60s")
+        assert code == 0 and "condition met" in out, err
+        code, out, err = kubectl(runfake, "get", "pod", name, "-o", "yaml")
+        assert code == 0, err
+        import yaml
+        pod = yaml.safe_load(out)
+        assert pod["metadata"]["labels"]["session-id"] == sid
+        assert pod["status"]["phase"] == "Running"
+    finally:
+        assert runfake.delete(sid).status == 200
+    code, out, err = kubectl(runfake, "get", "pods", "-l", "managed-by=pico-apiserver")
+    assert code == 0 and name not in out, (out, err)
+
+
+def test_make_run_kubernetes_fake_test_complete(runfake):
+    """scripts/test_complete.sh, and the guide's own test_complete.sh
+    (its kubectl wait -l sandbox=... included) unmodified."""
+    env = dict(os.environ, KUBECONFIG=os.path.join(runfake.var, "kubeconfig"),
+               PICO_API="http://127.0.0.1:%d" % runfake.port)
+    r = subprocess.run([os.path.join(ROOT, "scripts", "test_complete.sh")], capture_output=True,
+                       text=True, timeout=180, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = guide_script()
+    assert script is not None, "the user's guide is not at %s" % GUIDE
+    assert runfake.port == 8080, "port 8080 is taken: the guide's script cannot run unmodified"
+    path = os.path.join(runfake.var, "test_complete.sh")
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o755)
+    r = subprocess.run([path], capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "condition met" in r.stdout and "所有测试完成" in r.stdout, r.stdout

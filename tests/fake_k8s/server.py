@@ -194,6 +194,81 @@ def fields_match(obj, reqs):
     return True
 
 
+# Discovery, as kubectl reads it before any other call (the legacy,
+# unaggregated form, which kubectl falls back to): the core group only,
+# with the resources and verbs this server serves.
+RESOURCES = [
+    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+     "verbs": ["get"], "shortNames": ["ns"]},
+    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+     "shortNames": ["po"], "categories": ["all"]},
+    {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
+     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+]
+
+
+def discovery(parts):
+    if parts == ["api"]:
+        return {"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    if parts == ["apis"]:
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+            "resources": RESOURCES}
+
+
+def age(ts):
+    try:
+        t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return "<unknown>"
+    s = int((datetime.datetime.now(datetime.timezone.utc) - t).total_seconds())
+    return "%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)
+
+
+def pod_row(o):
+    st = o.get("status") or {}
+    cs = st.get("containerStatuses") or []
+    ready = sum(1 for c in cs if c.get("ready"))
+    phase = "Terminating" if o["metadata"].get("deletionTimestamp") else st.get("phase", "Pending")
+    return [o["metadata"]["name"], "%d/%d" % (ready, len((o.get("spec") or {}).get("containers") or [])),
+            phase, sum(c.get("restartCount", 0) for c in cs), age(o["metadata"].get("creationTimestamp")),
+            st.get("podIP") or "<none>", "fake-node" if st.get("podIP") else "<none>"]
+
+
+def as_table(resource, objs, md, include):
+    """A meta.k8s.io/v1 Table, what `kubectl get` asks for (Accept:
+    application/json;as=Table;v=v1;g=meta.k8s.io)."""
+    if resource == "pods":
+        cols = [("Name", "string", "name"), ("Ready", "string", ""), ("Status", "string", ""),
+                ("Restarts", "integer", ""), ("Age", "string", ""), ("IP", "string", ""),
+                ("Node", "string", "")]
+        row = pod_row
+    else:
+        cols = [("Name", "string", "name"), ("Type", "string", ""), ("Data", "integer", ""),
+                ("Age", "string", "")]
+        row = lambda o: [o["metadata"]["name"], o.get("type", "Opaque"), len(o.get("data") or {}),
+                         age(o["metadata"].get("creationTimestamp"))]
+    rows = []
+    for o in objs:
+        r = {"cells": row(o)}
+        if include == "Object":
+            r["object"] = o
+        elif include != "None":
+            r["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": o["metadata"]}
+        rows.append(r)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": md,
+            "columnDefinitions": [{"name": n, "type": t, "format": f, "description": n,
+                                   "priority": 0 if n not in ("IP", "Node") else 1} for n, t, f in cols],
+            "rows": rows}
+
+
+def wants_table(accept):
+    return any("as=Table" in part and "g=meta.k8s.io" in part for part in (accept or "").split(","))
+
+
 class Faults:
     """What tests can break, set through POST /_fake/faults.
 
@@ -736,8 +811,8 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and parts == ["version"]:
                 return self.send_json(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
                                             "platform": "linux/amd64"})
-            if method == "GET" and parts == ["api"]:
-                return self.send_json(200, {"kind": "APIVersions", "versions": ["v1"]})
+            if method == "GET" and parts in (["api"], ["api", "v1"], ["apis"]):
+                return self.send_json(200, discovery(parts))
             if len(parts) >= 4 and parts[:3] == ["api", "v1", "namespaces"]:
                 return self.api(method, parts[3], parts[4:], q)
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -819,12 +894,18 @@ class Handler(BaseHTTPRequestHandler):
                     md["continue"] = "pad/" + "x" * 1500 + "+/=" + md["continue"]
                 md["remainingItemCount"] = len(items) - start - limit
             items = items[start:start + limit] if limit else items[start:]
+            if wants_table(self.headers.get("Accept")):
+                return self.send_json(200, as_table(resource, items, md, q.get("includeObject")))
             return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",
                                         "metadata": md, "items": items})
         if name is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
         if method == "GET":
-            return self.send_json(200, store.get(resource, ns, name))
+            obj = store.get(resource, ns, name)
+            if wants_table(self.headers.get("Accept")):
+                return self.send_json(200, as_table(resource, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                                    q.get("includeObject")))
+            return self.send_json(200, obj)
         if method in ("PUT", "PATCH"):
             body = self.read_body()
             if not isinstance(body, dict):
