@@ -155,7 +155,10 @@ def parse_label_selector(text):
             k = part[1:] if part.startswith("!") else part
             reqs.append((k.strip(), "!" if part.startswith("!") else "exists", None))
     for k, _, v in reqs:
-        if not LABEL_NAME.match(k.split("/")[-1]) or (v is not None and not LABEL_VALUE.match(v)):
+        prefix = k.split("/")[0] if "/" in k else None
+        if not k or k.count("/") > 1 or not LABEL_NAME.match(k.split("/")[-1]) or \
+                len(k.split("/")[-1]) > 63 or (prefix is not None and not DNS1123_SUBDOMAIN.match(prefix)) or \
+                (v is not None and (not LABEL_VALUE.match(v) or len(v) > 63 or "=" in v)):
             raise ApiError(400, "BadRequest", "unable to parse requirement: invalid label selector %r" % text)
     return reqs
 
@@ -288,6 +291,13 @@ class Faults:
     watch_gone: the next N watches answer with a 410 Gone event.
     watch_error: {"code": 500, "count": N}: the next N watches answer
         with an ERROR event of that code (other than 410: etcd trouble).
+    terminate_s: how long a deleted pod stays Terminating (at most its
+        grace period; default 0.2 s, as sshd stops at once).
+    gc_delay_s: how long after its owner the garbage collector removes
+        a dependent (--gc; default 0.3 s).
+    bookmark_s: a watch with allowWatchBookmarks=true gets a BOOKMARK
+        event after this long without events (default 1 s; the real
+        server sends one about every minute) and one as it ends.
     next_pod_ip: the next pod the kubelet starts gets this address (once),
         as a real CNI may hand a dead pod's IP to a new one.
     max_page: lists return at most this many items a page, whatever
@@ -316,6 +326,9 @@ class Faults:
         self.long_continue = False
         self.continue_gone = 0
         self.next_pod_ip = None
+        self.terminate_s = 0.2
+        self.gc_delay_s = 0.3
+        self.bookmark_s = 1.0
 
     def set(self, body):
         count = int(body.get("count", 1))
@@ -350,6 +363,9 @@ class Faults:
             self.long_continue = bool(body["long_continue"])
         if "continue_gone" in body:
             self.continue_gone = int(body["continue_gone"])
+        for key in ("terminate_s", "gc_delay_s", "bookmark_s"):
+            if key in body:
+                setattr(self, key, float(body[key]))
         if "next_pod_ip" in body:
             self.next_pod_ip = str(ipaddress.ip_address(body["next_pod_ip"]))
 
@@ -498,6 +514,15 @@ class Store:
             return [(res, ns, name) for res, objs in self.objects.items()
                     for (ns, name), o in objs.items()
                     if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
+
+
+def check_body_ns(obj, ns):
+    """As the API server: a body naming another namespace than the URL is
+    refused, never moved."""
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if md.get("namespace") not in (None, "", ns):
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
+                       "the namespace sent on the request")
 
 
 def validate(resource, obj):
@@ -855,6 +880,7 @@ class Handler(BaseHTTPRequestHandler):
             if obj.get("kind", kind) != kind:
                 raise ApiError(400, "BadRequest", "the kind %r does not match %s" % (obj.get("kind"), kind))
             obj.setdefault("metadata", {})
+            check_body_ns(obj, ns)
             obj["kind"], obj["apiVersion"] = kind, "v1"
             validate(resource, obj)
             if resource == "pods":
@@ -926,6 +952,7 @@ class Handler(BaseHTTPRequestHandler):
                 if new.get("metadata", {}).get("name") != name:
                     raise ApiError(400, "BadRequest", "the name of the object (%s) does not match "
                                    "the name on the URL (%s)" % (new.get("metadata", {}).get("name"), name))
+            check_body_ns(body, ns)
             new["kind"], new["apiVersion"] = kind, "v1"
             if resource == "pods":
                 if new.get("spec") != cur.get("spec"):
@@ -935,25 +962,65 @@ class Handler(BaseHTTPRequestHandler):
             validate(resource, new)
             return self.send_json(200, store.replace(resource, ns, name, new))
         if method == "DELETE":
+            opts = self.read_body() or {}
+            if not isinstance(opts, dict):
+                raise ApiError(400, "BadRequest", "the body of the request is not DeleteOptions")
             obj = store.get(resource, ns, name)
             if resource == "pods":
-                # Graceful deletion: mark, let the kubelet stop it, remove.
-                uid = obj["metadata"]["uid"]
-                store.update_status(ns, name, lambda o: o["metadata"].update(
-                    deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=int(q.get("gracePeriodSeconds", 30))))
-                obj = store.get(resource, ns, name)
-                self.server.kubelet.kill(uid)
-                store.remove(resource, ns, name, uid)
-                if self.server.gc:
-                    for res, dns, dname in store.dependents(uid):
-                        store.remove(res, dns, dname)
-                return self.send_json(200, obj)
+                return self.delete_pod(obj, opts, q)
             store.remove(resource, ns, name)
+            self.collect(obj["metadata"]["uid"])
             return self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                         "status": "Success",
                                         "details": {"name": name, "kind": resource,
                                                     "uid": obj["metadata"]["uid"]}})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def delete_pod(self, obj, opts, q):
+        """Graceful deletion, as the API server and kubelet do it: the pod
+        is marked (deletionTimestamp, deletionGracePeriodSeconds from the
+        DeleteOptions body, else the query, else the pod's
+        terminationGracePeriodSeconds, else 30) and stays, Terminating,
+        while the kubelet stops its container (SIGKILL at the end of the
+        grace period); only then is it removed. Grace 0 removes at once."""
+        store, md = self.server.store, obj["metadata"]
+        ns, name, uid = md["namespace"], md["name"], md["uid"]
+        grace = opts.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+        if grace is None:
+            grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        grace = max(0, int(grace))
+        if md.get("deletionTimestamp"):
+            return self.send_json(200, obj)  # already terminating
+        store.update_status(ns, name, lambda o: o["metadata"].update(
+            deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=grace))
+        obj = store.get("pods", ns, name)
+
+        def stop():
+            # sshd stops at once on SIGTERM; the kubelet then reports and
+            # the API server removes the object.
+            if grace:
+                time.sleep(min(grace, self.server.faults.terminate_s))
+            self.server.kubelet.kill(uid)
+            if store.remove("pods", ns, name, uid) is not None:
+                self.collect(uid)
+        if grace == 0:
+            stop()
+        else:
+            threading.Thread(target=stop, daemon=True).start()
+        return self.send_json(200, obj)
+
+    def collect(self, uid):
+        """The garbage collector (--gc): dependents of a removed owner go
+        a little later, not in the same request."""
+        if not self.server.gc:
+            return
+        store = self.server.store
+
+        def run():
+            time.sleep(self.server.faults.gc_delay_s)
+            for res, dns, dname in store.dependents(uid):
+                store.remove(res, dns, dname)
+        threading.Thread(target=run, daemon=True).start()
 
     def watch(self, resource, ns, lsel, fsel, q):
         store, faults = self.server.store, self.server.faults
@@ -1008,15 +1075,35 @@ class Handler(BaseHTTPRequestHandler):
                 return self.end_chunks()
             for o in initial:
                 send("ADDED", o)
+            bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
+            quiet_since = time.monotonic()
+
+            def bookmark():
+                send("BOOKMARK", {"kind": KINDS[resource], "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": str(last)}})
             while True:
                 with store.cond:
                     pending = [e for e in store.events if e[0] > last]
                     if not pending:
                         left = end - time.monotonic()
                         if left <= 0 or self.server.stopping:
-                            break
-                        store.cond.wait(min(left, 0.5))
-                        continue
+                            if bookmarks:
+                                last = store.rv
+                        elif bookmarks and time.monotonic() - quiet_since >= faults.bookmark_s:
+                            last = store.rv
+                        else:
+                            store.cond.wait(min(left, 0.5, faults.bookmark_s))
+                            continue
+                if not pending:
+                    # No event for a while, or the stream's end: tell the
+                    # client how far it has got.
+                    if bookmarks:
+                        bookmark()
+                        quiet_since = time.monotonic()
+                    if time.monotonic() >= end or self.server.stopping:
+                        break
+                    continue
+                quiet_since = time.monotonic()
                 last = pending[-1][0]
                 for _, res, etype, obj in pending:
                     if res != resource or obj["metadata"]["namespace"] != ns:
