@@ -163,6 +163,14 @@ static int serve(pico_app *app, sigset_t *set)
     reaper *r;
     int sig = 0;
 
+    /* Before reconcile: a sandbox lost after reconcile looked is then
+     * seen by the watch, one lost before by reconcile. */
+    if (app->ops->watch != NULL &&
+        app->ops->watch(app->rt, lifecycle_sandbox_event, app, err,
+                        sizeof(err)) < 0) {
+        log_error("runtime %s: %s", app->ops->name, err);
+        return 1;
+    }
     if (reconcile(app) < 0)
         log_warn("reconcile incomplete; the reaper and the next start retry");
     r = reaper_start(app);

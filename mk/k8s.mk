@@ -8,8 +8,10 @@
 # machines: build images where one does).
 
 K8S_PKGS    := jansson libssh libcurl
-K8S_OVERLAY ?= deploy/k8s/base
-K8S_IMAGE_PREFIX ?= pico/
+K8S_OVERLAY ?= deploy/k8s/overlays/production
+# No default: "pico/" would be someone's Docker Hub account. E.g.
+# K8S_IMAGE_PREFIX=registry.example.com/pico/ (docs/kubernetes.md).
+K8S_IMAGE_PREFIX ?=
 K8S_TAG     ?= latest
 # The driver's folder, plus what it uses outside it: the host key helper
 # both drivers share, the core's util.c and the parsers it calls.
@@ -38,10 +40,16 @@ k8s-manifests-check:
 	    deploy/server/Dockerfile
 
 k8s-images:
+	@case "$(K8S_IMAGE_PREFIX)" in */) ;; *) echo "k8s-images: set \
+	  K8S_IMAGE_PREFIX to your registry, e.g. registry.example.com/pico/" \
+	  >&2; exit 1;; esac
 	docker build -t $(K8S_IMAGE_PREFIX)sandbox:$(K8S_TAG) -f deploy/sandbox/Dockerfile .
 	docker build -t $(K8S_IMAGE_PREFIX)server:$(K8S_TAG) -f deploy/server/Dockerfile .
 
 k8s-deploy:
+	@if kubectl kustomize $(K8S_OVERLAY) | grep -q REGISTRY.example/; then \
+	  echo "k8s-deploy: $(K8S_OVERLAY) still names the REGISTRY.example" \
+	  "placeholder: use an overlay that names your registry" >&2; exit 1; fi
 	kubectl apply -k $(K8S_OVERLAY)
 
 k8s-delete:

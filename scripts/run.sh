@@ -16,6 +16,13 @@
 #   with SIGKILL are found (PID files, checked against /proc) and stopped
 #   cleanly first; their sandboxes are kept and reconciled.
 #
+# - RUNTIME=kubernetes-fake: the kubernetes runtime against the project's
+#   fake API server (tests/fake_k8s/server.py, a fourth supervised part,
+#   on 127.0.0.1:$K8S_FAKE_PORT, default 6443), whose pods are real sshd
+#   from $IMAGES' sandbox rootfs. $VAR/kubeconfig points kubectl at it
+#   (namespace pico-sandboxes): KUBECONFIG=var/kubeconfig kubectl get pods.
+#   RUNTIME=kubernetes with K8S_API set uses a real API server instead.
+#
 # The state folder's lock is held on fd 9 and never inherited by the
 # parts (each is started with 9>&-), so it dies with this script alone.
 set -uo pipefail
@@ -39,7 +46,38 @@ if ! flock -n 9; then
 fi
 echo $$ >"$RUN/pico.pid"
 
+FAKE_K8S=0
+if [ "${RUNTIME:-local}" = kubernetes-fake ]; then
+    FAKE_K8S=1
+    K8S_FAKE_PORT=${K8S_FAKE_PORT:-6443}
+    export RUNTIME=kubernetes K8S_API=http://127.0.0.1:$K8S_FAKE_PORT
+fi
+
 "$ROOT/scripts/pico-conf.sh" "$VAR" "$IMAGES" "$LISTEN" || exit 1
+
+# kubectl's view of the fake: no credentials (the fake asks for none).
+write_kubeconfig() {
+    cat >"$VAR/kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: pico-fake
+  cluster:
+    server: $K8S_API
+contexts:
+- name: pico-fake
+  context:
+    cluster: pico-fake
+    namespace: pico-sandboxes
+    user: pico-fake
+current-context: pico-fake
+users:
+- name: pico-fake
+  user: {}
+EOF
+    mv "$VAR/kubeconfig.tmp" "$VAR/kubeconfig"
+}
+[ "$FAKE_K8S" = 1 ] && write_kubeconfig
 
 # -- leftovers of a run killed with SIGKILL -----------------------------------
 
@@ -49,11 +87,12 @@ pid_is() {
     [ -n "$2" ] && running "$2" || return 1
     case $1 in
     redis) [ "$(readlink "/proc/$2/cwd")" = "$VAR/redis" ] ;;
-    backend | nginx)
+    k8s | backend | nginx)
         cmd=$(tr '\0' ' ' <"/proc/$2/cmdline" 2>/dev/null) || return 1
         case $1:$cmd in
         backend:*"$VAR/conf/pico.conf"*) return 0 ;;
         nginx:*"$VAR/conf/nginx.conf"*) return 0 ;;
+        k8s:*"$VAR/fake_k8s"*) return 0 ;;
         esac
         return 1
         ;;
@@ -93,7 +132,7 @@ quit_orphan_workers() {
 
 stop_leftovers() {
     local name sig pid
-    for name in nginx backend redis; do
+    for name in nginx backend redis k8s; do
         pid=$(cat "$RUN/$name.pid" 2>/dev/null || true)
         if pid_is "$name" "$pid"; then
             case $name in nginx) sig=QUIT ;; *) sig=TERM ;; esac
@@ -111,6 +150,24 @@ stop_leftovers
 
 declare -A pid delay since
 names=(redis backend nginx)
+[ "$FAKE_K8S" = 1 ] && names=(k8s "${names[@]}")
+
+# The fake API server, before the backend that needs it (its pods do
+# not outlive it: a restarted fake is an empty cluster).
+start_k8s() {
+    setsid /usr/bin/python3 "$ROOT/tests/fake_k8s/server.py" \
+        --port "$K8S_FAKE_PORT" --rootfs "$IMAGES/sandbox_latest/rootfs" \
+        --state "$VAR/fake_k8s" --gc 9>&- \
+        >>"$VAR/log/fake_k8s.log" 2>&1 &
+    pid[k8s]=$!
+    echo "${pid[k8s]}" >"$RUN/k8s.pid"
+    local i
+    for i in $(seq 100); do
+        curl -sf -o /dev/null "$K8S_API/version" && return 0
+        kill -0 "${pid[k8s]}" 2>/dev/null || return 0
+        sleep 0.05
+    done
+}
 
 start_redis() {
     setsid redis-server "$VAR/conf/redis.conf" 9>&- &
@@ -181,7 +238,7 @@ stop() {
     kill -QUIT "${pid[nginx]:-}" 2>/dev/null
     "$BACKEND" --config "$VAR/conf/pico.conf" drain 9>&-
     local name
-    for name in nginx backend redis; do
+    for name in nginx backend redis k8s; do
         [ -n "${pid[$name]:-}" ] || continue
         case $name in nginx) ;; *) kill -TERM "${pid[$name]}" 2>/dev/null ;; esac
         stop_pid "$name" "${pid[$name]}" TERM
@@ -189,7 +246,7 @@ stop() {
     done
     [ -n "${pid[nginx]:-}" ] && quit_orphan_workers "${pid[nginx]}"
     wait 2>/dev/null # the log tee
-    rm -f "$RUN/backend.pid" "$RUN/pico.pid"
+    rm -f "$RUN/backend.pid" "$RUN/k8s.pid" "$RUN/pico.pid"
     log "stopped"
     exit 0
 }

@@ -59,6 +59,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     snprintf(s->sandbox_name, sizeof(s->sandbox_name), "sandbox-%s", s->id);
     copy_str(s->owner, sizeof(s->owner), owner);
     s->endpoint[0] = s->reason[0] = s->host_key[0] = s->host_key_fpr[0] = 0;
+    s->sandbox_uid[0] = 0;
 
     rc = store_session_create(app->st, s, app->ops->name, app->cfg.node_name,
                               app->cfg.max_sessions);
@@ -87,10 +88,11 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     }
 
     {
-        const char *pairs[] = {"status",       "running",      "endpoint",
-                               s->endpoint,    "host_key",     s->host_key,
-                               "host_key_fpr", s->host_key_fpr};
-        rc = store_session_update_if(app->st, s->id, "pending", pairs, 4);
+        const char *pairs[] = {"status",       "running",       "endpoint",
+                               s->endpoint,    "host_key",      s->host_key,
+                               "host_key_fpr", s->host_key_fpr, "sandbox_uid",
+                               s->sandbox_uid};
+        rc = store_session_update_if(app->st, s->id, "pending", pairs, 5);
     }
     if (rc != 1) {
         /* Deleted or expired while starting (or Redis went away): the
@@ -113,6 +115,44 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
              now_ms() - t0);
     return 0;
+}
+
+/*
+ * What the runtime's watch saw (runtime_watch_cb). The record is bound
+ * to the sandbox's uid: news of another object under the session's name
+ * is not news of the session, except that a running session whose name
+ * now belongs to another object has lost its own. Only pending and
+ * running records change (store_session_fail), so a delete in progress
+ * (terminating) is left to finish.
+ */
+void lifecycle_sandbox_event(const char *id, const char *uid, const char *lost,
+                             void *arg)
+{
+    pico_app *app = arg;
+    char reason[PICO_REASON_MAX];
+    session_record rec;
+    int same;
+
+    if (store_session_get(app->st, id, &rec) != 1)
+        return;
+    session_free(&rec.s);
+    if (strcmp(rec.runtime, app->ops->name) != 0)
+        return;
+    same = rec.s.sandbox_uid[0] == '\0' || strcmp(rec.s.sandbox_uid, uid) == 0;
+    if (lost == NULL) {
+        if (same || rec.s.status != SESSION_RUNNING)
+            return;
+        snprintf(reason, sizeof(reason),
+                 "sandbox replaced: its pod (uid %s) is gone and another "
+                 "(uid %s) has its name",
+                 rec.s.sandbox_uid, uid);
+    } else {
+        if (!same)
+            return;
+        copy_str(reason, sizeof(reason), lost);
+    }
+    if (mark_failed(app, id, reason) == 1)
+        log_warn("%s failed: %s", id, reason);
 }
 
 int lifecycle_get(pico_app *app, const char *id, const char *principal,

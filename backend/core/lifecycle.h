@@ -39,6 +39,11 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
 int lifecycle_create(pico_app *app, session *s, const char *owner,
                      api_error *e);
 
+/* The runtime's news of a sandbox (a runtime_watch_cb; arg is the
+ * pico_app): fails the session whose sandbox is lost. */
+void lifecycle_sandbox_event(const char *id, const char *uid, const char *lost,
+                             void *arg);
+
 /* 0 with rec (caller frees rec->s) or -1 with e (404 for another
  * principal's session). */
 int lifecycle_get(pico_app *app, const char *id, const char *principal,

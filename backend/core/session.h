@@ -22,6 +22,7 @@
 #define PICO_PUBKEY_MAX 8192
 #define PICO_HOSTKEY_MAX 512
 #define PICO_FPR_MAX 128
+#define PICO_UID_MAX 64  /* a Kubernetes object uid (a UUID) */
 #define PICO_TIME_MAX 32 /* "2025-10-24T03:45:00Z" */
 
 typedef enum {
@@ -63,6 +64,7 @@ typedef struct {
     char ssh_public_key[PICO_PUBKEY_MAX + 1]; /* optional, "" if none */
     char host_key[PICO_HOSTKEY_MAX + 1];      /* "ssh-ed25519 AAAA..." */
     char host_key_fpr[PICO_FPR_MAX + 1];      /* "SHA256:..." */
+    char sandbox_uid[PICO_UID_MAX + 1];       /* the pod's uid, "" if none */
     char *metadata_json; /* compact JSON object text or NULL; heap-owned */
 } session;
 

@@ -26,6 +26,18 @@ typedef struct runtime runtime;
 /* Called by runtime_ops.list once per sandbox the driver finds. */
 typedef void (*runtime_list_cb)(const char *session_id, void *arg);
 
+/*
+ * Called by a driver's watch (runtime_ops.watch) from its own thread.
+ * sandbox_uid names the one sandbox object meant (a pod's uid), since a
+ * new object may take an old one's name. lost NULL: that sandbox exists
+ * and runs. Otherwise why it cannot serve the session any more (deleted,
+ * evicted, failed, not ready): the core fails the session and clears its
+ * endpoint, so no tunnel reaches whoever gets its address next.
+ */
+typedef void (*runtime_watch_cb)(const char *session_id,
+                                 const char *sandbox_uid, const char *lost,
+                                 void *arg);
+
 typedef struct {
     const char *name; /* "local", "kubernetes" */
 
@@ -40,9 +52,10 @@ typedef struct {
     /*
      * Start the sandbox for s and return once its sshd accepts
      * connections. On entry s->id, image, limits, ssh_public_key and
-     * sandbox_name are set. On success fills s->endpoint, s->host_key and
-     * s->host_key_fpr and returns 0. On failure returns -1 with a reason
-     * fit for users in err, having removed everything it created.
+     * sandbox_name are set. On success fills s->endpoint, s->host_key,
+     * s->host_key_fpr and s->sandbox_uid (or leaves it "") and returns 0. On
+     * failure returns -1 with a reason fit for users in err, having removed
+     * everything it created.
      */
     int (*create)(runtime *rt, session *s, char *err, size_t errlen);
 
@@ -72,6 +85,13 @@ typedef struct {
 
     /* 0 when the runtime can start sandboxes (GET /health), -1 + err. */
     int (*health)(runtime *rt, char *err, size_t errlen);
+
+    /* Optional (NULL: the driver has no such events). Starts following
+     * the sandboxes for as long as the backend serves, calling cb as
+     * runtime_watch_cb says; close() stops it before returning. 0, or -1
+     * + err. */
+    int (*watch)(runtime *rt, runtime_watch_cb cb, void *arg, char *err,
+                 size_t errlen);
 } runtime_ops;
 
 #endif

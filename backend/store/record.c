@@ -65,6 +65,7 @@ static const record_field_def record_fields[] = {
     NUM_FIELD("disk_mb", FIELD_INT, s.limits.disk_mb),
     STR_FIELD("host_key", s.host_key),
     STR_FIELD("host_key_fpr", s.host_key_fpr),
+    STR_FIELD("sandbox_uid", s.sandbox_uid),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };

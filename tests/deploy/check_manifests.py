@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """Offline checks of pico's Kubernetes manifests (deploy/k8s).
 
-Renders every kustomization under deploy/k8s with `kubectl kustomize`
-(a client-side render, no cluster needed), or, where kubectl is missing,
-with a small renderer of the subset the base uses (resources,
-configMapGenerator, images, labels). Then checks what a cluster would only
-tell at apply time, or never:
+Renders every kustomization under deploy/k8s with the real `kubectl
+kustomize` (a client-side render, no cluster needed; kubectl >= 1.21,
+whose kustomize knows the base's `labels` field). A missing or older
+kubectl is a failed check, not a stand-in renderer: output of pico's own
+would prove nothing about what a cluster gets. Then checks what a
+cluster would only tell at apply time, or never:
 
   - every object has apiVersion, kind, metadata.name (+ namespace where
     namespaced);
@@ -18,6 +19,11 @@ tell at apply time, or never:
     the driver uses, only in the sandbox namespace;
   - NetworkPolicy: sandbox pods (selected by a label the driver sets)
     accept only TCP 22 from the server pods; default deny exists;
+    every internet ipBlock excepts the private and link-local ranges of
+    its family, and IPv4 and IPv6 are both covered (0.0.0.0/0, ::/0);
+  - images: no pico image from an implicit Docker Hub account; the base
+    may carry the REGISTRY.example placeholder, an overlay may not (in
+    images or in pico.conf's k8s_image_prefix);
   - pico.conf: only keys pico-backend knows (conf/pico.conf.in), runtime
     kubernetes, auth on, the namespace the Role grants; nginx.conf loads
     the module, reaches the backend's socket, and pico_redis names a
@@ -78,39 +84,25 @@ def render_kubectl(path):
     return [d for d in yaml.safe_load_all(r.stdout) if d]
 
 
-def render_own(path):
-    """The subset of kustomize the base uses; names without hash suffix."""
-    with open(os.path.join(path, "kustomization.yaml")) as f:
-        k = yaml.safe_load(f)
-    docs = []
-    for res in k.get("resources", []):
-        p = os.path.join(path, res)
-        if os.path.isdir(p):
-            docs += render_own(p)
-        else:
-            with open(p) as f:
-                docs += [d for d in yaml.safe_load_all(f) if d]
-    for gen in k.get("configMapGenerator", []):
-        data = {}
-        for fn in gen.get("files", []):
-            with open(os.path.join(path, fn)) as f:
-                data[os.path.basename(fn)] = f.read()
-        md = {"name": gen["name"]}
-        if gen.get("namespace"):
-            md["namespace"] = gen["namespace"]
-        docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": md, "data": data})
-    for img in k.get("images", []):
-        for d in docs:
-            for c in pod_spec(d).get("containers", []) if pod_spec(d) else []:
-                if c.get("image", "").split(":")[0] == img["name"]:
-                    c["image"] = "%s:%s" % (img.get("newName", img["name"]), img.get("newTag", "latest"))
-    return docs
+KUBECTL_MIN = (1, 21)
+
+
+def kubectl_version():
+    """(major, minor) of the kubectl on PATH; raises if none."""
+    r = subprocess.run(["kubectl", "version", "--client", "-o", "json"],
+                       capture_output=True, text=True, timeout=60)
+    v = yaml.safe_load(r.stdout)["clientVersion"]
+    return int(v["major"]), int(re.match(r"\d+", v["minor"]).group())
 
 
 def render(path):
-    if shutil.which("kubectl"):
-        return render_kubectl(path), "kubectl kustomize"
-    return render_own(path), "own renderer"
+    if not shutil.which("kubectl"):
+        raise RuntimeError("kubectl >= %d.%d is needed to render (not found)" % KUBECTL_MIN)
+    have = kubectl_version()
+    if have < KUBECTL_MIN:
+        raise RuntimeError("kubectl %d.%d cannot render the base (json: unknown field "
+                           "\"labels\"): kubectl >= %d.%d is needed" % (have + KUBECTL_MIN))
+    return render_kubectl(path), "kubectl %d.%d kustomize" % have
 
 
 # -- checks ------------------------------------------------------------------
@@ -143,7 +135,56 @@ def conf_keys(text):
     return keys
 
 
-def check(docs):
+PLACEHOLDER = "REGISTRY.example/"
+PRIVATE_V4 = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"}
+# Unique local (pod/service networks of dual-stack clusters), link-local,
+# and the IPv4-mapped range, through which the IPv4 exceptions leak.
+PRIVATE_V6 = {"fc00::/7", "fe80::/10", "::ffff:0:0/96"}
+
+
+def docker_hub_implicit(ref):
+    """True when an image reference names no registry (Docker Hub)."""
+    first = ref.split("/")[0]
+    return "/" not in ref or not ("." in first or ":" in first or first == "localhost")
+
+
+def check_images(ok, docs, overlay):
+    """pico's images name a registry; an overlay has replaced the placeholder."""
+    for d in docs:
+        for c in (pod_spec(d) or {}).get("containers", []):
+            img = c.get("image", "")
+            if "pico/" in img:
+                ok(not docker_hub_implicit(img),
+                   "%s: image %s is a Docker Hub account's" % (d["metadata"]["name"], img))
+                ok(not overlay or PLACEHOLDER not in img,
+                   "%s: image %s is still the placeholder: name your registry "
+                   "(images: newName)" % (d["metadata"]["name"], img))
+        if d.get("kind") == "ConfigMap" and "pico.conf" in (d.get("data") or {}):
+            prefix = dict(conf_keys(d["data"]["pico.conf"])).get("k8s_image_prefix", "")
+            ok(prefix and not docker_hub_implicit(prefix + "x"),
+               "pico.conf: k8s_image_prefix %r names no registry (Docker Hub)" % prefix)
+            ok(not overlay or PLACEHOLDER not in prefix,
+               "pico.conf: k8s_image_prefix is still the placeholder %r" % prefix)
+
+
+def check_egress_blocks(ok, name, rules):
+    """Internet egress by ipBlock: each family covered, with its exceptions."""
+    cidrs = set()
+    for rule in rules:
+        for peer in rule.get("to", []):
+            blk = peer.get("ipBlock")
+            if not blk:
+                continue
+            cidrs.add(blk["cidr"])
+            want = PRIVATE_V6 if ":" in blk["cidr"] else PRIVATE_V4
+            ok(want <= set(blk.get("except", [])),
+               "%s: egress ipBlock %s lets sandboxes reach private/cluster ranges" % (name, blk["cidr"]))
+    if cidrs:
+        ok({"0.0.0.0/0", "::/0"} <= cidrs,
+           "%s: internet egress covers %s only (IPv4 and IPv6 both, or neither)" % (name, sorted(cidrs)))
+
+
+def check(docs, overlay=False):
     """Returns (passed, [failure messages])."""
     fails, passed = [], [0]
 
@@ -264,12 +305,8 @@ def check(docs):
                 sel = (peer.get("podSelector") or {}).get("matchLabels")
                 ok(sel and any(subset(sel, l) for l in server_labels),
                    "%s: ingress from something other than the server pods" % name(p))
-        for rule in p["spec"].get("egress", []):
-            for peer in rule.get("to", []):
-                blk = peer.get("ipBlock")
-                if blk:
-                    ok({"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(blk.get("except", [])),
-                       "%s: egress ipBlock lets sandboxes reach private/cluster ranges" % name(p))
+        check_egress_blocks(ok, name(p), p["spec"].get("egress", []))
+    check_images(ok, docs, overlay)
     return passed[0], fails
 
 
@@ -361,12 +398,42 @@ def selftest(docs):
             if svc.get("kind") == "Service" and svc["metadata"]["name"] == "redis":
                 svc["spec"]["clusterIP"] = "None"
 
+    def hub_image(ds):
+        pod_spec(first(ds, "Deployment"))["containers"][0]["image"] = "pico/server:latest"
+
+    def hub_prefix(ds):
+        for cm in ds:
+            if cm.get("kind") == "ConfigMap" and "pico.conf" in cm.get("data", {}):
+                cm["data"]["pico.conf"] = re.sub(r'k8s_image_prefix .*', 'k8s_image_prefix "pico/"',
+                                                 cm["data"]["pico.conf"])
+
+    def no_ipv6(ds):
+        for p in ds:
+            if p.get("kind") == "NetworkPolicy" and p["spec"].get("egress"):
+                p["spec"]["egress"] = [r for r in p["spec"]["egress"]
+                                       if not any(":" in (t.get("ipBlock") or {}).get("cidr", "")
+                                                  for t in r.get("to", []))]
+
+    def v6_unexcepted(ds):
+        for p in ds:
+            for r in (p.get("spec") or {}).get("egress", []) if p.get("kind") == "NetworkPolicy" else []:
+                for t in r.get("to", []):
+                    if ":" in (t.get("ipBlock") or {}).get("cidr", ""):
+                        t["ipBlock"]["except"] = ["fe80::/10"]
+
     out = []
     for fn in (no_limits, no_probe, wild_verbs, escalate, bad_selector, no_netpol,
-               open_port, no_name, cluster_role, auth_off, typo_key, headless_redis):
+               open_port, no_name, cluster_role, auth_off, typo_key, headless_redis,
+               hub_image, hub_prefix, no_ipv6, v6_unexcepted):
         if not mutate(fn):
             out.append("selftest: breaking %s went unnoticed" % fn.__name__)
+    # The base's placeholder, rendered as if it were an overlay's.
+    if not check(copy.deepcopy(docs), overlay=True)[1]:
+        out.append("selftest: the placeholder in an overlay went unnoticed")
     return out
+
+
+SELFTESTS = 17
 
 
 def main():
@@ -380,13 +447,13 @@ def main():
         except Exception as e:  # a render failure is a failed check
             fails.append("%s: %s" % (rel, e))
             continue
-        p, f = check(docs)
+        p, f = check(docs, overlay=not rel.endswith("base"))
         print("%s: %d objects (%s), %d checks, %d failed" % (rel, len(docs), how, p + len(f), len(f)))
         total_pass += p
         fails += ["%s: %s" % (rel, m) for m in f]
         if selftest_mode and rel.endswith("base"):
             st = selftest(docs)
-            total_pass += 11 - len(st)
+            total_pass += SELFTESTS - len(st)
             fails += st
     for m in fails:
         print("FAIL " + m)

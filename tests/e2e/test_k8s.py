@@ -18,13 +18,14 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 
 import paramiko
 import pytest
 
-from pico_stack import IMAGES, ROOT, Stack, free_port, wait_for
+from pico_stack import IMAGES, ROOT, Stack, backend_binary, free_port, port_open, wait_for
 
 ROOTFS = os.path.join(IMAGES, "sandbox_latest", "rootfs")
 FAKE = os.path.join(ROOT, "tests", "fake_k8s", "server.py")
@@ -137,6 +138,16 @@ def fake():
 
 
 @pytest.fixture(scope="module")
+def dfake():
+    """A fake of the driver-alone tests' own: the stack's backend watches
+    every sandbox pod, and its requests would take their injected faults
+    and spoil their request counts."""
+    f = FakeK8s()
+    yield f
+    f.stop()
+
+
+@pytest.fixture(scope="module")
 def kstack(fake):
     """A stack on the kubernetes runtime with a short readiness deadline."""
     s = Stack(name="k8s", runtime="kubernetes", env={"K8S_API": fake.url})
@@ -145,15 +156,23 @@ def kstack(fake):
     s.start(configure=False)
     yield s
     s.stop()
-    assert not [n for n in fake.pods() if n.startswith("sandbox-")], "pods left behind"
+    pods_gone(fake, *[n for n in fake.pods() if n.startswith("sandbox-")])
     assert s.sanitizer_reports() == [], "sanitizer reported errors: %s" % s.sanitizer_reports()
 
 
 @pytest.fixture(autouse=True)
 def no_faults(request):
     yield
-    if "fake" in request.fixturenames:
-        request.getfixturevalue("fake").reset_faults()
+    for name in ("fake", "dfake"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset_faults()
+
+
+def pods_gone(fake, *names, timeout=10):
+    """Deleted pods are Terminating for a while before they go, as on a
+    real cluster (the fake's terminate_s)."""
+    wait_for(lambda: not set(names) & set(fake.pods()), timeout=timeout, interval=0.05,
+             what="pods %s gone" % ", ".join(names))
 
 
 def ssh_over_tunnel(stack, sid, **auth):
@@ -225,8 +244,9 @@ def test_create_ssh_delete(kstack, fake):
     r = kstack.delete(sid)
     assert r.status in (200, 204), r
     assert kstack.request("GET", "/v1/sessions/" + sid).status == 404
-    assert name not in fake.pods()
+    assert fake.pods()[name]["metadata"]["deletionTimestamp"]  # Terminating
     assert name + "-ssh" not in fake.secrets()
+    pods_gone(fake, name)
     s, status, _ = kstack.open_tunnel(sid)
     s.close()
     assert " 404 " in status
@@ -292,7 +312,7 @@ def test_api_5xx_during_create(kstack, fake):
     assert r.status >= 500, r
     err = r.json()["error"]
     assert "etcdserver: request timed out" in err["message"]
-    assert set(fake.pods()) == before_pods
+    pods_gone(fake, *(set(fake.pods()) - before_pods))
     assert set(fake.secrets()) == before_secrets
     new = [x for x in kstack.request("GET", "/v1/sessions").json()["sessions"]
            if x["session_id"] not in before]
@@ -305,7 +325,7 @@ def test_pod_never_ready(kstack, fake):
     r = kstack.request("POST", "/v1/sessions", body={"ttl": 60})
     assert r.status >= 500, r
     assert "did not become ready within %ds" % READY_TIMEOUT_S in r.json()["error"]["message"]
-    assert set(fake.pods()) == before
+    pods_gone(fake, *(set(fake.pods()) - before))
     assert not [n for n in fake.secrets() if n not in {p + "-ssh" for p in before}]
     failed = [x for x in kstack.request("GET", "/v1/sessions").json()["sessions"]
               if x["status"] == "failed" and "did not become ready" in (x.get("reason") or "")]
@@ -342,6 +362,90 @@ def test_reconcile_after_restart(kstack, fake):
         kstack.delete(sid)
 
 
+def session_status(stack, sid):
+    return stack.request("GET", "/v1/sessions/" + sid).json()
+
+
+def tunnel_status(stack, sid):
+    s, status, _ = stack.open_tunnel(sid)
+    s.close()
+    return status
+
+
+def test_pod_deleted_then_ip_reused_fails_session(kstack, fake):
+    """A's pod is deleted from outside and its address given to B's pod:
+    A must turn failed at once, and a CONNECT to A must be an error, never
+    a tunnel into B's sandbox (its password is public)."""
+    a = kstack.create(ttl=600)["session_id"]
+    ip = fake.pods()["sandbox-" + a]["status"]["podIP"]
+    t0 = time.monotonic()
+    assert fake.call("DELETE", "/api/v1/namespaces/%s/pods/sandbox-%s" % (NS, a))[0] == 200
+    # Failed while the pod is still Terminating, before its IP is free.
+    st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, a)),
+                  timeout=5, interval=0.05, what="session of the deleted pod failed")
+    lag = time.monotonic() - t0
+    assert "deleted" in st["reason"], st
+    pods_gone(fake, "sandbox-" + a)  # the CNI frees the IP only now
+    fake.faults(next_pod_ip=ip)
+    b = kstack.create(ttl=600)["session_id"]
+    try:
+        assert fake.pods()["sandbox-" + b]["status"]["podIP"] == ip
+        assert " 200 " not in tunnel_status(kstack, a) + " "
+        assert session_status(kstack, a)["status"] == "failed"
+        client, _ = ssh_over_tunnel(kstack, b)
+        client.close()
+    finally:
+        kstack.delete(b)
+        kstack.delete(a)
+    print("failed %.3f s after the delete" % lag)
+
+
+def test_pod_container_exit_fails_session(kstack, fake):
+    """A Ready pod whose container dies (phase Failed, not Ready) fails
+    its session with the reason."""
+    sid = kstack.create(ttl=600)["session_id"]
+    try:
+        uid = fake.pods()["sandbox-" + sid]["metadata"]["uid"]
+        assert fake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
+        st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, sid)),
+                      timeout=5, interval=0.05, what="session of the failed pod failed")
+        assert "Failed" in st["reason"] or "not ready" in st["reason"], st
+        assert " 200 " not in tunnel_status(kstack, sid) + " "
+    finally:
+        kstack.delete(sid)
+
+
+def test_pod_replaced_under_same_name_is_not_the_session(kstack, fake):
+    """While the backend is down the session's pod is replaced by another
+    pod of the same name (another uid) on the same address: the record is
+    bound to the first pod's uid, so the session is failed, and a CONNECT
+    does not reach the stranger."""
+    sid = kstack.create(ttl=600)["session_id"]
+    name = "sandbox-" + sid
+    old = fake.pods()[name]
+    ip = old["status"]["podIP"]
+    kstack.backend.stop()
+    try:
+        assert fake.call("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, name))[0] == 200
+        pods_gone(fake, name)
+        fake.faults(next_pod_ip=ip)
+        body = {"metadata": {"name": name, "labels": old["metadata"]["labels"]}, "spec": old["spec"]}
+        assert fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, body)[0] == 201
+        wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True"
+                             for c in fake.pods()[name]["status"].get("conditions", [])),
+                 timeout=20, interval=0.1, what="the stranger pod ready")
+        assert fake.pods()[name]["metadata"]["uid"] != old["metadata"]["uid"]
+    finally:
+        kstack.backend.start()
+    st = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(session_status(kstack, sid)),
+                  timeout=10, interval=0.1, what="session of the replaced pod failed")
+    assert "uid" in st["reason"], st
+    assert " 200 " not in tunnel_status(kstack, sid) + " "
+    kstack.delete(sid)
+    if name in fake.pods():
+        fake.call("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, name))
+
+
 def test_concurrent_creates(kstack, fake):
     # Request threads share one driver: each create must get its own pod,
     # key and address, and SSH into the right one.
@@ -370,70 +474,94 @@ def test_health(kstack, fake):
     assert kstack.request("GET", "/health").status == 200
 
 
+@pytest.mark.parametrize("prefix,refused", [
+    ("pico/", "names no registry"),                 # the old default: a Docker Hub account
+    ("someone/sandboxes/", "names no registry"),
+    ("REGISTRY.example/pico/", "placeholder"),      # deploy/k8s/base's, not replaced
+    ("registry.example.com/pico/", None),
+    ("localhost:5000/pico/", None),
+    ("docker.io/pico/", None),                      # Docker Hub, said on purpose
+    ("", None),                                     # the test stacks'
+])
+def test_backend_refuses_unnamed_registry(tmp_path, prefix, refused):
+    conf = tmp_path / "pico.conf"
+    conf.write_text("runtime kubernetes\nredis unix:%s/none.sock\nstate_dir %s\n"
+                    "k8s_api http://127.0.0.1:9\nk8s_image_prefix \"%s\"\n" % (tmp_path, tmp_path, prefix))
+    r = subprocess.run([backend_binary(), "--config", str(conf)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode != 0  # no Redis: an accepted prefix fails later, at Redis
+    if refused:
+        assert "k8s_image_prefix" in r.stderr and refused in r.stderr, r.stderr
+        assert "redis" not in r.stderr.lower(), r.stderr
+    else:
+        assert "k8s_image_prefix" not in r.stderr, r.stderr
+        assert "redis" in r.stderr.lower(), r.stderr
+
+
 # -- the driver alone --------------------------------------------------------
 
-def driver(fake, *args, timeout_s=READY_TIMEOUT_S, env=None):
+def driver(dfake, *args, timeout_s=READY_TIMEOUT_S, env=None):
     e = dict(os.environ, **(env or {}))
-    r = subprocess.run([DRIVER, fake.url, NS, str(timeout_s)] + list(args),
+    r = subprocess.run([DRIVER, dfake.url, NS, str(timeout_s)] + list(args),
                        capture_output=True, text=True, timeout=120, env=e)
     return r.returncode, r.stdout, r.stderr
 
 
-def test_driver_watch_reconnects_and_410(fake):
+def test_driver_watch_reconnects_and_410(dfake):
     # Streams end every 0.1 s and the first two watches answer 410 Gone:
     # the driver must resume from its resourceVersion or re-read the pod.
-    fake.faults(watch_max_s=0.1, watch_gone=2)
+    dfake.faults(watch_max_s=0.1, watch_gone=2)
     sid = str(uuid.uuid4())
-    code, out, err = driver(fake, "create", sid, timeout_s=30)
+    code, out, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
     ip, port = out.split()[0].rsplit(":", 1)
     assert port == "22" and ip.startswith("127.")
     socket.create_connection((ip, 22), 5).close()
-    assert driver(fake, "alive", sid)[1].strip() == "1"
-    assert sid in driver(fake, "list")[1].split()
-    assert driver(fake, "destroy", sid)[0] == 0
-    assert driver(fake, "alive", sid)[1].strip() == "0"
-    assert driver(fake, "destroy", sid)[0] == 0  # already gone is success
+    assert driver(dfake, "alive", sid)[1].strip() == "1"
+    assert sid in driver(dfake, "list")[1].split()
+    assert driver(dfake, "destroy", sid)[0] == 0
+    assert driver(dfake, "alive", sid)[1].strip() == "0"
+    assert driver(dfake, "destroy", sid)[0] == 0  # already gone is success
 
 
-def pod_requests(fake, since):
+def pod_requests(dfake, since):
     """The API requests about pods and secrets made since `since`."""
-    return [r for r in fake.state_dump()["requests"]
+    return [r for r in dfake.state_dump()["requests"]
             if r[3] >= since and ("/pods" in r[1] or "/secrets" in r[1])]
 
 
-def test_driver_410_with_compaction_does_not_storm(fake):
+def test_driver_410_with_compaction_does_not_storm(dfake):
     # The shortest history window: every watch first compacts, so a watch
     # from any resourceVersion older than the newest change answers 410.
     # The pod does not change for 2 s. Resuming from the pod's own
     # resourceVersion would 410 again at once (about 1,000 requests a
     # second); resuming from a LIST's, with backoff, takes a handful.
-    fake.faults(compact=True, ready_delay_s=2)
+    dfake.faults(compact=True, ready_delay_s=2)
     sid = str(uuid.uuid4())
-    t0, before = time.time(), fake.state_dump()["request_count"]
-    code, out, err = driver(fake, "create", sid, timeout_s=30)
-    n = fake.state_dump()["request_count"] - before
+    t0, before = time.time(), dfake.state_dump()["request_count"]
+    code, out, err = driver(dfake, "create", sid, timeout_s=30)
+    n = dfake.state_dump()["request_count"] - before
     assert code == 0, err
     print("API requests for one create with compaction:", n)
     assert n < 20, "%d API requests for one create" % n
-    lists = [r for r in pod_requests(fake, t0)
+    lists = [r for r in pod_requests(dfake, t0)
              if r[0] == "GET" and "watch" not in r[2] and r[1].endswith("/pods")]
     assert lists and lists[0][2]["fieldSelector"] == "metadata.name=sandbox-" + sid
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_watch_error_event_is_retried(fake):
+def test_driver_watch_error_event_is_retried(dfake):
     # An ERROR event that is not 410 (etcd trouble, throttling) is the API
     # server's passing problem: the watch is tried again after a pause.
-    fake.faults(watch_error={"code": 500, "count": 2, "message": "etcdserver: leader changed"},
+    dfake.faults(watch_error={"code": 500, "count": 2, "message": "etcdserver: leader changed"},
                 ready_delay_s=1)
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    code, _, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_relist_429_honours_retry_after(fake):
+def test_driver_relist_429_honours_retry_after(dfake):
     # After a 410 the driver re-reads the pod; that read answers 429 with
     # Retry-After: 1, then 503: both are retried (the first after at least
     # the second the server asked for), and the create succeeds. The
@@ -441,32 +569,32 @@ def test_driver_relist_429_honours_retry_after(fake):
     rules = [{"method": m, "resource": "pods", "status": st, "count": 1, "watch": False,
               **({"retry_after": 1} if st == 429 else {})}
              for m in ("LIST", "GET") for st in (429, 503)]
-    fake.faults(compact=True, ready_delay_s=3, rules=rules)
+    dfake.faults(compact=True, ready_delay_s=3, rules=rules)
     sid = str(uuid.uuid4())
     t0 = time.time()
-    code, _, err = driver(fake, "create", sid, timeout_s=30)
+    code, _, err = driver(dfake, "create", sid, timeout_s=30)
     assert code == 0, err
-    reqs = pod_requests(fake, t0)
+    reqs = pod_requests(dfake, t0)
     reads = [i for i, r in enumerate(reqs) if r[0] == "GET" and "watch" not in r[2]]
     assert len(reads) >= 3, reqs
     # The next request after the 429 came no sooner than Retry-After.
     assert reqs[reads[0] + 1][3] - reqs[reads[0]][3] >= 0.95
-    assert driver(fake, "destroy", sid)[0] == 0
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
-def test_driver_runtime_class(fake):
+def test_driver_runtime_class(dfake):
     # k8s_runtime_class names the pods' RuntimeClass (gVisor, Kata...);
     # a name no RuntimeClass could have is refused at start.
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=30, env={"K8S_RUNTIME_CLASS": "gvisor"})
+    code, _, err = driver(dfake, "create", sid, timeout_s=30, env={"K8S_RUNTIME_CLASS": "gvisor"})
     assert code == 0, err
-    assert fake.pods()["sandbox-" + sid]["spec"]["runtimeClassName"] == "gvisor"
-    assert driver(fake, "destroy", sid)[0] == 0
-    code, _, err = driver(fake, "health", env={"K8S_RUNTIME_CLASS": "Bad Name"})
+    assert dfake.pods()["sandbox-" + sid]["spec"]["runtimeClassName"] == "gvisor"
+    assert driver(dfake, "destroy", sid)[0] == 0
+    code, _, err = driver(dfake, "health", env={"K8S_RUNTIME_CLASS": "Bad Name"})
     assert code == 1 and "k8s_runtime_class" in err, err
 
 
-def test_driver_list_long_and_expired_continue(fake):
+def test_driver_list_long_and_expired_continue(dfake):
     # Pages of one item, continue tokens of 1,500+ characters with '+', '/'
     # and '=' in them, and the second token expired (410): list must still
     # report every labelled pod, each once.
@@ -474,21 +602,21 @@ def test_driver_list_long_and_expired_continue(fake):
     for sid in sids:
         labels = {"app.kubernetes.io/managed-by": "pico", "managed-by": "pico-apiserver",
                   "session-id": sid, "sandbox": "sandbox-" + sid}
-        code, _ = fake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
+        code, _ = dfake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
             "metadata": {"name": "sandbox-" + sid, "labels": labels},
             "spec": {"containers": [{"name": "sshd", "image": "sandbox:latest"}]}})
         assert code == 201
     try:
-        fake.faults(max_page=1, long_continue=True, continue_gone=1)
-        code, out, err = driver(fake, "list")
+        dfake.faults(max_page=1, long_continue=True, continue_gone=1)
+        code, out, err = driver(dfake, "list")
         assert code == 0, err
         listed = out.split()
         assert sorted(set(sids) & set(listed)) == sorted(sids), (out, err)
         assert len(listed) == len(set(listed))
     finally:
-        fake.reset_faults()
+        dfake.reset_faults()
         for sid in sids:
-            driver(fake, "destroy", sid)
+            driver(dfake, "destroy", sid)
 
 
 @pytest.mark.parametrize("fault,text", [
@@ -499,39 +627,39 @@ def test_driver_list_long_and_expired_continue(fake):
     ({"create_pod_status": 409}, "409 AlreadyExists"),
     ({"patch_secret_status": 500}, "500"),
 ])
-def test_driver_api_errors_leave_nothing(fake, fault, text):
-    fake.faults(**fault)
+def test_driver_api_errors_leave_nothing(dfake, fault, text):
+    dfake.faults(**fault)
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid)
+    code, _, err = driver(dfake, "create", sid)
     assert code == 1
     assert text in err
-    assert "sandbox-" + sid not in fake.pods()
-    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
+    pods_gone(dfake, "sandbox-" + sid)
+    assert "sandbox-" + sid + "-ssh" not in dfake.secrets()
 
 
-def test_driver_hung_api_fails_within_deadline(fake):
+def test_driver_hung_api_fails_within_deadline(dfake):
     # The API server takes the pod create and does not answer in time: the
     # create fails with curl's timeout (no hang), and the secret made
     # before it is removed.
-    fake.faults(rules=[{"method": "POST", "resource": "pods", "status": 504,
+    dfake.faults(rules=[{"method": "POST", "resource": "pods", "status": 504,
                         "delay_s": READY_TIMEOUT_S + 3, "count": 1}])
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid)
+    code, _, err = driver(dfake, "create", sid)
     assert code == 1
     assert "Timeout" in err or "timed out" in err, err
-    assert "sandbox-" + sid + "-ssh" not in fake.secrets()
-    assert "sandbox-" + sid not in fake.pods()
+    assert "sandbox-" + sid + "-ssh" not in dfake.secrets()
+    pods_gone(dfake, "sandbox-" + sid)
 
 
-def test_driver_alive_after_container_exit(fake):
+def test_driver_alive_after_container_exit(dfake):
     # restartPolicy Never: a sandbox whose sshd died is not alive.
     sid = str(uuid.uuid4())
-    code, _, err = driver(fake, "create", sid, timeout_s=60)
+    code, _, err = driver(dfake, "create", sid, timeout_s=60)
     assert code == 0, err
-    uid = fake.pods()["sandbox-" + sid]["metadata"]["uid"]
-    assert fake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
-    wait_for(lambda: driver(fake, "alive", sid)[1].strip() == "0", timeout=20, what="pod failed")
-    assert driver(fake, "destroy", sid)[0] == 0
+    uid = dfake.pods()["sandbox-" + sid]["metadata"]["uid"]
+    assert dfake.call("POST", "/_fake/pods/%s/crash" % uid)[0] == 200
+    wait_for(lambda: driver(dfake, "alive", sid)[1].strip() == "0", timeout=20, what="pod failed")
+    assert driver(dfake, "destroy", sid)[0] == 0
 
 
 def test_driver_unreachable_api_is_an_error_not_a_hang():
@@ -551,8 +679,8 @@ def test_driver_kubeconfig_and_token(tmp_path):
         kc = tmp_path / "config"
         kc.write_text(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster:\n    server: %s\n"
-            "  name: fake\ncontexts:\n- context:\n    cluster: fake\n    user: pico\n"
-            "    namespace: %s\n  name: fake-ctx\ncurrent-context: fake-ctx\n"
+            "  name: dfake\ncontexts:\n- context:\n    cluster: dfake\n    user: pico\n"
+            "    namespace: %s\n  name: dfake-ctx\ncurrent-context: dfake-ctx\n"
             "users:\n- name: pico\n  user:\n    token: \"s3cr3t-token\"\n" % (f.url, NS))
         code, _, err = driver(f, "health", env={"K8S_KUBECONFIG": str(kc)})
         assert code == 0, err
@@ -615,3 +743,142 @@ def test_driver_tls_in_cluster_and_kubeconfig_ca(tmp_path):
         assert code == 0, err
     finally:
         f.stop()
+
+
+# -- make run RUNTIME=kubernetes-fake, and the real kubectl ----------------
+
+GUIDE = os.path.join(os.path.dirname(ROOT), "shared", "reference", "TEST_TUNNEL_GUIDE.zh.md")
+
+
+def guide_script():
+    """test_complete.sh as the user's guide prints it (its first bash block
+    after the heading), or None when the guide is not beside the checkout."""
+    if not os.path.exists(GUIDE):
+        return None
+    text = open(GUIDE, encoding="utf-8").read()
+    text = text[text.index("test_complete.sh"):]
+    return text[text.index("```bash\n") + 8:text.index("\n```", text.index("```bash\n"))] + "\n"
+
+
+@pytest.fixture(scope="module")
+def runfake():
+    from supervised import RunStack
+
+    class FakeRun(RunStack):
+        def env(self):
+            return dict(super().env(), RUNTIME="kubernetes-fake", K8S_FAKE_PORT=str(self.k8s_port))
+
+    # The guide's script names localhost:8080: that port when it is free.
+    s = FakeRun(name="runfake")
+    if not port_open(8080):
+        s.port = 8080
+    s.k8s_port = free_port()
+    s.start()
+    yield s
+    s.stop()
+    assert "pico: stopped" in s.output()
+
+
+def kubectl(stack, *args, timeout=90):
+    r = subprocess.run(["kubectl"] + list(args), capture_output=True, text=True, timeout=timeout,
+                       env=dict(os.environ, KUBECONFIG=os.path.join(stack.var, "kubeconfig")))
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_make_run_kubernetes_fake_with_real_kubectl(runfake):
+    conf = open(os.path.join(runfake.var, "conf", "pico.conf")).read()
+    assert "runtime kubernetes" in conf
+    sess = runfake.create(ttl=600)
+    sid, name = sess["session_id"], sess["sandbox_name"]
+    try:
+        code, out, err = kubectl(runfake, "get", "pods", "-l", "managed-by=pico-apiserver")
+        assert code == 0, err
+        assert out.split("\n")[0].split()[:3] == ["NAME", "READY", "STATUS"], out
+        assert name in out and "1/1" in out and "Running" in out, out
+        code, out, err = kubectl(runfake, "wait", "--for=condition=Ready", "pod",
+                                 "-l", "session-id=" + sid, "--timeout=60s")
+        assert code == 0 and "condition met" in out, err
+        code, out, err = kubectl(runfake, "get", "pod", name, "-o", "yaml")
+        assert code == 0, err
+        import yaml
+        pod = yaml.safe_load(out)
+        assert pod["metadata"]["labels"]["session-id"] == sid
+        assert pod["status"]["phase"] == "Running"
+    finally:
+        assert runfake.delete(sid).status == 200
+    wait_for(lambda: name not in kubectl(runfake, "get", "pods", "-l", "managed-by=pico-apiserver")[1],
+             timeout=10, interval=0.2, what="kubectl no longer listing the pod")
+
+
+def test_make_run_kubernetes_fake_test_complete(runfake):
+    """scripts/test_complete.sh, and the guide's own test_complete.sh
+    (its kubectl wait -l sandbox=... included) unmodified."""
+    env = dict(os.environ, KUBECONFIG=os.path.join(runfake.var, "kubeconfig"),
+               PICO_API="http://127.0.0.1:%d" % runfake.port)
+    r = subprocess.run([os.path.join(ROOT, "scripts", "test_complete.sh")], capture_output=True,
+                       text=True, timeout=180, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    script = guide_script()
+    assert script is not None, "the user's guide is not at %s" % GUIDE
+    assert runfake.port == 8080, "port 8080 is taken: the guide's script cannot run unmodified"
+    path = os.path.join(runfake.var, "test_complete.sh")
+    with open(path, "w") as f:
+        f.write(script)
+    os.chmod(path, 0o755)
+    r = subprocess.run([path], capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "condition met" in r.stdout and "所有测试完成" in r.stdout, r.stdout
+
+
+# -- the fake, as strict as a real API server where the driver depends on it
+
+def test_fake_terminating_grace_and_async_gc():
+    """DELETE marks the pod Terminating with the DeleteOptions body's grace
+    period; it goes only after its container stopped, and the garbage
+    collector removes the owned Secret later, not in the same request."""
+    f = FakeK8s(gc=True)
+    try:
+        sid = str(uuid.uuid4())
+        code, _, err = driver(f, "create", sid, timeout_s=20)
+        assert code == 0, err
+        f.faults(terminate_s=1.0, gc_delay_s=0.5)
+        name = "sandbox-" + sid
+        code, pod = f.call("DELETE", "/api/v1/namespaces/%s/pods/%s" % (NS, name),
+                           {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 7})
+        assert code == 200
+        assert pod["metadata"]["deletionTimestamp"] and pod["metadata"]["deletionGracePeriodSeconds"] == 7
+        assert name in f.pods() and name + "-ssh" in f.secrets()
+        assert driver(f, "alive", sid)[1].strip() == "0"  # Terminating is not alive
+        pods_gone(f, name)
+        wait_for(lambda: name + "-ssh" not in f.secrets(), timeout=5, interval=0.05,
+                 what="the owned Secret collected")
+    finally:
+        f.stop()
+
+
+def test_fake_bookmarks_namespace_and_selector(dfake):
+    # BOOKMARK events when asked for (allowWatchBookmarks), none otherwise.
+    import http.client
+    def watch_lines(query):
+        c = http.client.HTTPConnection("127.0.0.1", dfake.port, timeout=10)
+        c.request("GET", "/api/v1/namespaces/%s/pods?watch=1&resourceVersion=%s&timeoutSeconds=2%s"
+                  % (NS, dfake.call("GET", "/api/v1/namespaces/%s/pods" % NS)[1]["metadata"]["resourceVersion"],
+                     query))
+        body = c.getresponse().read().decode()
+        c.close()
+        return [json.loads(x) for x in body.splitlines() if x.strip()]
+    dfake.faults(bookmark_s=0.5)
+    evs = watch_lines("&allowWatchBookmarks=true")
+    assert evs and all(e["type"] == "BOOKMARK" for e in evs), evs
+    assert evs[0]["object"]["metadata"]["resourceVersion"]
+    assert watch_lines("") == []
+    # A body naming another namespace than the URL is a 400, not a move.
+    code, st = dfake.call("POST", "/api/v1/namespaces/%s/pods" % NS, {
+        "metadata": {"name": "x", "namespace": "default"},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    assert code == 400 and st["reason"] == "BadRequest" and "namespace" in st["message"], st
+    # Invalid label selectors are a 400.
+    for sel in ("a=b=c", "=x", "a/b/c=d", "x=" + "v" * 64):
+        code, st = dfake.call("GET", "/api/v1/namespaces/%s/pods?labelSelector=%s"
+                              % (NS, urllib.parse.quote(sel)))
+        assert code == 400 and st["reason"] == "BadRequest", (sel, st)

@@ -155,7 +155,10 @@ def parse_label_selector(text):
             k = part[1:] if part.startswith("!") else part
             reqs.append((k.strip(), "!" if part.startswith("!") else "exists", None))
     for k, _, v in reqs:
-        if not LABEL_NAME.match(k.split("/")[-1]) or (v is not None and not LABEL_VALUE.match(v)):
+        prefix = k.split("/")[0] if "/" in k else None
+        if not k or k.count("/") > 1 or not LABEL_NAME.match(k.split("/")[-1]) or \
+                len(k.split("/")[-1]) > 63 or (prefix is not None and not DNS1123_SUBDOMAIN.match(prefix)) or \
+                (v is not None and (not LABEL_VALUE.match(v) or len(v) > 63 or "=" in v)):
             raise ApiError(400, "BadRequest", "unable to parse requirement: invalid label selector %r" % text)
     return reqs
 
@@ -194,6 +197,81 @@ def fields_match(obj, reqs):
     return True
 
 
+# Discovery, as kubectl reads it before any other call (the legacy,
+# unaggregated form, which kubectl falls back to): the core group only,
+# with the resources and verbs this server serves.
+RESOURCES = [
+    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+     "verbs": ["get"], "shortNames": ["ns"]},
+    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod",
+     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+     "shortNames": ["po"], "categories": ["all"]},
+    {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret",
+     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
+]
+
+
+def discovery(parts):
+    if parts == ["api"]:
+        return {"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    if parts == ["apis"]:
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
+            "resources": RESOURCES}
+
+
+def age(ts):
+    try:
+        t = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    except (TypeError, ValueError):
+        return "<unknown>"
+    s = int((datetime.datetime.now(datetime.timezone.utc) - t).total_seconds())
+    return "%ds" % s if s < 120 else "%dm" % (s // 60) if s < 7200 else "%dh" % (s // 3600)
+
+
+def pod_row(o):
+    st = o.get("status") or {}
+    cs = st.get("containerStatuses") or []
+    ready = sum(1 for c in cs if c.get("ready"))
+    phase = "Terminating" if o["metadata"].get("deletionTimestamp") else st.get("phase", "Pending")
+    return [o["metadata"]["name"], "%d/%d" % (ready, len((o.get("spec") or {}).get("containers") or [])),
+            phase, sum(c.get("restartCount", 0) for c in cs), age(o["metadata"].get("creationTimestamp")),
+            st.get("podIP") or "<none>", "fake-node" if st.get("podIP") else "<none>"]
+
+
+def as_table(resource, objs, md, include):
+    """A meta.k8s.io/v1 Table, what `kubectl get` asks for (Accept:
+    application/json;as=Table;v=v1;g=meta.k8s.io)."""
+    if resource == "pods":
+        cols = [("Name", "string", "name"), ("Ready", "string", ""), ("Status", "string", ""),
+                ("Restarts", "integer", ""), ("Age", "string", ""), ("IP", "string", ""),
+                ("Node", "string", "")]
+        row = pod_row
+    else:
+        cols = [("Name", "string", "name"), ("Type", "string", ""), ("Data", "integer", ""),
+                ("Age", "string", "")]
+        row = lambda o: [o["metadata"]["name"], o.get("type", "Opaque"), len(o.get("data") or {}),
+                         age(o["metadata"].get("creationTimestamp"))]
+    rows = []
+    for o in objs:
+        r = {"cells": row(o)}
+        if include == "Object":
+            r["object"] = o
+        elif include != "None":
+            r["object"] = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                           "metadata": o["metadata"]}
+        rows.append(r)
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": md,
+            "columnDefinitions": [{"name": n, "type": t, "format": f, "description": n,
+                                   "priority": 0 if n not in ("IP", "Node") else 1} for n, t, f in cols],
+            "rows": rows}
+
+
+def wants_table(accept):
+    return any("as=Table" in part and "g=meta.k8s.io" in part for part in (accept or "").split(","))
+
+
 class Faults:
     """What tests can break, set through POST /_fake/faults.
 
@@ -213,6 +291,15 @@ class Faults:
     watch_gone: the next N watches answer with a 410 Gone event.
     watch_error: {"code": 500, "count": N}: the next N watches answer
         with an ERROR event of that code (other than 410: etcd trouble).
+    terminate_s: how long a deleted pod stays Terminating (at most its
+        grace period; default 0.2 s, as sshd stops at once).
+    gc_delay_s: how long after its owner the garbage collector removes
+        a dependent (--gc; default 0.3 s).
+    bookmark_s: a watch with allowWatchBookmarks=true gets a BOOKMARK
+        event after this long without events (default 1 s; the real
+        server sends one about every minute) and one as it ends.
+    next_pod_ip: the next pod the kubelet starts gets this address (once),
+        as a real CNI may hand a dead pod's IP to a new one.
     max_page: lists return at most this many items a page, whatever
         the limit (a server may return fewer).
     long_continue: continue tokens are 1,500+ characters with '=' and
@@ -238,6 +325,10 @@ class Faults:
         self.max_page = 0
         self.long_continue = False
         self.continue_gone = 0
+        self.next_pod_ip = None
+        self.terminate_s = 0.2
+        self.gc_delay_s = 0.3
+        self.bookmark_s = 1.0
 
     def set(self, body):
         count = int(body.get("count", 1))
@@ -272,6 +363,11 @@ class Faults:
             self.long_continue = bool(body["long_continue"])
         if "continue_gone" in body:
             self.continue_gone = int(body["continue_gone"])
+        for key in ("terminate_s", "gc_delay_s", "bookmark_s"):
+            if key in body:
+                setattr(self, key, float(body[key]))
+        if "next_pod_ip" in body:
+            self.next_pod_ip = str(ipaddress.ip_address(body["next_pod_ip"]))
 
     def take(self, method, resource, name, watch=False):
         for r in self.rules:
@@ -420,6 +516,15 @@ class Store:
                     if any(r.get("uid") == uid for r in o["metadata"].get("ownerReferences") or [])]
 
 
+def check_body_ns(obj, ns):
+    """As the API server: a body naming another namespace than the URL is
+    refused, never moved."""
+    md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    if md.get("namespace") not in (None, "", ns):
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match "
+                       "the namespace sent on the request")
+
+
 def validate(resource, obj):
     """The checks the real API server makes that the driver could trip."""
     causes = []
@@ -490,6 +595,11 @@ class Kubelet:
     def alloc_ip(self):
         with self.lock:
             used = set(self.ips.values())
+            want, self.srv.faults.next_pod_ip = self.srv.faults.next_pod_ip, None
+            if want is not None:
+                if want in used:
+                    raise RuntimeError("next_pod_ip %s is in use" % want)
+                return want
             for _ in range(60000):
                 self.next_ip = 10 + (self.next_ip - 9) % 60000
                 ip = str(self.net + self.next_ip)
@@ -726,8 +836,8 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and parts == ["version"]:
                 return self.send_json(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
                                             "platform": "linux/amd64"})
-            if method == "GET" and parts == ["api"]:
-                return self.send_json(200, {"kind": "APIVersions", "versions": ["v1"]})
+            if method == "GET" and parts in (["api"], ["api", "v1"], ["apis"]):
+                return self.send_json(200, discovery(parts))
             if len(parts) >= 4 and parts[:3] == ["api", "v1", "namespaces"]:
                 return self.api(method, parts[3], parts[4:], q)
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -770,6 +880,7 @@ class Handler(BaseHTTPRequestHandler):
             if obj.get("kind", kind) != kind:
                 raise ApiError(400, "BadRequest", "the kind %r does not match %s" % (obj.get("kind"), kind))
             obj.setdefault("metadata", {})
+            check_body_ns(obj, ns)
             obj["kind"], obj["apiVersion"] = kind, "v1"
             validate(resource, obj)
             if resource == "pods":
@@ -809,12 +920,18 @@ class Handler(BaseHTTPRequestHandler):
                     md["continue"] = "pad/" + "x" * 1500 + "+/=" + md["continue"]
                 md["remainingItemCount"] = len(items) - start - limit
             items = items[start:start + limit] if limit else items[start:]
+            if wants_table(self.headers.get("Accept")):
+                return self.send_json(200, as_table(resource, items, md, q.get("includeObject")))
             return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",
                                         "metadata": md, "items": items})
         if name is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
         if method == "GET":
-            return self.send_json(200, store.get(resource, ns, name))
+            obj = store.get(resource, ns, name)
+            if wants_table(self.headers.get("Accept")):
+                return self.send_json(200, as_table(resource, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
+                                                    q.get("includeObject")))
+            return self.send_json(200, obj)
         if method in ("PUT", "PATCH"):
             body = self.read_body()
             if not isinstance(body, dict):
@@ -835,6 +952,7 @@ class Handler(BaseHTTPRequestHandler):
                 if new.get("metadata", {}).get("name") != name:
                     raise ApiError(400, "BadRequest", "the name of the object (%s) does not match "
                                    "the name on the URL (%s)" % (new.get("metadata", {}).get("name"), name))
+            check_body_ns(body, ns)
             new["kind"], new["apiVersion"] = kind, "v1"
             if resource == "pods":
                 if new.get("spec") != cur.get("spec"):
@@ -844,25 +962,65 @@ class Handler(BaseHTTPRequestHandler):
             validate(resource, new)
             return self.send_json(200, store.replace(resource, ns, name, new))
         if method == "DELETE":
+            opts = self.read_body() or {}
+            if not isinstance(opts, dict):
+                raise ApiError(400, "BadRequest", "the body of the request is not DeleteOptions")
             obj = store.get(resource, ns, name)
             if resource == "pods":
-                # Graceful deletion: mark, let the kubelet stop it, remove.
-                uid = obj["metadata"]["uid"]
-                store.update_status(ns, name, lambda o: o["metadata"].update(
-                    deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=int(q.get("gracePeriodSeconds", 30))))
-                obj = store.get(resource, ns, name)
-                self.server.kubelet.kill(uid)
-                store.remove(resource, ns, name, uid)
-                if self.server.gc:
-                    for res, dns, dname in store.dependents(uid):
-                        store.remove(res, dns, dname)
-                return self.send_json(200, obj)
+                return self.delete_pod(obj, opts, q)
             store.remove(resource, ns, name)
+            self.collect(obj["metadata"]["uid"])
             return self.send_json(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
                                         "status": "Success",
                                         "details": {"name": name, "kind": resource,
                                                     "uid": obj["metadata"]["uid"]}})
         raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
+
+    def delete_pod(self, obj, opts, q):
+        """Graceful deletion, as the API server and kubelet do it: the pod
+        is marked (deletionTimestamp, deletionGracePeriodSeconds from the
+        DeleteOptions body, else the query, else the pod's
+        terminationGracePeriodSeconds, else 30) and stays, Terminating,
+        while the kubelet stops its container (SIGKILL at the end of the
+        grace period); only then is it removed. Grace 0 removes at once."""
+        store, md = self.server.store, obj["metadata"]
+        ns, name, uid = md["namespace"], md["name"], md["uid"]
+        grace = opts.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+        if grace is None:
+            grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        grace = max(0, int(grace))
+        if md.get("deletionTimestamp"):
+            return self.send_json(200, obj)  # already terminating
+        store.update_status(ns, name, lambda o: o["metadata"].update(
+            deletionTimestamp=now_rfc3339(), deletionGracePeriodSeconds=grace))
+        obj = store.get("pods", ns, name)
+
+        def stop():
+            # sshd stops at once on SIGTERM; the kubelet then reports and
+            # the API server removes the object.
+            if grace:
+                time.sleep(min(grace, self.server.faults.terminate_s))
+            self.server.kubelet.kill(uid)
+            if store.remove("pods", ns, name, uid) is not None:
+                self.collect(uid)
+        if grace == 0:
+            stop()
+        else:
+            threading.Thread(target=stop, daemon=True).start()
+        return self.send_json(200, obj)
+
+    def collect(self, uid):
+        """The garbage collector (--gc): dependents of a removed owner go
+        a little later, not in the same request."""
+        if not self.server.gc:
+            return
+        store = self.server.store
+
+        def run():
+            time.sleep(self.server.faults.gc_delay_s)
+            for res, dns, dname in store.dependents(uid):
+                store.remove(res, dns, dname)
+        threading.Thread(target=run, daemon=True).start()
 
     def watch(self, resource, ns, lsel, fsel, q):
         store, faults = self.server.store, self.server.faults
@@ -917,15 +1075,35 @@ class Handler(BaseHTTPRequestHandler):
                 return self.end_chunks()
             for o in initial:
                 send("ADDED", o)
+            bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
+            quiet_since = time.monotonic()
+
+            def bookmark():
+                send("BOOKMARK", {"kind": KINDS[resource], "apiVersion": "v1",
+                                  "metadata": {"resourceVersion": str(last)}})
             while True:
                 with store.cond:
                     pending = [e for e in store.events if e[0] > last]
                     if not pending:
                         left = end - time.monotonic()
                         if left <= 0 or self.server.stopping:
-                            break
-                        store.cond.wait(min(left, 0.5))
-                        continue
+                            if bookmarks:
+                                last = store.rv
+                        elif bookmarks and time.monotonic() - quiet_since >= faults.bookmark_s:
+                            last = store.rv
+                        else:
+                            store.cond.wait(min(left, 0.5, faults.bookmark_s))
+                            continue
+                if not pending:
+                    # No event for a while, or the stream's end: tell the
+                    # client how far it has got.
+                    if bookmarks:
+                        bookmark()
+                        quiet_since = time.monotonic()
+                    if time.monotonic() >= end or self.server.stopping:
+                        break
+                    continue
+                quiet_since = time.monotonic()
                 last = pending[-1][0]
                 for _, res, etype, obj in pending:
                     if res != resource or obj["metadata"]["namespace"] != ns:

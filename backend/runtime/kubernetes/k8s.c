@@ -34,6 +34,40 @@
 #include "core/util.h"
 #include "runtime/kubernetes/k8s.h"
 
+/*
+ * The registry must be named: "pico/" (the old default) or any prefix
+ * whose first part has no '.' or ':' and is not localhost is a Docker
+ * Hub account, which pico does not control, so whoever holds that name
+ * would choose what every sandbox runs. The manifests' placeholder must
+ * have been replaced. "" is allowed (tests, images preloaded on nodes).
+ */
+static int image_prefix_ok(const char *prefix, char *err, size_t errlen)
+{
+    size_t first = strcspn(prefix, "/");
+
+    if (strstr(prefix, K8S_IMAGE_PLACEHOLDER) != NULL) {
+        snprintf(err, errlen,
+                 "k8s_image_prefix is still the placeholder \"%s\": name "
+                 "your registry (docs/kubernetes.md, Deploy)",
+                 prefix);
+        return -1;
+    }
+    if (prefix[0] == '\0')
+        return 0;
+    if (prefix[first] != '/' || (memchr(prefix, '.', first) == NULL &&
+                                 memchr(prefix, ':', first) == NULL &&
+                                 strncmp(prefix, "localhost/", 10) != 0)) {
+        snprintf(err, errlen,
+                 "k8s_image_prefix \"%s\" names no registry, so images "
+                 "would come from that account on Docker Hub: write "
+                 "\"registry.example.com/pico/\" (or \"docker.io/%s\" if "
+                 "that account is yours)",
+                 prefix, prefix);
+        return -1;
+    }
+    return 0;
+}
+
 static runtime *k8s_open(const struct pico_config *cfg, char *err,
                          size_t errlen)
 {
@@ -50,6 +84,8 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
                  "quotes or backslashes");
         return NULL;
     }
+    if (image_prefix_ok(cfg->k8s_image_prefix, err, errlen) < 0)
+        return NULL;
     if (cfg->k8s_runtime_class[0] &&
         !dns_subdomain_valid(cfg->k8s_runtime_class)) {
         snprintf(err, errlen,
@@ -81,6 +117,7 @@ static void k8s_close(runtime *rt)
 {
     if (rt == NULL)
         return;
+    k8s_follow_stop(rt);
     k8s_conn_free(&rt->conn);
     free(rt);
 }
@@ -121,6 +158,7 @@ static int start_objects(runtime *rt, session *s, const hostkey *hk,
         return -1;
     }
     snprintf(st->rv, sizeof(st->rv), "%s", rv);
+    snprintf(st->uid, sizeof(st->uid), "%s", uid);
     judge_pod(st, created);
     if (own_secret(rt, s, uid, deadline, err, errlen) < 0) {
         json_decref(created);
@@ -162,6 +200,7 @@ static int k8s_create(runtime *rt, session *s, char *err, size_t errlen)
     if (rc == 1) {
         snprintf(s->endpoint, sizeof(s->endpoint),
                  strchr(st.ip, ':') ? "[%s]:22" : "%s:22", st.ip);
+        snprintf(s->sandbox_uid, sizeof(s->sandbox_uid), "%s", st.uid);
         return 0;
     }
     if (rc == 0)
@@ -254,4 +293,5 @@ const runtime_ops runtime_k8s_ops = {
     .alive = k8s_alive,
     .list = k8s_list,
     .health = k8s_health,
+    .watch = k8s_follow_start,
 };

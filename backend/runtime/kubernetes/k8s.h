@@ -8,6 +8,7 @@
  *   k8s_pods.c    a session's Secret and Pod: names, objects, API calls
  *   k8s_ready.c   watching a new pod until it is Ready (or fails)
  *   k8s_list.c    list(): the sandboxes reconcile compares with Redis
+ *   k8s_follow.c  watch(): every sandbox pod, for as long as pico serves
  *   k8s_client.c  the API server over libcurl (k8s_client.h)
  *   k8s_config.c  in-cluster service account or kubeconfig (k8s_client.h)
  */
@@ -38,9 +39,14 @@
 #define K8S_SECRET_MOUNT "/etc/ssh/pico-secret"
 #define K8S_KEYS_DIR "/etc/ssh/pico"
 #define K8S_SELECTOR "managed-by%3Dpico-apiserver"
+/* What deploy/k8s has for the registry until the operator names one. */
+#define K8S_IMAGE_PLACEHOLDER "REGISTRY.example/"
+
+typedef struct k8s_follower k8s_follower;
 
 /* The driver's state: the API server connection and the configuration. */
 struct runtime {
+    k8s_follower *follower; /* the pod watch thread, or NULL */
     k8s_conn conn;
     char ns[128];
     char image_prefix[256];
@@ -50,11 +56,12 @@ struct runtime {
 
 /* A new pod's readiness as the watch (k8s_ready.c) follows it. */
 typedef struct {
-    char rv[64];      /* last resourceVersion seen */
-    char ip[64];      /* podIP once Ready */
-    char why[160];    /* the pod's last reported trouble */
-    int done;         /* 1 ready, -1 failed for good */
-    int gone;         /* 410: re-list before watching again */
+    char rv[64];                /* last resourceVersion seen */
+    char ip[64];                /* podIP once Ready */
+    char uid[PICO_UID_MAX + 1]; /* the pod's, from the create */
+    char why[160];              /* the pod's last reported trouble */
+    int done;                   /* 1 ready, -1 failed for good */
+    int gone;                   /* 410: re-list before watching again */
     int retry;        /* a transient ERROR event: pause, then watch again */
     int errors;       /* failed calls in a row, for the backoff */
     long retry_after; /* seconds the API server asked us to wait, or 0 */
@@ -89,5 +96,10 @@ int wait_ready(runtime *rt, const char *name, ready_state *st, double deadline,
 /* -- k8s_list.c ----------------------------------------------------------- */
 int k8s_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
              size_t errlen);
+
+/* -- k8s_follow.c: the pod watch ---------------------------------------- */
+int k8s_follow_start(runtime *rt, runtime_watch_cb cb, void *arg, char *err,
+                     size_t errlen);
+void k8s_follow_stop(runtime *rt);
 
 #endif

@@ -276,6 +276,7 @@ typedef struct {
     int stopped;
     long status;
     int bad_line;
+    const atomic_int *stop; /* set: abort the stream (NULL: never) */
 } watch_state;
 
 static int watch_line(watch_state *w, const char *p, size_t n)
@@ -319,9 +320,29 @@ static size_t on_watch(char *p, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* libcurl calls this about once a second even on a silent stream, so a
+ * watch that may last minutes still stops soon after it is asked to. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut,
+                       curl_off_t un)
+{
+    watch_state *w = arg;
+
+    (void)dt, (void)dn, (void)ut, (void)un;
+    return w->stop != NULL && atomic_load(w->stop) ? 1 : 0;
+}
+
 int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
               k8s_event_cb cb, void *arg, long *status, long *retry_after,
               char *err, size_t errlen)
+{
+    return k8s_watch_stoppable(c, path, timeout_s, NULL, cb, arg, status,
+                               retry_after, err, errlen);
+}
+
+int k8s_watch_stoppable(const k8s_conn *c, const char *path, long timeout_s,
+                        const atomic_int *stop, k8s_event_cb cb, void *arg,
+                        long *status, long *retry_after, char *err,
+                        size_t errlen)
 {
     struct curl_slist *hdrs = NULL;
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -332,6 +353,7 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
     memset(&w, 0, sizeof(w));
     w.cb = cb;
     w.arg = arg;
+    w.stop = stop;
     *status = 0;
     *retry_after = 0;
     w.h = new_handle(c, "GET", path, timeout_s, &hdrs, err, errlen);
@@ -341,6 +363,11 @@ int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
     curl_easy_setopt(w.h, CURLOPT_WRITEFUNCTION, on_watch);
     curl_easy_setopt(w.h, CURLOPT_WRITEDATA, &w);
     curl_easy_setopt(w.h, CURLOPT_ERRORBUFFER, errbuf);
+    if (stop != NULL) {
+        curl_easy_setopt(w.h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(w.h, CURLOPT_XFERINFODATA, &w);
+        curl_easy_setopt(w.h, CURLOPT_NOPROGRESS, 0L);
+    }
     rc = curl_easy_perform(w.h);
     if (w.status == 0)
         curl_easy_getinfo(w.h, CURLINFO_RESPONSE_CODE, &w.status);

@@ -12,6 +12,7 @@
 #ifndef PICO_K8S_CLIENT_H
 #define PICO_K8S_CLIENT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <jansson.h>
 
@@ -95,6 +96,13 @@ typedef int (*k8s_event_cb)(const char *type, json_t *object, void *arg);
 int k8s_watch(const k8s_conn *c, const char *path, long timeout_s,
               k8s_event_cb cb, void *arg, long *status, long *retry_after,
               char *err, size_t errlen);
+
+/* The same, ended early (-1, err "stopped") once *stop is set: within
+ * about a second, however quiet the stream. */
+int k8s_watch_stoppable(const k8s_conn *c, const char *path, long timeout_s,
+                        const atomic_int *stop, k8s_event_cb cb, void *arg,
+                        long *status, long *retry_after, char *err,
+                        size_t errlen);
 
 /* Base64 (RFC 4648, padded). Encode returns a malloc'd string. Decode
  * returns a malloc'd buffer and its length in *outlen, NULL if invalid. */
