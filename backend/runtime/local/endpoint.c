@@ -26,8 +26,11 @@ int check_sock_len(const char *sock, char *err, size_t errlen)
     return -1;
 }
 
+enum { SANDBOX_BACKLOG = 4096 };
+
 /* Binds and listens on path, reachable by socket_group (nginx) and root
  * only. */
+
 int sandbox_listen(const runtime *rt, const char *path, char *err,
                    size_t errlen)
 {
@@ -42,10 +45,13 @@ int sandbox_listen(const runtime *rt, const char *path, char *err,
         return -1;
     }
     /* nobody can connect before listen(), so fixing the mode after bind
-     * is not a race */
+     * is not a race. The backlog holds a burst of CONNECTs (SSH
+     * multiplexing, agents that reconnect per command) while pico-init
+     * forks an sshd per connection: at 128, 200 CONNECTs in a row got
+     * 502s; the kernel caps it at net.core.somaxconn (4096 here). */
     fd = unix_bind(path);
     if (fd < 0 || chown(path, 0, rt->socket_gid) < 0 || chmod(path, 0660) < 0 ||
-        listen(fd, 128) < 0) {
+        listen(fd, SANDBOX_BACKLOG) < 0) {
         snprintf(err, errlen, "session socket %s: %s", path, strerror(errno));
         if (fd >= 0)
             close(fd);
