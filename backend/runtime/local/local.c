@@ -6,6 +6,7 @@
  *
  *   config.json   the OCI bundle config (oci.c); the root filesystem is the
  *                 shared, read-only <images_dir>/<name>_<tag>/rootfs
+ *   idmap         the slot of its user namespace range (idmap.c)
  *   workspace/    mounted at /workspace     (uid 1000, read-write)
  *   home/         mounted at /home/sandbox  (uid 1000, read-write)
  *   keys/         mounted at /etc/ssh/pico  (read-only: host key,
@@ -136,6 +137,12 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
             log_warn("local runtime: released %d leftover disk mounts or "
                      "loop devices",
                      n);
+        /* the ranges of the sandboxes reconcile and the pool will find */
+        rt->slots = idmap_open(dirs);
+    }
+    if (rt->slots == NULL) {
+        snprintf(err, errlen, "local runtime: out of memory");
+        goto fail;
     }
     if (pool_open(rt, cfg, err, errlen) < 0) {
         pool_close(rt);
@@ -143,6 +150,7 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
     }
     return rt;
 fail:
+    idmap_close(rt->slots);
     free(rt);
     return NULL;
 }
@@ -150,6 +158,7 @@ fail:
 static void local_close(runtime *rt)
 {
     pool_close(rt);
+    idmap_close(rt->slots);
     free(rt);
 }
 
@@ -169,23 +178,24 @@ static int local_image_exists(runtime *rt, const char *image)
 }
 
 /*
- * Starts the container. With a disk quota this thread first moves into a
- * private mount namespace, mounts the image there and starts runc from
- * it: the container's bind mounts keep the file system; the namespace,
- * and with it the only other mount, goes when the thread leaves it.
+ * Starts the container from a private mount namespace of this thread
+ * (disk.c): there the rootfs is mounted again, idmapped to the sandbox's
+ * range (idmap.c), and with a disk quota the image is mounted too. The
+ * container's mounts keep what they need; the namespace, and with it the
+ * only other reference to those mounts, goes when the thread leaves it.
  */
-static int start_container_disk(const runtime *rt, const session *s,
-                                const session_paths *p, const char *rootfs,
-                                int lfd, char *err, size_t errlen)
+static int start_container_ns(const runtime *rt, const session *s,
+                              const session_paths *p, const char *rootfs,
+                              int slot, int lfd, char *err, size_t errlen)
 {
     disk_ns ns;
     int rc;
 
-    if (s->limits.disk_mb <= 0)
-        return start_container(rt, p, lfd, err, errlen);
     if (disk_ns_enter(&ns, err, errlen) < 0)
         return -1;
-    rc = disk_setup(rootfs, p, err, errlen);
+    rc = idmap_mount_rootfs(rootfs, slot, err, errlen);
+    if (rc == 0 && s->limits.disk_mb > 0)
+        rc = disk_setup(rootfs, p, idmap_base(slot), err, errlen);
     if (rc == 0)
         rc = start_container(rt, p, lfd, err, errlen);
     (void)disk_ns_leave(&ns);
@@ -204,7 +214,7 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
 {
     char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], path[PICO_PATH_MAX],
         ignored[PICO_REASON_MAX];
-    int lfd = -1, probe = -1, started = 0;
+    int lfd = -1, probe = -1, started = 0, slot;
 
     if (check_sock_len(p->sock, err, errlen) < 0)
         return -1;
@@ -219,13 +229,21 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
         return -1;
     }
+    /* recorded in the folder before anything runs under it */
+    slot = idmap_take(rt->slots, p->dir);
+    if (slot < 0) {
+        snprintf(err, errlen, "no free user namespace range: %s",
+                 strerror(errno));
+        (void)remove_tree(p->dir);
+        return -1;
+    }
     if (pool_name != NULL &&
         (fmt_exact(path, sizeof(path), "%s/" CONTAINER_FILE, p->dir) < 0 ||
          write_file(path, pool_name, strlen(pool_name), 0600) < 0)) {
         snprintf(err, errlen, "container file: %s", strerror(errno));
         goto fail;
     }
-    if (prepare_bundle(rt, s, p, rootfs, hk, err, errlen) < 0)
+    if (prepare_bundle(rt, s, p, rootfs, idmap_base(slot), hk, err, errlen) < 0)
         goto fail;
     if (s->limits.disk_mb > 0 &&
         disk_make_image(rt->mkfs_ext4, p->image, s->limits.disk_mb, err,
@@ -235,7 +253,7 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
     if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
         goto fail;
     started = 1; /* from here a half-made container may exist */
-    if (start_container_disk(rt, s, p, rootfs, lfd, err, errlen) < 0)
+    if (start_container_ns(rt, s, p, rootfs, slot, lfd, err, errlen) < 0)
         goto fail;
     /* the container holds the listener now */
     close(lfd);
@@ -254,7 +272,8 @@ fail:
     if (started)
         (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
     disk_release(p);
-    (void)remove_tree(p->dir);
+    if (remove_tree(p->dir) == 0)
+        idmap_put(rt->slots, slot);
     return -1;
 }
 
@@ -292,7 +311,7 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
 {
     char why[PICO_REASON_MAX];
     pid_t pid = 0;
-    int running = 0;
+    int running = 0, slot = idmap_read_slot(p->dir);
 
     if (runc_state(rt, p, &pid, &running) == 1 && running)
         kill_init(pid, p);
@@ -309,6 +328,8 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
         snprintf(err, errlen, "cannot remove %s: %s", p->dir, strerror(errno));
         return -1;
     }
+    /* the range is free only once nothing of the sandbox is left */
+    idmap_put(rt->slots, slot);
     return 0;
 }
 

@@ -10,6 +10,7 @@
  *   state.c     a sandbox's folder: paths, keys, config.json, removal
  *   runc.c      running runc and telling what it left running
  *   endpoint.c  the session's unix listener and the readiness probe
+ *   idmap.c     user namespace ranges per sandbox, the idmapped rootfs
  *   oci.c, disk.c, subprocess.c, hostkey.c (runtime/)  their own headers
  */
 #ifndef PICO_RUNTIME_LOCAL_INTERNAL_H
@@ -32,6 +33,15 @@
 #define POOL_PREFIX "pool-"
 #define CONTAINER_FILE "container" /* names a pooled session's container */
 #define DISK_RELEASE_MS 2000 /* a dead sandbox's loop device frees by then */
+/* user namespace ranges (idmap.c): slot n maps ids 0..IDMAP_SIZE-1 of its
+ * sandbox to host IDMAP_BASE + n * IDMAP_SIZE onwards; the last slot ends
+ * below 2^31, clear of the host's own users and of nobody (65534) */
+#define IDMAP_BASE 0x100000u
+#define IDMAP_SIZE 65536u
+#define IDMAP_SLOTS 16384
+#define IDMAP_FILE "idmap" /* a sandbox folder's slot, decimal */
+
+typedef struct idmap_slots idmap_slots;
 
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {
@@ -65,6 +75,7 @@ struct runtime {
     gid_t socket_gid;
     int tmp_size_mb;
     int ready_timeout_ms;
+    idmap_slots *slots; /* which user namespace ranges are taken */
     warm_pool pool;
 };
 
@@ -98,11 +109,23 @@ int paths_in(const char *parent, const char *folder, const char *name,
 int pool_name_valid(const char *name);
 int paths_for(const runtime *rt, const char *id, session_paths *p);
 int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
-                   const char *rootfs, hostkey *hk, char *err, size_t errlen);
-int write_authorized_keys(const char *keys, const char *pubkey);
-int disk_setup(const char *rootfs, const session_paths *p, char *err,
-               size_t errlen);
+                   const char *rootfs, unsigned id_base, hostkey *hk, char *err,
+                   size_t errlen);
+/* Writes keys/authorized_keys, owned by the sandbox's root (id_base). */
+int write_authorized_keys(const char *keys, const char *pubkey,
+                          unsigned id_base);
+int disk_setup(const char *rootfs, const session_paths *p, unsigned id_base,
+               char *err, size_t errlen);
 void disk_release(const session_paths *p);
+
+/* -- idmap.c: user namespace ranges and the idmapped rootfs -------------- */
+unsigned idmap_base(int slot);
+idmap_slots *idmap_open(const char *const *dirs);
+void idmap_close(idmap_slots *t);
+int idmap_take(idmap_slots *t, const char *dir);
+void idmap_put(idmap_slots *t, int slot);
+int idmap_read_slot(const char *dir);
+int idmap_mount_rootfs(const char *rootfs, int slot, char *err, size_t errlen);
 
 /* -- runc.c --------------------------------------------------------------- */
 int run_runc(const runtime *rt, const char *const *args, int keep_fd,

@@ -16,8 +16,9 @@
  *   - a seccomp filter: everything allowed but the syscalls a sandbox
  *     user never needs and that widen the kernel's attack surface
  *     (keyrings, bpf, io_uring, mounts, namespaces, modules, ...)
- * No user namespace: sandbox root is host root without capabilities, and
- * nobody logs in as root (sshd allows only the `sandbox` user).
+ *   - a user namespace: the sandbox's ids 0..65535 are a host range of its
+ *     own (idmap.c), so its root is no host user at all, and nobody logs
+ *     in as root anyway (sshd allows only the `sandbox` user)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -261,14 +262,33 @@ static json_t *seccomp(void)
                      "SCMP_ARCH_X32", "syscalls", rules);
 }
 
+static json_t *id_mapping(const oci_params *p)
+{
+    return json_pack("[{s:i, s:I, s:I}]", "containerID", 0, "hostID",
+                     (json_int_t)p->id_base, "size", (json_int_t)p->id_size);
+}
+
 static json_t *linux_section(const oci_params *p)
 {
-    return json_pack(
+    json_t *l = json_pack(
         "{s:s, s:o, s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}], s:o, s:o, s:o}",
         "cgroupsPath", p->cgroups_path, "resources", resources(p), "namespaces",
         "type", "pid", "type", "ipc", "type", "uts", "type", "mount", "type",
         "network", "type", "cgroup", "maskedPaths", string_array(masked_paths),
         "readonlyPaths", string_array(readonly_paths), "seccomp", seccomp());
+
+    /* the sandbox's root is an unprivileged host user of its own range
+     * (idmap.c): an escape through the kernel lands as nobody the host
+     * knows, and no capability of it counts outside */
+    if (l != NULL && p->id_size > 0 &&
+        (json_array_append_new(json_object_get(l, "namespaces"),
+                               json_pack("{s:s}", "type", "user")) < 0 ||
+         json_object_set_new(l, "uidMappings", id_mapping(p)) < 0 ||
+         json_object_set_new(l, "gidMappings", id_mapping(p)) < 0)) {
+        json_decref(l);
+        return NULL;
+    }
+    return l;
 }
 
 char *oci_config_json(const oci_params *p)
