@@ -66,6 +66,7 @@ static const record_field_def record_fields[] = {
     STR_FIELD("host_key", s.host_key),
     STR_FIELD("host_key_fpr", s.host_key_fpr),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
+    STR_FIELD("isolation", s.isolation),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 

@@ -38,7 +38,7 @@
 #include <unistd.h>
 #include "runtime/local/local.h"
 
-#define CHILD_STACK (64 * 1024)
+#define CHILD_STACK ((size_t)64 * 1024)
 
 struct idmap_slots {
     pthread_mutex_t mu;

@@ -128,6 +128,18 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
     } else {
         rt->socket_gid = grp->gr_gid;
     }
+    rt->gvisor = config_isolation_allowed(cfg, "gvisor");
+    if (rt->gvisor &&
+        (fmt_exact(rt->runsc, sizeof(rt->runsc), "%s", cfg->runsc) < 0 ||
+         fmt_exact(rt->runsc_root, sizeof(rt->runsc_root), "%s/runsc",
+                   cfg->state_dir) < 0 ||
+         access(rt->runsc, X_OK) < 0 || ensure_dir(rt->runsc_root, 0700) < 0)) {
+        snprintf(err, errlen,
+                 "local runtime: isolation gvisor needs runsc (%s) and "
+                 "%s/runsc: %s",
+                 cfg->runsc, cfg->state_dir, strerror(errno));
+        goto fail;
+    }
     if (fmt_exact(pool_dir, sizeof(pool_dir), "%s/pool", cfg->state_dir) == 0) {
         const char *dirs[] = {rt->sessions_dir, pool_dir, NULL};
         /* a crash can leave no mount (they live in namespaces that died
@@ -191,9 +203,12 @@ static int start_container_ns(const runtime *rt, const session *s,
     disk_ns ns;
     int rc;
 
+    /* gvisor: its gofer serves the rootfs, no user namespace of ours */
+    if (p->gvisor && s->limits.disk_mb <= 0)
+        return start_container(rt, p, lfd, err, errlen);
     if (disk_ns_enter(&ns, err, errlen) < 0)
         return -1;
-    rc = idmap_mount_rootfs(rootfs, slot, err, errlen);
+    rc = p->gvisor ? 0 : idmap_mount_rootfs(rootfs, slot, err, errlen);
     if (rc == 0 && s->limits.disk_mb > 0)
         rc = disk_setup(rootfs, p, idmap_base(slot), err, errlen);
     if (rc == 0)
@@ -230,8 +245,15 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         return -1;
     }
     /* recorded in the folder before anything runs under it */
-    slot = idmap_take(rt->slots, p->dir);
-    if (slot < 0) {
+    slot = p->gvisor ? -1 : idmap_take(rt->slots, p->dir);
+    if (p->gvisor &&
+        (fmt_exact(path, sizeof(path), "%s/" TIER_FILE, p->dir) < 0 ||
+         write_file(path, "gvisor", 6, 0600) < 0)) {
+        snprintf(err, errlen, "tier file: %s", strerror(errno));
+        (void)remove_tree(p->dir);
+        return -1;
+    }
+    if (!p->gvisor && slot < 0) {
         snprintf(err, errlen, "no free user namespace range: %s",
                  strerror(errno));
         (void)remove_tree(p->dir);
@@ -243,21 +265,28 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         snprintf(err, errlen, "container file: %s", strerror(errno));
         goto fail;
     }
-    if (prepare_bundle(rt, s, p, rootfs, idmap_base(slot), hk, err, errlen) < 0)
+    if (prepare_bundle(rt, s, p, rootfs, slot < 0 ? 0 : idmap_base(slot), hk,
+                       err, errlen) < 0)
         goto fail;
     if (s->limits.disk_mb > 0 &&
         disk_make_image(rt->mkfs_ext4, p->image, s->limits.disk_mb, err,
                         errlen) < 0)
         goto fail;
-    lfd = sandbox_listen(rt, p->sock, err, errlen);
-    if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
-        goto fail;
+    if (!p->gvisor) {
+        lfd = sandbox_listen(rt, p->sock, err, errlen);
+        if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
+            goto fail;
+    }
     started = 1; /* from here a half-made container may exist */
     if (start_container_ns(rt, s, p, rootfs, slot, lfd, err, errlen) < 0)
         goto fail;
     /* the container holds the listener now */
-    close(lfd);
+    if (lfd >= 0)
+        close(lfd);
     lfd = -1;
+    if (p->gvisor &&
+        (probe = gvisor_endpoint(rt, p, rt->ready_timeout_ms, err, errlen)) < 0)
+        goto fail;
     if (wait_banner(probe, rt->ready_timeout_ms, err, errlen) < 0)
         goto fail;
     close(probe);
@@ -270,7 +299,7 @@ fail:
     if (probe >= 0)
         close(probe);
     if (started)
-        (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
+        (void)runc_delete(rt, p, ignored, sizeof(ignored));
     disk_release(p);
     if (remove_tree(p->dir) == 0)
         idmap_put(rt->slots, slot);
@@ -287,9 +316,21 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
         snprintf(err, errlen, "invalid session id or state_dir too long");
         return -1;
     }
-    rc = pool_claim(rt, s, &p, err, errlen);
-    if (rc <= 0)
-        return rc;
+    if (strcmp(s->isolation, "gvisor") == 0) {
+        if (!rt->gvisor) {
+            snprintf(err, errlen, "isolation gvisor is not enabled");
+            return -1;
+        }
+        p.gvisor = 1;
+        if (fmt_exact(p.sock, sizeof(p.sock), "%s/ssh.sock", p.ep) < 0) {
+            snprintf(err, errlen, "state_dir too long");
+            return -1;
+        }
+    } else {
+        rc = pool_claim(rt, s, &p, err, errlen);
+        if (rc <= 0)
+            return rc;
+    }
     if (start_sandbox(rt, s, &p, NULL, &hk, err, errlen) < 0)
         return -1;
     if (fmt_exact(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
@@ -317,7 +358,7 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
         kill_init(pid, p);
     /* stopped now (or gone, or runc state failed): delete --force removes
      * what is left, and is still right if the kill did not work */
-    if (runc_delete(rt, p->cid, why, sizeof(why)) < 0) {
+    if (runc_delete(rt, p, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "cannot remove sandbox: %s", why);
         return -1;
     }
@@ -357,6 +398,32 @@ static int local_alive(runtime *rt, const char *session_id)
     return rc == 1 ? running : rc;
 }
 
+/* Appends runsc's containers to *arr (runc's), so gvisor sandboxes are
+ * listed and reconciled like the others. */
+static int list_runsc(runtime *rt, json_t **arr, char *err, size_t errlen)
+{
+    const char *args[] = {"list", "--format", "json", NULL};
+    char why[PICO_REASON_MAX];
+    buf_t out = {0};
+    json_t *more;
+
+    if (run_runc(rt, 1, args, -1, &out, why, sizeof(why)) != 0) {
+        free(out.data);
+        snprintf(err, errlen, "runsc list: %s", why);
+        return -1;
+    }
+    more = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
+    free(out.data);
+    if (!json_is_array(*arr)) {
+        json_decref(*arr);
+        *arr = json_array();
+    }
+    if (json_is_array(more))
+        json_array_extend(*arr, more);
+    json_decref(more);
+    return 0;
+}
+
 /*
  * Reports the session id of every pico container under our runc root,
  * and of every session folder without one (left by a crash between
@@ -373,13 +440,17 @@ static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     size_t i;
     DIR *d;
 
-    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, 0, args, -1, &out, why, sizeof(why)) != 0) {
         free(out.data);
         snprintf(err, errlen, "runc list: %s", why);
         return -1;
     }
     arr = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
     free(out.data);
+    if (rt->gvisor && list_runsc(rt, &arr, err, errlen) < 0) {
+        json_decref(arr);
+        return -1;
+    }
     /* runc prints "null" when there are no containers */
     json_array_foreach(arr, i, c)
     {

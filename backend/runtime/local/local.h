@@ -43,6 +43,11 @@
 
 typedef struct idmap_slots idmap_slots;
 
+/* tier gvisor: the folder's file "isolation" says so (absent = runc);
+ * pico-init listens itself at GVISOR_SOCK, the session's ep/ folder */
+#define TIER_FILE "isolation"
+#define GVISOR_SOCK "/run/pico/ssh.sock"
+
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {
     char name[96]; /* folder under pool/, container CID_PREFIX + name */
@@ -68,6 +73,9 @@ typedef struct {
 struct runtime {
     char runc[PICO_PATH_MAX];
     char runc_root[PICO_PATH_MAX];    /* <state_dir>/runc */
+    char runsc[PICO_PATH_MAX];        /* gVisor, when the tier is allowed */
+    char runsc_root[PICO_PATH_MAX];   /* <state_dir>/runsc */
+    int gvisor;                       /* 1 when tier gvisor is allowed */
     char sessions_dir[PICO_PATH_MAX]; /* <state_dir>/sessions */
     char images_dir[PICO_PATH_MAX];
     char init_binary[PICO_PATH_MAX];
@@ -89,8 +97,10 @@ typedef struct {
     char disk[PICO_PATH_MAX];  /* mount point of the quota image */
     char image[PICO_PATH_MAX]; /* the quota image, disk.img */
     char loop[PICO_PATH_MAX];  /* disk.loop: its loop device's number */
+    char ep[PICO_PATH_MAX]; /* gvisor: folder of the socket pico-init makes */
     char cid[128];
     char cgroup[160];
+    int gvisor; /* run by runsc instead of runc */
 } session_paths;
 
 /* -- state.c: a sandbox's folder ------------------------------------------ */
@@ -108,6 +118,7 @@ int paths_in(const char *parent, const char *folder, const char *name,
              session_paths *p);
 int pool_name_valid(const char *name);
 int paths_for(const runtime *rt, const char *id, session_paths *p);
+int tier_of(session_paths *p);
 int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
                    const char *rootfs, unsigned id_base, hostkey *hk, char *err,
                    size_t errlen);
@@ -128,9 +139,10 @@ int idmap_read_slot(const char *dir);
 int idmap_mount_rootfs(const char *rootfs, int slot, char *err, size_t errlen);
 
 /* -- runc.c --------------------------------------------------------------- */
-int run_runc(const runtime *rt, const char *const *args, int keep_fd,
-             buf_t *out, char *errbuf, size_t errlen);
-int runc_delete(const runtime *rt, const char *cid, char *err, size_t errlen);
+int run_runc(const runtime *rt, int gvisor, const char *const *args,
+             int keep_fd, buf_t *out, char *errbuf, size_t errlen);
+int runc_delete(const runtime *rt, const session_paths *p, char *err,
+                size_t errlen);
 int start_container(const runtime *rt, const session_paths *p, int lfd,
                     char *err, size_t errlen);
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
@@ -144,6 +156,8 @@ int sandbox_listen(const runtime *rt, const char *path, char *err,
                    size_t errlen);
 int probe_connect(const char *path, char *err, size_t errlen);
 int wait_banner(int fd, int timeout_ms, char *err, size_t errlen);
+int gvisor_endpoint(const runtime *rt, const session_paths *p, int timeout_ms,
+                    char *err, size_t errlen);
 
 /* -- local.c: what the pool borrows from the cold path -------------------- */
 int ensure_dir(const char *path, mode_t mode);

@@ -77,9 +77,10 @@ static json_t *bind_mount(const char *dest, const char *source, int ro)
 static json_t *mounts(const oci_params *p)
 {
     char tmpsize[32];
+    json_t *m;
 
     snprintf(tmpsize, sizeof(tmpsize), "size=%dm", p->tmp_size_mb);
-    return json_pack(
+    m = json_pack(
         "[o,o,o,o,o,o,o,o,o,o,o,o]",
         oci_mount("/proc", "proc", "proc",
                   json_pack("[s,s,s]", "nosuid", "noexec", "nodev")),
@@ -106,14 +107,25 @@ static json_t *mounts(const oci_params *p)
         bind_mount("/home/sandbox", p->home, 0),
         bind_mount("/etc/ssh/pico", p->keys, 1),
         bind_mount(OCI_INIT_PATH, p->init_binary, 1));
+    /* gvisor: the folder pico-init binds its socket in, under /run */
+    if (m != NULL && p->ep != NULL &&
+        json_array_append_new(m, bind_mount("/run/pico", p->ep, 0)) < 0) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
 }
 
-static json_t *process(void)
+static json_t *process(const oci_params *p)
 {
+    json_t *args =
+        p->listen ? json_pack("[s,s,s]", OCI_INIT_PATH, "--listen", p->listen)
+                  : json_pack("[s]", OCI_INIT_PATH);
+
     return json_pack(
-        "{s:b, s:{s:i, s:i}, s:[s], s:[s,s], s:s, s:{s:o, s:o, s:o}, "
+        "{s:b, s:{s:i, s:i}, s:o, s:[s,s], s:s, s:{s:o, s:o, s:o}, "
         "s:[{s:s, s:i, s:i}], s:b}",
-        "terminal", 0, "user", "uid", 0, "gid", 0, "args", OCI_INIT_PATH, "env",
+        "terminal", 0, "user", "uid", 0, "gid", 0, "args", args, "env",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin",
         "LANG=C.UTF-8", "cwd", "/", "capabilities", "bounding",
         string_array(caps), "effective", string_array(caps), "permitted",
@@ -297,7 +309,7 @@ char *oci_config_json(const oci_params *p)
     json_t *root =
         json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:o, s:o}", "ociVersion",
                   "1.0.2", "root", "path", p->rootfs, "readonly", 1, "process",
-                  process(), "hostname", p->hostname, "mounts", mounts(p),
+                  process(p), "hostname", p->hostname, "mounts", mounts(p),
                   "linux", linux_section(p));
 
     if (root == NULL)

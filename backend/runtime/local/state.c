@@ -137,6 +137,7 @@ static void copy_skel(const char *rootfs, const char *home, unsigned uid)
 int paths_in(const char *parent, const char *folder, const char *name,
              session_paths *p)
 {
+    p->gvisor = 0; /* runc unless tier_of reads otherwise */
     return fmt_exact(p->dir, sizeof(p->dir), "%s/%s", parent, folder) ||
                    fmt_exact(p->workspace, sizeof(p->workspace), "%s/workspace",
                              p->dir) ||
@@ -150,6 +151,7 @@ int paths_in(const char *parent, const char *folder, const char *name,
                              p->dir) ||
                    fmt_exact(p->loop, sizeof(p->loop), "%s/disk.loop",
                              p->dir) ||
+                   fmt_exact(p->ep, sizeof(p->ep), "%s/ep", p->dir) ||
                    fmt_exact(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
                    fmt_exact(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s",
                              name)
@@ -189,9 +191,26 @@ int paths_for(const runtime *rt, const char *id, session_paths *p)
     if (id == NULL || !uuid_valid(id) ||
         fmt_exact(dir, sizeof(dir), "%s/%s", rt->sessions_dir, id) < 0)
         return -1;
-    if (read_container_file(dir, name, sizeof(name)))
-        return paths_in(rt->sessions_dir, id, name, p);
-    return paths_in(rt->sessions_dir, id, id, p);
+    if (read_container_file(dir, name, sizeof(name))
+            ? paths_in(rt->sessions_dir, id, name, p) < 0
+            : paths_in(rt->sessions_dir, id, id, p) < 0)
+        return -1;
+    return tier_of(p);
+}
+
+/* p->gvisor from the folder's tier file; for gvisor the endpoint is the
+ * socket pico-init made in ep/. */
+int tier_of(session_paths *p)
+{
+    char path[PICO_PATH_MAX], tier[16];
+
+    p->gvisor = fmt_exact(path, sizeof(path), "%s/" TIER_FILE, p->dir) == 0 &&
+                read_small_file(path, O_NOFOLLOW, tier, sizeof(tier)) > 0 &&
+                strcmp(tier, "gvisor") == 0;
+    if (p->gvisor &&
+        fmt_exact(p->sock, sizeof(p->sock), "%s/ssh.sock", p->ep) < 0)
+        return -1;
+    return 0;
 }
 
 /* The folders, keys and config of a new session, in its just-made
@@ -214,7 +233,8 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
         (!disk && make_dir(p->workspace, 0700, user, user) < 0) ||
         (!disk && make_dir(p->home, 0700, user, user) < 0) ||
         (disk && make_dir(p->disk, 0700, 0, 0) < 0) ||
-        make_dir(p->keys, 0755, id_base, id_base) < 0) {
+        make_dir(p->keys, 0755, id_base, id_base) < 0 ||
+        (p->gvisor && make_dir(p->ep, 0710, 0, rt->socket_gid) < 0)) {
         snprintf(err, errlen, "session folders: %s", strerror(errno));
         return -1;
     }
@@ -258,7 +278,11 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
         .pids = s->limits.pids,
         .tmp_size_mb = rt->tmp_size_mb,
         .id_base = id_base,
-        .id_size = IDMAP_SIZE,
+        /* gVisor's sentry is the boundary there; runsc 2022 has no use
+         * for OCI id mappings */
+        .id_size = p->gvisor ? 0 : IDMAP_SIZE,
+        .listen = p->gvisor ? GVISOR_SOCK : NULL,
+        .ep = p->gvisor ? p->ep : NULL,
     };
     config = oci_config_json(&op);
     if (config == NULL) {
