@@ -122,3 +122,20 @@ def test_gvisor_guide_flow_through_the_tunnel(gstack, gbox, tmp_path):
     sftp.close()
     t.close()
     s.close()
+
+
+def test_gvisor_host_processes(gbox):
+    """On the host a gVisor sandbox is runsc's gofer (root, outside the
+    user's reach: it only serves files) and the sentry and its ptrace
+    stubs as nobody; the user's uid 1000 exists only inside gVisor."""
+    from test_escape import ids_of, sandbox_pids
+    sess, box = gbox
+    box.ok("sleep 60 </dev/null >/dev/null 2>&1 &")
+    seen = set()
+    for pid in sandbox_pids(sess["session_id"]):
+        uids, gids = ids_of(pid)
+        assert 1000 not in uids + gids, (pid, uids, gids)
+        seen.add(uids[1])
+    assert seen <= {0, 65534} and 65534 in seen, seen
+    # inside, the user's processes see gVisor's kernel, not the host's
+    assert box.ok("uname -r").strip() != os.uname().release
