@@ -6,6 +6,7 @@ and behaves like a runc sandbox for the user; the tier is refused with a
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -24,6 +25,10 @@ def gstack():
     s.start(configure=False)
     yield s
     s.stop()
+    left = subprocess.run([RUNSC, "--root", os.path.join(s.var, "runsc"), "list", "-q"],
+                          capture_output=True, text=True).stdout.split()
+    assert left == [], "gVisor sandboxes left behind: %s" % left
+    assert s.runc_containers() == []
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +144,23 @@ def test_gvisor_host_processes(gbox):
     assert seen <= {0, 65534} and 65534 in seen, seen
     # inside, the user's processes see gVisor's kernel, not the host's
     assert box.ok("uname -r").strip() != os.uname().release
+
+
+def test_gvisor_session_survives_a_backend_restart(gstack):
+    """Reconcile finds gVisor sandboxes through `runsc list` and the
+    folder's isolation file: a kill -9 of the backend loses nothing, and a
+    DELETE afterwards removes the runsc container."""
+    import signal
+    sess = gstack.create(isolation="gvisor")
+    sid = sess["session_id"]
+    gstack.backend.stop(sig=signal.SIGKILL)
+    gstack.backend.start()
+    r = gstack.request("GET", "/v1/sessions/" + sid)
+    assert r.status == 200 and r.json()["status"] == "running", r
+    box = Sandbox(endpoint_path(gstack, sid))
+    assert box.ok("echo alive").strip() == "alive"
+    box.close()
+    assert gstack.delete(sid).status == 200
+    out = subprocess.run([RUNSC, "--root", os.path.join(gstack.var, "runsc"), "list", "-q"],
+                         capture_output=True, text=True).stdout.split()
+    assert "pico-" + sid not in out, out
