@@ -36,6 +36,13 @@
  * started with posix_spawn (no fork of a threaded process) and only the
  * descriptors it needs (subprocess.c).
  *
+ * Isolation tiers: by default (runc) every sandbox runs in a user
+ * namespace of its own range (idmap.c; the folder's file "idmap" holds
+ * the slot). With "isolation": "gvisor" runsc runs the same bundle
+ * (state root <state_dir>/runsc, the folder's file "isolation" says so):
+ * it cannot take our listener, so pico-init binds ep/ssh.sock itself and
+ * that is the endpoint (endpoint.c, gvisor_endpoint).
+ *
  * This file is the driver's entry (runtime_ops) and the cold create path;
  * local.h lists the other files of runtime/local/.
  *

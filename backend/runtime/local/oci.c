@@ -153,8 +153,9 @@ static json_t *resources(const oci_params *p)
  * ------------------------------------------------------------------- */
 
 /*
- * Refused with EPERM. The sandbox has no user namespace, so its root is
- * host root: the capabilities already stop most of these, and the filter
+ * Refused with EPERM. The sandbox's root is an unprivileged host uid in a
+ * user namespace with few capabilities: those already stop most of
+ * these (and a user namespace opens some unprivileged paths), the filter
  * keeps the kernel code behind them out of reach even if a capability
  * check has a bug. Grouped as in docs/runtime-local.md, which says why.
  * Names libseccomp does not know are skipped by runc.
