@@ -51,7 +51,7 @@ def pct(values, p):
 
 def create_timed(st, ttl=600):
     t0 = time.perf_counter()
-    r = st.request("POST", "/v1/sessions", body={"ttl": ttl})
+    r = st.request("POST", "/v1/sessions", body=dict({"ttl": ttl}, **TIER))
     dt = time.perf_counter() - t0
     if r.status != 201:
         raise RuntimeError("create failed: %r" % r)
@@ -62,6 +62,10 @@ def check_ready(st, sid):
     banner = ssh_banner(st, sid)
     if not banner.startswith(b"SSH-2.0-"):
         raise RuntimeError("no SSH banner from %s: %r" % (sid, banner[:64]))
+
+
+# "isolation" of every create (--isolation); empty = the server's default
+TIER = {}
 
 
 def sequential(st, n):
@@ -350,7 +354,11 @@ def main():
                     help="warm_pool of the second stack (0 skips)")
     ap.add_argument("--pool-only", action="store_true",
                     help="only the warm-pool part")
+    ap.add_argument("--isolation", choices=("runc", "gvisor"), default="",
+                    help="isolation tier of every create (default: the server's)")
     args = ap.parse_args()
+    if args.isolation:
+        TIER["isolation"] = args.isolation
     if args.pool_only:
         report_pool(pool_bench(args.n, args.pool), args.n, args.pool)
         return
@@ -359,6 +367,8 @@ def main():
     st.configure()
     # the stack's own cap must not be what stops the live part
     st.set_conf("max_sessions", max(500, args.live + 50))
+    if args.isolation == "gvisor":
+        st.set_conf("isolation_allowed", "runc,gvisor")
     st.start(configure=False)
     warm, lat, clat, wall, errors, lv = [], [], [], 0, [], None
     try:
@@ -381,7 +391,8 @@ def main():
     inside = inside[len(warm):len(warm) + len(lat)]  # the sequential ones
 
     ms = lambda v: "%.1f" % (v * 1000)  # noqa: E731
-    print("## Session create -> ready (local runtime)\n")
+    print("## Session create -> ready (local runtime, isolation %s)\n"
+          % (args.isolation or "runc"))
     print("Command: `make bench-create`, which runs `/usr/bin/python3 "
           "bench/create.py` (%s).\n" % " ".join(sys.argv[1:] or ["defaults"]))
     print("POST /v1/sessions through nginx until 201 (the sandbox's sshd "

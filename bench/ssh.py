@@ -303,6 +303,8 @@ def create_session(stack, token, pub, args):
     fields = {"ttl": 600, "ssh_public_key": pub}
     if args.cpu_millicores:
         fields["resources"] = {"cpu_millicores": args.cpu_millicores}
+    if args.isolation:
+        fields["isolation"] = args.isolation
     sess = stack.create(token=token, **fields)
     sid = sess["session_id"]
     cpu = stack.redis_cli("HGET", "pico:session:" + sid, "cpu_millicores")
@@ -452,6 +454,8 @@ def main():
     ap.add_argument("--cpu-millicores", type=int, default=0,
                     help="the sandbox's CPU limit (default: the stack's)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--isolation", choices=("runc", "gvisor"), default="",
+                    help="isolation tier of the session (default: the server's)")
     ap.add_argument("--no-auth", dest="auth", action="store_false")
     ap.add_argument("--budget", type=int, default=170,
                     help="seconds the whole run may take")
@@ -461,7 +465,10 @@ def main():
     load0 = os.getloadavg()[0]
     stack = Stack(name="bench-ssh", auth=args.auth, workers=args.workers)
     try:
-        stack.start()
+        stack.configure()
+        if args.isolation == "gvisor":
+            stack.set_conf("isolation_allowed", "runc,gvisor")
+        stack.start(configure=False)
         res = run_bench(stack, args, budget)
     finally:
         stack.stop()

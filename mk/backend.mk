@@ -92,5 +92,6 @@ FUZZ_LONG += fuzz-long-backend
 .PHONY: bench-create
 bench-create: build-all rootfs
 	@mkdir -p $(BUILD)/bench
-	$(PYTHON) bench/create.py > $(BUILD)/bench/create.md
+	$(PYTHON) bench/create.py $(if $(ISOLATION),--isolation $(ISOLATION)) \
+	    > $(BUILD)/bench/create.md
 	@cat $(BUILD)/bench/create.md

@@ -16,4 +16,5 @@ bench: build-all rootfs
 # part's fragment.
 bench-ssh: build-all rootfs
 	@mkdir -p $(BUILD)/bench
-	$(PYTHON) bench/ssh.py --out $(BUILD)/bench/ssh.md
+	$(PYTHON) bench/ssh.py --out $(BUILD)/bench/ssh.md \
+	    $(if $(ISOLATION),--isolation $(ISOLATION))

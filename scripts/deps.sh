@@ -7,7 +7,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev valgrind
 clang-format clang-tidy cppcheck
 nginx nginx-dev libhiredis-dev libjansson-dev libcurl4-openssl-dev
 libssh-dev libssl-dev libmicrohttpd-dev libcmocka-dev
-redis-server runc mmdebstrap openssh-client openssh-sftp-server
+redis-server runc runsc mmdebstrap openssh-client openssh-sftp-server
 python3 python3-pytest python3-paramiko python3-yaml python3-venv
 python3-pip python3-setuptools jq curl iproute2
 openssl e2fsprogs systemd procps util-linux"

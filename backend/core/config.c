@@ -75,6 +75,9 @@ static const config_key keys[] = {
     INT(ready_timeout_ms, 100, 600000),
     INT(warm_pool, 0, 1000),
     STR(mkfs_ext4),
+    STR(runsc),
+    STR(isolation),
+    STR(isolation_allowed),
     STR(k8s_api),
     STR(k8s_kubeconfig),
     STR(k8s_namespace),
@@ -121,8 +124,67 @@ void config_defaults(pico_config *cfg)
     cfg->ready_timeout_ms = 5000;
     cfg->warm_pool = 0;
     copy_str(cfg->mkfs_ext4, sizeof(cfg->mkfs_ext4), "/usr/sbin/mkfs.ext4");
+    copy_str(cfg->runsc, sizeof(cfg->runsc), "/usr/bin/runsc");
+    copy_str(cfg->isolation, sizeof(cfg->isolation), "runc");
+    /* empty = only the default */
     copy_str(cfg->k8s_namespace, sizeof(cfg->k8s_namespace), "pico-sandboxes");
     cfg->k8s_ready_timeout_s = 120;
+}
+
+static int tier_known(const char *t, size_t n)
+{
+    return (n == 4 && !strncmp(t, "runc", 4)) ||
+           (n == 6 && !strncmp(t, "gvisor", 6));
+}
+
+int config_isolation_allowed(const pico_config *cfg, const char *tier)
+{
+    const char *p = cfg->isolation_allowed;
+    size_t len = strlen(tier);
+
+    if (!strcmp(tier, cfg->isolation))
+        return 1;
+    while (*p) {
+        size_t n;
+        p += strspn(p, " ,\t");
+        n = strcspn(p, " ,\t");
+        if (n == len && n > 0 && !strncmp(p, tier, n))
+            return 1;
+        p += n;
+    }
+    return 0;
+}
+
+/* The default tier and every allowed one are tiers this backend has; on
+ * Kubernetes only the default until runtime classes are configured. */
+static int check_isolation(const pico_config *cfg, char *why, size_t whylen)
+{
+    const char *p = cfg->isolation_allowed;
+
+    if (!tier_known(cfg->isolation, strlen(cfg->isolation))) {
+        snprintf(why, whylen, "isolation: must be runc or gvisor");
+        return -1;
+    }
+    if (strcmp(cfg->runtime, "kubernetes") == 0 &&
+        strcmp(cfg->isolation, "runc") != 0) {
+        snprintf(why, whylen,
+                 "isolation: the kubernetes runtime runs the cluster's default "
+                 "runtime only (no pod runtime class is configurable yet)");
+        return -1;
+    }
+    while (*p) {
+        size_t n;
+        p += strspn(p, " ,\t");
+        n = strcspn(p, " ,\t");
+        if (n > 0 && !tier_known(p, n)) {
+            snprintf(why, whylen,
+                     "isolation_allowed: %.*s is not a tier (runc, gvisor)",
+                     (int)(n > 32 ? 32 : n), p);
+            return -1;
+        }
+        p += n;
+    }
+    return 0;
 }
 
 /* Splits one line into key and value. Handles a double-quoted value with
@@ -274,6 +336,8 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
                  "resource defaults must not exceed their *_max keys");
         return -1;
     }
+    if (check_isolation(cfg, why, whylen) < 0)
+        return -1;
     if (cfg->disk_mb_default != 0 && cfg->disk_mb_default < PICO_DISK_MB_MIN) {
         snprintf(why, whylen,
                  "disk_mb_default: must be 0 (no quota) or at least %d",

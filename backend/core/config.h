@@ -44,6 +44,12 @@ typedef struct pico_config {
     int ready_timeout_ms;            /* sshd banner must arrive by then */
     int warm_pool;                   /* started sandboxes kept ready, 0 off */
     char mkfs_ext4[PICO_PATH_MAX];   /* formats disk quota images */
+    char runsc[PICO_PATH_MAX];       /* gVisor's runtime, tier gvisor */
+
+    /* isolation tiers (session.h): the default and the allowed set, a
+     * list of tier names separated by blanks or commas */
+    char isolation[16];
+    char isolation_allowed[64];
 
     /* kubernetes runtime */
     char k8s_api[PICO_PATH_MAX]; /* "" = in-cluster or kubeconfig */
@@ -60,6 +66,9 @@ void config_defaults(pico_config *cfg);
 /* Returns 0, or -1 with "file:line: what is wrong" in err. */
 int config_load(pico_config *cfg, const char *path, char *err, size_t errlen);
 /* The same for text already in memory; `name` is used in messages. */
+/* 1 when tier is in cfg's allowed set. */
+int config_isolation_allowed(const struct pico_config *cfg, const char *tier);
+
 int config_parse(pico_config *cfg, const char *name, const char *text,
                  size_t len, char *err, size_t errlen);
 

@@ -256,6 +256,41 @@ static int parse_resources(const pico_config *cfg, json_t *v, session *s,
     return 0;
 }
 
+/* "isolation": a tier of the configured allowed set. On Kubernetes a
+ * tier other than the default would be a pod runtime class, which is not
+ * configurable yet: refused there with a message that says so. */
+static int parse_isolation(const pico_config *cfg, json_t *v, session *s,
+                           char *err, size_t errlen)
+{
+    const char *t = json_is_string(v) ? json_string_value(v) : NULL;
+
+    if (t == NULL || json_string_length(v) > PICO_ISOLATION_MAX ||
+        strlen(t) != json_string_length(v) ||
+        (strcmp(t, "runc") != 0 && strcmp(t, "gvisor") != 0)) {
+        snprintf(err, errlen, "isolation: must be \"runc\" or \"gvisor\"");
+        return -1;
+    }
+    if (strcmp(cfg->runtime, "kubernetes") == 0 &&
+        strcmp(t, cfg->isolation) != 0) {
+        snprintf(err, errlen,
+                 "isolation: %s is not available on the Kubernetes runtime "
+                 "(it needs a pod runtime class, none is configured); only "
+                 "%s",
+                 t, cfg->isolation);
+        return -1;
+    }
+    if (!config_isolation_allowed(cfg, t)) {
+        snprintf(
+            err, errlen,
+            "isolation: %s is not allowed on this server (allowed: %s%s%s)", t,
+            cfg->isolation, cfg->isolation_allowed[0] ? " " : "",
+            cfg->isolation_allowed);
+        return -1;
+    }
+    copy_str(s->isolation, sizeof(s->isolation), t);
+    return 0;
+}
+
 static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                        session *s, char *err, size_t errlen)
 {
@@ -289,6 +324,8 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
         }
         copy_str(s->ssh_public_key, sizeof(s->ssh_public_key),
                  json_string_value(v));
+    } else if (!strcmp(key, "isolation")) {
+        return parse_isolation(cfg, v, s, err, errlen);
     } else if (!strcmp(key, "metadata")) {
         return parse_metadata(v, s, err, errlen);
     } else if (!strcmp(key, "resources")) {
@@ -296,7 +333,7 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
     } else {
         snprintf(err, errlen,
                  "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
-                 "metadata, resources)",
+                 "isolation, metadata, resources)",
                  key);
         return -1;
     }
@@ -318,6 +355,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     s->limits.pids = cfg->pids_default;
     s->limits.disk_mb = cfg->disk_mb_default;
     s->ssh_public_key[0] = '\0';
+    copy_str(s->isolation, sizeof(s->isolation), cfg->isolation);
     s->metadata_json = NULL;
     if (len == 0)
         return 0;
@@ -402,6 +440,10 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         "tunnels", tunnels_json(t));
     if (o && s->reason[0])
         json_object_set_new(o, "reason", json_string(s->reason));
+    if (o)
+        json_object_set_new(
+            o, "isolation",
+            json_string(s->isolation[0] ? s->isolation : "runc"));
     if (o && s->ssh_public_key[0])
         json_object_set_new(o, "ssh_public_key",
                             json_string(s->ssh_public_key));

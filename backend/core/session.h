@@ -42,6 +42,9 @@ typedef enum {
  * its own metadata. 0 means no quota. */
 #define PICO_DISK_MB_MIN 16
 
+/* isolation tiers: "runc" (a user namespace per sandbox) and "gvisor" */
+#define PICO_ISOLATION_MAX 15
+
 typedef struct {
     int memory_mb;      /* cgroup memory limit (also memory+swap) */
     int cpu_millicores; /* 1000 = one CPU */
@@ -62,6 +65,7 @@ typedef struct {
     char reason[PICO_REASON_MAX + 1];     /* why failed, "" otherwise */
     session_limits limits;
     char ssh_public_key[PICO_PUBKEY_MAX + 1]; /* optional, "" if none */
+    char isolation[PICO_ISOLATION_MAX + 1];   /* "runc" | "gvisor" */
     char host_key[PICO_HOSTKEY_MAX + 1];      /* "ssh-ed25519 AAAA..." */
     char host_key_fpr[PICO_FPR_MAX + 1];      /* "SHA256:..." */
     char sandbox_uid[PICO_UID_MAX + 1];       /* the pod's uid, "" if none */

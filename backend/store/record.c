@@ -67,6 +67,7 @@ static const record_field_def record_fields[] = {
     STR_FIELD("host_key_fpr", s.host_key_fpr),
     STR_FIELD("sandbox_uid", s.sandbox_uid),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
+    STR_FIELD("isolation", s.isolation),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 

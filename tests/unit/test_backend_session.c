@@ -11,6 +11,7 @@
 #include <libssh/libssh.h>
 
 #include "core/session_api.h"
+#include "core/util.h"
 
 static pico_config cfg;
 
@@ -184,6 +185,33 @@ static void test_disk(void **state)
     cfg.disk_mb_default = 0;
 }
 
+static void test_isolation(void **state)
+{
+    session s;
+    char err[256];
+
+    /* the default tier, and only it unless more are allowed */
+    assert_int_equal(req("{}", &s, err, sizeof(err)), 0);
+    assert_string_equal(s.isolation, "runc");
+    assert_int_equal(req("{\"isolation\":\"runc\"}", &s, err, sizeof(err)), 0);
+    refused("{\"isolation\":\"gvisor\"}",
+            "isolation: gvisor is not allowed on this server (allowed: runc)");
+    refused("{\"isolation\":\"kvm\"}", "isolation: must be");
+    refused("{\"isolation\":7}", "isolation: must be");
+    refused("{\"isolation\":\"gvisor\\u0000\"}", "body: invalid JSON");
+    copy_str(cfg.isolation_allowed, sizeof(cfg.isolation_allowed),
+             "runc,gvisor");
+    assert_int_equal(req("{\"isolation\":\"gvisor\"}", &s, err, sizeof(err)),
+                     0);
+    assert_string_equal(s.isolation, "gvisor");
+    /* Kubernetes: no runtime class to map a tier to yet */
+    copy_str(cfg.runtime, sizeof(cfg.runtime), "kubernetes");
+    refused("{\"isolation\":\"gvisor\"}",
+            "isolation: gvisor is not available on the Kubernetes runtime");
+    copy_str(cfg.runtime, sizeof(cfg.runtime), "local");
+    cfg.isolation_allowed[0] = '\0';
+}
+
 static void test_pubkey(void **state)
 {
     ssh_key key = NULL;
@@ -277,17 +305,12 @@ static void test_status_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_valid_request),
-        cmocka_unit_test(test_ttl),
-        cmocka_unit_test(test_image),
-        cmocka_unit_test(test_body_shape),
-        cmocka_unit_test(test_metadata),
-        cmocka_unit_test(test_resources),
-        cmocka_unit_test(test_disk),
-        cmocka_unit_test(test_pubkey),
-        cmocka_unit_test(test_json),
-        cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_valid_request),
+        cmocka_unit_test(test_ttl),        cmocka_unit_test(test_image),
+        cmocka_unit_test(test_body_shape), cmocka_unit_test(test_metadata),
+        cmocka_unit_test(test_resources),  cmocka_unit_test(test_disk),
+        cmocka_unit_test(test_isolation),  cmocka_unit_test(test_pubkey),
+        cmocka_unit_test(test_json),       cmocka_unit_test(test_status_names),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

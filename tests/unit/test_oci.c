@@ -25,6 +25,8 @@ static json_t *build(int memory_mb, int millicores, int pids)
         .cpu_millicores = millicores,
         .pids = pids,
         .tmp_size_mb = 64,
+        .id_base = 0x120000,
+        .id_size = 65536,
     };
     char *text = oci_config_json(&p);
     json_t *root;
@@ -79,7 +81,8 @@ static void test_namespaces(void **state)
 {
     json_t *root = build(512, 1000, 256);
     json_t *ns = json_object_get(json_object_get(root, "linux"), "namespaces");
-    const char *want[] = {"pid", "ipc", "uts", "mount", "network", "cgroup"};
+    const char *want[] = {"pid",     "ipc",    "uts", "mount",
+                          "network", "cgroup", "user"};
     size_t i, j;
     json_t *v;
 
@@ -93,6 +96,26 @@ static void test_namespaces(void **state)
             assert_null(json_object_get(v, "path"));
         }
         assert_true(found);
+    }
+    json_decref(root);
+}
+
+/* container ids 0..65535 are the sandbox's own host range, uid and gid */
+static void test_user_namespace_mapping(void **state)
+{
+    json_t *root = build(512, 1000, 256);
+    json_t *lx = json_object_get(root, "linux");
+    const char *keys[] = {"uidMappings", "gidMappings"};
+
+    for (size_t i = 0; i < 2; i++) {
+        json_t *m = json_object_get(lx, keys[i]);
+        assert_int_equal(json_array_size(m), 1);
+        m = json_array_get(m, 0);
+        assert_int_equal(json_integer_value(json_object_get(m, "containerID")),
+                         0);
+        assert_int_equal(json_integer_value(json_object_get(m, "hostID")),
+                         0x120000);
+        assert_int_equal(json_integer_value(json_object_get(m, "size")), 65536);
     }
     json_decref(root);
 }
@@ -335,6 +358,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_root_is_shared_and_read_only),
         cmocka_unit_test(test_namespaces),
+        cmocka_unit_test(test_user_namespace_mapping),
         cmocka_unit_test(test_mounts),
         cmocka_unit_test(test_process_is_unprivileged),
         cmocka_unit_test(test_limits),

@@ -67,8 +67,11 @@ int probe_connect(const char *path, char *err, size_t errlen)
 {
     int fd = unix_connect(path, SOCK_NONBLOCK);
 
-    if (fd < 0)
-        snprintf(err, errlen, "session socket: %s", strerror(errno));
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errlen, "session socket: %s", strerror(e));
+        errno = e; /* gvisor_endpoint retries on ECONNREFUSED */
+    }
     return fd;
 }
 
@@ -108,4 +111,39 @@ int wait_banner(int fd, int timeout_ms, char *err, size_t errlen)
             return -1;
         }
     }
+}
+
+/*
+ * Tier gvisor: runsc cannot hand our listener in, so pico-init binds the
+ * socket itself in the session's ep/ folder (runsc --host-uds=create
+ * makes it a host socket, root's, 0755). Waits (bounded) until it is
+ * there, gives it to socket_group as ssh.sock is for runc, and returns a
+ * connected probe, or -1.
+ */
+int gvisor_endpoint(const runtime *rt, const session_paths *p, int timeout_ms,
+                    char *err, size_t errlen)
+{
+    struct stat st;
+    int waited = 0, fd;
+
+    for (; lstat(p->sock, &st) < 0 || !S_ISSOCK(st.st_mode); waited += 2) {
+        if (waited >= timeout_ms)
+            goto late;
+        usleep(2000);
+    }
+    if (lchown(p->sock, 0, rt->socket_gid) < 0 || chmod(p->sock, 0660) < 0) {
+        snprintf(err, errlen, "endpoint %s: %s", p->sock, strerror(errno));
+        return -1;
+    }
+    /* bound is not yet listening: refused until pico-init's listen() */
+    while ((fd = probe_connect(p->sock, err, errlen)) < 0) {
+        if (errno != ECONNREFUSED || waited >= timeout_ms)
+            return -1;
+        usleep(2000);
+        waited += 2;
+    }
+    return fd;
+late:
+    snprintf(err, errlen, "sandbox did not listen within %d ms", timeout_ms);
+    return -1;
 }

@@ -6,6 +6,7 @@
  *
  *   config.json   the OCI bundle config (oci.c); the root filesystem is the
  *                 shared, read-only <images_dir>/<name>_<tag>/rootfs
+ *   idmap         the slot of its user namespace range (idmap.c)
  *   workspace/    mounted at /workspace     (uid 1000, read-write)
  *   home/         mounted at /home/sandbox  (uid 1000, read-write)
  *   keys/         mounted at /etc/ssh/pico  (read-only: host key,
@@ -34,6 +35,13 @@
  * driver's only mutable state is the warm pool (under its mutex), runc is
  * started with posix_spawn (no fork of a threaded process) and only the
  * descriptors it needs (subprocess.c).
+ *
+ * Isolation tiers: by default (runc) every sandbox runs in a user
+ * namespace of its own range (idmap.c; the folder's file "idmap" holds
+ * the slot). With "isolation": "gvisor" runsc runs the same bundle
+ * (state root <state_dir>/runsc, the folder's file "isolation" says so):
+ * it cannot take our listener, so pico-init binds ep/ssh.sock itself and
+ * that is the endpoint (endpoint.c, gvisor_endpoint).
  *
  * This file is the driver's entry (runtime_ops) and the cold create path;
  * local.h lists the other files of runtime/local/.
@@ -127,6 +135,18 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
     } else {
         rt->socket_gid = grp->gr_gid;
     }
+    rt->gvisor = config_isolation_allowed(cfg, "gvisor");
+    if (rt->gvisor &&
+        (fmt_exact(rt->runsc, sizeof(rt->runsc), "%s", cfg->runsc) < 0 ||
+         fmt_exact(rt->runsc_root, sizeof(rt->runsc_root), "%s/runsc",
+                   cfg->state_dir) < 0 ||
+         access(rt->runsc, X_OK) < 0 || ensure_dir(rt->runsc_root, 0700) < 0)) {
+        snprintf(err, errlen,
+                 "local runtime: isolation gvisor needs runsc (%s) and "
+                 "%s/runsc: %s",
+                 cfg->runsc, cfg->state_dir, strerror(errno));
+        goto fail;
+    }
     if (fmt_exact(pool_dir, sizeof(pool_dir), "%s/pool", cfg->state_dir) == 0) {
         const char *dirs[] = {rt->sessions_dir, pool_dir, NULL};
         /* a crash can leave no mount (they live in namespaces that died
@@ -136,6 +156,12 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
             log_warn("local runtime: released %d leftover disk mounts or "
                      "loop devices",
                      n);
+        /* the ranges of the sandboxes reconcile and the pool will find */
+        rt->slots = idmap_open(dirs);
+    }
+    if (rt->slots == NULL) {
+        snprintf(err, errlen, "local runtime: out of memory");
+        goto fail;
     }
     if (pool_open(rt, cfg, err, errlen) < 0) {
         pool_close(rt);
@@ -143,6 +169,7 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
     }
     return rt;
 fail:
+    idmap_close(rt->slots);
     free(rt);
     return NULL;
 }
@@ -150,6 +177,7 @@ fail:
 static void local_close(runtime *rt)
 {
     pool_close(rt);
+    idmap_close(rt->slots);
     free(rt);
 }
 
@@ -169,23 +197,27 @@ static int local_image_exists(runtime *rt, const char *image)
 }
 
 /*
- * Starts the container. With a disk quota this thread first moves into a
- * private mount namespace, mounts the image there and starts runc from
- * it: the container's bind mounts keep the file system; the namespace,
- * and with it the only other mount, goes when the thread leaves it.
+ * Starts the container from a private mount namespace of this thread
+ * (disk.c): there the rootfs is mounted again, idmapped to the sandbox's
+ * range (idmap.c), and with a disk quota the image is mounted too. The
+ * container's mounts keep what they need; the namespace, and with it the
+ * only other reference to those mounts, goes when the thread leaves it.
  */
-static int start_container_disk(const runtime *rt, const session *s,
-                                const session_paths *p, const char *rootfs,
-                                int lfd, char *err, size_t errlen)
+static int start_container_ns(const runtime *rt, const session *s,
+                              const session_paths *p, const char *rootfs,
+                              int slot, int lfd, char *err, size_t errlen)
 {
     disk_ns ns;
     int rc;
 
-    if (s->limits.disk_mb <= 0)
+    /* gvisor: its gofer serves the rootfs, no user namespace of ours */
+    if (p->gvisor && s->limits.disk_mb <= 0)
         return start_container(rt, p, lfd, err, errlen);
     if (disk_ns_enter(&ns, err, errlen) < 0)
         return -1;
-    rc = disk_setup(rootfs, p, err, errlen);
+    rc = p->gvisor ? 0 : idmap_mount_rootfs(rootfs, slot, err, errlen);
+    if (rc == 0 && s->limits.disk_mb > 0)
+        rc = disk_setup(rootfs, p, idmap_base(slot), err, errlen);
     if (rc == 0)
         rc = start_container(rt, p, lfd, err, errlen);
     (void)disk_ns_leave(&ns);
@@ -204,7 +236,7 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
 {
     char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], path[PICO_PATH_MAX],
         ignored[PICO_REASON_MAX];
-    int lfd = -1, probe = -1, started = 0;
+    int lfd = -1, probe = -1, started = 0, slot;
 
     if (check_sock_len(p->sock, err, errlen) < 0)
         return -1;
@@ -219,27 +251,49 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         snprintf(err, errlen, "session folder %s: %s", p->dir, strerror(errno));
         return -1;
     }
+    /* recorded in the folder before anything runs under it */
+    slot = p->gvisor ? -1 : idmap_take(rt->slots, p->dir);
+    if (p->gvisor &&
+        (fmt_exact(path, sizeof(path), "%s/" TIER_FILE, p->dir) < 0 ||
+         write_file(path, "gvisor", 6, 0600) < 0)) {
+        snprintf(err, errlen, "tier file: %s", strerror(errno));
+        (void)remove_tree(p->dir);
+        return -1;
+    }
+    if (!p->gvisor && slot < 0) {
+        snprintf(err, errlen, "no free user namespace range: %s",
+                 strerror(errno));
+        (void)remove_tree(p->dir);
+        return -1;
+    }
     if (pool_name != NULL &&
         (fmt_exact(path, sizeof(path), "%s/" CONTAINER_FILE, p->dir) < 0 ||
          write_file(path, pool_name, strlen(pool_name), 0600) < 0)) {
         snprintf(err, errlen, "container file: %s", strerror(errno));
         goto fail;
     }
-    if (prepare_bundle(rt, s, p, rootfs, hk, err, errlen) < 0)
+    if (prepare_bundle(rt, s, p, rootfs, slot < 0 ? 0 : idmap_base(slot), hk,
+                       err, errlen) < 0)
         goto fail;
     if (s->limits.disk_mb > 0 &&
         disk_make_image(rt->mkfs_ext4, p->image, s->limits.disk_mb, err,
                         errlen) < 0)
         goto fail;
-    lfd = sandbox_listen(rt, p->sock, err, errlen);
-    if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
-        goto fail;
+    if (!p->gvisor) {
+        lfd = sandbox_listen(rt, p->sock, err, errlen);
+        if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
+            goto fail;
+    }
     started = 1; /* from here a half-made container may exist */
-    if (start_container_disk(rt, s, p, rootfs, lfd, err, errlen) < 0)
+    if (start_container_ns(rt, s, p, rootfs, slot, lfd, err, errlen) < 0)
         goto fail;
     /* the container holds the listener now */
-    close(lfd);
+    if (lfd >= 0)
+        close(lfd);
     lfd = -1;
+    if (p->gvisor &&
+        (probe = gvisor_endpoint(rt, p, rt->ready_timeout_ms, err, errlen)) < 0)
+        goto fail;
     if (wait_banner(probe, rt->ready_timeout_ms, err, errlen) < 0)
         goto fail;
     close(probe);
@@ -252,9 +306,10 @@ fail:
     if (probe >= 0)
         close(probe);
     if (started)
-        (void)runc_delete(rt, p->cid, ignored, sizeof(ignored));
+        (void)runc_delete(rt, p, ignored, sizeof(ignored));
     disk_release(p);
-    (void)remove_tree(p->dir);
+    if (remove_tree(p->dir) == 0)
+        idmap_put(rt->slots, slot);
     return -1;
 }
 
@@ -268,9 +323,21 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
         snprintf(err, errlen, "invalid session id or state_dir too long");
         return -1;
     }
-    rc = pool_claim(rt, s, &p, err, errlen);
-    if (rc <= 0)
-        return rc;
+    if (strcmp(s->isolation, "gvisor") == 0) {
+        if (!rt->gvisor) {
+            snprintf(err, errlen, "isolation gvisor is not enabled");
+            return -1;
+        }
+        p.gvisor = 1;
+        if (fmt_exact(p.sock, sizeof(p.sock), "%s/ssh.sock", p.ep) < 0) {
+            snprintf(err, errlen, "state_dir too long");
+            return -1;
+        }
+    } else {
+        rc = pool_claim(rt, s, &p, err, errlen);
+        if (rc <= 0)
+            return rc;
+    }
     if (start_sandbox(rt, s, &p, NULL, &hk, err, errlen) < 0)
         return -1;
     if (fmt_exact(s->endpoint, sizeof(s->endpoint), "unix:%s", p.sock) < 0 ||
@@ -292,13 +359,13 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
 {
     char why[PICO_REASON_MAX];
     pid_t pid = 0;
-    int running = 0;
+    int running = 0, slot = idmap_read_slot(p->dir);
 
     if (runc_state(rt, p, &pid, &running) == 1 && running)
         kill_init(pid, p);
     /* stopped now (or gone, or runc state failed): delete --force removes
      * what is left, and is still right if the kill did not work */
-    if (runc_delete(rt, p->cid, why, sizeof(why)) < 0) {
+    if (runc_delete(rt, p, why, sizeof(why)) < 0) {
         snprintf(err, errlen, "cannot remove sandbox: %s", why);
         return -1;
     }
@@ -309,6 +376,8 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
         snprintf(err, errlen, "cannot remove %s: %s", p->dir, strerror(errno));
         return -1;
     }
+    /* the range is free only once nothing of the sandbox is left */
+    idmap_put(rt->slots, slot);
     return 0;
 }
 
@@ -342,7 +411,37 @@ static int local_running(runtime *rt, const char *session_id)
 
     if (paths_for(rt, session_id, &p) < 0)
         return -1;
+    /* runsc keeps no runc state.json to read: a gVisor sandbox costs one
+     * `runsc state` a check, fewer than runc sandboxes are expected. */
+    if (p.gvisor)
+        return local_alive(rt, session_id);
     return runc_init_running(rt, &p);
+}
+
+/* Appends runsc's containers to *arr (runc's), so gvisor sandboxes are
+ * listed and reconciled like the others. */
+static int list_runsc(runtime *rt, json_t **arr, char *err, size_t errlen)
+{
+    const char *args[] = {"list", "--format", "json", NULL};
+    char why[PICO_REASON_MAX];
+    buf_t out = {0};
+    json_t *more;
+
+    if (run_runc(rt, 1, args, -1, &out, why, sizeof(why)) != 0) {
+        free(out.data);
+        snprintf(err, errlen, "runsc list: %s", why);
+        return -1;
+    }
+    more = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
+    free(out.data);
+    if (!json_is_array(*arr)) {
+        json_decref(*arr);
+        *arr = json_array();
+    }
+    if (json_is_array(more))
+        json_array_extend(*arr, more);
+    json_decref(more);
+    return 0;
 }
 
 /*
@@ -361,13 +460,17 @@ static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     size_t i;
     DIR *d;
 
-    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, 0, args, -1, &out, why, sizeof(why)) != 0) {
         free(out.data);
         snprintf(err, errlen, "runc list: %s", why);
         return -1;
     }
     arr = out.data ? json_loads(out.data, JSON_DECODE_ANY, NULL) : NULL;
     free(out.data);
+    if (rt->gvisor && list_runsc(rt, &arr, err, errlen) < 0) {
+        json_decref(arr);
+        return -1;
+    }
     /* runc prints "null" when there are no containers */
     json_array_foreach(arr, i, c)
     {

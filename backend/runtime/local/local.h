@@ -10,6 +10,7 @@
  *   state.c     a sandbox's folder: paths, keys, config.json, removal
  *   runc.c      running runc and telling what it left running
  *   endpoint.c  the session's unix listener and the readiness probe
+ *   idmap.c     user namespace ranges per sandbox, the idmapped rootfs
  *   oci.c, disk.c, subprocess.c, hostkey.c (runtime/)  their own headers
  */
 #ifndef PICO_RUNTIME_LOCAL_INTERNAL_H
@@ -35,6 +36,20 @@
 #define KILL_WAIT_MS 10000   /* for a killed init to be gone */
 /* destroy: runc state, kill, runc delete, loop device release */
 #define DESTROY_MAX_MS (2LL * RUNC_TIMEOUT_MS + KILL_WAIT_MS + DISK_RELEASE_MS)
+/* user namespace ranges (idmap.c): slot n maps ids 0..IDMAP_SIZE-1 of its
+ * sandbox to host IDMAP_BASE + n * IDMAP_SIZE onwards; the last slot ends
+ * below 2^31, clear of the host's own users and of nobody (65534) */
+#define IDMAP_BASE 0x100000u
+#define IDMAP_SIZE 65536u
+#define IDMAP_SLOTS 16384
+#define IDMAP_FILE "idmap" /* a sandbox folder's slot, decimal */
+
+typedef struct idmap_slots idmap_slots;
+
+/* tier gvisor: the folder's file "isolation" says so (absent = runc);
+ * pico-init listens itself at GVISOR_SOCK, the session's ep/ folder */
+#define TIER_FILE "isolation"
+#define GVISOR_SOCK "/run/pico/ssh.sock"
 
 /* A started, ready pool sandbox nobody has claimed yet. */
 typedef struct {
@@ -61,6 +76,9 @@ typedef struct {
 struct runtime {
     char runc[PICO_PATH_MAX];
     char runc_root[PICO_PATH_MAX];    /* <state_dir>/runc */
+    char runsc[PICO_PATH_MAX];        /* gVisor, when the tier is allowed */
+    char runsc_root[PICO_PATH_MAX];   /* <state_dir>/runsc */
+    int gvisor;                       /* 1 when tier gvisor is allowed */
     char sessions_dir[PICO_PATH_MAX]; /* <state_dir>/sessions */
     char images_dir[PICO_PATH_MAX];
     char init_binary[PICO_PATH_MAX];
@@ -68,6 +86,7 @@ struct runtime {
     gid_t socket_gid;
     int tmp_size_mb;
     int ready_timeout_ms;
+    idmap_slots *slots; /* which user namespace ranges are taken */
     warm_pool pool;
 };
 
@@ -81,8 +100,10 @@ typedef struct {
     char disk[PICO_PATH_MAX];  /* mount point of the quota image */
     char image[PICO_PATH_MAX]; /* the quota image, disk.img */
     char loop[PICO_PATH_MAX];  /* disk.loop: its loop device's number */
+    char ep[PICO_PATH_MAX]; /* gvisor: folder of the socket pico-init makes */
     char cid[128];
     char cgroup[160];
+    int gvisor; /* run by runsc instead of runc */
 } session_paths;
 
 /* -- state.c: a sandbox's folder ------------------------------------------ */
@@ -100,17 +121,31 @@ int paths_in(const char *parent, const char *folder, const char *name,
              session_paths *p);
 int pool_name_valid(const char *name);
 int paths_for(const runtime *rt, const char *id, session_paths *p);
+int tier_of(session_paths *p);
 int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
-                   const char *rootfs, hostkey *hk, char *err, size_t errlen);
-int write_authorized_keys(const char *keys, const char *pubkey);
-int disk_setup(const char *rootfs, const session_paths *p, char *err,
-               size_t errlen);
+                   const char *rootfs, unsigned id_base, hostkey *hk, char *err,
+                   size_t errlen);
+/* Writes keys/authorized_keys, owned by the sandbox's root (id_base). */
+int write_authorized_keys(const char *keys, const char *pubkey,
+                          unsigned id_base);
+int disk_setup(const char *rootfs, const session_paths *p, unsigned id_base,
+               char *err, size_t errlen);
 void disk_release(const session_paths *p);
 
+/* -- idmap.c: user namespace ranges and the idmapped rootfs -------------- */
+unsigned idmap_base(int slot);
+idmap_slots *idmap_open(const char *const *dirs);
+void idmap_close(idmap_slots *t);
+int idmap_take(idmap_slots *t, const char *dir);
+void idmap_put(idmap_slots *t, int slot);
+int idmap_read_slot(const char *dir);
+int idmap_mount_rootfs(const char *rootfs, int slot, char *err, size_t errlen);
+
 /* -- runc.c --------------------------------------------------------------- */
-int run_runc(const runtime *rt, const char *const *args, int keep_fd,
-             buf_t *out, char *errbuf, size_t errlen);
-int runc_delete(const runtime *rt, const char *cid, char *err, size_t errlen);
+int run_runc(const runtime *rt, int gvisor, const char *const *args,
+             int keep_fd, buf_t *out, char *errbuf, size_t errlen);
+int runc_delete(const runtime *rt, const session_paths *p, char *err,
+                size_t errlen);
 int start_container(const runtime *rt, const session_paths *p, int lfd,
                     char *err, size_t errlen);
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
@@ -125,6 +160,8 @@ int sandbox_listen(const runtime *rt, const char *path, char *err,
                    size_t errlen);
 int probe_connect(const char *path, char *err, size_t errlen);
 int wait_banner(int fd, int timeout_ms, char *err, size_t errlen);
+int gvisor_endpoint(const runtime *rt, const session_paths *p, int timeout_ms,
+                    char *err, size_t errlen);
 
 /* -- local.c: what the pool borrows from the cold path -------------------- */
 int ensure_dir(const char *path, mode_t mode);

@@ -16,8 +16,9 @@
  *   - a seccomp filter: everything allowed but the syscalls a sandbox
  *     user never needs and that widen the kernel's attack surface
  *     (keyrings, bpf, io_uring, mounts, namespaces, modules, ...)
- * No user namespace: sandbox root is host root without capabilities, and
- * nobody logs in as root (sshd allows only the `sandbox` user).
+ *   - a user namespace: the sandbox's ids 0..65535 are a host range of its
+ *     own (idmap.c), so its root is no host user at all, and nobody logs
+ *     in as root anyway (sshd allows only the `sandbox` user)
  */
 #include <errno.h>
 #include <stdio.h>
@@ -76,9 +77,10 @@ static json_t *bind_mount(const char *dest, const char *source, int ro)
 static json_t *mounts(const oci_params *p)
 {
     char tmpsize[32];
+    json_t *m;
 
     snprintf(tmpsize, sizeof(tmpsize), "size=%dm", p->tmp_size_mb);
-    return json_pack(
+    m = json_pack(
         "[o,o,o,o,o,o,o,o,o,o,o,o]",
         oci_mount("/proc", "proc", "proc",
                   json_pack("[s,s,s]", "nosuid", "noexec", "nodev")),
@@ -105,14 +107,25 @@ static json_t *mounts(const oci_params *p)
         bind_mount("/home/sandbox", p->home, 0),
         bind_mount("/etc/ssh/pico", p->keys, 1),
         bind_mount(OCI_INIT_PATH, p->init_binary, 1));
+    /* gvisor: the folder pico-init binds its socket in, under /run */
+    if (m != NULL && p->ep != NULL &&
+        json_array_append_new(m, bind_mount("/run/pico", p->ep, 0)) < 0) {
+        json_decref(m);
+        return NULL;
+    }
+    return m;
 }
 
-static json_t *process(void)
+static json_t *process(const oci_params *p)
 {
+    json_t *args =
+        p->listen ? json_pack("[s,s,s]", OCI_INIT_PATH, "--listen", p->listen)
+                  : json_pack("[s]", OCI_INIT_PATH);
+
     return json_pack(
-        "{s:b, s:{s:i, s:i}, s:[s], s:[s,s], s:s, s:{s:o, s:o, s:o}, "
+        "{s:b, s:{s:i, s:i}, s:o, s:[s,s], s:s, s:{s:o, s:o, s:o}, "
         "s:[{s:s, s:i, s:i}], s:b}",
-        "terminal", 0, "user", "uid", 0, "gid", 0, "args", OCI_INIT_PATH, "env",
+        "terminal", 0, "user", "uid", 0, "gid", 0, "args", args, "env",
         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin",
         "LANG=C.UTF-8", "cwd", "/", "capabilities", "bounding",
         string_array(caps), "effective", string_array(caps), "permitted",
@@ -140,8 +153,9 @@ static json_t *resources(const oci_params *p)
  * ------------------------------------------------------------------- */
 
 /*
- * Refused with EPERM. The sandbox has no user namespace, so its root is
- * host root: the capabilities already stop most of these, and the filter
+ * Refused with EPERM. The sandbox's root is an unprivileged host uid in a
+ * user namespace with few capabilities: those already stop most of
+ * these (and a user namespace opens some unprivileged paths), the filter
  * keeps the kernel code behind them out of reach even if a capability
  * check has a bug. Grouped as in docs/runtime-local.md, which says why.
  * Names libseccomp does not know are skipped by runc.
@@ -261,14 +275,33 @@ static json_t *seccomp(void)
                      "SCMP_ARCH_X32", "syscalls", rules);
 }
 
+static json_t *id_mapping(const oci_params *p)
+{
+    return json_pack("[{s:i, s:I, s:I}]", "containerID", 0, "hostID",
+                     (json_int_t)p->id_base, "size", (json_int_t)p->id_size);
+}
+
 static json_t *linux_section(const oci_params *p)
 {
-    return json_pack(
+    json_t *l = json_pack(
         "{s:s, s:o, s:[{s:s},{s:s},{s:s},{s:s},{s:s},{s:s}], s:o, s:o, s:o}",
         "cgroupsPath", p->cgroups_path, "resources", resources(p), "namespaces",
         "type", "pid", "type", "ipc", "type", "uts", "type", "mount", "type",
         "network", "type", "cgroup", "maskedPaths", string_array(masked_paths),
         "readonlyPaths", string_array(readonly_paths), "seccomp", seccomp());
+
+    /* the sandbox's root is an unprivileged host user of its own range
+     * (idmap.c): an escape through the kernel lands as nobody the host
+     * knows, and no capability of it counts outside */
+    if (l != NULL && p->id_size > 0 &&
+        (json_array_append_new(json_object_get(l, "namespaces"),
+                               json_pack("{s:s}", "type", "user")) < 0 ||
+         json_object_set_new(l, "uidMappings", id_mapping(p)) < 0 ||
+         json_object_set_new(l, "gidMappings", id_mapping(p)) < 0)) {
+        json_decref(l);
+        return NULL;
+    }
+    return l;
 }
 
 char *oci_config_json(const oci_params *p)
@@ -277,7 +310,7 @@ char *oci_config_json(const oci_params *p)
     json_t *root =
         json_pack("{s:s, s:{s:s, s:b}, s:o, s:s, s:o, s:o}", "ociVersion",
                   "1.0.2", "root", "path", p->rootfs, "readonly", 1, "process",
-                  process(), "hostname", p->hostname, "mounts", mounts(p),
+                  process(p), "hostname", p->hostname, "mounts", mounts(p),
                   "linux", linux_section(p));
 
     if (root == NULL)

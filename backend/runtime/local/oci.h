@@ -20,6 +20,10 @@ typedef struct {
     int cpu_millicores; /* CFS quota per 100 ms period */
     int pids;           /* pids cgroup limit */
     int tmp_size_mb;    /* /tmp tmpfs size */
+    unsigned id_base;   /* host uid/gid of the sandbox's root */
+    unsigned id_size;   /* ids mapped from there (0 = no user namespace) */
+    const char *listen; /* gvisor: pico-init --listen <path>, else NULL */
+    const char *ep;     /* gvisor: host folder mounted at dirname(listen) */
 } oci_params;
 
 /* The path inside the sandbox where pico-init is mounted and run. */

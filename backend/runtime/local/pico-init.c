@@ -22,6 +22,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,6 +50,34 @@ static void close_other_fds(void)
         max = 65536;
     for (fd = LISTEN_FD + 1; fd < max; fd++)
         (void)close(fd);
+}
+
+/*
+ * `pico-init --listen <path>` (the gvisor tier, whose runsc cannot hand a
+ * descriptor in): binds and listens on <path> itself, a folder of the
+ * session mounted from the host, where runsc --host-uds=create makes the
+ * socket a real host socket the backend and nginx connect to. The
+ * listener ends up as LISTEN_FD as with runc.
+ */
+static int listen_on(const char *path)
+{
+    struct sockaddr_un sa;
+    int fd;
+
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -1;
+    (void)close_range(LISTEN_FD, ~0U, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path));
+    (void)unlink(path);
+    fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        listen(fd, 128) < 0)
+        return -1;
+    if (fd != LISTEN_FD && (dup2(fd, LISTEN_FD) < 0 || close(fd) < 0))
+        return -1;
+    return 0;
 }
 
 /* stdin/out/err are whatever runc was given; nothing should be written
@@ -134,7 +163,7 @@ static long accept_one(void)
     return pid < 0 ? 100 : 0; /* fork fails at the pids limit */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     sigset_t mask;
     struct signalfd_siginfo si;
@@ -142,6 +171,8 @@ int main(void)
     int sfd, flags;
     long backoff;
 
+    if (argc == 3 && strcmp(argv[1], "--listen") == 0 && listen_on(argv[2]) < 0)
+        return 1;
     close_other_fds();
     null_stdio();
     (void)umask(022);

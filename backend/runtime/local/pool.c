@@ -202,7 +202,8 @@ int pool_claim(runtime *rt, session *s, const session_paths *p, char *err,
     if ((s->sandbox_name[0] != '\0' &&
          set_hostname(e.init, &to, s->sandbox_name) < 0) ||
         (s->ssh_public_key[0] != '\0' &&
-         write_authorized_keys(to.keys, s->ssh_public_key) < 0) ||
+         write_authorized_keys(to.keys, s->ssh_public_key,
+                               idmap_base(idmap_read_slot(to.dir))) < 0) ||
         fmt_exact(s->endpoint, sizeof(s->endpoint), "unix:%s", to.sock) < 0 ||
         fmt_exact(s->host_key, sizeof(s->host_key), "%s", e.host_key) < 0 ||
         fmt_exact(s->host_key_fpr, sizeof(s->host_key_fpr), "%s",

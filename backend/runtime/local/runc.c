@@ -28,8 +28,8 @@
  * pico-init swaps it for /dev/null, so subprocess.c tells the end of runc
  * by its pidfd, never by EOF on the pipes.
  */
-int run_runc(const runtime *rt, const char *const *args, int keep_fd,
-             buf_t *out, char *errbuf, size_t errlen)
+int run_runc(const runtime *rt, int gvisor, const char *const *args,
+             int keep_fd, buf_t *out, char *errbuf, size_t errlen)
 {
     const char *argv[16];
     char what[64];
@@ -41,23 +41,33 @@ int run_runc(const runtime *rt, const char *const *args, int keep_fd,
                      .what = what};
     int n = 0;
 
-    argv[n++] = rt->runc;
+    argv[n++] = gvisor ? rt->runsc : rt->runc;
     argv[n++] = "--root";
-    argv[n++] = rt->runc_root;
+    argv[n++] = gvisor ? rt->runsc_root : rt->runc_root;
+    if (gvisor) {
+        /* ptrace: the platform that works without KVM (kvm hung here);
+         * no network at all; pico-init's bind() on the session's ep/
+         * folder becomes a host socket, nothing else of the host's can
+         * be connected to (no "open") */
+        argv[n++] = "--platform=ptrace";
+        argv[n++] = "--network=none";
+        argv[n++] = "--host-uds=create";
+    }
     for (int i = 0; args[i] != NULL && n < 15; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
-    snprintf(what, sizeof(what), "runc %s", args[0]);
+    snprintf(what, sizeof(what), "%s %s", gvisor ? "runsc" : "runc", args[0]);
     return subprocess_run(&sp, errbuf, errlen);
 }
 
 /* `runc delete --force` kills the container if it runs and removes its
  * state and cgroups; a container that does not exist is success. */
-int runc_delete(const runtime *rt, const char *cid, char *err, size_t errlen)
+int runc_delete(const runtime *rt, const session_paths *p, char *err,
+                size_t errlen)
 {
-    const char *args[] = {"delete", "--force", cid, NULL};
+    const char *args[] = {"delete", "--force", p->cid, NULL};
 
-    return run_runc(rt, args, -1, NULL, err, errlen) == 0 ? 0 : -1;
+    return run_runc(rt, p->gvisor, args, -1, NULL, err, errlen) == 0 ? 0 : -1;
 }
 
 int start_container(const runtime *rt, const session_paths *p, int lfd,
@@ -65,9 +75,13 @@ int start_container(const runtime *rt, const session_paths *p, int lfd,
 {
     const char *args[] = {"run",      "--detach", "--preserve-fds", "1",
                           "--bundle", p->dir,     p->cid,           NULL};
+    /* runsc hands no descriptor in: pico-init listens itself */
+    const char *gv_args[] = {"run",  "--detach", "--bundle",
+                             p->dir, p->cid,     NULL};
     char why[PICO_REASON_MAX];
 
-    if (run_runc(rt, args, lfd, NULL, why, sizeof(why)) != 0) {
+    if (run_runc(rt, p->gvisor, p->gvisor ? gv_args : args,
+                 p->gvisor ? -1 : lfd, NULL, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "sandbox failed to start: %s", why);
         return -1;
     }
@@ -87,13 +101,17 @@ int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
     json_t *st;
     const char *status;
 
-    if (run_runc(rt, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, p->gvisor, args, -1, &out, why, sizeof(why)) != 0) {
         char statedir[PICO_PATH_MAX];
         free(out.data);
         /* runc fails on a missing container; tell that from a broken runc
          * by its state folder */
-        if (fmt_exact(statedir, sizeof(statedir), "%s/%s", rt->runc_root,
-                      p->cid) < 0)
+        /* runsc keeps <root>/<cid>_sandbox:<cid>.state instead */
+        if ((p->gvisor ? fmt_exact(statedir, sizeof(statedir),
+                                   "%s/%s_sandbox:%s.state", rt->runsc_root,
+                                   p->cid, p->cid)
+                       : fmt_exact(statedir, sizeof(statedir), "%s/%s",
+                                   rt->runc_root, p->cid)) < 0)
             return -1;
         return access(statedir, F_OK) < 0 && errno == ENOENT ? 0 : -1;
     }

@@ -101,7 +101,7 @@ static int make_dir(const char *path, mode_t mode, uid_t uid, gid_t gid)
 
 /* The image's /etc/skel goes into the fresh home, so shells get the
  * usual prompt and aliases. Plain files only; a failure is not fatal. */
-static void copy_skel(const char *rootfs, const char *home)
+static void copy_skel(const char *rootfs, const char *home, unsigned uid)
 {
     char src[PICO_PATH_MAX], dst[PICO_PATH_MAX], data[16384];
     struct dirent *e;
@@ -126,7 +126,7 @@ static void copy_skel(const char *rootfs, const char *home)
         close(fd);
         if (n >= 0 && (size_t)n < sizeof(data) &&
             write_file(dst, data, (size_t)n, 0644) == 0 &&
-            chown(dst, SANDBOX_UID, SANDBOX_GID) < 0)
+            chown(dst, uid, uid) < 0)
             (void)unlink(dst);
     }
     closedir(d);
@@ -137,6 +137,7 @@ static void copy_skel(const char *rootfs, const char *home)
 int paths_in(const char *parent, const char *folder, const char *name,
              session_paths *p)
 {
+    p->gvisor = 0; /* runc unless tier_of reads otherwise */
     return fmt_exact(p->dir, sizeof(p->dir), "%s/%s", parent, folder) ||
                    fmt_exact(p->workspace, sizeof(p->workspace), "%s/workspace",
                              p->dir) ||
@@ -150,6 +151,7 @@ int paths_in(const char *parent, const char *folder, const char *name,
                              p->dir) ||
                    fmt_exact(p->loop, sizeof(p->loop), "%s/disk.loop",
                              p->dir) ||
+                   fmt_exact(p->ep, sizeof(p->ep), "%s/ep", p->dir) ||
                    fmt_exact(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
                    fmt_exact(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s",
                              name)
@@ -189,16 +191,36 @@ int paths_for(const runtime *rt, const char *id, session_paths *p)
     if (id == NULL || !uuid_valid(id) ||
         fmt_exact(dir, sizeof(dir), "%s/%s", rt->sessions_dir, id) < 0)
         return -1;
-    if (read_container_file(dir, name, sizeof(name)))
-        return paths_in(rt->sessions_dir, id, name, p);
-    return paths_in(rt->sessions_dir, id, id, p);
+    if (read_container_file(dir, name, sizeof(name))
+            ? paths_in(rt->sessions_dir, id, name, p) < 0
+            : paths_in(rt->sessions_dir, id, id, p) < 0)
+        return -1;
+    return tier_of(p);
+}
+
+/* p->gvisor from the folder's tier file; for gvisor the endpoint is the
+ * socket pico-init made in ep/. */
+int tier_of(session_paths *p)
+{
+    char path[PICO_PATH_MAX], tier[16];
+
+    p->gvisor = fmt_exact(path, sizeof(path), "%s/" TIER_FILE, p->dir) == 0 &&
+                read_small_file(path, O_NOFOLLOW, tier, sizeof(tier)) > 0 &&
+                strcmp(tier, "gvisor") == 0;
+    if (p->gvisor &&
+        fmt_exact(p->sock, sizeof(p->sock), "%s/ssh.sock", p->ep) < 0)
+        return -1;
+    return 0;
 }
 
 /* The folders, keys and config of a new session, in its just-made
  * folder p->dir. */
 int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
-                   const char *rootfs, hostkey *hk, char *err, size_t errlen)
+                   const char *rootfs, unsigned id_base, hostkey *hk, char *err,
+                   size_t errlen)
 {
+    /* the sandbox user and root as the host sees them (idmap.c) */
+    unsigned user = id_base + SANDBOX_UID;
     char path[PICO_PATH_MAX], workspace[PICO_PATH_MAX], home[PICO_PATH_MAX],
         *config;
     int disk = s->limits.disk_mb > 0, rc;
@@ -208,15 +230,16 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
      * the user's files: workspace and home are the user's alone. With a
      * disk quota they are made in the image once it is mounted. */
     if (chown(p->dir, 0, rt->socket_gid) < 0 || chmod(p->dir, 0710) < 0 ||
-        (!disk && make_dir(p->workspace, 0700, SANDBOX_UID, SANDBOX_GID) < 0) ||
-        (!disk && make_dir(p->home, 0700, SANDBOX_UID, SANDBOX_GID) < 0) ||
+        (!disk && make_dir(p->workspace, 0700, user, user) < 0) ||
+        (!disk && make_dir(p->home, 0700, user, user) < 0) ||
         (disk && make_dir(p->disk, 0700, 0, 0) < 0) ||
-        make_dir(p->keys, 0755, 0, 0) < 0) {
+        make_dir(p->keys, 0755, id_base, id_base) < 0 ||
+        (p->gvisor && make_dir(p->ep, 0710, 0, rt->socket_gid) < 0)) {
         snprintf(err, errlen, "session folders: %s", strerror(errno));
         return -1;
     }
     if (!disk)
-        copy_skel(rootfs, p->home);
+        copy_skel(rootfs, p->home, user);
     /* with a quota the folders are in the image (paths valid only in the
      * namespace it is mounted in, the one runc starts from) */
     if (fmt_exact(workspace, sizeof(workspace), "%s", p->workspace) < 0 ||
@@ -231,12 +254,13 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
     if (hostkey_generate(hk, err, errlen) < 0)
         return -1;
     if (fmt_exact(path, sizeof(path), "%s/ssh_host_ed25519_key", p->keys) < 0 ||
-        write_file(path, hk->private_key, strlen(hk->private_key), 0600) < 0) {
+        write_file(path, hk->private_key, strlen(hk->private_key), 0600) < 0 ||
+        chown(path, id_base, id_base) < 0) {
         snprintf(err, errlen, "host key file: %s", strerror(errno));
         return -1;
     }
     if (s->ssh_public_key[0] != '\0' &&
-        write_authorized_keys(p->keys, s->ssh_public_key) < 0) {
+        write_authorized_keys(p->keys, s->ssh_public_key, id_base) < 0) {
         snprintf(err, errlen, "authorized_keys: %s", strerror(errno));
         return -1;
     }
@@ -253,6 +277,12 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
         .cpu_millicores = s->limits.cpu_millicores,
         .pids = s->limits.pids,
         .tmp_size_mb = rt->tmp_size_mb,
+        .id_base = id_base,
+        /* gVisor's sentry is the boundary there; runsc 2022 has no use
+         * for OCI id mappings */
+        .id_size = p->gvisor ? 0 : IDMAP_SIZE,
+        .listen = p->gvisor ? GVISOR_SOCK : NULL,
+        .ep = p->gvisor ? p->ep : NULL,
     };
     config = oci_config_json(&op);
     if (config == NULL) {
@@ -266,7 +296,8 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
     return rc;
 }
 
-int write_authorized_keys(const char *keys, const char *pubkey)
+int write_authorized_keys(const char *keys, const char *pubkey,
+                          unsigned id_base)
 {
     char path[PICO_PATH_MAX], line[PICO_PUBKEY_MAX + 2];
     /* one key, one line: a newline inside would add more keys */
@@ -276,14 +307,19 @@ int write_authorized_keys(const char *keys, const char *pubkey)
     line[n++] = '\n';
     if (fmt_exact(path, sizeof(path), "%s/authorized_keys", keys) < 0)
         return -1;
-    return write_file(path, line, n, 0644);
+    /* StrictModes: the file must be root's or the user's in the sandbox */
+    if (write_file(path, line, n, 0644) < 0 ||
+        chown(path, id_base, id_base) < 0)
+        return -1;
+    return 0;
 }
 
 /* With a quota: the image mounted at p->disk (in the calling thread's
  * private namespace), its number in disk.loop, the user's folders in it. */
-int disk_setup(const char *rootfs, const session_paths *p, char *err,
-               size_t errlen)
+int disk_setup(const char *rootfs, const session_paths *p, unsigned id_base,
+               char *err, size_t errlen)
 {
+    unsigned user = id_base + SANDBOX_UID;
     char num[16], ws[PICO_PATH_MAX], home[PICO_PATH_MAX];
     int nr = -1;
 
@@ -293,12 +329,12 @@ int disk_setup(const char *rootfs, const session_paths *p, char *err,
     if (write_file(p->loop, num, strlen(num), 0600) < 0 ||
         fmt_exact(ws, sizeof(ws), "%s/workspace", p->disk) < 0 ||
         fmt_exact(home, sizeof(home), "%s/home", p->disk) < 0 ||
-        make_dir(ws, 0700, SANDBOX_UID, SANDBOX_GID) < 0 ||
-        make_dir(home, 0700, SANDBOX_UID, SANDBOX_GID) < 0) {
+        make_dir(ws, 0700, user, user) < 0 ||
+        make_dir(home, 0700, user, user) < 0) {
         snprintf(err, errlen, "disk folders: %s", strerror(errno));
         return -1;
     }
-    copy_skel(rootfs, home);
+    copy_skel(rootfs, home, user);
     return 0;
 }
 
