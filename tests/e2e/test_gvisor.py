@@ -2,7 +2,8 @@
 "isolation": "gvisor" runs under runsc (ptrace platform), is reachable
 through the same kind of endpoint (a unix socket the module connects to)
 and behaves like a runc sandbox for the user; the tier is refused with a
-400 when the server does not allow it. Skipped when runsc is missing."""
+400 when the server does not allow it. runsc is installed by
+scripts/deps.sh: its absence fails these tests, it never skips them."""
 
 import os
 import shutil
@@ -14,11 +15,11 @@ from pico_stack import Stack
 from test_sandbox import Sandbox, endpoint_path
 
 RUNSC = shutil.which("runsc") or "/usr/bin/runsc"
-pytestmark = pytest.mark.skipif(not os.access(RUNSC, os.X_OK), reason="runsc not installed")
 
 
 @pytest.fixture(scope="module")
 def gstack():
+    assert os.access(RUNSC, os.X_OK), "runsc missing: run scripts/deps.sh"
     s = Stack(name="gvisor")
     s.configure()
     s.set_conf("isolation_allowed", "runc,gvisor")
@@ -164,3 +165,20 @@ def test_gvisor_session_survives_a_backend_restart(gstack):
     out = subprocess.run([RUNSC, "--root", os.path.join(gstack.var, "runsc"), "list", "-q"],
                          capture_output=True, text=True).stdout.split()
     assert "pico-" + sid not in out, out
+
+
+def test_gvisor_sandbox_killed_from_outside_turns_failed(gstack):
+    """The reaper's liveness check covers gVisor sandboxes too (runsc
+    state, not runc's state.json): killed from outside, the session turns
+    failed with a reason and its tunnels are refused."""
+    from pico_stack import wait_for
+    sid = gstack.create(isolation="gvisor")["session_id"]
+    subprocess.run([RUNSC, "--root", os.path.join(gstack.var, "runsc"), "kill",
+                    "pico-" + sid, "KILL"], check=True)
+    wait_for(lambda: gstack.request("GET", "/v1/sessions/" + sid).json()["status"]
+             == "failed", timeout=30, what="gVisor session failed")
+    assert gstack.request("GET", "/v1/sessions/" + sid).json().get("reason")
+    s, status, _ = gstack.open_tunnel(sid)
+    s.close()
+    assert status.split()[1] == "503", status
+    assert gstack.delete(sid).status == 200
