@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -145,12 +146,19 @@ void idmap_put(idmap_slots *t, int slot)
  * ------------------------------------------------------------------- */
 
 /* The child shares our memory (CLONE_VM): raw syscalls only, no libc
- * state touched. It waits for a byte on the pipe, then exits. */
+ * state touched. It waits for a byte on the pipe, then exits. It closes
+ * its own copy of the write end first, and dies with the thread that made
+ * it: a backend killed while the child waits must not leave it blocked
+ * for ever, holding copies of every descriptor (the API's listener among
+ * them, so the restarted backend found its socket "in use"). */
 static int userns_child(void *arg)
 {
+    const int *pipefd = arg;
     char c;
 
-    (void)syscall(SYS_read, *(int *)arg, &c, 1);
+    (void)syscall(SYS_close, pipefd[1]);
+    (void)syscall(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    (void)syscall(SYS_read, pipefd[0], &c, 1);
     syscall(SYS_exit, 0);
     return 0;
 }
@@ -186,7 +194,7 @@ static int userns_fd(int slot)
         return -1;
     }
     pid = clone(userns_child, stack + CHILD_STACK,
-                CLONE_VM | CLONE_NEWUSER | SIGCHLD, &pipefd[0]);
+                CLONE_VM | CLONE_NEWUSER | SIGCHLD, pipefd);
     if (pid > 0) {
         snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
         if (write_map(pid, "uid_map", idmap_base(slot)) == 0 &&
