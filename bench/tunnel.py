@@ -430,6 +430,12 @@ def references(stack, tcp, args):
 
 
 def reference_table(pico, pico_lat, refs, cold_lat, caches):
+    cache_note = ("pico warm: one session again and again, answered by the "
+                  "workers' session cache (%d hits, %d misses: each "
+                  "worker's first lookup and each pico_cache_max_age); "
+                  "cold: the first CONNECT to each of %d sessions, every one "
+                  "a Redis lookup (%d hits, %d misses)."
+                  % (caches[0] + (sum(caches[1]),) + caches[1]))
     lines = [
         "### Against reference proxies (same run, loopback TCP endpoint)",
         "",
@@ -438,7 +444,7 @@ def reference_table(pico, pico_lat, refs, cold_lat, caches):
         "CPU is the proxy's processes' user+system time per GiB (nginx: "
         "master and workers; squid -N and tinyproxy -d: one process, all "
         "its threads). CONNECT -> 200 includes the proxy's connect to the "
-        "endpoint (pico's also its Redis lookup); the stream proxy has no "
+        "endpoint (pico's cold ones also its Redis lookup); the stream proxy has no "
         "CONNECT. Stream proxy: as many workers as pico's nginx, "
         "proxy_buffer_size = pico_buffer_size; squid and tinyproxy: "
         "Debian's builds, default buffers.",
@@ -451,12 +457,6 @@ def reference_table(pico, pico_lat, refs, cold_lat, caches):
     ]
     cold = ("; cold (first CONNECT to each session) %.0f / %.0f us"
             % cold_lat)
-    cache_note = ("pico warm: one session again and again, answered by the "
-                  "workers' session cache (%d hits, %d misses: each "
-                  "worker's first lookup and each pico_cache_max_age); "
-                  "cold: the first CONNECT to each of %d sessions, every one "
-                  "a Redis lookup (%d hits, %d misses)."
-                  % (caches[0] + (sum(caches[1]),) + caches[1]))
 
     def row(name, tp, lat):
         (du, tu, cu), (dd, td, cd) = tp["up"][:3], tp["down"][:3]
