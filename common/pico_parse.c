@@ -10,7 +10,10 @@
 
 #define PICO_PATH_PREFIX "/v1/sessions/"
 #define PICO_PATH_SUFFIX "/tunnel"
-#define PICO_EVENT_DELETED "deleted "
+#define PICO_EVENT_DELETED_P "deleted "
+#define PICO_EVENT_CHANGED_P "changed "
+#define PICO_EVENT_REVOKED_P "revoked "
+#define PICO_EVENT_PREFIX_LEN 8
 
 static int pico_is_lower_hex(unsigned char ch)
 {
@@ -158,20 +161,41 @@ int pico_parse_authorization(const unsigned char *p, size_t len,
 }
 
 int pico_parse_event(const unsigned char *p, size_t len,
-                     const unsigned char **id)
+                     const unsigned char **key)
 {
-    size_t plen;
+    const unsigned char *k;
 
-    plen = sizeof(PICO_EVENT_DELETED) - 1;
-
-    if (len != plen + PICO_ID_LEN || memcmp(p, PICO_EVENT_DELETED, plen) != 0 ||
-        !pico_parse_uuid(p + plen, PICO_ID_LEN)) {
-        return 0;
+    if (len < PICO_EVENT_PREFIX_LEN) {
+        return PICO_EVENT_NONE;
     }
 
-    *id = p + plen;
+    k = p + PICO_EVENT_PREFIX_LEN;
+    len -= PICO_EVENT_PREFIX_LEN;
 
-    return 1;
+    if (memcmp(p, PICO_EVENT_REVOKED_P, PICO_EVENT_PREFIX_LEN) == 0) {
+        if (len != PICO_TOKEN_ID_LEN || !pico_all_lower_hex(k, len)) {
+            return PICO_EVENT_NONE;
+        }
+
+        *key = k;
+        return PICO_EVENT_REVOKED;
+    }
+
+    if (len != PICO_ID_LEN || !pico_parse_uuid(k, len)) {
+        return PICO_EVENT_NONE;
+    }
+
+    *key = k;
+
+    if (memcmp(p, PICO_EVENT_DELETED_P, PICO_EVENT_PREFIX_LEN) == 0) {
+        return PICO_EVENT_DELETED;
+    }
+
+    if (memcmp(p, PICO_EVENT_CHANGED_P, PICO_EVENT_PREFIX_LEN) == 0) {
+        return PICO_EVENT_CHANGED;
+    }
+
+    return PICO_EVENT_NONE;
 }
 
 int pico_parse_sha256_hex(const unsigned char *p, size_t len)

@@ -62,12 +62,21 @@ int pico_parse_token(const unsigned char *p, size_t len,
 int pico_parse_authorization(const unsigned char *p, size_t len,
                              const unsigned char **tok, size_t *toklen);
 
+/* pico:events message kinds (docs/redis.md) */
+enum {
+    PICO_EVENT_NONE = 0, /* not a message of pico's */
+    PICO_EVENT_DELETED,  /* "deleted <uuid>": the record is gone */
+    PICO_EVENT_CHANGED,  /* "changed <uuid>": status, endpoint or ttl */
+    PICO_EVENT_REVOKED   /* "revoked <token-id>": the token is gone */
+};
+
 /*
- * Parses a pico:events message "deleted <uuid>".  Returns 1 and sets *id
- * for a well formed message, 0 otherwise.
+ * Parses a pico:events message.  Returns its kind and sets *key to the
+ * session id (PICO_ID_LEN characters) or token id (PICO_TOKEN_ID_LEN)
+ * inside p, or PICO_EVENT_NONE for anything else.
  */
 int pico_parse_event(const unsigned char *p, size_t len,
-                     const unsigned char **id);
+                     const unsigned char **key);
 
 /* 1 if s is a 64 character lowercase hex string. */
 int pico_parse_sha256_hex(const unsigned char *p, size_t len);

@@ -6,13 +6,10 @@
  * CONNECT before any phase runs, see DESIGN.md).  The content handler is
  * a sequence of steps with one job each: the method (and HTTP/1.1), taking
  * the connection's events over, the path, the token's shape, the tunnel
- * limit, the Redis lookup.  The lookup's handler checks what Redis said
- * (token, owner, status) and hands the tunnel its endpoint
- * (ngx_pico_tunnel.c), which connects and relays.
+ * limit.  Then the session check (ngx_pico_session.c: the cache or a Redis
+ * lookup, the verdict on token, owner and status) hands the tunnel its
+ * endpoint (ngx_pico_tunnel.c), which connects and relays.
  */
-
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "ngx_pico_module.h"
 
@@ -24,13 +21,6 @@ static ngx_int_t ngx_pico_check_body(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_path(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_auth(ngx_pico_tunnel_t *t);
 static ngx_int_t ngx_pico_check_limit(ngx_pico_tunnel_t *t);
-static ngx_int_t ngx_pico_start_lookup(ngx_pico_tunnel_t *t);
-static void      ngx_pico_lookup_handler(void *data, ngx_pico_record_t *rec,
-                                         char *error);
-static ngx_int_t ngx_pico_check_token(ngx_pico_tunnel_t *t,
-                                      ngx_pico_record_t *rec);
-static ngx_int_t ngx_pico_check_record(ngx_pico_tunnel_t *t,
-                                       ngx_pico_record_t *rec);
 
 static void *ngx_pico_create_main_conf(ngx_conf_t *cf);
 static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
@@ -40,8 +30,6 @@ static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
 static void      ngx_pico_exit_process(ngx_cycle_t *cycle);
 
-#define NGX_PICO_AUTH_REALM "Bearer realm=\"pico\""
-#define NGX_PICO_AUTH_INVALID "Bearer realm=\"pico\", error=\"invalid_token\""
 
 static ngx_command_t ngx_pico_commands[] = {
 
@@ -55,6 +43,14 @@ static ngx_command_t ngx_pico_commands[] = {
     {ngx_string("pico_redis_timeout"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
      offsetof(ngx_pico_main_conf_t, redis_timeout), NULL},
+
+    {ngx_string("pico_cache_size"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+     offsetof(ngx_pico_main_conf_t, cache_size), NULL},
+
+    {ngx_string("pico_cache_max_age"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
+     ngx_conf_set_msec_slot, NGX_HTTP_MAIN_CONF_OFFSET,
+     offsetof(ngx_pico_main_conf_t, cache_max_age), NULL},
 
     {ngx_string("pico_max_tunnels"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_num_slot, NGX_HTTP_MAIN_CONF_OFFSET,
@@ -165,7 +161,8 @@ ngx_pico_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    return ngx_pico_start_lookup(t);
+    /* the cache or Redis: ngx_pico_session.c answers or connects */
+    return ngx_pico_session_check(t);
 }
 
 
@@ -381,121 +378,6 @@ ngx_pico_check_limit(ngx_pico_tunnel_t *t)
 }
 
 
-static ngx_int_t
-ngx_pico_start_lookup(ngx_pico_tunnel_t *t)
-{
-    ngx_http_request_t *r;
-
-    r = t->request;
-
-    t->lookup =
-        ngx_pico_redis_lookup(t->worker, t->id, t->has_token ? t->token : NULL,
-                              r->connection->log, ngx_pico_lookup_handler, t);
-    if (t->lookup == NULL) {
-        ngx_pico_release(t);
-        ngx_pico_set_status(t, "redis_down");
-        return ngx_pico_send(r, NGX_HTTP_SERVICE_UNAVAILABLE,
-                             "Session store unavailable\n", NULL);
-    }
-
-    /* the request waits: the lookup's handler finalizes it */
-    t->state = NGX_PICO_ST_LOOKUP;
-    r->main->count++;
-
-    return NGX_DONE;
-}
-
-
-/* what Redis said about the session (and the token), or why it did not */
-static void
-ngx_pico_lookup_handler(void *data, ngx_pico_record_t *rec, char *error)
-{
-    ngx_pico_tunnel_t *t = data;
-
-    t->lookup = NULL;
-
-    if (rec == NULL) {
-        ngx_log_error(NGX_LOG_ERR, t->request->connection->log, 0,
-                      "pico: session %V: session lookup failed: %s",
-                      &t->session_id, error);
-        ngx_pico_set_status(t, "redis_down");
-        ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE,
-                       "Session store unavailable\n", NULL);
-        return;
-    }
-
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, t->request->connection->log, 0,
-                   "pico lookup: found:%ui status:\"%V\" endpoint:\"%V\"",
-                   rec->found, &rec->status, &rec->endpoint);
-
-    if (t->has_token && ngx_pico_check_token(t, rec) != NGX_OK) {
-        ngx_pico_set_status(t, "unauthorized");
-        ngx_pico_reply(t, NGX_HTTP_UNAUTHORIZED, "Invalid token\n",
-                       NGX_PICO_AUTH_INVALID);
-        return;
-    }
-
-    if (ngx_pico_check_record(t, rec) != NGX_OK) {
-        return;
-    }
-
-    ngx_pico_tunnel_connect(t, &rec->endpoint);
-}
-
-
-static ngx_int_t
-ngx_pico_check_token(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
-{
-    unsigned int n;
-    u_char       md[EVP_MAX_MD_SIZE], hex[64];
-
-    if (!rec->token_found ||
-        !pico_parse_sha256_hex(rec->token_sha256.data, rec->token_sha256.len) ||
-        rec->principal.len == 0) {
-        return NGX_DECLINED;
-    }
-
-    if (EVP_Digest(t->token, PICO_TOKEN_LEN, md, &n, EVP_sha256(), NULL) != 1 ||
-        n != 32) {
-        return NGX_ERROR;
-    }
-
-    ngx_hex_dump(hex, md, 32);
-
-    /* constant time: the digest must not leak through timing */
-    if (CRYPTO_memcmp(hex, rec->token_sha256.data, 64) != 0) {
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
-/* NGX_OK: a running session of this principal; otherwise answered */
-static ngx_int_t
-ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
-{
-    /* another principal's session is answered as if it did not exist */
-    if (!rec->found ||
-        (t->has_token && (rec->owner.len != rec->principal.len ||
-                          ngx_strncmp(rec->owner.data, rec->principal.data,
-                                      rec->owner.len) != 0))) {
-        ngx_pico_reply(t, NGX_HTTP_NOT_FOUND, "Session not found\n", NULL);
-        return NGX_DECLINED;
-    }
-
-    if (rec->status.len != sizeof("running") - 1 ||
-        ngx_strncmp(rec->status.data, "running", rec->status.len) != 0 ||
-        rec->endpoint.len == 0) {
-        ngx_pico_reply(t, NGX_HTTP_SERVICE_UNAVAILABLE, "Sandbox not ready\n",
-                       NULL);
-        return NGX_DECLINED;
-    }
-
-    return NGX_OK;
-}
-
-
 static void *
 ngx_pico_create_main_conf(ngx_conf_t *cf)
 {
@@ -509,6 +391,8 @@ ngx_pico_create_main_conf(ngx_conf_t *cf)
     /* pmcf->redis = { 0, NULL }; */
     pmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     pmcf->max_tunnels = NGX_CONF_UNSET_UINT;
+    pmcf->cache_size = NGX_CONF_UNSET_UINT;
+    pmcf->cache_max_age = NGX_CONF_UNSET_MSEC;
 
     return pmcf;
 }
@@ -529,6 +413,12 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_msec_value(pmcf->redis_timeout, 1000);
     ngx_conf_init_uint_value(pmcf->max_tunnels, 0);
+    ngx_conf_init_uint_value(pmcf->cache_size, 10000);
+    ngx_conf_init_msec_value(pmcf->cache_max_age, 5000);
+
+    if (pmcf->cache_max_age == 0) {
+        pmcf->cache_size = 0;
+    }
 
     return NGX_CONF_OK;
 }
@@ -639,6 +529,7 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
     ngx_queue_init(&w->pipes);
 
     ngx_pico_tunnel_init(cycle, w);
+    ngx_pico_cache_init(w);
 
     if (ngx_pico_account_init(w) != NGX_OK) {
         return NGX_ERROR;
@@ -646,9 +537,10 @@ ngx_pico_init_process(ngx_cycle_t *cycle)
 
     pmcf->worker = w;
 
-    /* pico:events reaches the tunnels through these two handlers */
-    return ngx_pico_redis_init(w, ngx_pico_tunnel_deleted,
-                               ngx_pico_tunnel_recheck);
+    /* pico:events reaches the cache and the tunnels through these */
+    return ngx_pico_redis_init(w, ngx_pico_session_event,
+                               ngx_pico_session_subscribed,
+                               ngx_pico_session_unsubscribed);
 }
 
 
@@ -666,5 +558,6 @@ ngx_pico_exit_process(ngx_cycle_t *cycle)
     ngx_pico_tunnel_exit(pmcf->worker);
     ngx_pico_account_exit(pmcf->worker);
     ngx_pico_redis_exit(pmcf->worker);
+    ngx_pico_cache_exit(pmcf->worker);
     ngx_pico_pipes_free(pmcf->worker);
 }

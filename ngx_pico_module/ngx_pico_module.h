@@ -4,6 +4,9 @@
  *   ngx_pico_module.c       directives, configuration, the content handler
  *                           (one job a function)
  *   ngx_pico_variables.c    access-log variables
+ *   ngx_pico_session.c      the session check: the cache or a lookup, the
+ *                           verdict (token, owner, status); pico:events
+ *   ngx_pico_cache.c        the per-worker cache of session checks
  *   ngx_pico_tunnel.c       the tunnel: its states, its answers (reply,
  *                           finish, release), accounting, the per-worker
  *                           list of tunnels and its limit
@@ -20,11 +23,11 @@
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> tunnel -> connect -> relay -> pipe
- *      |         |
- *      +---------+-----> redis_lookup -> redis -> redis_event
- *      |         `-----------------------^
- *      +--> redis_conf, variables
+ *   module -> session -> tunnel -> connect -> relay -> pipe
+ *      |         |`--> cache  |
+ *      |         +------------+-> redis_lookup -> redis -> redis_event
+ *      |         |            `---------------------^
+ *      +--> redis_conf, variables, cache (init/exit)
  *
  * Whatever reports back upwards (a lookup's answer, a relay's end, a
  * deleted session) does so through a handler the caller registered, never
@@ -46,6 +49,10 @@
 
 #include "pico_parse.h"
 
+/* WWW-Authenticate of a 401: no token, a token that is not good */
+#define NGX_PICO_AUTH_REALM "Bearer realm=\"pico\""
+#define NGX_PICO_AUTH_INVALID "Bearer realm=\"pico\", error=\"invalid_token\""
+
 typedef struct ngx_pico_worker_s ngx_pico_worker_t;
 typedef struct ngx_pico_tunnel_s ngx_pico_tunnel_t;
 typedef struct ngx_pico_lookup_s ngx_pico_lookup_t;
@@ -61,7 +68,9 @@ typedef struct {
     ngx_msec_t         redis_timeout;
     ngx_uint_t         max_tunnels; /* per worker, 0: from connections */
     ngx_uint_t         enabled;     /* some location has pico_tunnel */
-    ngx_pico_worker_t *worker;      /* this worker's state, set at init */
+    ngx_uint_t         cache_size;  /* entries per worker, 0: no cache */
+    ngx_msec_t         cache_max_age;
+    ngx_pico_worker_t *worker; /* this worker's state, set at init */
 } ngx_pico_main_conf_t;
 
 typedef struct {
@@ -80,8 +89,14 @@ typedef struct {
     int         fd[2];
 } ngx_pico_pipe_t;
 
-/* what Redis tells a worker without being asked (ngx_pico_redis_init()) */
-typedef void (*ngx_pico_deleted_pt)(ngx_pico_worker_t *w, u_char *id);
+/*
+ * what Redis tells a worker without being asked (ngx_pico_redis_init()):
+ * a pico:events message (kind PICO_EVENT_*, key the session or token id;
+ * PICO_EVENT_NONE and NULL for a message not understood), the
+ * subscription made again (messages were lost), the subscription lost
+ */
+typedef void (*ngx_pico_event_pt)(ngx_pico_worker_t *w, ngx_uint_t kind,
+                                  u_char *key);
 typedef void (*ngx_pico_subscribed_pt)(ngx_pico_worker_t *w);
 
 struct ngx_pico_worker_s {
@@ -95,8 +110,9 @@ struct ngx_pico_worker_s {
     ngx_uint_t                exiting; /* exit_process: no more callbacks */
     ngx_msec_t                backoff;
     ngx_event_t               reconnect;
-    ngx_pico_deleted_pt       deleted;
+    ngx_pico_event_pt         event;
     ngx_pico_subscribed_pt    subscribed;
+    ngx_pico_subscribed_pt    unsubscribed;
 
     ngx_uint_t cmd_timeouts; /* lookups timed out since the last reply */
 
@@ -109,6 +125,14 @@ struct ngx_pico_worker_s {
     ngx_event_t               acct_flush;
     struct redisAsyncContext *acct_loaded; /* SCRIPT LOAD sent on it */
     u_char                    acct_sha[40];
+
+    /* ngx_pico_cache.c */
+    ngx_rbtree_t      cache_tree; /* entries by kind and id */
+    ngx_rbtree_node_t cache_sentinel;
+    ngx_queue_t       cache_lru; /* most recently used first */
+    ngx_uint_t        cache_n;
+    ngx_uint_t        cache_gen;  /* events seen: answers older are not kept */
+    ngx_uint_t        cache_live; /* subscribed: the cache may be used */
 
     /* ngx_pico_tunnel.c */
     ngx_queue_t tunnels; /* from the lookup on */
@@ -134,8 +158,9 @@ typedef struct {
 typedef void (*ngx_pico_lookup_handler_pt)(void *data, ngx_pico_record_t *rec,
                                            char *error);
 
-ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
-                              ngx_pico_subscribed_pt subscribed);
+ngx_int_t ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_event_pt event,
+                              ngx_pico_subscribed_pt subscribed,
+                              ngx_pico_subscribed_pt unsubscribed);
 void      ngx_pico_redis_exit(ngx_pico_worker_t *w);
 struct redisAsyncContext *ngx_pico_redis_command(ngx_pico_worker_t *w,
                                                  ngx_log_t *log, u_char *id);
@@ -146,6 +171,25 @@ ngx_int_t ngx_pico_account_init(ngx_pico_worker_t *w);
 void      ngx_pico_account_exit(ngx_pico_worker_t *w);
 ngx_int_t ngx_pico_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
                            ngx_int_t opened, off_t up, off_t down);
+
+/* ngx_pico_cache.c */
+#define NGX_PICO_CACHE_SESSION 0 /* id -> endpoint, owner */
+#define NGX_PICO_CACHE_TOKEN 1   /* token id -> SHA-256 hex, principal */
+
+void      ngx_pico_cache_init(ngx_pico_worker_t *w);
+void      ngx_pico_cache_exit(ngx_pico_worker_t *w);
+ngx_int_t ngx_pico_cache_find(ngx_pico_worker_t *w, ngx_uint_t kind, u_char *id,
+                              ngx_str_t *value, ngx_str_t *owner);
+void      ngx_pico_cache_put(ngx_pico_worker_t *w, ngx_uint_t kind, u_char *id,
+                             ngx_uint_t gen, ngx_str_t *value, ngx_str_t *owner);
+void ngx_pico_cache_drop(ngx_pico_worker_t *w, ngx_uint_t kind, u_char *id);
+void ngx_pico_cache_reset(ngx_pico_worker_t *w, ngx_uint_t live);
+
+/* ngx_pico_session.c */
+ngx_int_t ngx_pico_session_check(ngx_pico_tunnel_t *t);
+void ngx_pico_session_event(ngx_pico_worker_t *w, ngx_uint_t kind, u_char *key);
+void ngx_pico_session_subscribed(ngx_pico_worker_t *w);
+void ngx_pico_session_unsubscribed(ngx_pico_worker_t *w);
 
 /* ngx_pico_redis_conf.c */
 char *ngx_pico_redis_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
@@ -258,7 +302,8 @@ struct ngx_pico_tunnel_s {
     u_char     token[PICO_TOKEN_LEN];
     ngx_uint_t has_token;
 
-    ngx_pico_lookup_t *lookup; /* pending Redis lookup */
+    ngx_pico_lookup_t *lookup;    /* pending Redis lookup */
+    ngx_uint_t         cache_gen; /* w->cache_gen when it was sent */
     ngx_pico_relay_t   relay;
     ngx_event_t        flush;       /* accounting, once a second */
     off_t              up_reported; /* bytes accounted in Redis */
@@ -270,6 +315,8 @@ struct ngx_pico_tunnel_s {
     unsigned         counted : 1;   /* holds a worker->active slot */
     unsigned         accounted : 1; /* open +1 sent */
     unsigned         released : 1;
+    unsigned         checked : 1; /* the session check answered */
+    unsigned         cached : 1;  /* ... from the cache */
 };
 
 extern ngx_module_t ngx_pico_module;

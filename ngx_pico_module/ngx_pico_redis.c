@@ -5,9 +5,11 @@
  *
  *   cmd  session lookups (ngx_pico_redis_lookup.c) and tunnel accounting
  *        (ngx_pico_account.c)
- *   sub  SUBSCRIBE pico:events; "deleted <id>" goes to the worker's
- *        deleted handler; after every (re)subscribe the subscribed handler
- *        runs, since pub/sub loses messages while disconnected
+ *   sub  SUBSCRIBE pico:events; every message goes to the worker's event
+ *        handler, parsed (deleted, changed, revoked); after every
+ *        (re)subscribe the subscribed handler runs, since pub/sub loses
+ *        messages while disconnected, and the unsubscribed handler when
+ *        the subscription is lost
  *
  * Nothing here knows a tunnel or a request.  The lookups are
  * ngx_pico_redis_lookup.c, which gets the command connection from
@@ -47,11 +49,13 @@ static void ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r,
 
 
 ngx_int_t
-ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_deleted_pt deleted,
-                    ngx_pico_subscribed_pt subscribed)
+ngx_pico_redis_init(ngx_pico_worker_t *w, ngx_pico_event_pt event,
+                    ngx_pico_subscribed_pt subscribed,
+                    ngx_pico_subscribed_pt unsubscribed)
 {
-    w->deleted = deleted;
+    w->event = event;
     w->subscribed = subscribed;
+    w->unsubscribed = unsubscribed;
 
     w->backoff = NGX_PICO_BACKOFF_MIN;
     w->reconnect.handler = ngx_pico_redis_reconnect;
@@ -177,6 +181,12 @@ ngx_pico_redis_closed(redisAsyncContext *ac, void *data)
 
     if (w->sub == ac) {
         w->sub = NULL;
+
+        /* what is published from now on is lost until the next subscribe */
+        if (!w->exiting) {
+            w->unsubscribed(w);
+        }
+
         ngx_pico_redis_schedule(w);
     }
 }
@@ -232,10 +242,11 @@ ngx_pico_redis_subscribe(ngx_pico_worker_t *w)
 static void
 ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
 {
+    int                  kind;
     redisReply          *reply = r;
     ngx_pico_worker_t   *w = privdata;
-    const unsigned char *id;
-    u_char               idbuf[PICO_ID_LEN];
+    const unsigned char *key;
+    u_char               keybuf[PICO_ID_LEN];
 
     if (reply == NULL || w->exiting || reply->type != REDIS_REPLY_ARRAY ||
         reply->elements != 3 || reply->element[0]->type != REDIS_REPLY_STRING) {
@@ -269,13 +280,22 @@ ngx_pico_redis_message(redisAsyncContext *ac, void *r, void *privdata)
                    "pico redis pico:events \"%*s\"", reply->element[2]->len,
                    reply->element[2]->str);
 
-    if (!pico_parse_event((u_char *)reply->element[2]->str,
-                          reply->element[2]->len, &id)) {
+    kind = pico_parse_event((u_char *)reply->element[2]->str,
+                            reply->element[2]->len, &key);
+
+    if (kind == PICO_EVENT_NONE) {
+        /* a kind of a newer backend: its owner forgets what it may say */
+        ngx_log_error(NGX_LOG_WARN, w->log, 0,
+                      "pico: pico:events message \"%*s\" not understood",
+                      ngx_min(reply->element[2]->len, 64),
+                      reply->element[2]->str);
+        w->event(w, PICO_EVENT_NONE, NULL);
         return;
     }
 
-    ngx_memcpy(idbuf, id, PICO_ID_LEN);
-    w->deleted(w, idbuf);
+    ngx_memcpy(keybuf, key,
+               kind == PICO_EVENT_REVOKED ? PICO_TOKEN_ID_LEN : PICO_ID_LEN);
+    w->event(w, (ngx_uint_t)kind, keybuf);
 }
 
 
@@ -318,7 +338,7 @@ ngx_pico_redis_drop(ngx_pico_worker_t *w)
     }
 }
 
-/* EXISTS pico:session:<id>; a missing record goes to the deleted handler */
+/* EXISTS pico:session:<id>; a missing record is a "deleted" event */
 ngx_int_t
 ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id)
 {
@@ -375,6 +395,6 @@ ngx_pico_redis_recheck_reply(redisAsyncContext *ac, void *r, void *privdata)
                    (size_t)PICO_ID_LEN, id, (ngx_int_t)reply->integer);
 
     if (reply->integer == 0) {
-        w->deleted(w, id);
+        w->event(w, PICO_EVENT_DELETED, id);
     }
 }

@@ -1,6 +1,7 @@
 /*
  * The access-log variables of ngx_pico_module ($pico_session_id,
- * $pico_bytes_up, $pico_bytes_down, $pico_tunnel_time, $pico_tunnel_status),
+ * $pico_bytes_up, $pico_bytes_down, $pico_tunnel_time, $pico_tunnel_status,
+ * $pico_cache),
  * read from the request's tunnel (its module context).  Added at
  * preconfiguration by ngx_pico_add_variables().
  */
@@ -16,7 +17,8 @@ enum {
     NGX_PICO_VAR_BYTES_UP,
     NGX_PICO_VAR_BYTES_DOWN,
     NGX_PICO_VAR_TIME,
-    NGX_PICO_VAR_STATUS
+    NGX_PICO_VAR_STATUS,
+    NGX_PICO_VAR_CACHE
 };
 
 static ngx_http_variable_t ngx_pico_vars[] = {
@@ -30,6 +32,8 @@ static ngx_http_variable_t ngx_pico_vars[] = {
      NGX_HTTP_VAR_NOCACHEABLE, 0},
     {ngx_string("pico_tunnel_status"), NULL, ngx_pico_variable,
      NGX_PICO_VAR_STATUS, NGX_HTTP_VAR_NOCACHEABLE, 0},
+    {ngx_string("pico_cache"), NULL, ngx_pico_variable, NGX_PICO_VAR_CACHE,
+     NGX_HTTP_VAR_NOCACHEABLE, 0},
     ngx_http_null_variable};
 
 ngx_int_t
@@ -104,6 +108,17 @@ ngx_pico_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                               t->relay.started);
         ms = ngx_max(ms, 0);
         v->len = ngx_sprintf(p, "%T.%03M", (time_t)ms / 1000, ms % 1000) - p;
+        break;
+
+    case NGX_PICO_VAR_CACHE:
+        /* whether the session check was answered by the cache */
+        if (!t->checked) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        v->data = (u_char *)(t->cached ? "hit" : "miss");
+        v->len = t->cached ? 3 : 4;
         break;
 
     default: /* NGX_PICO_VAR_STATUS */

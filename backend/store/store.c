@@ -114,7 +114,7 @@ static const char claim_lua[] =
     "redis.call('ZADD', KEYS[3], tonumber(ARGV[2]) + tonumber(ARGV[3]), "
     "ARGV[1])\n"
     "if exists then redis.call('HSET', KEYS[1], 'status', 'terminating') "
-    "end\n"
+    "redis.call('PUBLISH', 'pico:events', 'changed ' .. ARGV[1]) end\n"
     "return 1\n";
 
 /* The reaper's claim: due sessions of this node, then expired leases of
@@ -141,6 +141,7 @@ static const char claim_due_lua[] =
     "  local k = 'pico:session:' .. id\n"
     "  if redis.call('EXISTS', k) == 1 then\n"
     "    redis.call('HSET', k, 'status', 'terminating')\n"
+    "    redis.call('PUBLISH', 'pico:events', 'changed ' .. id)\n"
     "  end\n"
     "  out[#out + 1] = id\n"
     "end\n"
@@ -628,13 +629,22 @@ int store_token_get(store *st, const char *token_id, char sha256_hex[65],
     return rc;
 }
 
+/* Deletes the token and, in the same step, tells every nginx worker that
+ * may have it cached (pico:events "revoked <token-id>").
+ * KEYS: token key. ARGV: token id. */
+static const char token_delete_lua[] = "local n = redis.call('DEL', KEYS[1])\n"
+                                       "if n == 1 then redis.call('PUBLISH', "
+                                       "'pico:events', 'revoked ' .. ARGV[1]) "
+                                       "end\n"
+                                       "return n\n";
+
 int store_token_delete(store *st, const char *token_id)
 {
     char key[64];
-    const char *argv[] = {"DEL", key};
+    const char *argv[] = {"EVAL", token_delete_lua, "1", key, token_id};
 
     snprintf(key, sizeof(key), "pico:token:%s", token_id);
-    return (int)reply_int(runv(st, 2, argv));
+    return (int)reply_int(runv(st, 5, argv));
 }
 
 static void list_one_token(store *st, const char *key, store_token_cb cb,

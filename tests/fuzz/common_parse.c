@@ -60,7 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         check_inside(copy, size, tid, PICO_TOKEN_ID_LEN);
     }
 
-    if (pico_parse_event(copy, size, &id)) {
+    switch (pico_parse_event(copy, size, &id)) {
+    case PICO_EVENT_NONE:
+        break;
+    case PICO_EVENT_REVOKED:
+        check_inside(copy, size, id, PICO_TOKEN_ID_LEN);
+        break;
+    default:
         check_inside(copy, size, id, PICO_ID_LEN);
     }
 

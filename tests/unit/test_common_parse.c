@@ -111,8 +111,25 @@ static void test_event(void **state)
     const char *ok = "deleted " ID;
 
     (void)state;
-    assert_true(pico_parse_event((const unsigned char *)ok, strlen(ok), &id));
+    assert_int_equal(
+        pico_parse_event((const unsigned char *)ok, strlen(ok), &id),
+        PICO_EVENT_DELETED);
     assert_memory_equal(id, ID, 36);
+    id = NULL;
+    assert_int_equal(
+        pico_parse_event((const unsigned char *)"changed " ID, 44, &id),
+        PICO_EVENT_CHANGED);
+    assert_memory_equal(id, ID, 36);
+    assert_int_equal(
+        pico_parse_event((const unsigned char *)"revoked 0123456789abcdef", 24,
+                         &id),
+        PICO_EVENT_REVOKED);
+    assert_memory_equal(id, "0123456789abcdef", 16);
+    assert_false(pico_parse_event(
+        (const unsigned char *)"revoked 0123456789ABCDEF", 24, &id));
+    assert_false(
+        pico_parse_event((const unsigned char *)"revoked " ID, 44, &id));
+    assert_false(pico_parse_event((const unsigned char *)"deleted", 7, &id));
     assert_false(pico_parse_event((const unsigned char *)"deleted x", 9, &id));
     assert_false(
         pico_parse_event((const unsigned char *)"created " ID, 44, &id));
