@@ -397,7 +397,8 @@ def report(res, args, load0, left):
     cmd = " ".join(["/usr/bin/python3", "bench/ssh.py"] + sys.argv[1:])
     lg = res["logins"]
     return [
-        "## SSH through a tunnel (OpenSSH, make bench-ssh)",
+        "## SSH through a tunnel (OpenSSH, make bench-ssh, isolation %s)"
+        % (args.isolation or "runc"),
         "",
         "Command: `make bench-ssh`, which runs `%s`." % cmd,
         "",
