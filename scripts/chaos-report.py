@@ -10,7 +10,8 @@ COLS = [("faults", "faults injected"), ("requests", "requests served"),
         ("created", "creates 201"), ("create_errors", "creates refused (JSON 5xx)"),
         ("sessions_lost", "sessions lost"), ("orphans", "orphans"),
         ("bytes_verified", "MiB verified"), ("corrupted", "corrupted blocks"),
-        ("tunnel_errors", "tunnels broken"), ("connect_failures", "CONNECTs failed")]
+        ("tunnel_errors", "tunnels broken"), ("connect_failures", "CONNECTs failed"),
+        ("connect_retries", "CONNECTs retried")]
 
 
 def main(results, command):
@@ -40,7 +41,10 @@ def main(results, command):
             "tunnels held by a killed nginx worker end with it, by design, and are",
             "not counted. \"orphans\" is what stays after the stack settles: a",
             "container, session folder, cgroup, loop device or mount without a",
-            "record, or a running record without a sandbox."]
+            "record, or a running record without a sandbox. \"CONNECTs",
+            "retried\": a new session's first tunnel answered 503 (\"Session store",
+            "unavailable\") and was tried again, which happens right after a Redis",
+            "restart while a worker has not reconnected yet."]
     print("\n".join(out))
 
 
