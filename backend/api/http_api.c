@@ -163,24 +163,37 @@ static enum MHD_Result handle_health(call *c)
     return send_json(c, redis_ok && rt_ok ? 200 : 503, body, NULL, NULL);
 }
 
+/* 413 or 415 for a body that cannot be read as JSON: 1 answered. */
+static int refuse_body(call *c, const request *req, enum MHD_Result *answer)
+{
+    const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+
+    if (req->too_large) {
+        *answer = fail(c, 413, "body_too_large", "body: larger than %d bytes",
+                       PICO_BODY_MAX);
+        return 1;
+    }
+    if (req->len > 0 && !content_type_json(ct)) {
+        *answer = fail(c, 415, "unsupported_media_type",
+                       "Content-Type must be application/json");
+        return 1;
+    }
+    return 0;
+}
+
 static enum MHD_Result handle_create(call *c, request *req)
 {
     pico_app *app = c->h->app;
-    const char *ct;
+    enum MHD_Result answer;
     char err[512];
     api_error e;
     session s;
     json_t *body;
     char location[64];
 
-    if (req->too_large)
-        return fail(c, 413, "body_too_large", "body: larger than %d bytes",
-                    PICO_BODY_MAX);
-    ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                     MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (req->len > 0 && !content_type_json(ct))
-        return fail(c, 415, "unsupported_media_type",
-                    "Content-Type must be application/json");
+    if (refuse_body(c, req, &answer))
+        return answer;
     memset(&s, 0, sizeof(s));
     if (session_parse_request(&app->cfg, req->body, req->len, &s, err,
                               sizeof(err)) < 0)
@@ -231,6 +244,27 @@ static enum MHD_Result handle_get(call *c, const char *id)
     return send_json(c, 200, body, NULL, NULL);
 }
 
+static enum MHD_Result handle_patch(call *c, const char *id, request *req)
+{
+    enum MHD_Result answer;
+    session_record rec;
+    char err[512];
+    long long ttl = 0;
+    api_error e;
+    json_t *body;
+
+    if (refuse_body(c, req, &answer))
+        return answer;
+    if (session_parse_patch(&c->h->app->cfg, req->body, req->len, &ttl, err,
+                            sizeof(err)) < 0)
+        return fail(c, 400, "invalid_request", "%s", err);
+    if (lifecycle_extend(c->h->app, id, c->principal, ttl, &rec, &e) < 0)
+        return send_error(c, &e);
+    body = session_to_json(&rec.s, &rec.tunnels);
+    session_free(&rec.s);
+    return send_json(c, 200, body, NULL, NULL);
+}
+
 static enum MHD_Result handle_delete(call *c, const char *id)
 {
     api_error e;
@@ -244,7 +278,7 @@ static enum MHD_Result handle_delete(call *c, const char *id)
 }
 
 /* /v1/sessions/<rest>: <id> or <id>/tunnel. */
-static enum MHD_Result route_session(call *c, const char *rest)
+static enum MHD_Result route_session(call *c, const char *rest, request *req)
 {
     const char *slash = strchr(rest, '/');
     size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
@@ -264,9 +298,11 @@ static enum MHD_Result route_session(call *c, const char *rest)
     }
     if (is_get(c->method))
         return handle_get(c, id);
+    if (!strcmp(c->method, "PATCH"))
+        return handle_patch(c, id, req);
     if (!strcmp(c->method, "DELETE"))
         return handle_delete(c, id);
-    return not_allowed(c, "GET, HEAD, DELETE");
+    return not_allowed(c, "GET, HEAD, PATCH, DELETE");
 }
 
 /* Fills c->principal, or answers 401/503 and returns 0. */
@@ -313,7 +349,7 @@ static enum MHD_Result dispatch(call *c, const char *url, request *req)
         return not_allowed(c, "GET, HEAD, POST");
     }
     if (!strncmp(url, prefix, sizeof(prefix) - 1))
-        return route_session(c, url + sizeof(prefix) - 1);
+        return route_session(c, url + sizeof(prefix) - 1, req);
     return fail(c, 404, "not_found", "no such path");
 }
 

@@ -132,6 +132,47 @@ int lifecycle_get(pico_app *app, const char *id, const char *principal,
     return 0;
 }
 
+int lifecycle_extend(pico_app *app, const char *id, const char *principal,
+                     long long ttl, session_record *rec, api_error *e)
+{
+    long long out = 0;
+    int rc;
+
+    if (lifecycle_get(app, id, principal, rec, e) < 0)
+        return -1;
+    session_free(&rec->s);
+    rc = store_session_extend(app->st, id, now_ms(), ttl, app->cfg.lifetime_max,
+                              &out);
+    if (rc == 4) {
+        if (out >= 1)
+            api_error_set(e, 400, "invalid_request",
+                          "ttl: at most %lld now: a session lives at most "
+                          "lifetime_max (%lld s) after created_at",
+                          out, app->cfg.lifetime_max);
+        else
+            api_error_set(e, 400, "invalid_request",
+                          "ttl: the session has reached lifetime_max (%lld s "
+                          "after created_at) and cannot be extended",
+                          app->cfg.lifetime_max);
+        return -1;
+    }
+    if (rc == 0 || rc == 2 || rc == 3) {
+        api_error_set(e, rc == 0 ? 404 : 409,
+                      rc == 0 ? "not_found" : "conflict",
+                      rc == 0   ? "session not found"
+                      : rc == 2 ? "the session is being deleted"
+                                : "the session has failed; its ttl cannot "
+                                  "change");
+        return -1;
+    }
+    if (rc != 1) {
+        api_error_set(e, 503, "redis_unavailable", "cannot store the ttl");
+        return -1;
+    }
+    log_info("extended %s ttl=%lld expires_at=%lld", id, ttl, out);
+    return lifecycle_get(app, id, principal, rec, e);
+}
+
 void lifecycle_free_list(session_record *recs, size_t n)
 {
     size_t i;

@@ -44,6 +44,13 @@ int lifecycle_create(pico_app *app, session *s, const char *owner,
 int lifecycle_get(pico_app *app, const char *id, const char *principal,
                   session_record *rec, api_error *e);
 
+/* Moves a session's expires_at to now + ttl (PATCH), bounded by
+ * lifetime_max after created_at. 0 with rec (the session afterwards;
+ * caller frees rec->s) or -1 with e: 400 beyond lifetime_max, 404, 409
+ * being deleted or failed. */
+int lifecycle_extend(pico_app *app, const char *id, const char *principal,
+                     long long ttl, session_record *rec, api_error *e);
+
 /* Every live session visible to principal, sorted by created_at. */
 int lifecycle_list(pico_app *app, const char *principal, session_record **recs,
                    size_t *n, api_error *e);

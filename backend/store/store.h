@@ -83,6 +83,16 @@ int store_claim_due(store *st, long long now, long long lease_ms,
  * (already claimed or gone), -1 error. */
 int store_session_expire_now(store *st, const char *id);
 
+/*
+ * Moves a live session's deadline to now (ms) + ttl (s), unless that is
+ * later than created_at + lifetime_max (extend.c): record and pico:expiry
+ * in one step. 1 done (*out = the new expires_at), 0 no such session,
+ * 2 being deleted (terminating, claimed, or already due), 3 failed,
+ * 4 beyond lifetime_max (*out = the largest ttl allowed now), -1 error.
+ */
+int store_session_extend(store *st, const char *id, long long now,
+                         long long ttl, long long lifetime_max, long long *out);
+
 /* Deletes the record, its tunnel counters and index entries, and
  * publishes "deleted <id>". 0 or -1. */
 int store_session_remove(store *st, const char *id);

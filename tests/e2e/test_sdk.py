@@ -584,3 +584,22 @@ def test_sdk_installs_offline_and_runs_the_guide_example(stack, tmp_path):
     assert line.startswith("Session ID: ")
     sid = line.split(": ", 1)[1]
     assert stack.request("GET", "/v1/sessions/" + sid).status == 404
+
+
+def test_extend_through_the_sdk(client):
+    session = client.create_session(ttl=60)
+    try:
+        before = session.expires_at
+        assert session.extend(1200) is session
+        assert session.expires_at > before
+        assert session.ttl == (session.expires_at - session.created_at).total_seconds()
+        assert client.get_session(session.session_id).expires_at == session.expires_at
+        shorter = client.extend_session(session.session_id, 30)
+        assert shorter.expires_at < session.expires_at
+        with pytest.raises(InvalidRequest) as info:
+            session.extend(-1)
+        assert info.value.status == 400 and info.value.message.startswith("ttl:")
+    finally:
+        session.delete()
+    with pytest.raises(SessionNotFound):
+        client.extend_session(session.session_id, 60)

@@ -1,5 +1,6 @@
 /* libFuzzer harness: POST /v1/sessions bodies through the validator and,
- * when accepted, the session JSON encoder. Crashes, leaks and UB fail. */
+ * when accepted, the session JSON encoder; the same bytes as a PATCH
+ * /v1/sessions/<id> body. Crashes, leaks and UB fail. */
 #include <stdint.h>
 #include <string.h>
 
@@ -11,6 +12,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static int ready;
     session s;
     char err[512];
+    long long ttl = 0;
 
     if (!ready) {
         config_defaults(&cfg);
@@ -28,6 +30,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         session_free(&s);
     } else if (err[0] == '\0' || s.metadata_json != NULL) {
         __builtin_trap(); /* refusals name a reason and own nothing */
+    }
+    err[0] = '\0';
+    if (session_parse_patch(&cfg, (const char *)data, size, &ttl, err,
+                            sizeof(err)) == 0) {
+        if (ttl < 1 || ttl > cfg.ttl_max)
+            __builtin_trap(); /* an accepted ttl is in range */
+    } else if (err[0] == '\0') {
+        __builtin_trap();
     }
     return 0;
 }

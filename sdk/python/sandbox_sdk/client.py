@@ -235,6 +235,20 @@ class SandboxClient:
         """Iterates over :meth:`list_sessions`."""
         return iter(self.list_sessions())
 
+    def extend_session(self, session_id: str, ttl: int) -> Session:
+        """Sets a session's ``expires_at`` to now + ``ttl`` seconds (longer
+        or shorter than before) and returns the session as it is then.
+
+        Raises :class:`InvalidRequest` (400) for a ttl outside 1..ttl_max
+        or past the service's ``lifetime_max`` after ``created_at``,
+        :class:`Conflict` (409) while the session is being deleted or has
+        failed, :class:`SessionNotFound` (404)."""
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise TypeError("ttl must be an int, not %r" % (ttl,))
+        _, data = self._request("PATCH", "/v1/sessions/%s" % _quote(session_id),
+                                {"ttl": ttl})
+        return self._session(data)
+
     def delete_session(self, session_id: str) -> None:
         """Deletes a session and its sandbox; :class:`SessionNotFound` if it
         does not exist."""

@@ -173,3 +173,101 @@ def test_buffered_header_and_prefixed_socket():
         q = tunnel.PrefixedSocket(a, b"abc")
         n = q.recv_into(buf, 2)
         assert (n, bytes(buf[:2])) == (2, b"ab")
+
+
+# -- a fake service: records requests, answers what a test tells it ----
+import http.server  # noqa: E402
+import json  # noqa: E402
+
+
+class FakeService:
+    """An HTTP server on 127.0.0.1 whose answers come from
+    ``answer(method, path, headers, body) -> (status, headers, body)``;
+    ``body`` may be bytes or a list of bytes chunks (streamed)."""
+
+    def __init__(self, answer):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                outer.requests.append((self.command, self.path,
+                                       dict(self.headers), body))
+                status, hdrs, out = answer(self.command, self.path,
+                                           self.headers, body)
+                self.send_response(status)
+                for k, v in hdrs.items():
+                    self.send_header(k, v)
+                if isinstance(out, list):
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for chunk in out:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    return
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SESSION = {"session_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+           "status": "running", "ttl": 100,
+           "created_at": "2025-10-24T03:45:00Z",
+           "expires_at": "2025-10-24T03:46:40Z"}
+
+
+def json_answer(status, obj):
+    return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
+
+
+def test_extend_sends_patch_ttl_and_updates_the_session():
+    def answer(method, path, headers, body):
+        if method == "PATCH":
+            ttl = json.loads(body)["ttl"]
+            return json_answer(200, dict(SESSION, ttl=ttl,
+                                         expires_at="2025-10-24T03:55:00Z"))
+        return json_answer(200, SESSION)
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="t0k")
+        s = client.get_session(SESSION["session_id"])
+        assert s.extend(600) is s
+        method, path, headers, body = svc.requests[-1]
+        assert (method, path) == ("PATCH", "/v1/sessions/" + SESSION["session_id"])
+        assert json.loads(body) == {"ttl": 600}
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Authorization"] == "Bearer t0k"
+        assert s.ttl == 600 and s.expires_at.minute == 55
+        with pytest.raises(TypeError):
+            client.extend_session(SESSION["session_id"], 1.5)
+    finally:
+        svc.close()
+
+
+def test_extend_errors_map():
+    svc = FakeService(lambda *a: json_answer(409, {"error": {
+        "code": "conflict", "message": "the session is being deleted"}}))
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.Conflict):
+            client.extend_session(SESSION["session_id"], 60)
+    finally:
+        svc.close()

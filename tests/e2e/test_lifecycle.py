@@ -1,0 +1,156 @@
+"""Lifecycle beyond create and delete, end to end on the real stack:
+PATCH /v1/sessions/<id> moves a session's deadline (the reaper honours
+the new one), and every bad PATCH gets a 4xx JSON error that names the
+field."""
+
+import calendar
+import time
+
+import pytest
+
+from pico_stack import wait_for
+
+
+def unix_time(rfc3339):
+    return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
+
+
+def error_of(r, status):
+    """Asserts r is a JSON error with this status; returns its message."""
+    assert r.status == status, r
+    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
+    err = r.json()["error"]
+    assert err["code"] and err["message"], err
+    return err["message"]
+
+
+def patch(stack, sid, body, token=None, **kw):
+    return stack.request("PATCH", "/v1/sessions/" + sid, body=body, token=token, **kw)
+
+
+def watch_until_gone(stack, sid, not_before, timeout):
+    """Polls until the session is gone; asserts it never went before
+    not_before (unix seconds). Returns when it went."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        before = time.time()
+        r = stack.request("GET", "/v1/sessions/" + sid)
+        if r.status == 404:
+            assert before >= not_before, "gone %.1f s before its deadline" % (
+                not_before - before)
+            return before
+        assert r.status == 200, r
+        time.sleep(0.1)
+    raise AssertionError("session %s still there after %s s" % (sid, timeout))
+
+
+def test_extend_outlives_the_old_deadline(stack):
+    s = stack.create(ttl=3)
+    sid = s["session_id"]
+    old = unix_time(s["expires_at"])
+    r = patch(stack, sid, {"ttl": 8})
+    assert r.status == 200, r
+    body = r.json()
+    new = unix_time(body["expires_at"])
+    assert new >= old + 4, (old, new)
+    assert new - unix_time(body["created_at"]) == body["ttl"]
+    assert body["status"] == "running"
+    assert stack.redis_cli("ZSCORE", "pico:expiry", sid) == str(new * 1000)
+    assert stack.redis_cli("HGET", "pico:session:" + sid, "expires_at") == str(new)
+    # The reaper removes a session within 2 s after its deadline: past the
+    # old one and that margin, it must still be there and usable.
+    time.sleep(max(0, old + 3 - time.time()))
+    got = stack.request("GET", "/v1/sessions/" + sid)
+    assert got.status == 200 and got.json()["expires_at"] == body["expires_at"], got
+    sock, status, _ = stack.open_tunnel(sid)
+    sock.close()
+    assert " 200 " in status, status
+    watch_until_gone(stack, sid, new, timeout=new - time.time() + 30)
+    assert stack.backend.read_log().count("reaped " + sid) == 1
+
+
+def test_shorten_ends_at_the_new_deadline(stack):
+    s = stack.create(ttl=600)
+    sid = s["session_id"]
+    r = patch(stack, sid, {"ttl": 2})
+    assert r.status == 200, r
+    new = unix_time(r.json()["expires_at"])
+    assert new < unix_time(s["expires_at"])
+    watch_until_gone(stack, sid, new, timeout=60)
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"ttl": -1}, "ttl"), ({"ttl": 0}, "ttl"), ({"ttl": 1.5}, "ttl"),
+    ({"ttl": "60"}, "ttl"), ({"ttl": True}, "ttl"), ({"ttl": None}, "ttl"),
+    ({"ttl": 86401}, "ttl"), ('{"ttl": 100000000000000000000000000000}', "ttl"),
+    ({"ttl": 10 ** 18}, "ttl"), ({}, "ttl"), ({"ttl": 60, "image": "x"}, "image"),
+    ('{"ttl": 60', "body"), ("[60]", "body"), ('{"ttl": 1, "ttl": 2}', "body"),
+])
+def test_bad_patch_is_400_naming_the_field(stack, body, field):
+    sid = stack.create(ttl=60)["session_id"]
+    try:
+        hdrs = {"Content-Type": "application/json"} if isinstance(body, str) else None
+        msg = error_of(patch(stack, sid, body, headers=hdrs), 400)
+        assert msg.startswith(field + ":"), msg
+        # nothing changed
+        assert stack.request("GET", "/v1/sessions/" + sid).json()["ttl"] == 60
+    finally:
+        stack.delete(sid)
+
+
+def test_patch_without_body_or_json_type(stack):
+    sid = stack.create(ttl=60)["session_id"]
+    try:
+        assert error_of(patch(stack, sid, None), 400).startswith("ttl:")
+        r = patch(stack, sid, '{"ttl": 5}', headers={"Content-Type": "text/plain"})
+        error_of(r, 415)
+    finally:
+        stack.delete(sid)
+
+
+def test_patch_unknown_malformed_and_deleting(stack):
+    import uuid
+    error_of(patch(stack, str(uuid.uuid4()), {"ttl": 60}), 404)
+    error_of(patch(stack, "not-a-uuid", {"ttl": 60}), 400)
+    sid = stack.create(ttl=60)["session_id"]
+    # What a backend holding the delete claim leaves: terminating, in
+    # pico:reaping with a lease (which ends in 2 s; the reaper then
+    # finishes the delete, as after a backend died mid-delete).
+    lease = int(time.time() * 1000) + 2000
+    stack.redis_cli("EVAL", "redis.call('ZREM', 'pico:expiry', ARGV[1]);"
+                    "redis.call('ZADD', 'pico:reaping', ARGV[2], ARGV[1]);"
+                    "redis.call('HSET', KEYS[1], 'status', 'terminating')",
+                    "1", "pico:session:" + sid, sid, str(lease))
+    msg = error_of(patch(stack, sid, {"ttl": 600}), 409)
+    assert "deleted" in msg
+    assert stack.redis_cli("ZSCORE", "pico:expiry", sid) == ""
+    wait_for(lambda: stack.request("GET", "/v1/sessions/" + sid).status == 404,
+             timeout=60, what="the claimed session deleted")
+
+
+def test_patch_bounded_by_lifetime_max(new_stack):
+    st = new_stack(conf={"pico.conf": {"ttl_max": "10", "ttl_default": "5",
+                                       "lifetime_max": "10"}})
+    s = st.create(ttl=5)
+    sid = s["session_id"]
+    created = unix_time(s["created_at"])
+    # A second later now + 10 is past created_at + lifetime_max.
+    time.sleep(max(0, created + 1.1 - time.time()))
+    msg = error_of(patch(st, sid, {"ttl": 10}), 400)
+    assert msg.startswith("ttl:") and "lifetime_max" in msg, msg
+    assert st.request("GET", "/v1/sessions/" + sid).json()["expires_at"] == s["expires_at"]
+    r = patch(st, sid, {"ttl": 2})
+    assert r.status == 200, r
+    assert unix_time(r.json()["expires_at"]) <= created + 10
+    st.delete(sid)
+
+
+def test_patch_of_another_principals_session_is_404(new_stack):
+    st = new_stack(auth=True)
+    alice, bob = st.make_token("alice"), st.make_token("bob")
+    sid = st.create(token=alice, ttl=60)["session_id"]
+    error_of(patch(st, sid, {"ttl": 600}, token=bob), 404)
+    error_of(patch(st, sid, {"ttl": 600}), 401)
+    r = patch(st, sid, {"ttl": 600}, token=alice)
+    assert r.status == 200, r
+    st.delete(sid, token=alice)
