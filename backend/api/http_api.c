@@ -29,6 +29,7 @@
 #include <microhttpd.h>
 
 #include "api/http_api.h"
+#include "core/idempotency.h"
 #include "core/lifecycle.h"
 #include "api/tokens.h"
 #include "core/util.h"
@@ -186,14 +187,21 @@ static enum MHD_Result handle_create(call *c, request *req)
 {
     pico_app *app = c->h->app;
     enum MHD_Result answer;
+    const char *idem;
     char err[512];
     api_error e;
     session s;
+    session_record rec;
     json_t *body;
     char location[64];
+    int rc;
 
     if (refuse_body(c, req, &answer))
         return answer;
+    idem = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                       "Idempotency-Key");
+    if (idem && !idem_key_valid(idem, err, sizeof(err)))
+        return fail(c, 400, "invalid_request", "%s", err);
     memset(&s, 0, sizeof(s));
     if (session_parse_request(&app->cfg, req->body, req->len, &s, err,
                               sizeof(err)) < 0)
@@ -203,9 +211,22 @@ static enum MHD_Result handle_create(call *c, request *req)
         return fail(c, 400, "invalid_request", "image: unknown image %s",
                     s.image);
     }
-    if (lifecycle_create(app, &s, c->principal, &e) < 0) {
+    if (idem == NULL) {
+        rc = lifecycle_create(app, &s, c->principal, &e) < 0 ? -1 : 201;
+    } else {
+        rc = idem_create(app, &s, c->principal, idem, req->body, req->len, &rec,
+                         &e);
+    }
+    if (rc < 0) {
         session_free(&s);
         return send_error(c, &e);
+    }
+    if (rc == 200) {
+        session_free(&s);
+        body = session_to_json(&rec.s, &rec.tunnels);
+        snprintf(location, sizeof(location), "/v1/sessions/%s", rec.s.id);
+        session_free(&rec.s);
+        return send_json(c, 200, body, "Location", location);
     }
     body = session_to_json(&s, NULL);
     snprintf(location, sizeof(location), "/v1/sessions/%s", s.id);

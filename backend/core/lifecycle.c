@@ -49,7 +49,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     long long t0 = now_ms();
     int rc;
 
-    if (uuid_v4(s->id) < 0) {
+    if (s->id[0] == '\0' && uuid_v4(s->id) < 0) {
         api_error_set(e, 500, "internal", "no randomness for a session id");
         return -1;
     }

@@ -34,7 +34,8 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
 
 /*
  * Creates a session from a validated request (s has image, ttl, limits,
- * key, metadata). Returns 0 with s complete and running, or -1 with e.
+ * key, metadata; and its id when the caller chose it, else "").
+ * Returns 0 with s complete and running, or -1 with e.
  */
 int lifecycle_create(pico_app *app, session *s, const char *owner,
                      api_error *e);

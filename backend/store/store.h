@@ -97,6 +97,22 @@ int store_session_extend(store *st, const char *id, long long now,
  * publishes "deleted <id>". 0 or -1. */
 int store_session_remove(store *st, const char *id);
 
+/*
+ * Idempotency keys (idempotency.c): hash pico:idem:<principal>:<key_sha>.
+ * claim: 1 claimed for id (other = id), 2 the key was used with another
+ * body, 3 done (other = its session), 4 another request is creating it
+ * (other = its session), -1 error. The claim lives claim_s seconds until
+ * done() keeps it keep_s; release() deletes it (a failed create). Both
+ * only act on a claim for id: 1 done, 0 not ours, -1 error.
+ */
+int store_idem_claim(store *st, const char *principal, const char *key_sha,
+                     const char *body_sha, const char *id, long long claim_s,
+                     char other[PICO_ID_LEN + 1]);
+int store_idem_done(store *st, const char *principal, const char *key_sha,
+                    const char *id, long long keep_s);
+int store_idem_release(store *st, const char *principal, const char *key_sha,
+                       const char *id);
+
 /* Tokens (hash pico:token:<token-id>). */
 int store_token_put(store *st, const char *token_id, const char *principal,
                     const char *sha256_hex, long long created_at);

@@ -154,3 +154,116 @@ def test_patch_of_another_principals_session_is_404(new_stack):
     r = patch(st, sid, {"ttl": 600}, token=alice)
     assert r.status == 200, r
     st.delete(sid, token=alice)
+
+
+# -- idempotent create -------------------------------------------------
+def post(stack, body, key=None, token=None, **kw):
+    hdrs = {"Idempotency-Key": key} if key is not None else {}
+    return stack.request("POST", "/v1/sessions", body=body, headers=hdrs,
+                         token=token, **kw)
+
+
+def sessions_with(stack, marker):
+    r = stack.request("GET", "/v1/sessions")
+    return [s for s in r.json()["sessions"] if s["metadata"].get("m") == marker]
+
+
+def test_retried_create_with_the_same_key_makes_one_session(stack):
+    import uuid
+    key, marker = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {"ttl": 120, "metadata": {"m": marker}}
+    first = post(stack, body, key)
+    assert first.status == 201, first
+    sid = first.json()["session_id"]
+    try:
+        # the same body with other spacing and key order is the same body
+        again = stack.request("POST", "/v1/sessions",
+                              body='{"metadata": {"m": "%s"},  "ttl": 120}' % marker,
+                              headers={"Idempotency-Key": key,
+                                       "Content-Type": "application/json"})
+        assert again.status == 200, again
+        assert again.json()["session_id"] == sid
+        assert again.json()["status"] == "running"
+        assert again.headers.get("Location") == "/v1/sessions/" + sid
+        assert [s["session_id"] for s in sessions_with(stack, marker)] == [sid]
+        # another body with the same key: 422, nothing created
+        msg = error_of(post(stack, {"ttl": 121, "metadata": {"m": marker}}, key), 422)
+        assert msg.startswith("Idempotency-Key:"), msg
+        # another key makes another session
+        other = post(stack, body, str(uuid.uuid4()))
+        assert other.status == 201 and other.json()["session_id"] != sid
+        stack.delete(other.json()["session_id"])
+        assert len(sessions_with(stack, marker)) == 1
+        keys = stack.redis_cli("KEYS", "pico:idem:*").split()
+        assert keys and all(len(k.rsplit(":", 1)[1]) == 64 for k in keys), keys
+    finally:
+        stack.delete(sid)
+    # the session is gone: a repeat says so, and does not create one
+    error_of(post(stack, body, key), 409)
+    assert sessions_with(stack, marker) == []
+
+
+def test_five_concurrent_retries_create_exactly_one(stack):
+    import threading
+    import uuid
+    key, marker = str(uuid.uuid4()), str(uuid.uuid4())
+    body = {"ttl": 120, "metadata": {"m": marker}}
+    answers, start = [], threading.Barrier(5)
+
+    def one():
+        start.wait()
+        answers.append(post(stack, body, key))
+
+    threads = [threading.Thread(target=one) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(a.status for a in answers)
+    assert statuses == [200, 200, 200, 200, 201], answers
+    sids = {a.json()["session_id"] for a in answers}
+    assert len(sids) == 1
+    assert [s["session_id"] for s in sessions_with(stack, marker)] == list(sids)
+    stack.delete(sids.pop())
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "a\tb"])
+def test_bad_idempotency_key_is_400(stack, key):
+    marker = "bad-key"
+    hdr = key.encode("utf-8").decode("latin-1")
+    r = post(stack, {"metadata": {"m": marker}}, hdr)
+    msg = error_of(r, 400)
+    assert msg.startswith("Idempotency-Key:"), msg
+    assert sessions_with(stack, marker) == []
+
+
+def test_idempotency_key_of_255_bytes_is_fine(stack):
+    key = "k" * 254 + "~"
+    r = post(stack, {"ttl": 60}, key)
+    assert r.status == 201, r
+    r2 = post(stack, {"ttl": 60}, key)
+    assert r2.status == 200 and r2.json()["session_id"] == r.json()["session_id"]
+    stack.delete(r.json()["session_id"])
+
+
+def test_idempotency_keys_are_per_principal(new_stack):
+    st = new_stack(auth=True)
+    alice, bob = st.make_token("alice"), st.make_token("bob")
+    a = post(st, {"ttl": 60}, "shared-key", token=alice)
+    b = post(st, {"ttl": 60}, "shared-key", token=bob)
+    assert a.status == 201 and b.status == 201, (a, b)
+    assert a.json()["session_id"] != b.json()["session_id"]
+    st.delete(a.json()["session_id"], token=alice)
+    st.delete(b.json()["session_id"], token=bob)
+
+
+def test_failed_create_releases_the_key(new_stack):
+    st = new_stack(conf={"pico.conf": {"max_sessions": "1"}})
+    first = st.create(ttl=60)["session_id"]
+    error_of(post(st, {"ttl": 60}, "release-me"), 429)
+    assert st.redis_cli("KEYS", "pico:idem:*") == ""
+    st.delete(first)
+    r = post(st, {"ttl": 60}, "release-me")
+    assert r.status == 201, r
+    assert post(st, {"ttl": 60}, "release-me").status == 200
+    st.delete(r.json()["session_id"])

@@ -603,3 +603,22 @@ def test_extend_through_the_sdk(client):
         session.delete()
     with pytest.raises(SessionNotFound):
         client.extend_session(session.session_id, 60)
+
+
+def test_idempotent_create_through_the_sdk(stack, client):
+    key = str(uuid.uuid4())
+    first = client.create_session(ttl=120, metadata={"k": key}, idempotency_key=key)
+    try:
+        again = client.create_session(ttl=120, metadata={"k": key}, idempotency_key=key)
+        assert again.session_id == first.session_id
+        with pytest.raises(sandbox_sdk.IdempotencyKeyReused) as info:
+            client.create_session(ttl=60, metadata={"k": key}, idempotency_key=key)
+        assert info.value.status == 422
+        with pytest.raises(InvalidRequest):
+            client.create_session(ttl=60, idempotency_key="x" * 256)
+        # without a key of ours the SDK makes a fresh one each call
+        other = client.create_session(ttl=60, metadata={"k": key})
+        assert other.session_id != first.session_id
+        other.delete()
+    finally:
+        first.delete()

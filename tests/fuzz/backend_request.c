@@ -1,10 +1,28 @@
 /* libFuzzer harness: POST /v1/sessions bodies through the validator and,
  * when accepted, the session JSON encoder; the same bytes as a PATCH
- * /v1/sessions/<id> body. Crashes, leaks and UB fail. */
+ * /v1/sessions/<id> body and as an Idempotency-Key header value. Crashes,
+ * leaks and UB fail. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/idempotency.h"
 #include "core/session_api.h"
+
+/* The header as libmicrohttpd hands it over: NUL-terminated. */
+static void fuzz_idem_key(const uint8_t *data, size_t size)
+{
+    char *key = malloc(size + 1), err[128];
+
+    if (key == NULL)
+        return;
+    memcpy(key, data, size);
+    key[size] = '\0';
+    err[0] = '\0';
+    if (!idem_key_valid(key, err, sizeof(err)) && err[0] == '\0')
+        __builtin_trap();
+    free(key);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -39,5 +57,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (err[0] == '\0') {
         __builtin_trap();
     }
+    fuzz_idem_key(data, size);
     return 0;
 }

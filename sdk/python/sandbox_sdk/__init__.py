@@ -15,7 +15,8 @@ through the service's CONNECT tunnel::
 __version__ = "0.1.0"
 
 from .errors import (AuthenticationError, CommandError, CommandTimeout,  # noqa: E402
-                     Conflict, HostKeyMismatch, InvalidRequest, MethodNotAllowed,
+                     Conflict, HostKeyMismatch, IdempotencyKeyReused,
+                     InvalidRequest, MethodNotAllowed,
                      PermissionDenied, RateLimited, SandboxConnectionError,
                      SandboxError, SandboxNotReady, ServerError,
                      ServiceUnavailable, SessionNotFound, SSHAuthenticationError,
@@ -27,7 +28,8 @@ __all__ = [
     "SandboxClient", "Session", "SessionList", "CommandResult",
     "SandboxError", "SandboxConnectionError", "InvalidRequest",
     "AuthenticationError", "PermissionDenied", "SessionNotFound",
-    "MethodNotAllowed", "Conflict", "RateLimited", "ServerError",
+    "MethodNotAllowed", "Conflict", "IdempotencyKeyReused", "RateLimited",
+    "ServerError",
     "ServiceUnavailable", "SandboxNotReady", "TunnelError", "SSHError",
     "SSHAuthenticationError", "HostKeyMismatch", "CommandTimeout",
     "CommandError", "TransferError", "__version__",

@@ -12,13 +12,16 @@ import http.client
 import json
 import os
 import ssl
+import time
 import urllib.parse
+import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import paramiko
 
 from . import __version__
-from .errors import (SandboxConnectionError, SandboxError, error_from_response)
+from .errors import (SandboxConnectionError, SandboxError, ServiceUnavailable,
+                     error_from_response)
 from .session import Session
 from .ssh import load_private_key, public_key_line
 from .tunnel import TunnelSocket, open_tunnel
@@ -105,11 +108,13 @@ class SandboxClient:
 
     def _request(self, method: str, path: str,
                  body: Optional[Dict[str, Any]] = None, *,
-                 timeout: Optional[float] = -1.0) -> Tuple[int, Any]:
+                 timeout: Optional[float] = -1.0,
+                 extra_headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
         """Sends one request; returns (status, decoded JSON or None).
         Raises the mapped :class:`SandboxError` for error answers."""
         headers = {"Accept": "application/json",
                    "User-Agent": "sandbox-sdk-python/%s" % __version__}
+        headers.update(extra_headers or {})
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -149,6 +154,8 @@ class SandboxClient:
                        resources: Optional[Dict[str, int]] = None,
                        ssh_key: Union[paramiko.PKey, str, None] = None,
                        timeout: Optional[float] = None,
+                       idempotency_key: Optional[str] = None,
+                       retries: int = 2,
                        **options: Any) -> Session:
         """Creates a session and returns it once its sandbox is running.
 
@@ -168,6 +175,15 @@ class SandboxClient:
                 client's ``timeout`` but at least 180 s, since the service
                 answers only once the sandbox runs (a Kubernetes pod may
                 take a while).
+            idempotency_key: sent as ``Idempotency-Key`` (1..255
+                printable ASCII characters); ``None`` makes a fresh
+                ``uuid4`` for this call. The service answers a repeat with
+                the same key and body with the session the first attempt
+                made, so the retries below never create a second session.
+            retries: how many times to send the create again, with the same
+                key, after a connection failure or timeout (the answer may
+                have been lost) or a 503 from a service that is not
+                answering; 0 = never.
             **options: further fields sent as they are.
 
         If the service answers while the sandbox is still ``pending``, this
@@ -194,13 +210,30 @@ class SandboxClient:
         body.update(options)
         if timeout is None:
             timeout = None if self.timeout is None else max(self.timeout, 180.0)
-        _, data = self._request("POST", "/v1/sessions", body, timeout=timeout)
+        if idempotency_key is None:
+            idempotency_key = str(uuid.uuid4())
+        data = self._create_with_retries(body, timeout, idempotency_key, retries)
         session = self._session(data, key)
         if session.status == "pending":
             # pico answers once the sandbox runs; a service that answers
             # earlier is waited for here, so the session is usable at once.
             session.wait_until_running(timeout=timeout or 180.0)
         return session
+
+    def _create_with_retries(self, body: Dict[str, Any], timeout: Optional[float],
+                             idempotency_key: str, retries: int) -> Any:
+        attempt = 0
+        while True:
+            try:
+                _, data = self._request(
+                    "POST", "/v1/sessions", body, timeout=timeout,
+                    extra_headers={"Idempotency-Key": idempotency_key})
+                return data
+            except (SandboxConnectionError, ServiceUnavailable) as e:
+                if attempt >= retries or not _retryable(e):
+                    raise
+            attempt += 1
+            time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
 
     def _session(self, data: Any, key: Optional[paramiko.PKey] = None) -> Session:
         if not isinstance(data, dict) or not data.get("session_id"):
@@ -280,6 +313,14 @@ class SandboxClient:
         """Opens a CONNECT tunnel to a session's sshd; see
         :meth:`Session.open_tunnel`."""
         return self._open_tunnel("/v1/sessions/%s/tunnel" % _quote(session_id))
+
+
+def _retryable(e: SandboxError) -> bool:
+    """A lost answer or a service that is not answering, as opposed to a
+    503 the service chose (Redis down is worth a retry too)."""
+    if isinstance(e, SandboxConnectionError):
+        return True
+    return e.code in ("backend_unavailable", "redis_unavailable")
 
 
 def _quote(session_id: str) -> str:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 
 import paramiko
 import pytest
@@ -200,8 +201,11 @@ class FakeService:
                 body = self.rfile.read(n) if n else b""
                 outer.requests.append((self.command, self.path,
                                        dict(self.headers), body))
-                status, hdrs, out = answer(self.command, self.path,
-                                           self.headers, body)
+                got = answer(self.command, self.path, self.headers, body)
+                if got is None:  # hang up without an answer
+                    self.close_connection = True
+                    return
+                status, hdrs, out = got
                 self.send_response(status)
                 for k, v in hdrs.items():
                     self.send_header(k, v)
@@ -269,5 +273,65 @@ def test_extend_errors_map():
         client = sandbox_sdk.SandboxClient(svc.url, token="")
         with pytest.raises(sandbox_sdk.Conflict):
             client.extend_session(SESSION["session_id"], 60)
+    finally:
+        svc.close()
+
+
+def test_create_sends_a_fresh_idempotency_key_reused_across_retries():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(headers.get("Idempotency-Key"))
+        if len(calls) in (1, 3):
+            return None  # the answer is lost
+        return json_answer(201, SESSION)
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        s = client.create_session(ttl=100)
+        assert s.session_id == SESSION["session_id"]
+        assert len(calls) == 2 and calls[0] == calls[1]
+        assert str(uuid.UUID(calls[0])) == calls[0]
+        client.create_session(ttl=100)
+        assert len(calls) == 4 and calls[2] == calls[3] != calls[0]
+        client.create_session(ttl=100, idempotency_key="mine")
+        assert calls[4] == "mine"
+    finally:
+        svc.close()
+
+
+def test_create_gives_up_after_its_retries():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(headers.get("Idempotency-Key"))
+        return None
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.SandboxConnectionError):
+            client.create_session(ttl=100, retries=1)
+        assert len(calls) == 2 and calls[0] == calls[1]
+    finally:
+        svc.close()
+
+
+def test_create_does_not_retry_a_422():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(1)
+        return json_answer(422, {"error": {"code": "idempotency_key_reused",
+                                           "message": "Idempotency-Key: x"}})
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.SandboxError) as info:
+            client.create_session(ttl=100, idempotency_key="k")
+        assert type(info.value) is sandbox_sdk.IdempotencyKeyReused
+        assert info.value.status == 422 and len(calls) == 1
     finally:
         svc.close()
