@@ -29,6 +29,8 @@
 #include <microhttpd.h>
 
 #include "api/http_api.h"
+#include "api/sse.h"
+#include "core/events.h"
 #include "core/idempotency.h"
 #include "core/lifecycle.h"
 #include "api/tokens.h"
@@ -43,6 +45,8 @@ struct http_api {
     struct MHD_Daemon *daemon;
     int listen_fd;
     atomic_int inflight;
+    atomic_int streams;  /* event streams open (each holds a thread) */
+    atomic_int stopping; /* set when draining: event streams end */
 };
 
 typedef struct {
@@ -298,7 +302,80 @@ static enum MHD_Result handle_delete(call *c, const char *id)
         NULL);
 }
 
-/* /v1/sessions/<rest>: <id> or <id>/tunnel. */
+/* Where a stream resumes: after a Last-Event-ID the principal's stream
+ * still holds; 1 with after set, or 0 with the answer sent. */
+static int resume_point(call *c, const char *last, char *after, size_t len,
+                        enum MHD_Result *answer)
+{
+    char first[48];
+    int rc;
+
+    if (!event_id_valid(last)) {
+        *answer = fail(c, 400, "invalid_request",
+                       "Last-Event-ID: must be an event id such as "
+                       "1761277500000-0");
+        return 0;
+    }
+    rc = store_event_check(c->h->app->st, c->principal, last, first,
+                           sizeof(first));
+    if (rc == 1) {
+        copy_str(after, len, last);
+        return 1;
+    }
+    if (rc < 0)
+        *answer = fail(c, 503, "redis_unavailable", "cannot read events");
+    else if (rc == 2 || event_id_cmp(last, first) < 0)
+        *answer = fail(c, 410, "event_expired",
+                       "Last-Event-ID: %s is older than the events kept; "
+                       "reconnect without it",
+                       last);
+    else
+        *answer =
+            fail(c, 400, "unknown_event",
+                 "Last-Event-ID: %s is not an event of this stream", last);
+    return 0;
+}
+
+/* GET /v1/events (id NULL) and /v1/sessions/<id>/events: Server-Sent
+ * Events. Without Last-Event-ID the first follows new events only, the
+ * second starts with the session's retained history. */
+static enum MHD_Result handle_events(call *c, const char *id)
+{
+    pico_app *app = c->h->app;
+    const char *last =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    int max = app->cfg.threads / 2 > 0 ? app->cfg.threads / 2 : 1;
+    char after[48] = "0-0";
+    enum MHD_Result answer;
+    struct MHD_Response *r;
+
+    if (strcmp(c->method, "GET") != 0)
+        return not_allowed(c, "GET");
+    if (last && !resume_point(c, last, after, sizeof(after), &answer))
+        return answer;
+    if (last == NULL && id != NULL) {
+        session_record rec;
+        api_error e;
+        if (lifecycle_get(app, id, c->principal, &rec, &e) < 0)
+            return send_error(c, &e);
+        session_free(&rec.s);
+    } else if (last == NULL && store_event_last(app->st, c->principal, after,
+                                                sizeof(after)) < 0) {
+        return fail(c, 503, "redis_unavailable", "cannot read events");
+    }
+    if (atomic_load(&c->h->streams) >= max)
+        return fail(c, 429, "too_many_streams",
+                    "at most %d event streams may be open", max);
+    r = sse_response(app, c->principal, id, after, &c->h->streams,
+                     &c->h->stopping);
+    if (r == NULL)
+        return MHD_NO;
+    answer = MHD_queue_response(c->conn, 200, r);
+    MHD_destroy_response(r);
+    return answer;
+}
+
+/* /v1/sessions/<rest>: <id>, <id>/tunnel or <id>/events. */
 static enum MHD_Result route_session(call *c, const char *rest, request *req)
 {
     const char *slash = strchr(rest, '/');
@@ -315,6 +392,8 @@ static enum MHD_Result route_session(call *c, const char *rest, request *req)
     if (slash) {
         if (strcmp(slash, "/tunnel") == 0)
             return not_allowed(c, "CONNECT"); /* nginx's module serves it */
+        if (strcmp(slash, "/events") == 0)
+            return handle_events(c, id);
         return fail(c, 404, "not_found", "no such path");
     }
     if (is_get(c->method))
@@ -369,6 +448,8 @@ static enum MHD_Result dispatch(call *c, const char *url, request *req)
             return handle_create(c, req);
         return not_allowed(c, "GET, HEAD, POST");
     }
+    if (!strcmp(url, "/v1/events"))
+        return handle_events(c, NULL);
     if (!strncmp(url, prefix, sizeof(prefix) - 1))
         return route_session(c, url + sizeof(prefix) - 1, req);
     return fail(c, 404, "not_found", "no such path");
@@ -545,6 +626,8 @@ http_api *http_api_start(pico_app *app, char *err, size_t errlen)
     }
     h->app = app;
     atomic_init(&h->inflight, 0);
+    atomic_init(&h->streams, 0);
+    atomic_init(&h->stopping, 0);
     h->listen_fd = !strncmp(l, "unix:", 5)
                        ? listen_unix(l + 5, app->cfg.listen_group, err, errlen)
                        : listen_tcp(l, err, errlen);
@@ -578,6 +661,7 @@ void http_api_stop(http_api *h)
         return;
     /* No new connections; requests in flight (a create may take seconds)
      * finish and get their answer before the daemon goes. */
+    atomic_store(&h->stopping, 1); /* event streams end within a turn */
     fd = MHD_quiesce_daemon(h->daemon);
     if (fd >= 0)
         close(fd);

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/events.h"
 #include "core/lifecycle.h"
 #include "core/util.h"
 
@@ -39,8 +40,12 @@ long long lifecycle_lease_ms(const runtime_ops *ops)
 
 static int mark_failed(pico_app *app, const char *id, const char *reason)
 {
-    return store_session_fail(app->st, id, reason,
-                              now_s() + PICO_FAILED_RETENTION_S);
+    int rc = store_session_fail(app->st, id, reason,
+                                now_s() + PICO_FAILED_RETENTION_S);
+
+    if (rc == 1)
+        events_emit(app, id, "failed", reason);
+    return rc;
 }
 
 int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
@@ -74,6 +79,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     }
     log_info("creating %s image=%s ttl=%lld owner=%s", s->id, s->image, s->ttl,
              owner[0] ? owner : "-");
+    events_emit(app, s->id, "created", NULL);
 
     if (app->ops->create(app->rt, s, err, sizeof(err)) < 0) {
         if (err[0] == '\0')
@@ -110,6 +116,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
         return -1;
     }
     s->status = SESSION_RUNNING;
+    events_emit(app, s->id, "running", NULL);
     log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
              now_ms() - t0);
     return 0;
@@ -243,6 +250,7 @@ int lifecycle_destroy_claimed(pico_app *app, const char *id)
                   id, err);
         return -1;
     }
+    events_emit(app, id, "terminated", NULL);
     if (store_session_remove(app->st, id) < 0) {
         log_error("remove %s: redis failed (will be retried)", id);
         return -1;

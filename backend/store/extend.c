@@ -15,7 +15,8 @@
 #include "store/store.h"
 
 /* KEYS: session key, pico:expiry. ARGV: id, now (ms), ttl (s),
- * lifetime_max (s). A session already due (its deadline passed, or a
+ * lifetime_max (s), events kept. The "ttl_changed" event (events.c) is
+ * appended in the same step. A session already due (its deadline passed, or a
  * DELETE on another node made it due now) is being deleted: refused, so a
  * PATCH never undoes a DELETE. ttl keeps meaning expires_at - created_at.
  * Replies {1, expires_at}, {0} missing, {2} being deleted, {3} failed,
@@ -35,14 +36,18 @@ static const char extend_lua[] =
     "if exp > last then return {4, last - now_s} end\n"
     "redis.call('ZADD', KEYS[2], 'XX', exp * 1000, ARGV[1])\n"
     "redis.call('HSET', KEYS[1], 'expires_at', exp, 'ttl', exp - created)\n"
+    "redis.call('XADD', 'pico:stream:' .. redis.call('HGET', KEYS[1], "
+    "'owner'), 'MAXLEN', '~', ARGV[5], '*', 'type', 'ttl_changed', "
+    "'session_id', ARGV[1], 'at', ARGV[2], 'expires_at', exp, 'ttl', "
+    "exp - created)\n"
     "return {1, exp}\n";
 
 int store_session_extend(store *st, const char *id, long long now,
                          long long ttl, long long lifetime_max, long long *out)
 {
-    char key[64], nows[24], ttls[24], lifes[24];
-    const char *argv[] = {"EVAL", extend_lua, "2",  key,  "pico:expiry",
-                          id,     nows,       ttls, lifes};
+    char key[64], nows[24], ttls[24], lifes[24], maxlen[24];
+    const char *argv[] = {"EVAL", extend_lua, "2",  key,   "pico:expiry",
+                          id,     nows,       ttls, lifes, maxlen};
     redisReply *r;
     int rc = -1;
 
@@ -50,7 +55,8 @@ int store_session_extend(store *st, const char *id, long long now,
     snprintf(nows, sizeof(nows), "%lld", now);
     snprintf(ttls, sizeof(ttls), "%lld", ttl);
     snprintf(lifes, sizeof(lifes), "%lld", lifetime_max);
-    r = store_command(st, 9, argv);
+    snprintf(maxlen, sizeof(maxlen), "%d", PICO_EVENTS_MAX);
+    r = store_command(st, 10, argv);
     if (r == NULL)
         return -1;
     if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&

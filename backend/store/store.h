@@ -113,6 +113,38 @@ int store_idem_done(store *st, const char *principal, const char *key_sha,
 int store_idem_release(store *st, const char *principal, const char *key_sha,
                        const char *id);
 
+/*
+ * Lifecycle events (events.c): Redis Stream pico:stream:<principal>,
+ * about PICO_EVENTS_MAX entries kept.
+ */
+#define PICO_EVENTS_MAX 10000
+
+/* Appends an event of session id (type, then npairs name/value pairs,
+ * at most 8) to its owner's stream. 1 added, 0 no record, -1 error. */
+int store_event_add(store *st, const char *id, const char *type,
+                    const char *const *pairs, int npairs);
+
+/* Appends "expiring" for each session due within window_ms of now (ms)
+ * not yet warned about its current deadline. How many, or -1. */
+int store_event_warn_expiring(store *st, long long now, long long window_ms);
+
+/* Whether the principal's stream holds event_id: 1 yes, 0 no (first =
+ * the oldest id kept), 2 the stream is empty, -1 error. */
+int store_event_check(store *st, const char *principal, const char *event_id,
+                      char *first, size_t firstlen);
+
+/* The newest id in the principal's stream, "0-0" if none. 0 or -1. */
+int store_event_last(store *st, const char *principal, char *out,
+                     size_t outlen);
+
+/* Events after `after`, waiting up to block_ms for one: each to cb (its
+ * id and nfields name/value pairs). How many were read, or -1. */
+typedef void (*store_event_cb)(const char *event_id, const char **fields,
+                               int nfields, void *arg);
+int store_event_read(store *st, const char *principal, const char *after,
+                     long long block_ms, int count, store_event_cb cb,
+                     void *arg);
+
 /* Tokens (hash pico:token:<token-id>). */
 int store_token_put(store *st, const char *token_id, const char *principal,
                     const char *sha256_hex, long long created_at);

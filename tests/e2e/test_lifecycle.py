@@ -267,3 +267,157 @@ def test_failed_create_releases_the_key(new_stack):
     assert r.status == 201, r
     assert post(st, {"ttl": 60}, "release-me").status == 200
     st.delete(r.json()["session_id"])
+
+
+# -- events ------------------------------------------------------------
+import http.client  # noqa: E402
+import json  # noqa: E402
+
+
+class EventStream:
+    """GET an SSE path through nginx; next() returns (id, type, data)."""
+
+    def __init__(self, stack, path, last_event_id=None, token=None, timeout=30):
+        self.conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=timeout)
+        hdrs = {"Accept": "text/event-stream"}
+        if last_event_id:
+            hdrs["Last-Event-ID"] = last_event_id
+        if token:
+            hdrs["Authorization"] = "Bearer " + token
+        self.conn.request("GET", path, headers=hdrs)
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200, (self.resp.status, self.resp.read())
+        assert self.resp.getheader("Content-Type") == "text/event-stream"
+
+    def next(self):
+        ev = {}
+        while True:
+            line = self.resp.readline()
+            if not line:
+                return None  # the stream ended
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if "data" in ev:
+                    return ev["id"], ev["event"], json.loads(ev["data"])
+                ev = {}
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(": ")
+            ev[name] = value
+
+    def until(self, etype, sid=None):
+        seen = []
+        while True:
+            e = self.next()
+            assert e is not None, "stream ended before %s: %s" % (etype, seen)
+            seen.append(e)
+            if e[1] == etype and (sid is None or e[2]["session_id"] == sid):
+                return seen
+
+    def close(self):
+        self.conn.close()
+
+
+def ids_increase(events):
+    keys = [tuple(int(x) for x in e[0].split("-")) for e in events]
+    return keys == sorted(keys) and len(set(keys)) == len(keys)
+
+
+def test_session_events_in_order_and_the_stream_ends(stack):
+    s = stack.create(ttl=600)
+    sid = s["session_id"]
+    es = EventStream(stack, "/v1/sessions/%s/events" % sid)
+    try:
+        assert patch(stack, sid, {"ttl": 300}).status == 200
+        assert stack.delete(sid).status == 200
+        events = []
+        while True:
+            e = es.next()
+            if e is None:
+                break
+            events.append(e)
+    finally:
+        es.close()
+    types = [e[1] for e in events]
+    assert types == ["created", "running", "ttl_changed", "terminated"], events
+    assert ids_increase(events)
+    assert all(e[2]["session_id"] == sid and e[2]["id"] == e[0] for e in events)
+    assert all(e[2]["type"] == e[1] and e[2]["time"].endswith("Z") for e in events)
+    changed = events[2][2]
+    assert changed["ttl"] == unix_time(changed["expires_at"]) - unix_time(s["created_at"])
+
+
+def test_events_resume_after_a_reconnect(stack):
+    es = EventStream(stack, "/v1/events")
+    sid = stack.create(ttl=600)["session_id"]
+    first = es.until("running", sid)
+    created = [e for e in first if e[2]["session_id"] == sid][0]
+    es.close()
+    # while nobody listens
+    assert patch(stack, sid, {"ttl": 120}).status == 200
+    assert stack.delete(sid).status == 200
+    es = EventStream(stack, "/v1/events", last_event_id=created[0])
+    try:
+        got = [e for e in es.until("terminated", sid) if e[2]["session_id"] == sid]
+    finally:
+        es.close()
+    assert [e[1] for e in got] == ["running", "ttl_changed", "terminated"], got
+    assert ids_increase([created] + got)
+    # the per-session stream resumes the same way and ends after terminated
+    es = EventStream(stack, "/v1/sessions/%s/events" % sid, last_event_id=got[0][0])
+    try:
+        rest = [es.next(), es.next(), es.next()]
+    finally:
+        es.close()
+    assert [e[1] for e in rest[:2]] == ["ttl_changed", "terminated"] and rest[2] is None
+
+
+def test_expiring_then_terminated_by_the_reaper(stack):
+    s = stack.create(ttl=3)
+    sid = s["session_id"]
+    es = EventStream(stack, "/v1/sessions/%s/events" % sid)
+    try:
+        got = es.until("terminated")
+    finally:
+        es.close()
+    types = [e[1] for e in got]
+    assert types == ["created", "running", "expiring", "terminated"], got
+    assert got[2][2]["expires_at"] == s["expires_at"]
+
+
+def test_bad_last_event_id(stack):
+    sid = stack.create(ttl=60)["session_id"]
+    try:
+        for path in ("/v1/events", "/v1/sessions/%s/events" % sid):
+            for bad in ("abc", "1-", "-1", "1-0-0", "99999999999999999999999-0", "1.5-0"):
+                r = stack.request("GET", path, headers={"Last-Event-ID": bad})
+                assert error_of(r, 400).startswith("Last-Event-ID:"), (bad, r)
+            r = stack.request("GET", path, headers={"Last-Event-ID": "99999999999999-0"})
+            assert r.json()["error"]["code"] == "unknown_event"
+            assert error_of(r, 400).startswith("Last-Event-ID:")
+            r = stack.request("GET", path, headers={"Last-Event-ID": "1-0"})
+            assert r.json()["error"]["code"] == "event_expired"
+            assert error_of(r, 410).startswith("Last-Event-ID:")
+        import uuid
+        error_of(stack.request("GET", "/v1/sessions/%s/events" % uuid.uuid4()), 404)
+        error_of(stack.request("POST", "/v1/events"), 405)
+    finally:
+        stack.delete(sid)
+
+
+def test_events_are_per_principal(new_stack):
+    st = new_stack(auth=True)
+    alice, bob = st.make_token("alice"), st.make_token("bob")
+    es = EventStream(st, "/v1/events", token=bob)
+    a = st.create(token=alice, ttl=60)["session_id"]
+    b = st.create(token=bob, ttl=60)["session_id"]
+    try:
+        seen = es.until("running", b)
+        assert all(e[2]["session_id"] == b for e in seen), seen
+        error_of(st.request("GET", "/v1/sessions/%s/events" % a, token=bob), 404)
+        error_of(st.request("GET", "/v1/events"), 401)
+    finally:
+        es.close()
+        st.delete(a, token=alice)
+        st.delete(b, token=bob)

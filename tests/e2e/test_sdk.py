@@ -622,3 +622,19 @@ def test_idempotent_create_through_the_sdk(stack, client):
         other.delete()
     finally:
         first.delete()
+
+
+def test_events_through_the_sdk(client):
+    session = client.create_session(ttl=600)
+    session.extend(300)
+    it = client.events(session_id=session.session_id)
+    events = [next(it), next(it), next(it)]
+    session.delete()
+    events += list(it)
+    assert [e.type for e in events] == ["created", "running", "ttl_changed", "terminated"]
+    assert all(e.session_id == session.session_id for e in events)
+    again = list(client.events(session_id=session.session_id,
+                               last_event_id=events[1].id))
+    assert [e.id for e in again] == [e.id for e in events[2:]]
+    with pytest.raises(InvalidRequest):
+        next(client.events(last_event_id="nope"))

@@ -1,11 +1,13 @@
 /* libFuzzer harness: POST /v1/sessions bodies through the validator and,
  * when accepted, the session JSON encoder; the same bytes as a PATCH
- * /v1/sessions/<id> body and as an Idempotency-Key header value. Crashes,
+ * /v1/sessions/<id> body and as Idempotency-Key and Last-Event-ID header
+ * values. Crashes,
  * leaks and UB fail. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/events.h"
 #include "core/idempotency.h"
 #include "core/session_api.h"
 
@@ -21,6 +23,8 @@ static void fuzz_idem_key(const uint8_t *data, size_t size)
     err[0] = '\0';
     if (!idem_key_valid(key, err, sizeof(err)) && err[0] == '\0')
         __builtin_trap();
+    if (event_id_valid(key) && event_id_cmp(key, key) != 0)
+        __builtin_trap(); /* a valid id compares equal to itself */
     free(key);
 }
 

@@ -22,10 +22,10 @@ from .errors import (AuthenticationError, CommandError, CommandTimeout,  # noqa:
                      ServiceUnavailable, SessionNotFound, SSHAuthenticationError,
                      SSHError, TransferError, TunnelError)
 from .session import CommandResult, Session  # noqa: E402
-from .client import SandboxClient, SessionList  # noqa: E402
+from .client import Event, SandboxClient, SessionList  # noqa: E402
 
 __all__ = [
-    "SandboxClient", "Session", "SessionList", "CommandResult",
+    "SandboxClient", "Session", "SessionList", "CommandResult", "Event",
     "SandboxError", "SandboxConnectionError", "InvalidRequest",
     "AuthenticationError", "PermissionDenied", "SessionNotFound",
     "MethodNotAllowed", "Conflict", "IdempotencyKeyReused", "RateLimited",

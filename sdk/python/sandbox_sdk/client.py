@@ -287,6 +287,67 @@ class SandboxClient:
         does not exist."""
         self._request("DELETE", "/v1/sessions/%s" % _quote(session_id))
 
+    def events(self, session_id: Optional[str] = None,
+               last_event_id: Optional[str] = None, *,
+               reconnect: bool = True) -> Iterator[Event]:
+        """Iterates over lifecycle events as they happen (Server-Sent
+        Events from ``GET /v1/events``, or ``/v1/sessions/<id>/events``).
+
+        Args:
+            session_id: only this session's events; the iteration then
+                starts with its history and ends after ``terminated``.
+            last_event_id: resume after this event's ``id``.
+            reconnect: when the connection drops (or the service ends the
+                stream, as a stopping backend does), connect again with the
+                last event's id, so nothing is missed or repeated.
+
+        Each item is an :class:`Event` (``id``, ``type``, ``session_id``,
+        ``data``). Raises :class:`InvalidRequest` for a malformed or
+        unknown ``last_event_id``, :class:`SandboxError` (410,
+        ``event_expired``) for one older than the events kept."""
+        path = "/v1/events" if session_id is None else \
+            "/v1/sessions/%s/events" % _quote(session_id)
+        last = last_event_id
+        while True:
+            try:
+                for event in self._event_stream(path, last):
+                    last = event.id
+                    yield event
+                    if session_id is not None and event.type == "terminated":
+                        return
+                if not reconnect:
+                    return
+            except SandboxConnectionError:
+                if not reconnect:
+                    raise
+            time.sleep(1.0)
+
+    def _event_stream(self, path: str, last: Optional[str]) -> Iterator[Event]:
+        headers = {"Accept": "text/event-stream",
+                   "User-Agent": "sandbox-sdk-python/%s" % __version__}
+        if last:
+            headers["Last-Event-ID"] = last
+        if self.token:
+            headers["Authorization"] = "Bearer %s" % self.token
+        # the service sends a comment at least every 15 s
+        conn = self._connection(None if self.timeout is None
+                                else max(self.timeout, 60.0))
+        try:
+            try:
+                conn.request("GET", self._prefix + path, headers=headers)
+                resp = conn.getresponse()
+                if resp.status >= 400:
+                    raise error_from_response(
+                        resp.status, resp.read().decode("utf-8", "replace"),
+                        resp.reason, {k.lower(): v for k, v in resp.getheaders()})
+                yield from parse_sse(resp)
+            except (OSError, http.client.HTTPException) as e:
+                raise SandboxConnectionError(
+                    "event stream from %s: %s" % (self.api_url, _describe(e)),
+                    code="connection_failed") from e
+        finally:
+            conn.close()
+
     def health(self) -> Dict[str, Any]:
         """Returns the service's health document. Raises
         :class:`ServiceUnavailable` (503) when Redis or the runtime is
@@ -313,6 +374,56 @@ class SandboxClient:
         """Opens a CONNECT tunnel to a session's sshd; see
         :meth:`Session.open_tunnel`."""
         return self._open_tunnel("/v1/sessions/%s/tunnel" % _quote(session_id))
+
+
+class Event:
+    """One lifecycle event: ``id`` (resume after it with
+    ``last_event_id``), ``type`` (``created``, ``running``, ``failed``,
+    ``ttl_changed``, ``expiring``, ``terminated``), ``session_id``,
+    ``time`` and the whole ``data`` (``reason``, ``expires_at``, ``ttl``
+    where the type has them)."""
+
+    def __init__(self, event_id: str, type: str, data: Dict[str, Any]) -> None:
+        self.id = event_id
+        self.type = type
+        self.data = data
+        self.session_id = str(data.get("session_id") or "")
+        self.time = data.get("time")
+
+    def __repr__(self) -> str:
+        return "Event(%r, %r, %r)" % (self.id, self.type, self.session_id)
+
+
+def parse_sse(lines: Any) -> Iterator[Event]:
+    """Events from an SSE byte stream (anything with ``readline()``);
+    comments and events without data are skipped."""
+    fields: Dict[str, str] = {}
+    data: List[str] = []
+    while True:
+        raw = lines.readline()
+        if not raw:
+            return
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line == "":
+            if data:
+                try:
+                    payload = json.loads("\n".join(data))
+                except ValueError:
+                    payload = {"data": "\n".join(data)}
+                if not isinstance(payload, dict):
+                    payload = {"data": payload}
+                yield Event(fields.get("id", ""), fields.get("event", "message"),
+                            payload)
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
 
 
 def _retryable(e: SandboxError) -> bool:

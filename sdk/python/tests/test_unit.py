@@ -335,3 +335,50 @@ def test_create_does_not_retry_a_422():
         assert info.value.status == 422 and len(calls) == 1
     finally:
         svc.close()
+
+
+def test_parse_sse():
+    import io
+    from sandbox_sdk.client import parse_sse
+    text = (b"retry: 1000\n: connected\n\n"
+            b"id: 1-0\nevent: created\ndata: {\"session_id\": \"s1\", \"type\": \"created\"}\n\n"
+            b": keepalive\n\n"
+            b"id: 2-0\r\nevent: failed\r\ndata: {\"session_id\": \"s1\", \"reason\": \"x\"}\r\n\r\n"
+            b"id: 3-0\nevent: half")
+    got = list(parse_sse(io.BytesIO(text)))
+    assert [(e.id, e.type, e.session_id) for e in got] == [("1-0", "created", "s1"),
+                                                          ("2-0", "failed", "s1")]
+    assert got[1].data["reason"] == "x"
+
+
+def test_events_reconnect_with_the_last_id():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append((path, headers.get("Last-Event-ID")))
+        if len(calls) == 1:
+            return 200, {"Content-Type": "text/event-stream"}, [
+                b"id: 5-0\nevent: created\ndata: {\"session_id\": \"a\"}\n\n"]
+        if len(calls) == 2:
+            return 200, {"Content-Type": "text/event-stream"}, [
+                b"id: 6-0\nevent: terminated\ndata: {\"session_id\": \"a\"}\n\n"]
+        return json_answer(410, {"error": {"code": "event_expired", "message": "m"}})
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        it = client.events()
+        assert next(it).id == "5-0"
+        assert next(it).type == "terminated"
+        with pytest.raises(sandbox_sdk.SandboxError) as info:
+            next(it)
+        assert info.value.status == 410
+        assert calls == [("/v1/events", None), ("/v1/events", "5-0"),
+                         ("/v1/events", "6-0")]
+        # a session's stream ends after its terminated
+        calls.clear()
+        evs = list(client.events(session_id="a", last_event_id="4-0"))
+        assert [e.id for e in evs] == ["5-0", "6-0"]
+        assert calls[0] == ("/v1/sessions/a/events", "4-0")
+    finally:
+        svc.close()
