@@ -29,6 +29,9 @@
 #include <microhttpd.h>
 
 #include "api/http_api.h"
+#include "api/sse.h"
+#include "core/events.h"
+#include "core/idempotency.h"
 #include "core/lifecycle.h"
 #include "api/tokens.h"
 #include "core/util.h"
@@ -42,6 +45,8 @@ struct http_api {
     struct MHD_Daemon *daemon;
     int listen_fd;
     atomic_int inflight;
+    atomic_int streams;  /* event streams open (each holds a thread) */
+    atomic_int stopping; /* set when draining: event streams end */
 };
 
 typedef struct {
@@ -163,24 +168,44 @@ static enum MHD_Result handle_health(call *c)
     return send_json(c, redis_ok && rt_ok ? 200 : 503, body, NULL, NULL);
 }
 
+/* 413 or 415 for a body that cannot be read as JSON: 1 answered. */
+static int refuse_body(call *c, const request *req, enum MHD_Result *answer)
+{
+    const char *ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_TYPE);
+
+    if (req->too_large) {
+        *answer = fail(c, 413, "body_too_large", "body: larger than %d bytes",
+                       PICO_BODY_MAX);
+        return 1;
+    }
+    if (req->len > 0 && !content_type_json(ct)) {
+        *answer = fail(c, 415, "unsupported_media_type",
+                       "Content-Type must be application/json");
+        return 1;
+    }
+    return 0;
+}
+
 static enum MHD_Result handle_create(call *c, request *req)
 {
     pico_app *app = c->h->app;
-    const char *ct;
+    enum MHD_Result answer;
+    const char *idem;
     char err[512];
     api_error e;
     session s;
+    session_record rec;
     json_t *body;
     char location[64];
+    int rc;
 
-    if (req->too_large)
-        return fail(c, 413, "body_too_large", "body: larger than %d bytes",
-                    PICO_BODY_MAX);
-    ct = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
-                                     MHD_HTTP_HEADER_CONTENT_TYPE);
-    if (req->len > 0 && !content_type_json(ct))
-        return fail(c, 415, "unsupported_media_type",
-                    "Content-Type must be application/json");
+    if (refuse_body(c, req, &answer))
+        return answer;
+    idem = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
+                                       "Idempotency-Key");
+    if (idem && !idem_key_valid(idem, err, sizeof(err)))
+        return fail(c, 400, "invalid_request", "%s", err);
     memset(&s, 0, sizeof(s));
     if (session_parse_request(&app->cfg, req->body, req->len, &s, err,
                               sizeof(err)) < 0)
@@ -190,9 +215,22 @@ static enum MHD_Result handle_create(call *c, request *req)
         return fail(c, 400, "invalid_request", "image: unknown image %s",
                     s.image);
     }
-    if (lifecycle_create(app, &s, c->principal, &e) < 0) {
+    if (idem == NULL) {
+        rc = lifecycle_create(app, &s, c->principal, &e) < 0 ? -1 : 201;
+    } else {
+        rc = idem_create(app, &s, c->principal, idem, req->body, req->len, &rec,
+                         &e);
+    }
+    if (rc < 0) {
         session_free(&s);
         return send_error(c, &e);
+    }
+    if (rc == 200) {
+        session_free(&s);
+        body = session_to_json(&rec.s, &rec.tunnels);
+        snprintf(location, sizeof(location), "/v1/sessions/%s", rec.s.id);
+        session_free(&rec.s);
+        return send_json(c, 200, body, "Location", location);
     }
     body = session_to_json(&s, NULL);
     snprintf(location, sizeof(location), "/v1/sessions/%s", s.id);
@@ -231,6 +269,27 @@ static enum MHD_Result handle_get(call *c, const char *id)
     return send_json(c, 200, body, NULL, NULL);
 }
 
+static enum MHD_Result handle_patch(call *c, const char *id, request *req)
+{
+    enum MHD_Result answer;
+    session_record rec;
+    char err[512];
+    long long ttl = 0;
+    api_error e;
+    json_t *body;
+
+    if (refuse_body(c, req, &answer))
+        return answer;
+    if (session_parse_patch(&c->h->app->cfg, req->body, req->len, &ttl, err,
+                            sizeof(err)) < 0)
+        return fail(c, 400, "invalid_request", "%s", err);
+    if (lifecycle_extend(c->h->app, id, c->principal, ttl, &rec, &e) < 0)
+        return send_error(c, &e);
+    body = session_to_json(&rec.s, &rec.tunnels);
+    session_free(&rec.s);
+    return send_json(c, 200, body, NULL, NULL);
+}
+
 static enum MHD_Result handle_delete(call *c, const char *id)
 {
     api_error e;
@@ -243,8 +302,81 @@ static enum MHD_Result handle_delete(call *c, const char *id)
         NULL);
 }
 
-/* /v1/sessions/<rest>: <id> or <id>/tunnel. */
-static enum MHD_Result route_session(call *c, const char *rest)
+/* Where a stream resumes: after a Last-Event-ID the principal's stream
+ * still holds; 1 with after set, or 0 with the answer sent. */
+static int resume_point(call *c, const char *last, char *after, size_t len,
+                        enum MHD_Result *answer)
+{
+    char first[48];
+    int rc;
+
+    if (!event_id_valid(last)) {
+        *answer = fail(c, 400, "invalid_request",
+                       "Last-Event-ID: must be an event id such as "
+                       "1761277500000-0");
+        return 0;
+    }
+    rc = store_event_check(c->h->app->st, c->principal, last, first,
+                           sizeof(first));
+    if (rc == 1) {
+        copy_str(after, len, last);
+        return 1;
+    }
+    if (rc < 0)
+        *answer = fail(c, 503, "redis_unavailable", "cannot read events");
+    else if (rc == 2 || event_id_cmp(last, first) < 0)
+        *answer = fail(c, 410, "event_expired",
+                       "Last-Event-ID: %s is older than the events kept; "
+                       "reconnect without it",
+                       last);
+    else
+        *answer =
+            fail(c, 400, "unknown_event",
+                 "Last-Event-ID: %s is not an event of this stream", last);
+    return 0;
+}
+
+/* GET /v1/events (id NULL) and /v1/sessions/<id>/events: Server-Sent
+ * Events. Without Last-Event-ID the first follows new events only, the
+ * second starts with the session's retained history. */
+static enum MHD_Result handle_events(call *c, const char *id)
+{
+    pico_app *app = c->h->app;
+    const char *last =
+        MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND, "Last-Event-ID");
+    int max = app->cfg.threads / 2 > 0 ? app->cfg.threads / 2 : 1;
+    char after[48] = "0-0";
+    enum MHD_Result answer;
+    struct MHD_Response *r;
+
+    if (strcmp(c->method, "GET") != 0)
+        return not_allowed(c, "GET");
+    if (last && !resume_point(c, last, after, sizeof(after), &answer))
+        return answer;
+    if (last == NULL && id != NULL) {
+        session_record rec;
+        api_error e;
+        if (lifecycle_get(app, id, c->principal, &rec, &e) < 0)
+            return send_error(c, &e);
+        session_free(&rec.s);
+    } else if (last == NULL && store_event_last(app->st, c->principal, after,
+                                                sizeof(after)) < 0) {
+        return fail(c, 503, "redis_unavailable", "cannot read events");
+    }
+    if (atomic_load(&c->h->streams) >= max)
+        return fail(c, 429, "too_many_streams",
+                    "at most %d event streams may be open", max);
+    r = sse_response(app, c->principal, id, after, &c->h->streams,
+                     &c->h->stopping);
+    if (r == NULL)
+        return MHD_NO;
+    answer = MHD_queue_response(c->conn, 200, r);
+    MHD_destroy_response(r);
+    return answer;
+}
+
+/* /v1/sessions/<rest>: <id>, <id>/tunnel or <id>/events. */
+static enum MHD_Result route_session(call *c, const char *rest, request *req)
 {
     const char *slash = strchr(rest, '/');
     size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
@@ -260,13 +392,17 @@ static enum MHD_Result route_session(call *c, const char *rest)
     if (slash) {
         if (strcmp(slash, "/tunnel") == 0)
             return not_allowed(c, "CONNECT"); /* nginx's module serves it */
+        if (strcmp(slash, "/events") == 0)
+            return handle_events(c, id);
         return fail(c, 404, "not_found", "no such path");
     }
     if (is_get(c->method))
         return handle_get(c, id);
+    if (!strcmp(c->method, "PATCH"))
+        return handle_patch(c, id, req);
     if (!strcmp(c->method, "DELETE"))
         return handle_delete(c, id);
-    return not_allowed(c, "GET, HEAD, DELETE");
+    return not_allowed(c, "GET, HEAD, PATCH, DELETE");
 }
 
 /* Fills c->principal, or answers 401/503 and returns 0. */
@@ -312,8 +448,10 @@ static enum MHD_Result dispatch(call *c, const char *url, request *req)
             return handle_create(c, req);
         return not_allowed(c, "GET, HEAD, POST");
     }
+    if (!strcmp(url, "/v1/events"))
+        return handle_events(c, NULL);
     if (!strncmp(url, prefix, sizeof(prefix) - 1))
-        return route_session(c, url + sizeof(prefix) - 1);
+        return route_session(c, url + sizeof(prefix) - 1, req);
     return fail(c, 404, "not_found", "no such path");
 }
 
@@ -488,6 +626,8 @@ http_api *http_api_start(pico_app *app, char *err, size_t errlen)
     }
     h->app = app;
     atomic_init(&h->inflight, 0);
+    atomic_init(&h->streams, 0);
+    atomic_init(&h->stopping, 0);
     h->listen_fd = !strncmp(l, "unix:", 5)
                        ? listen_unix(l + 5, app->cfg.listen_group, err, errlen)
                        : listen_tcp(l, err, errlen);
@@ -521,6 +661,7 @@ void http_api_stop(http_api *h)
         return;
     /* No new connections; requests in flight (a create may take seconds)
      * finish and get their answer before the daemon goes. */
+    atomic_store(&h->stopping, 1); /* event streams end within a turn */
     fd = MHD_quiesce_daemon(h->daemon);
     if (fd >= 0)
         close(fd);

@@ -56,6 +56,7 @@ static const config_key keys[] = {
     STR(node_name),
     LL(ttl_default, 1, 31536000),
     LL(ttl_max, 1, 31536000),
+    LL(lifetime_max, 1, 315360000),
     STR(default_image),
     INT(max_sessions, 1, 1000000),
     INT(memory_mb_default, PICO_MEMORY_MB_MIN, 1048576),
@@ -105,6 +106,7 @@ void config_defaults(pico_config *cfg)
     cfg->node_name[sizeof(cfg->node_name) - 1] = '\0';
     cfg->ttl_default = 3600;
     cfg->ttl_max = 86400;
+    cfg->lifetime_max = 604800;
     copy_str(cfg->default_image, sizeof(cfg->default_image), "sandbox:latest");
     cfg->max_sessions = 500;
     cfg->memory_mb_default = 512;
@@ -326,6 +328,10 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
     }
     if (cfg->ttl_default > cfg->ttl_max) {
         snprintf(why, whylen, "ttl_default: must not exceed ttl_max");
+        return -1;
+    }
+    if (cfg->ttl_max > cfg->lifetime_max) {
+        snprintf(why, whylen, "ttl_max: must not exceed lifetime_max");
         return -1;
     }
     if (cfg->memory_mb_default > cfg->memory_mb_max ||

@@ -27,6 +27,7 @@ typedef struct pico_config {
     /* sessions */
     long long ttl_default;   /* seconds, default 3600 */
     long long ttl_max;       /* seconds, default 86400 */
+    long long lifetime_max;  /* created_at to the last expires_at */
     char default_image[128]; /* "sandbox:latest" */
     int max_sessions;        /* 429 beyond this many live ones */
     int memory_mb_default, memory_mb_max;

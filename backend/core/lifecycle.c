@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/events.h"
 #include "core/lifecycle.h"
 #include "core/util.h"
 
@@ -39,8 +40,12 @@ long long lifecycle_lease_ms(const runtime_ops *ops)
 
 static int mark_failed(pico_app *app, const char *id, const char *reason)
 {
-    return store_session_fail(app->st, id, reason,
-                              now_s() + PICO_FAILED_RETENTION_S);
+    int rc = store_session_fail(app->st, id, reason,
+                                now_s() + PICO_FAILED_RETENTION_S);
+
+    if (rc == 1)
+        events_emit(app, id, "failed", reason);
+    return rc;
 }
 
 int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
@@ -49,7 +54,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     long long t0 = now_ms();
     int rc;
 
-    if (uuid_v4(s->id) < 0) {
+    if (s->id[0] == '\0' && uuid_v4(s->id) < 0) {
         api_error_set(e, 500, "internal", "no randomness for a session id");
         return -1;
     }
@@ -75,6 +80,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     }
     log_info("creating %s image=%s ttl=%lld owner=%s", s->id, s->image, s->ttl,
              owner[0] ? owner : "-");
+    events_emit(app, s->id, "created", NULL);
 
     if (app->ops->create(app->rt, s, err, sizeof(err)) < 0) {
         if (err[0] == '\0')
@@ -112,6 +118,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
         return -1;
     }
     s->status = SESSION_RUNNING;
+    events_emit(app, s->id, "running", NULL);
     log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
              now_ms() - t0);
     return 0;
@@ -170,6 +177,47 @@ int lifecycle_get(pico_app *app, const char *id, const char *principal,
         return -1;
     }
     return 0;
+}
+
+int lifecycle_extend(pico_app *app, const char *id, const char *principal,
+                     long long ttl, session_record *rec, api_error *e)
+{
+    long long out = 0;
+    int rc;
+
+    if (lifecycle_get(app, id, principal, rec, e) < 0)
+        return -1;
+    session_free(&rec->s);
+    rc = store_session_extend(app->st, id, now_ms(), ttl, app->cfg.lifetime_max,
+                              &out);
+    if (rc == 4) {
+        if (out >= 1)
+            api_error_set(e, 400, "invalid_request",
+                          "ttl: at most %lld now: a session lives at most "
+                          "lifetime_max (%lld s) after created_at",
+                          out, app->cfg.lifetime_max);
+        else
+            api_error_set(e, 400, "invalid_request",
+                          "ttl: the session has reached lifetime_max (%lld s "
+                          "after created_at) and cannot be extended",
+                          app->cfg.lifetime_max);
+        return -1;
+    }
+    if (rc == 0 || rc == 2 || rc == 3) {
+        api_error_set(e, rc == 0 ? 404 : 409,
+                      rc == 0 ? "not_found" : "conflict",
+                      rc == 0   ? "session not found"
+                      : rc == 2 ? "the session is being deleted"
+                                : "the session has failed; its ttl cannot "
+                                  "change");
+        return -1;
+    }
+    if (rc != 1) {
+        api_error_set(e, 503, "redis_unavailable", "cannot store the ttl");
+        return -1;
+    }
+    log_info("extended %s ttl=%lld expires_at=%lld", id, ttl, out);
+    return lifecycle_get(app, id, principal, rec, e);
 }
 
 void lifecycle_free_list(session_record *recs, size_t n)
@@ -242,6 +290,7 @@ int lifecycle_destroy_claimed(pico_app *app, const char *id)
                   id, err);
         return -1;
     }
+    events_emit(app, id, "terminated", NULL);
     if (store_session_remove(app->st, id) < 0) {
         log_error("remove %s: redis failed (will be retried)", id);
         return -1;

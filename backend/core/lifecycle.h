@@ -34,7 +34,8 @@ void api_error_set(api_error *e, int status, const char *code, const char *fmt,
 
 /*
  * Creates a session from a validated request (s has image, ttl, limits,
- * key, metadata). Returns 0 with s complete and running, or -1 with e.
+ * key, metadata; and its id when the caller chose it, else "").
+ * Returns 0 with s complete and running, or -1 with e.
  */
 int lifecycle_create(pico_app *app, session *s, const char *owner,
                      api_error *e);
@@ -48,6 +49,13 @@ void lifecycle_sandbox_event(const char *id, const char *uid, const char *lost,
  * principal's session). */
 int lifecycle_get(pico_app *app, const char *id, const char *principal,
                   session_record *rec, api_error *e);
+
+/* Moves a session's expires_at to now + ttl (PATCH), bounded by
+ * lifetime_max after created_at. 0 with rec (the session afterwards;
+ * caller frees rec->s) or -1 with e: 400 beyond lifetime_max, 404, 409
+ * being deleted or failed. */
+int lifecycle_extend(pico_app *app, const char *id, const char *principal,
+                     long long ttl, session_record *rec, api_error *e);
 
 /* Every live session visible to principal, sorted by created_at. */
 int lifecycle_list(pico_app *app, const char *principal, session_record **recs,

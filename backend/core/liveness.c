@@ -15,6 +15,7 @@
  * host, and its own reaper checks them.
  */
 #include "core/lifecycle.h"
+#include "core/events.h"
 #include "core/liveness.h"
 #include "core/util.h"
 
@@ -38,6 +39,7 @@ int liveness_check(pico_app *app)
         if (store_session_fail(app->st, ids[i], PICO_DIED_REASON,
                                now_s() + PICO_FAILED_RETENTION_S) == 1) {
             log_warn("%s marked failed: %s", ids[i], PICO_DIED_REASON);
+            events_emit(app, ids[i], "failed", PICO_DIED_REASON);
             marked++;
         }
     }

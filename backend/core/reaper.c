@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "core/events.h"
 #include "core/lifecycle.h"
 #include "core/liveness.h"
 #include "core/reaper.h"
@@ -93,6 +94,9 @@ static void *reaper_main(void *arg)
         reaper_run_once(r->app);
         if (now_ms() - checked >= PICO_LIVENESS_INTERVAL_MS) {
             liveness_check(r->app);
+            /* about once a second: "expiring" 60 s before each deadline */
+            store_event_warn_expiring(r->app->st, now_ms(),
+                                      PICO_EXPIRING_WARN_MS);
             checked = now_ms();
         }
         pthread_mutex_lock(&r->lock);

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/lifecycle.h"
+#include "core/events.h"
 #include "core/reconcile.h"
 #include "core/util.h"
 
@@ -66,6 +67,7 @@ static void reconcile_record(pico_app *app, const char *id, int *failed)
     if (store_session_fail(app->st, id, reason,
                            now_s() + PICO_FAILED_RETENTION_S) == 1) {
         log_warn("reconcile: %s marked failed: %s", id, reason);
+        events_emit(app, id, "failed", reason);
         (*failed)++;
     }
 }

@@ -387,6 +387,76 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     return rc;
 }
 
+/* Loads a request body that must be a JSON object. A number too large
+ * for an integer makes jansson refuse the whole text; read again with
+ * integers as reals, it is reported as that field's error (the caller's
+ * range check says which), not as invalid JSON. */
+static json_t *load_object(const char *body, size_t len, char *err,
+                           size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (root == NULL)
+        root = json_loadb(
+            body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, NULL);
+    if (root == NULL) {
+        snprintf(err, errlen, "body: invalid JSON (line %d, column %d): %s",
+                 jerr.line, jerr.column, jerr.text);
+        return NULL;
+    }
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "body: must be a JSON object");
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+int session_parse_patch(const pico_config *cfg, const char *body, size_t len,
+                        long long *ttl, char *err, size_t errlen)
+{
+    json_t *root, *v;
+    const char *key;
+    json_int_t n = 0;
+    int rc = 0;
+
+    if (len == 0) {
+        snprintf(err, errlen, "ttl: required");
+        return -1;
+    }
+    if (len > PICO_BODY_MAX) {
+        snprintf(err, errlen, "body: larger than %d bytes", PICO_BODY_MAX);
+        return -1;
+    }
+    root = load_object(body, len, err, errlen);
+    if (root == NULL)
+        return -1;
+    json_object_foreach(root, key, v)
+    {
+        if (strcmp(key, "ttl") != 0) {
+            snprintf(err, errlen, "%.64s: unknown field (allowed: ttl)", key);
+            rc = -1;
+            break;
+        }
+    }
+    v = json_object_get(root, "ttl");
+    if (rc == 0 && v == NULL) {
+        snprintf(err, errlen, "ttl: required");
+        rc = -1;
+    } else if (rc == 0 &&
+               (!json_is_integer(v) || (n = json_integer_value(v)) < 1 ||
+                n > cfg->ttl_max)) {
+        snprintf(err, errlen, "ttl: must be an integer between 1 and %lld",
+                 cfg->ttl_max);
+        rc = -1;
+    } else if (rc == 0) {
+        *ttl = n;
+    }
+    json_decref(root);
+    return rc;
+}
+
 static json_t *time_or_null(long long t)
 {
     char buf[PICO_TIME_MAX + 1];

@@ -30,6 +30,14 @@ typedef struct {
 int session_parse_request(const pico_config *cfg, const char *body, size_t len,
                           session *s, char *err, size_t errlen);
 
+/*
+ * Validates a PATCH /v1/sessions/<id> body: {"ttl": N}, N an integer in
+ * 1..ttl_max (lifetime_max is checked against the record, in Redis).
+ * 0 with *ttl, or -1 with "field: why" in err.
+ */
+int session_parse_patch(const pico_config *cfg, const char *body, size_t len,
+                        long long *ttl, char *err, size_t errlen);
+
 /* 1 when key is one OpenSSH public key line libssh can read. */
 int session_pubkey_valid(const char *key);
 

@@ -120,6 +120,8 @@ static const char claim_lua[] =
 /* The reaper's claim: due sessions of this node, then expired leases of
  * this node's deletes that died. A session is destroyed by its own node
  * (its sandbox is there); an index entry without a record is anyone's.
+ * Scores are read inside this script, so a PATCH (extend.c, one script
+ * too) lands wholly before or after it: never a claim on a stale score.
  * KEYS: pico:expiry, pico:reaping. ARGV: now, lease, max, node. */
 static const char claim_due_lua[] =
     "local now = tonumber(ARGV[1])\n"
@@ -685,4 +687,15 @@ int store_token_list(store *st, store_token_cb cb, void *arg)
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
     return 0;
+}
+
+/* For the store's other files (command.h): the same pooled runner. */
+redisReply *store_command(store *st, int argc, const char **argv)
+{
+    return runv(st, argc, argv);
+}
+
+long long store_reply_int(redisReply *r)
+{
+    return reply_int(r);
 }

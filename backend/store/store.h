@@ -83,9 +83,67 @@ int store_claim_due(store *st, long long now, long long lease_ms,
  * (already claimed or gone), -1 error. */
 int store_session_expire_now(store *st, const char *id);
 
+/*
+ * Moves a live session's deadline to now (ms) + ttl (s), unless that is
+ * later than created_at + lifetime_max (extend.c): record and pico:expiry
+ * in one step. 1 done (*out = the new expires_at), 0 no such session,
+ * 2 being deleted (terminating, claimed, or already due), 3 failed,
+ * 4 beyond lifetime_max (*out = the largest ttl allowed now), -1 error.
+ */
+int store_session_extend(store *st, const char *id, long long now,
+                         long long ttl, long long lifetime_max, long long *out);
+
 /* Deletes the record, its tunnel counters and index entries, and
  * publishes "deleted <id>". 0 or -1. */
 int store_session_remove(store *st, const char *id);
+
+/*
+ * Idempotency keys (idempotency.c): hash pico:idem:<principal>:<key_sha>.
+ * claim: 1 claimed for id (other = id), 2 the key was used with another
+ * body, 3 done (other = its session), 4 another request is creating it
+ * (other = its session), -1 error. The claim lives claim_s seconds until
+ * done() keeps it keep_s; release() deletes it (a failed create). Both
+ * only act on a claim for id: 1 done, 0 not ours, -1 error.
+ */
+int store_idem_claim(store *st, const char *principal, const char *key_sha,
+                     const char *body_sha, const char *id, long long claim_s,
+                     char other[PICO_ID_LEN + 1]);
+int store_idem_done(store *st, const char *principal, const char *key_sha,
+                    const char *id, long long keep_s);
+int store_idem_release(store *st, const char *principal, const char *key_sha,
+                       const char *id);
+
+/*
+ * Lifecycle events (events.c): Redis Stream pico:stream:<principal>,
+ * about PICO_EVENTS_MAX entries kept.
+ */
+#define PICO_EVENTS_MAX 10000
+
+/* Appends an event of session id (type, then npairs name/value pairs,
+ * at most 8) to its owner's stream. 1 added, 0 no record, -1 error. */
+int store_event_add(store *st, const char *id, const char *type,
+                    const char *const *pairs, int npairs);
+
+/* Appends "expiring" for each session due within window_ms of now (ms)
+ * not yet warned about its current deadline. How many, or -1. */
+int store_event_warn_expiring(store *st, long long now, long long window_ms);
+
+/* Whether the principal's stream holds event_id: 1 yes, 0 no (first =
+ * the oldest id kept), 2 the stream is empty, -1 error. */
+int store_event_check(store *st, const char *principal, const char *event_id,
+                      char *first, size_t firstlen);
+
+/* The newest id in the principal's stream, "0-0" if none. 0 or -1. */
+int store_event_last(store *st, const char *principal, char *out,
+                     size_t outlen);
+
+/* Events after `after`, waiting up to block_ms for one: each to cb (its
+ * id and nfields name/value pairs). How many were read, or -1. */
+typedef void (*store_event_cb)(const char *event_id, const char **fields,
+                               int nfields, void *arg);
+int store_event_read(store *st, const char *principal, const char *after,
+                     long long block_ms, int count, store_event_cb cb,
+                     void *arg);
 
 /* Tokens (hash pico:token:<token-id>). */
 int store_token_put(store *st, const char *token_id, const char *principal,

@@ -584,3 +584,57 @@ def test_sdk_installs_offline_and_runs_the_guide_example(stack, tmp_path):
     assert line.startswith("Session ID: ")
     sid = line.split(": ", 1)[1]
     assert stack.request("GET", "/v1/sessions/" + sid).status == 404
+
+
+def test_extend_through_the_sdk(client):
+    session = client.create_session(ttl=60)
+    try:
+        before = session.expires_at
+        assert session.extend(1200) is session
+        assert session.expires_at > before
+        assert session.ttl == (session.expires_at - session.created_at).total_seconds()
+        assert client.get_session(session.session_id).expires_at == session.expires_at
+        shorter = client.extend_session(session.session_id, 30)
+        assert shorter.expires_at < session.expires_at
+        with pytest.raises(InvalidRequest) as info:
+            session.extend(-1)
+        assert info.value.status == 400 and info.value.message.startswith("ttl:")
+    finally:
+        session.delete()
+    with pytest.raises(SessionNotFound):
+        client.extend_session(session.session_id, 60)
+
+
+def test_idempotent_create_through_the_sdk(stack, client):
+    key = str(uuid.uuid4())
+    first = client.create_session(ttl=120, metadata={"k": key}, idempotency_key=key)
+    try:
+        again = client.create_session(ttl=120, metadata={"k": key}, idempotency_key=key)
+        assert again.session_id == first.session_id
+        with pytest.raises(sandbox_sdk.IdempotencyKeyReused) as info:
+            client.create_session(ttl=60, metadata={"k": key}, idempotency_key=key)
+        assert info.value.status == 422
+        with pytest.raises(InvalidRequest):
+            client.create_session(ttl=60, idempotency_key="x" * 256)
+        # without a key of ours the SDK makes a fresh one each call
+        other = client.create_session(ttl=60, metadata={"k": key})
+        assert other.session_id != first.session_id
+        other.delete()
+    finally:
+        first.delete()
+
+
+def test_events_through_the_sdk(client):
+    session = client.create_session(ttl=600)
+    session.extend(300)
+    it = client.events(session_id=session.session_id)
+    events = [next(it), next(it), next(it)]
+    session.delete()
+    events += list(it)
+    assert [e.type for e in events] == ["created", "running", "ttl_changed", "terminated"]
+    assert all(e.session_id == session.session_id for e in events)
+    again = list(client.events(session_id=session.session_id,
+                               last_event_id=events[1].id))
+    assert [e.id for e in again] == [e.id for e in events[2:]]
+    with pytest.raises(InvalidRequest):
+        next(client.events(last_event_id="nope"))

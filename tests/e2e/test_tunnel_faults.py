@@ -62,7 +62,7 @@ def test_connect_with_content_length_0_opens(stack, echo):
 @pytest.mark.parametrize("path,allow", [
     ("/health", "GET, HEAD"),
     ("/v1/sessions", "GET, HEAD, POST"),
-    ("/v1/sessions/%s" % uuid.uuid4(), "GET, HEAD, DELETE"),
+    ("/v1/sessions/%s" % uuid.uuid4(), "GET, HEAD, PATCH, DELETE"),
 ])
 def test_trace_on_rest_paths_is_the_apis_405(stack, path, allow):
     """nginx rejects TRACE with 405 before any phase, and error_page 405

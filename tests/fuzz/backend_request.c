@@ -1,9 +1,32 @@
 /* libFuzzer harness: POST /v1/sessions bodies through the validator and,
- * when accepted, the session JSON encoder. Crashes, leaks and UB fail. */
+ * when accepted, the session JSON encoder; the same bytes as a PATCH
+ * /v1/sessions/<id> body and as Idempotency-Key and Last-Event-ID header
+ * values. Crashes,
+ * leaks and UB fail. */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/events.h"
+#include "core/idempotency.h"
 #include "core/session_api.h"
+
+/* The header as libmicrohttpd hands it over: NUL-terminated. */
+static void fuzz_idem_key(const uint8_t *data, size_t size)
+{
+    char *key = malloc(size + 1), err[128];
+
+    if (key == NULL)
+        return;
+    memcpy(key, data, size);
+    key[size] = '\0';
+    err[0] = '\0';
+    if (!idem_key_valid(key, err, sizeof(err)) && err[0] == '\0')
+        __builtin_trap();
+    if (event_id_valid(key) && event_id_cmp(key, key) != 0)
+        __builtin_trap(); /* a valid id compares equal to itself */
+    free(key);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -11,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static int ready;
     session s;
     char err[512];
+    long long ttl = 0;
 
     if (!ready) {
         config_defaults(&cfg);
@@ -29,5 +53,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else if (err[0] == '\0' || s.metadata_json != NULL) {
         __builtin_trap(); /* refusals name a reason and own nothing */
     }
+    err[0] = '\0';
+    if (session_parse_patch(&cfg, (const char *)data, size, &ttl, err,
+                            sizeof(err)) == 0) {
+        if (ttl < 1 || ttl > cfg.ttl_max)
+            __builtin_trap(); /* an accepted ttl is in range */
+    } else if (err[0] == '\0') {
+        __builtin_trap();
+    }
+    fuzz_idem_key(data, size);
     return 0;
 }

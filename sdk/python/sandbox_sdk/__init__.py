@@ -15,19 +15,21 @@ through the service's CONNECT tunnel::
 __version__ = "0.1.0"
 
 from .errors import (AuthenticationError, CommandError, CommandTimeout,  # noqa: E402
-                     Conflict, HostKeyMismatch, InvalidRequest, MethodNotAllowed,
+                     Conflict, HostKeyMismatch, IdempotencyKeyReused,
+                     InvalidRequest, MethodNotAllowed,
                      PermissionDenied, RateLimited, SandboxConnectionError,
                      SandboxError, SandboxNotReady, ServerError,
                      ServiceUnavailable, SessionNotFound, SSHAuthenticationError,
                      SSHError, TransferError, TunnelError)
 from .session import CommandResult, Session  # noqa: E402
-from .client import SandboxClient, SessionList  # noqa: E402
+from .client import Event, SandboxClient, SessionList  # noqa: E402
 
 __all__ = [
-    "SandboxClient", "Session", "SessionList", "CommandResult",
+    "SandboxClient", "Session", "SessionList", "CommandResult", "Event",
     "SandboxError", "SandboxConnectionError", "InvalidRequest",
     "AuthenticationError", "PermissionDenied", "SessionNotFound",
-    "MethodNotAllowed", "Conflict", "RateLimited", "ServerError",
+    "MethodNotAllowed", "Conflict", "IdempotencyKeyReused", "RateLimited",
+    "ServerError",
     "ServiceUnavailable", "SandboxNotReady", "TunnelError", "SSHError",
     "SSHAuthenticationError", "HostKeyMismatch", "CommandTimeout",
     "CommandError", "TransferError", "__version__",

@@ -12,13 +12,16 @@ import http.client
 import json
 import os
 import ssl
+import time
 import urllib.parse
+import uuid
 from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import paramiko
 
 from . import __version__
-from .errors import (SandboxConnectionError, SandboxError, error_from_response)
+from .errors import (SandboxConnectionError, SandboxError, ServiceUnavailable,
+                     error_from_response)
 from .session import Session
 from .ssh import load_private_key, public_key_line
 from .tunnel import TunnelSocket, open_tunnel
@@ -105,11 +108,13 @@ class SandboxClient:
 
     def _request(self, method: str, path: str,
                  body: Optional[Dict[str, Any]] = None, *,
-                 timeout: Optional[float] = -1.0) -> Tuple[int, Any]:
+                 timeout: Optional[float] = -1.0,
+                 extra_headers: Optional[Dict[str, str]] = None) -> Tuple[int, Any]:
         """Sends one request; returns (status, decoded JSON or None).
         Raises the mapped :class:`SandboxError` for error answers."""
         headers = {"Accept": "application/json",
                    "User-Agent": "sandbox-sdk-python/%s" % __version__}
+        headers.update(extra_headers or {})
         data = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
@@ -149,6 +154,8 @@ class SandboxClient:
                        resources: Optional[Dict[str, int]] = None,
                        ssh_key: Union[paramiko.PKey, str, None] = None,
                        timeout: Optional[float] = None,
+                       idempotency_key: Optional[str] = None,
+                       retries: int = 2,
                        **options: Any) -> Session:
         """Creates a session and returns it once its sandbox is running.
 
@@ -168,6 +175,15 @@ class SandboxClient:
                 client's ``timeout`` but at least 180 s, since the service
                 answers only once the sandbox runs (a Kubernetes pod may
                 take a while).
+            idempotency_key: sent as ``Idempotency-Key`` (1..255
+                printable ASCII characters); ``None`` makes a fresh
+                ``uuid4`` for this call. The service answers a repeat with
+                the same key and body with the session the first attempt
+                made, so the retries below never create a second session.
+            retries: how many times to send the create again, with the same
+                key, after a connection failure or timeout (the answer may
+                have been lost) or a 503 from a service that is not
+                answering; 0 = never.
             **options: further fields sent as they are.
 
         If the service answers while the sandbox is still ``pending``, this
@@ -194,13 +210,30 @@ class SandboxClient:
         body.update(options)
         if timeout is None:
             timeout = None if self.timeout is None else max(self.timeout, 180.0)
-        _, data = self._request("POST", "/v1/sessions", body, timeout=timeout)
+        if idempotency_key is None:
+            idempotency_key = str(uuid.uuid4())
+        data = self._create_with_retries(body, timeout, idempotency_key, retries)
         session = self._session(data, key)
         if session.status == "pending":
             # pico answers once the sandbox runs; a service that answers
             # earlier is waited for here, so the session is usable at once.
             session.wait_until_running(timeout=timeout or 180.0)
         return session
+
+    def _create_with_retries(self, body: Dict[str, Any], timeout: Optional[float],
+                             idempotency_key: str, retries: int) -> Any:
+        attempt = 0
+        while True:
+            try:
+                _, data = self._request(
+                    "POST", "/v1/sessions", body, timeout=timeout,
+                    extra_headers={"Idempotency-Key": idempotency_key})
+                return data
+            except (SandboxConnectionError, ServiceUnavailable) as e:
+                if attempt >= retries or not _retryable(e):
+                    raise
+            attempt += 1
+            time.sleep(min(0.5 * 2 ** (attempt - 1), 4.0))
 
     def _session(self, data: Any, key: Optional[paramiko.PKey] = None) -> Session:
         if not isinstance(data, dict) or not data.get("session_id"):
@@ -235,10 +268,85 @@ class SandboxClient:
         """Iterates over :meth:`list_sessions`."""
         return iter(self.list_sessions())
 
+    def extend_session(self, session_id: str, ttl: int) -> Session:
+        """Sets a session's ``expires_at`` to now + ``ttl`` seconds (longer
+        or shorter than before) and returns the session as it is then.
+
+        Raises :class:`InvalidRequest` (400) for a ttl outside 1..ttl_max
+        or past the service's ``lifetime_max`` after ``created_at``,
+        :class:`Conflict` (409) while the session is being deleted or has
+        failed, :class:`SessionNotFound` (404)."""
+        if isinstance(ttl, bool) or not isinstance(ttl, int):
+            raise TypeError("ttl must be an int, not %r" % (ttl,))
+        _, data = self._request("PATCH", "/v1/sessions/%s" % _quote(session_id),
+                                {"ttl": ttl})
+        return self._session(data)
+
     def delete_session(self, session_id: str) -> None:
         """Deletes a session and its sandbox; :class:`SessionNotFound` if it
         does not exist."""
         self._request("DELETE", "/v1/sessions/%s" % _quote(session_id))
+
+    def events(self, session_id: Optional[str] = None,
+               last_event_id: Optional[str] = None, *,
+               reconnect: bool = True) -> Iterator[Event]:
+        """Iterates over lifecycle events as they happen (Server-Sent
+        Events from ``GET /v1/events``, or ``/v1/sessions/<id>/events``).
+
+        Args:
+            session_id: only this session's events; the iteration then
+                starts with its history and ends after ``terminated``.
+            last_event_id: resume after this event's ``id``.
+            reconnect: when the connection drops (or the service ends the
+                stream, as a stopping backend does), connect again with the
+                last event's id, so nothing is missed or repeated.
+
+        Each item is an :class:`Event` (``id``, ``type``, ``session_id``,
+        ``data``). Raises :class:`InvalidRequest` for a malformed or
+        unknown ``last_event_id``, :class:`SandboxError` (410,
+        ``event_expired``) for one older than the events kept."""
+        path = "/v1/events" if session_id is None else \
+            "/v1/sessions/%s/events" % _quote(session_id)
+        last = last_event_id
+        while True:
+            try:
+                for event in self._event_stream(path, last):
+                    last = event.id
+                    yield event
+                    if session_id is not None and event.type == "terminated":
+                        return
+                if not reconnect:
+                    return
+            except SandboxConnectionError:
+                if not reconnect:
+                    raise
+            time.sleep(1.0)
+
+    def _event_stream(self, path: str, last: Optional[str]) -> Iterator[Event]:
+        headers = {"Accept": "text/event-stream",
+                   "User-Agent": "sandbox-sdk-python/%s" % __version__}
+        if last:
+            headers["Last-Event-ID"] = last
+        if self.token:
+            headers["Authorization"] = "Bearer %s" % self.token
+        # the service sends a comment at least every 15 s
+        conn = self._connection(None if self.timeout is None
+                                else max(self.timeout, 60.0))
+        try:
+            try:
+                conn.request("GET", self._prefix + path, headers=headers)
+                resp = conn.getresponse()
+                if resp.status >= 400:
+                    raise error_from_response(
+                        resp.status, resp.read().decode("utf-8", "replace"),
+                        resp.reason, {k.lower(): v for k, v in resp.getheaders()})
+                yield from parse_sse(resp)
+            except (OSError, http.client.HTTPException) as e:
+                raise SandboxConnectionError(
+                    "event stream from %s: %s" % (self.api_url, _describe(e)),
+                    code="connection_failed") from e
+        finally:
+            conn.close()
 
     def health(self) -> Dict[str, Any]:
         """Returns the service's health document. Raises
@@ -266,6 +374,64 @@ class SandboxClient:
         """Opens a CONNECT tunnel to a session's sshd; see
         :meth:`Session.open_tunnel`."""
         return self._open_tunnel("/v1/sessions/%s/tunnel" % _quote(session_id))
+
+
+class Event:
+    """One lifecycle event: ``id`` (resume after it with
+    ``last_event_id``), ``type`` (``created``, ``running``, ``failed``,
+    ``ttl_changed``, ``expiring``, ``terminated``), ``session_id``,
+    ``time`` and the whole ``data`` (``reason``, ``expires_at``, ``ttl``
+    where the type has them)."""
+
+    def __init__(self, event_id: str, type: str, data: Dict[str, Any]) -> None:
+        self.id = event_id
+        self.type = type
+        self.data = data
+        self.session_id = str(data.get("session_id") or "")
+        self.time = data.get("time")
+
+    def __repr__(self) -> str:
+        return "Event(%r, %r, %r)" % (self.id, self.type, self.session_id)
+
+
+def parse_sse(lines: Any) -> Iterator[Event]:
+    """Events from an SSE byte stream (anything with ``readline()``);
+    comments and events without data are skipped."""
+    fields: Dict[str, str] = {}
+    data: List[str] = []
+    while True:
+        raw = lines.readline()
+        if not raw:
+            return
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if line == "":
+            if data:
+                try:
+                    payload = json.loads("\n".join(data))
+                except ValueError:
+                    payload = {"data": "\n".join(data)}
+                if not isinstance(payload, dict):
+                    payload = {"data": payload}
+                yield Event(fields.get("id", ""), fields.get("event", "message"),
+                            payload)
+            fields, data = {}, []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            data.append(value)
+        else:
+            fields[name] = value
+
+
+def _retryable(e: SandboxError) -> bool:
+    """A lost answer or a service that is not answering, as opposed to a
+    503 the service chose (Redis down is worth a retry too)."""
+    if isinstance(e, SandboxConnectionError):
+        return True
+    return e.code in ("backend_unavailable", "redis_unavailable")
 
 
 def _quote(session_id: str) -> str:

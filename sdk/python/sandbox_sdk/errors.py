@@ -83,6 +83,11 @@ class Conflict(SandboxError):
     """409: the request conflicts with the session's state."""
 
 
+class IdempotencyKeyReused(SandboxError):
+    """422: the ``Idempotency-Key`` was used before with another request
+    body."""
+
+
 class RateLimited(SandboxError):
     """429: too many requests or sessions.
 
@@ -169,6 +174,7 @@ _BY_STATUS: Dict[int, Type[SandboxError]] = {
     409: Conflict,
     413: InvalidRequest,
     415: InvalidRequest,
+    422: IdempotencyKeyReused,
     429: RateLimited,
     503: ServiceUnavailable,
 }

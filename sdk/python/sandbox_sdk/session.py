@@ -236,6 +236,13 @@ class Session:
             time.sleep(interval)
 
     # -- lifecycle -----------------------------------------------------
+    def extend(self, ttl: int) -> "Session":
+        """Moves ``expires_at`` to now + ``ttl`` seconds (it may also
+        shorten the session); returns self with the new fields. See
+        :meth:`SandboxClient.extend_session`."""
+        self._update(self._client.extend_session(self.session_id, ttl).raw)
+        return self
+
     def delete(self) -> None:
         """Closes the SSH connection and deletes the session (its sandbox is
         removed). Raises :class:`SessionNotFound` if it was already gone."""

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import uuid
 
 import paramiko
 import pytest
@@ -173,3 +174,211 @@ def test_buffered_header_and_prefixed_socket():
         q = tunnel.PrefixedSocket(a, b"abc")
         n = q.recv_into(buf, 2)
         assert (n, bytes(buf[:2])) == (2, b"ab")
+
+
+# -- a fake service: records requests, answers what a test tells it ----
+import http.server  # noqa: E402
+import json  # noqa: E402
+
+
+class FakeService:
+    """An HTTP server on 127.0.0.1 whose answers come from
+    ``answer(method, path, headers, body) -> (status, headers, body)``;
+    ``body`` may be bytes or a list of bytes chunks (streamed)."""
+
+    def __init__(self, answer):
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n) if n else b""
+                outer.requests.append((self.command, self.path,
+                                       dict(self.headers), body))
+                got = answer(self.command, self.path, self.headers, body)
+                if got is None:  # hang up without an answer
+                    self.close_connection = True
+                    return
+                status, hdrs, out = got
+                self.send_response(status)
+                for k, v in hdrs.items():
+                    self.send_header(k, v)
+                if isinstance(out, list):
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for chunk in out:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                    return
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SESSION = {"session_id": "0f8fad5b-d9cb-469f-a165-70867728950e",
+           "status": "running", "ttl": 100,
+           "created_at": "2025-10-24T03:45:00Z",
+           "expires_at": "2025-10-24T03:46:40Z"}
+
+
+def json_answer(status, obj):
+    return status, {"Content-Type": "application/json"}, json.dumps(obj).encode()
+
+
+def test_extend_sends_patch_ttl_and_updates_the_session():
+    def answer(method, path, headers, body):
+        if method == "PATCH":
+            ttl = json.loads(body)["ttl"]
+            return json_answer(200, dict(SESSION, ttl=ttl,
+                                         expires_at="2025-10-24T03:55:00Z"))
+        return json_answer(200, SESSION)
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="t0k")
+        s = client.get_session(SESSION["session_id"])
+        assert s.extend(600) is s
+        method, path, headers, body = svc.requests[-1]
+        assert (method, path) == ("PATCH", "/v1/sessions/" + SESSION["session_id"])
+        assert json.loads(body) == {"ttl": 600}
+        assert headers["Content-Type"] == "application/json"
+        assert headers["Authorization"] == "Bearer t0k"
+        assert s.ttl == 600 and s.expires_at.minute == 55
+        with pytest.raises(TypeError):
+            client.extend_session(SESSION["session_id"], 1.5)
+    finally:
+        svc.close()
+
+
+def test_extend_errors_map():
+    svc = FakeService(lambda *a: json_answer(409, {"error": {
+        "code": "conflict", "message": "the session is being deleted"}}))
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.Conflict):
+            client.extend_session(SESSION["session_id"], 60)
+    finally:
+        svc.close()
+
+
+def test_create_sends_a_fresh_idempotency_key_reused_across_retries():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(headers.get("Idempotency-Key"))
+        if len(calls) in (1, 3):
+            return None  # the answer is lost
+        return json_answer(201, SESSION)
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        s = client.create_session(ttl=100)
+        assert s.session_id == SESSION["session_id"]
+        assert len(calls) == 2 and calls[0] == calls[1]
+        assert str(uuid.UUID(calls[0])) == calls[0]
+        client.create_session(ttl=100)
+        assert len(calls) == 4 and calls[2] == calls[3] != calls[0]
+        client.create_session(ttl=100, idempotency_key="mine")
+        assert calls[4] == "mine"
+    finally:
+        svc.close()
+
+
+def test_create_gives_up_after_its_retries():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(headers.get("Idempotency-Key"))
+        return None
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.SandboxConnectionError):
+            client.create_session(ttl=100, retries=1)
+        assert len(calls) == 2 and calls[0] == calls[1]
+    finally:
+        svc.close()
+
+
+def test_create_does_not_retry_a_422():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append(1)
+        return json_answer(422, {"error": {"code": "idempotency_key_reused",
+                                           "message": "Idempotency-Key: x"}})
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        with pytest.raises(sandbox_sdk.SandboxError) as info:
+            client.create_session(ttl=100, idempotency_key="k")
+        assert type(info.value) is sandbox_sdk.IdempotencyKeyReused
+        assert info.value.status == 422 and len(calls) == 1
+    finally:
+        svc.close()
+
+
+def test_parse_sse():
+    import io
+    from sandbox_sdk.client import parse_sse
+    text = (b"retry: 1000\n: connected\n\n"
+            b"id: 1-0\nevent: created\ndata: {\"session_id\": \"s1\", \"type\": \"created\"}\n\n"
+            b": keepalive\n\n"
+            b"id: 2-0\r\nevent: failed\r\ndata: {\"session_id\": \"s1\", \"reason\": \"x\"}\r\n\r\n"
+            b"id: 3-0\nevent: half")
+    got = list(parse_sse(io.BytesIO(text)))
+    assert [(e.id, e.type, e.session_id) for e in got] == [("1-0", "created", "s1"),
+                                                          ("2-0", "failed", "s1")]
+    assert got[1].data["reason"] == "x"
+
+
+def test_events_reconnect_with_the_last_id():
+    calls = []
+
+    def answer(method, path, headers, body):
+        calls.append((path, headers.get("Last-Event-ID")))
+        if len(calls) == 1:
+            return 200, {"Content-Type": "text/event-stream"}, [
+                b"id: 5-0\nevent: created\ndata: {\"session_id\": \"a\"}\n\n"]
+        if len(calls) == 2:
+            return 200, {"Content-Type": "text/event-stream"}, [
+                b"id: 6-0\nevent: terminated\ndata: {\"session_id\": \"a\"}\n\n"]
+        return json_answer(410, {"error": {"code": "event_expired", "message": "m"}})
+
+    svc = FakeService(answer)
+    try:
+        client = sandbox_sdk.SandboxClient(svc.url, token="")
+        it = client.events()
+        assert next(it).id == "5-0"
+        assert next(it).type == "terminated"
+        with pytest.raises(sandbox_sdk.SandboxError) as info:
+            next(it)
+        assert info.value.status == 410
+        assert calls == [("/v1/events", None), ("/v1/events", "5-0"),
+                         ("/v1/events", "6-0")]
+        # a session's stream ends after its terminated
+        calls.clear()
+        evs = list(client.events(session_id="a", last_event_id="4-0"))
+        assert [e.id for e in evs] == ["5-0", "6-0"]
+        assert calls[0] == ("/v1/sessions/a/events", "4-0")
+    finally:
+        svc.close()
