@@ -83,9 +83,9 @@ static json_t *rfc3339(long long t)
 static json_t *event_json(const char **fields, int nfields)
 {
     json_t *o = json_object();
-    int i;
+    size_t i;
 
-    for (i = 0; i < nfields; i++) {
+    for (i = 0; i < (size_t)nfields; i++) {
         const char *k = fields[2 * i], *v = fields[2 * i + 1];
         long long n = 0;
         if (!strcmp(k, "at"))
@@ -102,9 +102,9 @@ static json_t *event_json(const char **fields, int nfields)
 
 static const char *field(const char **fields, int nfields, const char *name)
 {
-    int i;
+    size_t i;
 
-    for (i = 0; i < nfields; i++)
+    for (i = 0; i < (size_t)nfields; i++)
         if (!strcmp(fields[2 * i], name))
             return fields[2 * i + 1];
     return "";
