@@ -362,7 +362,8 @@ def setup_text(res, args, load0):
     """The paragraph saying what ran, on what, and how it was timed."""
     return (
         "%s, %d CPUs, load average %.2f at the start and %.2f at the end. "
-        "One runc sandbox (`cpu_millicores` %s) on a stack of its own (auth "
+        "One " + (args.isolation or "runc") + " sandbox (`cpu_millicores` %s)"
+        " on a stack of its own (auth "
         "%s, %d nginx workers); client %s, sandbox sshd %s, ed25519 key. "
         "%d MiB per transfer, median of %d. Up: `ssh ... 'cat > /dev/null'` "
         "fed from a pipe; down: `ssh ... 'head -c %d /dev/zero'` spliced to "

@@ -24,9 +24,14 @@ bench-ssh: build-all rootfs
 # The gvisor tier (docs/runtime-local.md): create -> ready and SSH through
 # the tunnel, as bench-create and bench-ssh measure runc (the default
 # tier) in the same make bench; the 500 live sandboxes and the warm pool
-# are runc's alone.
+# are runc's alone. Fewer creates, 2 at a time: a gVisor sandbox costs
+# about 10x a runc one to start and to delete (and SSH through it moves
+# a fraction of runc's bytes: 128 MiB per transfer fits the time budget),
+# and 8 at a time on 2 cores
+# once gave a 201 whose first CONNECT got 502 (docs/runtime-local.md).
 bench-gvisor: build-all rootfs
 	@mkdir -p $(BUILD)/bench
-	$(PYTHON) bench/create.py --isolation gvisor --live 0 --pool 0 \
-	    > $(BUILD)/bench/create-gvisor.md
-	$(PYTHON) bench/ssh.py --isolation gvisor --out $(BUILD)/bench/ssh-gvisor.md
+	$(PYTHON) bench/create.py --isolation gvisor --live 0 --pool 0 -n 20 \
+	    --total 8 -c 2 > $(BUILD)/bench/create-gvisor.md
+	$(PYTHON) bench/ssh.py --isolation gvisor --mib 128 \
+	    --out $(BUILD)/bench/ssh-gvisor.md

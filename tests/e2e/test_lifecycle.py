@@ -3,25 +3,12 @@ PATCH /v1/sessions/<id> moves a session's deadline (the reaper honours
 the new one), and every bad PATCH gets a 4xx JSON error that names the
 field."""
 
-import calendar
 import time
 
 import pytest
 
 from pico_stack import wait_for
-
-
-def unix_time(rfc3339):
-    return calendar.timegm(time.strptime(rfc3339, "%Y-%m-%dT%H:%M:%SZ"))
-
-
-def error_of(r, status):
-    """Asserts r is a JSON error with this status; returns its message."""
-    assert r.status == status, r
-    assert r.headers.get("Content-Type", "").startswith("application/json"), r.headers
-    err = r.json()["error"]
-    assert err["code"] and err["message"], err
-    return err["message"]
+from test_api import error_of, unix_time
 
 
 def patch(stack, sid, body, token=None, **kw):
