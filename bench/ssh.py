@@ -362,8 +362,7 @@ def setup_text(res, args, load0):
     """The paragraph saying what ran, on what, and how it was timed."""
     return (
         "%s, %d CPUs, load average %.2f at the start and %.2f at the end. "
-        "One " + (args.isolation or "runc") + " sandbox (`cpu_millicores` %s)"
-        " on a stack of its own (auth "
+        "One %s sandbox (`cpu_millicores` %s) on a stack of its own (auth "
         "%s, %d nginx workers); client %s, sandbox sshd %s, ed25519 key. "
         "%d MiB per transfer, median of %d. Up: `ssh ... 'cat > /dev/null'` "
         "fed from a pipe; down: `ssh ... 'head -c %d /dev/zero'` spliced to "
@@ -376,7 +375,8 @@ def setup_text(res, args, load0):
         "path. sshd offers %s; the default is `%s`. nginx CPU is the "
         "workers' user+system time per GiB tunnelled."
         % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           os.cpu_count(), load0, os.getloadavg()[0], res["cpu"],
+           os.cpu_count(), load0, os.getloadavg()[0],
+           args.isolation or "runc", res["cpu"],
            "on" if args.auth else "off", args.workers, ssh_version(),
            res["sshd"], args.mib, args.runs, args.mib * MIB,
            ", ".join("`%s`" % c for c in res["offered"]), res["default"]))
