@@ -998,3 +998,29 @@ def test_fake_bookmarks_namespace_and_selector(dfake):
         code, st = dfake.call("GET", "/api/v1/namespaces/%s/pods?labelSelector=%s"
                               % (NS, urllib.parse.quote(sel)))
         assert code == 400 and st["reason"] == "BadRequest", (sel, st)
+
+
+def test_driver_request_bodies_match_upstream_schema(fake, dfake):
+    """Every body the driver sent to either fake in this module (the
+    stack's creates and deletes, the driver-alone runs) is valid against
+    the upstream Kubernetes OpenAPI schemas, unknown fields refused
+    (tests/deploy/k8s_schema.py): the Pod and Secret as POSTed, the
+    Secret's ownerReferences merge patch applied, DeleteOptions."""
+    logs = [os.path.join(f.state, "bodies.jsonl") for f in (fake, dfake)]
+    logs = [p for p in logs if os.path.exists(p)]
+    seen = set()
+    for p in logs:
+        with open(p) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                if rec.get("user_agent") != "pico-backend":
+                    continue
+                kind = rec["body"].get("kind") if isinstance(rec["body"], dict) else None
+                seen.add((rec["method"], kind))
+    for want in (("POST", "Pod"), ("POST", "Secret"), ("PATCH", None), ("DELETE", "DeleteOptions")):
+        assert want in seen, "no %s %s body logged: %s" % (want + (seen,))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "deploy", "k8s_schema.py"),
+                        "--bodies"] + logs, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 invalid" in r.stdout, r.stdout
+

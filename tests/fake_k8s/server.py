@@ -1003,10 +1003,19 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except ValueError as e:
             raise ApiError(400, "BadRequest", "the body of the request was in an "
                            "unknown format: %s" % e)
+        # Every body a client sent, for tests/deploy/k8s_schema.py to
+        # validate against the upstream schemas (<state>/bodies.jsonl).
+        if not self.path.startswith("/_fake/"):
+            line = json.dumps({"method": self.command, "path": urllib.parse.urlsplit(self.path).path,
+                               "content_type": self.headers.get("Content-Type"),
+                               "user_agent": self.headers.get("User-Agent"), "body": body})
+            with self.server.body_lock, open(os.path.join(self.server.state, "bodies.jsonl"), "a") as f:
+                f.write(line + "\n")
+        return body
 
     def handle_one(self, method):
         url = urllib.parse.urlsplit(self.path)
@@ -1377,6 +1386,7 @@ def main():
     srv.state = os.path.abspath(a.state or os.path.join(ROOT, "var", "fake_k8s-%d" % a.port))
     srv.stopping = False
     srv.requests = []
+    srv.body_lock = threading.Lock()
     srv.faults = Faults()
     srv.store = Store(a.namespace or ["pico-sandboxes", "default"])
     os.makedirs(os.path.join(srv.state, "pods"), exist_ok=True)
