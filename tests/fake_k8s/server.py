@@ -969,6 +969,13 @@ class Kubelet:
         r = subprocess.run(self.runc("list", "-q"), capture_output=True, text=True, timeout=30)
         for cid in r.stdout.split():
             self._runc_quiet("delete", "--force", cid)
+        # The cgroups' common parent, once no fake on the machine uses it
+        # (rmdir of a cgroup folder with children fails: another fake's).
+        for h in os.listdir("/sys/fs/cgroup"):
+            try:
+                os.rmdir(os.path.join("/sys/fs/cgroup", h, "pico-fake-k8s"))
+            except OSError:
+                pass
 
     def kill_all(self):
         with self.lock:
