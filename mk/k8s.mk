@@ -33,8 +33,13 @@ $(BUILD)/k8s/driver_cli: $(K8S_DRIVER_SRCS) $(BACKEND_HDRS) mk/k8s.mk
 
 # Renders every kustomization and checks the objects and Dockerfiles.
 # --selftest: each check is also shown a broken input it must reject.
+# k8s_schema.py validates every rendered object against the upstream
+# Kubernetes OpenAPI schemas (npm packages it installs into
+# build/k8s-schema itself; fails when it cannot). The driver's request
+# bodies are validated the same way by tests/e2e/test_k8s.py.
 k8s-manifests-check:
 	$(PYTHON) tests/deploy/check_manifests.py --selftest
+	$(PYTHON) tests/deploy/k8s_schema.py --selftest --manifests
 	$(PYTHON) tests/deploy/lint_dockerfiles.py --selftest
 	$(PYTHON) tests/deploy/lint_dockerfiles.py deploy/sandbox/Dockerfile \
 	    deploy/server/Dockerfile

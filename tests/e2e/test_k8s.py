@@ -2,16 +2,19 @@
 
 The whole pico stack runs for real (redis-server, pico-backend, nginx with
 ngx_pico_module); only the Kubernetes API server is the fake one in
-tests/fake_k8s/server.py, whose pods are real sshd processes on their own
-addresses in 127.0.0.0/8, chrooted into the sandbox rootfs.
+tests/fake_k8s/server.py, whose pods are runc containers from the sandbox
+rootfs, run with the pod's securityContext, sshd on their own addresses in
+127.0.0.0/8.
 
 A second group drives the driver alone (build/k8s/driver_cli) for what
 the REST API cannot steer: watch reconnects, 410 Gone, API errors in each
 step, kubeconfig and token authentication.
 """
 
+import glob
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,6 +131,15 @@ class FakeK8s:
         for pid in sshd:
             assert not os.path.exists("/proc/%d" % pid) or \
                 open("/proc/%d/stat" % pid).read().split()[2] == "Z", "pod %d left running" % pid
+        # Nothing of runc is left: no container under the fake's runc root
+        # (running or stopped), no cgroup of one.
+        runc = subprocess.run(["runc", "--root", os.path.join(self.state, "runc"), "list", "-q"],
+                              capture_output=True, text=True, timeout=30)
+        assert runc.returncode == 0 and runc.stdout.split() == [], \
+            "runc containers left: %r %r" % (runc.stdout, runc.stderr)
+        left = [d for h in os.listdir("/sys/fs/cgroup")
+                for d in glob.glob("/sys/fs/cgroup/%s/pico-fake-k8s/%d-*" % (h, self.port))]
+        assert left == [], "cgroups left: %s" % left
 
 
 @pytest.fixture(scope="module")
@@ -175,12 +187,29 @@ def pods_gone(fake, *names, timeout=10):
              what="pods %s gone" % ", ".join(names))
 
 
+class Replay:
+    """A socket whose first reads return bytes already read from it."""
+
+    def __init__(self, sock, data):
+        self._sock, self._data = sock, data
+
+    def recv(self, n):
+        if self._data:
+            out, self._data = self._data[:n], self._data[n:]
+            return out
+        return self._sock.recv(n)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def ssh_over_tunnel(stack, sid, **auth):
     """paramiko over CONNECT through nginx; returns (client, server key)."""
     sock, status, rest = stack.open_tunnel(sid)
     assert status.startswith("HTTP/1.1 200"), status
-    assert rest == b""
-    t = paramiko.Transport(sock)
+    # sshd's banner may come in the same segment as the 200
+    assert rest == b"" or rest.startswith(b"SSH-2.0-"), rest
+    t = paramiko.Transport(Replay(sock, rest) if rest else sock)
     t.start_client(timeout=20)
     key = t.get_remote_server_key()
     if "pkey" in auth:
@@ -250,6 +279,93 @@ def test_create_ssh_delete(kstack, fake):
     s, status, _ = kstack.open_tunnel(sid)
     s.close()
     assert " 404 " in status
+
+
+# Linux capability numbers (linux/capability.h) of the names pods use.
+CAP_BITS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3,
+            "FSETID": 4, "KILL": 5, "SETGID": 6, "SETUID": 7, "SETPCAP": 8,
+            "NET_BIND_SERVICE": 10, "NET_RAW": 13, "SYS_CHROOT": 18, "SYS_ADMIN": 21,
+            "MKNOD": 27, "AUDIT_WRITE": 29, "SETFCAP": 31}
+
+
+def documented_caps():
+    """The capability table of docs/kubernetes.md ("The pod's security")."""
+    with open(os.path.join(ROOT, "docs", "kubernetes.md")) as f:
+        text = f.read()
+    sec = text[text.index("### The pod's security"):]
+    sec = sec[:sec.index("\n\n", sec.index("| capability |"))]
+    caps = set()
+    for line in sec.splitlines()[2:]:
+        if line.startswith("|") and not line.startswith("|---"):
+            caps |= set(re.findall(r"`([A-Z_]+)`", line.split("|")[1]))
+    return caps
+
+
+def proc_status(text):
+    return dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+
+
+def test_pod_runs_with_its_security_context(kstack, fake):
+    """The fake's kubelet runs the pod as a runc container with the pod's
+    securityContext; the running sshd has exactly the documented
+    capabilities, no_new_privs and the RuntimeDefault seccomp filter, and
+    the user's shell none of the capabilities (and cannot gain them)."""
+    want = documented_caps()
+    assert want == {"CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE",
+                    "NET_BIND_SERVICE"}, want
+    mask = sum(1 << CAP_BITS[c] for c in want)
+    sid = kstack.create(ttl=600)["session_id"]
+    try:
+        pod = fake.pods()["sandbox-" + sid]
+        assert set(pod["spec"]["containers"][0]["securityContext"]["capabilities"]["add"]) == want
+        st = fake.state_dump()
+        pid = st["sshd"][pod["metadata"]["uid"]]
+        # a runc container of the fake's, whose PID 1 is this pid
+        state = json.loads(subprocess.run(
+            ["runc", "--root", st["runc_root"], "state", "pod-" + pod["metadata"]["uid"]],
+            capture_output=True, text=True, check=True).stdout)
+        assert state["status"] == "running" and state["pid"] == pid
+        assert os.readlink("/proc/%d/ns/pid" % pid) != os.readlink("/proc/self/ns/pid")
+        assert os.readlink("/proc/%d/ns/mnt" % pid) != os.readlink("/proc/self/ns/mnt")
+        with open("/proc/%d/comm" % pid) as f:
+            assert f.read().strip() == "sshd"  # the start script exec'd it
+        with open("/proc/%d/status" % pid) as f:
+            ps = proc_status(f.read())
+        assert ps["Uid"].split()[0] == "0"  # no runAsUser: the image's root
+        for field in ("CapEff", "CapPrm", "CapBnd"):
+            assert int(ps[field], 16) == mask, "%s %s != %x" % (field, ps[field], mask)
+        assert int(ps["CapInh"], 16) == 0 and int(ps["CapAmb"], 16) == 0
+        assert ps["NoNewPrivs"].strip() == "1"  # allowPrivilegeEscalation: false
+        assert ps["Seccomp"].strip() == "2"     # RuntimeDefault: a filter
+        client, _ = ssh_over_tunnel(kstack, sid)
+        try:
+            out, _, code = run(client, "id -u; cat /proc/self/status; "
+                               "unshare -U true 2>&1; echo rc=$?")
+            assert code == 0
+            us = proc_status(out)
+            assert out.split()[0] == "1000"
+            assert int(us["CapEff"], 16) == 0 and int(us["CapPrm"], 16) == 0
+            assert int(us["CapBnd"], 16) == mask
+            assert us["NoNewPrivs"].strip() == "1" and us["Seccomp"].strip() == "2"
+            # the seccomp filter refuses new namespaces (unshare(2))
+            assert "rc=1" in out and "Operation not permitted" in out, out
+            # sshd's children of the session: none has more than the set
+            sess_pids = [p for p in os.listdir("/proc") if p.isdigit()
+                         and os.path.exists("/proc/%s/ns/pid" % p)]
+            for p in sess_pids:
+                try:
+                    if os.readlink("/proc/%s/ns/pid" % p) != os.readlink("/proc/%d/ns/pid" % pid):
+                        continue
+                    with open("/proc/%s/status" % p) as f:
+                        s2 = proc_status(f.read())
+                except OSError:
+                    continue
+                assert int(s2["CapBnd"], 16) == mask and int(s2["CapEff"], 16) & ~mask == 0
+                assert s2["NoNewPrivs"].strip() == "1"
+        finally:
+            client.close()
+    finally:
+        assert kstack.delete(sid).status == 200
 
 
 def test_disk_quota_is_ephemeral_storage(kstack, fake):
@@ -882,3 +998,29 @@ def test_fake_bookmarks_namespace_and_selector(dfake):
         code, st = dfake.call("GET", "/api/v1/namespaces/%s/pods?labelSelector=%s"
                               % (NS, urllib.parse.quote(sel)))
         assert code == 400 and st["reason"] == "BadRequest", (sel, st)
+
+
+def test_driver_request_bodies_match_upstream_schema(fake, dfake):
+    """Every body the driver sent to either fake in this module (the
+    stack's creates and deletes, the driver-alone runs) is valid against
+    the upstream Kubernetes OpenAPI schemas, unknown fields refused
+    (tests/deploy/k8s_schema.py): the Pod and Secret as POSTed, the
+    Secret's ownerReferences merge patch applied, DeleteOptions."""
+    logs = [os.path.join(f.state, "bodies.jsonl") for f in (fake, dfake)]
+    logs = [p for p in logs if os.path.exists(p)]
+    seen = set()
+    for p in logs:
+        with open(p) as fh:
+            for line in fh:
+                rec = json.loads(line)
+                if rec.get("user_agent") != "pico-backend":
+                    continue
+                kind = rec["body"].get("kind") if isinstance(rec["body"], dict) else None
+                seen.add((rec["method"], kind))
+    for want in (("POST", "Pod"), ("POST", "Secret"), ("PATCH", None), ("DELETE", "DeleteOptions")):
+        assert want in seen, "no %s %s body logged: %s" % (want + (seen,))
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "deploy", "k8s_schema.py"),
+                        "--bodies"] + logs, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert " 0 invalid" in r.stdout, r.stdout
+

@@ -22,20 +22,27 @@ Errors are Status objects with the API's codes and reasons (NotFound 404,
 AlreadyExists 409, Conflict 409, Invalid 422, BadRequest 400,
 Unauthorized 401, Gone 410 inside a watch stream, InternalError 500).
 
-Its "kubelet" runs a pod as a REAL sshd: the sandbox root filesystem
-(--rootfs, the one scripts/build-rootfs.sh makes for the local runtime,
-i.e. the same Debian packages as deploy/sandbox) with the image's own
-sshd_config (deploy/sandbox/sshd_config, which the Dockerfile copies in),
-inside a private mount and PID namespace (unshare + chroot). The pod's
-volumes are honoured: secret volumes are written out with their modes and
-bind-mounted at their mountPath, emptyDir volumes are fresh folders. The
-pod's IP is its own address in 127.0.0.0/8, and sshd listens there on
-port 22 (a pod's network namespace is emulated by ListenAddress). The pod
+Its "kubelet" runs each pod's container as a runc container (runc --root
+<state>/runc): the sandbox root filesystem (--rootfs, the one
+scripts/build-rootfs.sh makes for the local runtime, i.e. the same Debian
+packages as deploy/sandbox), read-only because it is shared, with the
+image's own sshd_config (deploy/sandbox/sshd_config, which the Dockerfile
+copies in) in a per-pod copy of /etc/ssh. The pod's command runs as the
+spec says, with its securityContext: capabilities (drop/add over the
+container runtime's defaults, nothing else), allowPrivilegeEscalation
+false = noNewPrivileges, runAsUser/runAsGroup, seccompProfile
+RuntimeDefault = the local runtime's filter. Secret volumes are laid out
+as the kubelet's atomic writer does and bind-mounted at their mountPath
+(read-only when the mount says so), emptyDir volumes are fresh folders.
+The container has its own PID, mount, IPC, UTS and cgroup namespaces but
+the host's network namespace: the pod's IP is its own address in
+127.0.0.0/8, and sshd listens there on port 22 (ListenAddress). The pod
 turns Ready when that port accepts, like a tcpSocket readiness probe.
-Deleting the pod kills its PID namespace, so every process of it goes.
+Deleting the pod kills and deletes its container. At start and at stop
+the fake deletes every container under its runc root.
 
 Tests steer it with /_fake/... endpoints (see Faults below). It stops
-cleanly on SIGTERM and kills every sshd it started.
+cleanly on SIGTERM and deletes every container it started.
 
 usage: server.py --port N [--rootfs DIR] [--image-files DIR] [--state DIR]
                  [--namespace NS] [--token T] [--gc]
@@ -64,29 +71,73 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
-# Runs inside the pod's new mount + PID namespace as its PID 1 until it
-# execs the container's command. Fixed text: every path comes in as an
-# argument, never spliced into the script.
-#   $1 rootfs  $2 pod root mount point  then "src dst" pairs  then "--" cmd
-POD_SCRIPT = r'''
-set -eu
-rootfs=$1 root=$2
-shift 2
-mount --make-rprivate /
-mount --bind "$rootfs" "$root"
-mount -o remount,bind,ro "$root"
-mount -t proc proc "$root/proc"
-mount --rbind /dev "$root/dev"
-mount -t tmpfs -o mode=1777,size=64m tmpfs "$root/tmp"
-mount -t tmpfs -o mode=755,size=16m tmpfs "$root/run"
-mkdir -m 755 "$root/run/sshd"
-while [ "$1" != "--" ]; do
-    mount --bind "$1" "$root$2"
-    shift 2
-done
-shift
-exec chroot "$root" "$@"
-'''
+# The container runtime's defaults, as containerd gives a container whose
+# securityContext says nothing about capabilities.
+DEFAULT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW",
+                "SETGID", "SETUID", "SETFCAP", "SETPCAP", "NET_BIND_SERVICE",
+                "SYS_CHROOT", "KILL", "AUDIT_WRITE"]
+
+# seccompProfile RuntimeDefault: the local runtime's filter
+# (backend/runtime/local/oci.c, docs/runtime-local.md): everything
+# allowed but what a sandbox never needs; clone() that makes a namespace
+# is refused, clone3 is ENOSYS so glibc falls back to clone().
+SECCOMP_DENIED = [
+    "add_key", "keyctl", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "io_uring_setup", "io_uring_enter", "io_uring_register",
+    "init_module", "finit_module", "delete_module", "create_module",
+    "query_module", "get_kernel_syms", "kexec_load", "kexec_file_load",
+    "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
+    "mount", "umount", "umount2", "pivot_root", "move_mount", "fsopen",
+    "fsconfig", "fsmount", "fspick", "open_tree", "mount_setattr", "setns",
+    "unshare", "name_to_handle_at", "open_by_handle_at", "fanotify_init",
+    "iopl", "ioperm", "syslog", "settimeofday", "clock_settime",
+    "clock_adjtime", "stime", "vhangup", "lookup_dcookie", "nfsservctl",
+    "uselib", "ustat", "sysfs", "_sysctl", "vm86", "vm86old"]
+CLONE_NS_FLAGS = [0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
+                  0x20000000, 0x40000000]
+EPERM, ENOSYS = 1, 38
+
+
+def runtime_default_seccomp():
+    rules = [{"names": SECCOMP_DENIED, "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
+             {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS}]
+    for f in CLONE_NS_FLAGS:
+        rules.append({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
+                      "args": [{"index": 0, "value": f, "valueTwo": f,
+                                "op": "SCMP_CMP_MASKED_EQ"}]})
+    return {"defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": rules}
+
+
+def effective_security(pod, c):
+    """What the container runs with, from the pod's and the container's
+    securityContext as the kubelet merges them (the container's wins):
+    (capabilities, no_new_privs, uid, gid, seccomp profile or None)."""
+    psc = pod["spec"].get("securityContext") or {}
+    csc = c.get("securityContext") or {}
+    capsc = csc.get("capabilities") or {}
+    drop = [x.upper().removeprefix("CAP_") for x in capsc.get("drop") or []]
+    add = [x.upper().removeprefix("CAP_") for x in capsc.get("add") or []]
+    caps = [] if "ALL" in drop else [x for x in DEFAULT_CAPS if x not in drop]
+    caps += [x for x in add if x not in caps]
+    if "ALL" in add:
+        raise ApiError(422, "Invalid", "the fake's kubelet does not run privileged pods")
+    if csc.get("privileged"):
+        raise ApiError(422, "Invalid", "the fake's kubelet does not run privileged pods")
+    # allowPrivilegeEscalation defaults to true (unless privileged or
+    # CAP_SYS_ADMIN, which this kubelet refuses anyway).
+    nnp = csc.get("allowPrivilegeEscalation") is False
+    uid = csc.get("runAsUser", psc.get("runAsUser", 0))
+    gid = csc.get("runAsGroup", psc.get("runAsGroup", 0))
+    if (csc.get("runAsNonRoot", psc.get("runAsNonRoot")) and uid == 0):
+        raise ApiError(422, "Invalid", "container has runAsNonRoot and image will run as root")
+    prof = (csc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+    if prof not in (None, "Unconfined", "RuntimeDefault"):
+        raise ApiError(422, "Invalid", "seccompProfile %s is not supported by the fake" % prof)
+    return (["CAP_" + x for x in caps], nnp, int(uid), int(gid),
+            runtime_default_seccomp() if prof == "RuntimeDefault" else None)
+
 
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -581,13 +632,16 @@ def validate(resource, obj):
 
 
 class Kubelet:
-    """Runs pods as sshd processes on addresses in 127.0.0.0/8."""
+    """Runs each pod's container with runc, from the sandbox rootfs, with
+    the pod's securityContext, on an address in 127.0.0.0/8."""
 
     def __init__(self, server):
         self.srv = server
         self.lock = threading.Lock()
-        self.procs = {}  # uid -> Popen
+        self.procs = {}  # uid -> Popen of `runc run`
+        self.pids = {}   # uid -> the container's PID 1 (host pid)
         self.ips = {}    # uid -> ip
+        self.runc_root = os.path.join(server.state, "runc")
         # A base derived from the port keeps two fakes on one machine apart.
         self.net = ipaddress.ip_address("127.%d.0.0" % (100 + server.port % 100))
         self.next_ip = 10
@@ -648,20 +702,46 @@ class Kubelet:
         c = pod["spec"]["containers"][0]
         cmd = (c.get("command") or ["/usr/sbin/sshd"]) + \
             (c.get("args") or (["-D", "-e"] if not c.get("command") else []))
-        # The pod's own network namespace, emulated: sshd binds the pod IP.
+        # The pod's own network namespace, emulated: the container shares
+        # the host's (loopback only) and sshd binds the pod IP.
         cmd += ["-o", "ListenAddress=" + ip]
-        argv = ["unshare", "--mount", "--pid", "--fork", "--kill-child",
-                "--propagation", "private", "/bin/sh", "-c", POD_SCRIPT, "pod",
-                self.srv.rootfs, os.path.join(pdir, "root")]
-        for src, dst in binds:
-            argv += [src, dst]
-        argv += ["--"] + cmd
+        try:
+            bundle = self._bundle(pod, c, cmd, pdir, binds)
+        except ApiError as e:
+            # As a kubelet that cannot create the container
+            # (CreateContainerConfigError): the pod stays Pending.
+            self._set(pod, lambda o: o["status"].update(
+                conditions=[{"type": "PodScheduled", "status": "True"},
+                            {"type": "Ready", "status": "False",
+                             "reason": "ContainersNotReady"}],
+                message="CreateContainerConfigError: %s" % e.message))
+            with self.lock:
+                self.ips.pop(uid, None)
+            return
         log = open(os.path.join(pdir, "container.log"), "ab")
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
-        log.close()
+        pidfile = os.path.join(pdir, "container.pid")
         with self.lock:
+            if self.srv.stopping:
+                log.close()
+                return
+            proc = subprocess.Popen(
+                self.runc("run", "--bundle", bundle, "--pid-file", pidfile,
+                          self.cid(uid)),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             self.procs[uid] = proc
+        log.close()
+        # The container's process (sshd once the start script execs it):
+        # what /_fake/state reports and tests read /proc/<pid>/status of.
+        while proc.poll() is None and not os.path.exists(pidfile):
+            time.sleep(0.01)
+        try:
+            with open(pidfile) as f:
+                pid = int(f.read().strip())
+            with self.lock:
+                if uid in self.procs:
+                    self.pids[uid] = pid
+        except (OSError, ValueError):
+            pass
         alive = self._set(pod, lambda o: o["status"].update(
             phase="Running", podIP=ip, podIPs=[{"ip": ip}], hostIP="127.0.0.1",
             startTime=now_rfc3339(),
@@ -704,10 +784,97 @@ class Kubelet:
                 o["status"]["containerStatuses"][0].update(
                     ready=False, state={"terminated": {"exitCode": code, "reason": "Error"}})
             self._set(pod, failed)
+            self._runc_quiet("delete", "--force", self.cid(uid))
+
+    # -- runc ----------------------------------------------------------------
+    def runc(self, *args):
+        return ["runc", "--root", self.runc_root] + list(args)
+
+    def _runc_quiet(self, *args):
+        subprocess.run(self.runc(*args), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+
+    def cid(self, uid):
+        return "pod-" + uid
+
+    def _bundle(self, pod, c, cmd, pdir, binds):
+        """An OCI bundle for the pod's container, as containerd would make
+        it from the pod spec: the image's rootfs (read-only here, since it
+        is shared), the pod's securityContext (capabilities, no new
+        privileges, user and group, seccomp) and its volumes."""
+        caps, nnp, uid, gid, seccomp = effective_security(pod, c)
+        # Every mount point must already exist in the image or in a folder
+        # of the pod's own: runc would otherwise create it in the shared
+        # rootfs, which is never written.
+        own = ["/dev", "/tmp", "/run"] + [dst for _, dst, _ in binds]
+        for src, dst, _ in binds:
+            inside = any(dst.startswith(o + "/") for o in own)
+            if not inside and not os.path.lexists(self.srv.rootfs + dst):
+                raise ApiError(422, "Invalid", "mount point %s does not exist in the image" % dst)
+        mounts = [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666",
+                         "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777", "size=64m"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=755", "size=16m"]},
+            # the image's /run/sshd (deploy/sandbox/Dockerfile)
+            {"destination": "/run/sshd", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "noexec", "mode=755", "size=1m"]}]
+        for src, dst, ro in binds:
+            mounts.append({"destination": dst, "type": "bind", "source": src,
+                           "options": ["rbind", "ro" if ro else "rw",
+                                       "nosuid", "nodev"]})
+        linux = {
+            "cgroupsPath": "/pico-fake-k8s/%d-%s" % (self.srv.port, pod["metadata"]["uid"]),
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            # no network namespace: the pod's address is one of the host's
+            # loopback addresses (see alloc_ip)
+            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup")],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/proc/scsi", "/sys/firmware"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                              "/proc/sysrq-trigger"]}
+        if seccomp is not None:
+            linux["seccomp"] = seccomp
+        spec = {
+            "ociVersion": "1.0.2",
+            "root": {"path": self.srv.rootfs, "readonly": True},
+            "hostname": pod["spec"].get("hostname") or pod["metadata"]["name"][:63],
+            "process": {
+                "terminal": False, "user": {"uid": uid, "gid": gid}, "args": cmd,
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                        "HOSTNAME=" + (pod["spec"].get("hostname") or "")] +
+                       ["%s=%s" % (e["name"], e.get("value", "")) for e in c.get("env") or []],
+                "cwd": c.get("workingDir") or "/",
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                                 "inheritable": [], "ambient": []},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 4096, "soft": 4096}],
+                "noNewPrivileges": nnp},
+            "mounts": mounts,
+            "linux": linux}
+        bundle = os.path.join(pdir, "bundle")
+        os.makedirs(bundle, exist_ok=True)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(spec, f, indent=1)
+        return bundle
 
     def _volumes(self, pod, pdir):
-        """Lays out the pod folder; returns (source, mountPath) binds."""
-        os.makedirs(os.path.join(pdir, "root"), exist_ok=True)
+        """Lays out the pod folder; returns (source, mountPath, readOnly)
+        binds, in mount order."""
+        os.makedirs(pdir, exist_ok=True)
         ns = pod["metadata"]["namespace"]
         vols = {v["name"]: v for v in pod["spec"].get("volumes") or []}
         binds = []
@@ -719,31 +886,27 @@ class Kubelet:
         if self.srv.image_files:
             shutil.copy(os.path.join(self.srv.image_files, "sshd_config"),
                         os.path.join(etc_ssh, "sshd_config"))
-        binds.append((etc_ssh, "/etc/ssh"))
+        binds.append((etc_ssh, "/etc/ssh", False))
         for m in pod["spec"]["containers"][0].get("volumeMounts") or []:
             v = vols[m["name"]]
             path = m["mountPath"].rstrip("/")
+            src = os.path.join(pdir, "vol-" + m["name"])
             if "secret" in v:
                 sec = self.srv.store.get("secrets", ns, v["secret"]["secretName"])
-                if path.startswith("/etc/ssh/"):
-                    src = os.path.join(etc_ssh, path[len("/etc/ssh/"):])
-                else:
-                    src = os.path.join(pdir, "vol-" + m["name"])
                 self._write_secret(sec, v["secret"], src)
-                if not path.startswith("/etc/ssh/"):
-                    binds.append((src, path))
             elif "emptyDir" in v:
-                src = os.path.join(pdir, "vol-" + m["name"])
                 os.makedirs(src, exist_ok=True)
                 os.chmod(src, 0o777)
-                binds.append((src, path))
+            else:
+                continue
+            binds.append((src, path, bool(m.get("readOnly"))))
         # A container's root filesystem is its own: give the user's home a
         # private copy so the shared rootfs is never written.
         home = os.path.join(self.srv.rootfs, "home", "sandbox")
         if os.path.isdir(home):
             shutil.copytree(home, os.path.join(pdir, "home"), symlinks=True,
                             dirs_exist_ok=True)
-            binds.append((os.path.join(pdir, "home"), "/home/sandbox"))
+            binds.append((os.path.join(pdir, "home"), "/home/sandbox", False))
         return binds
 
     @staticmethod
@@ -776,20 +939,50 @@ class Kubelet:
         with self.lock:
             proc = self.procs.pop(uid, None)
             self.ips.pop(uid, None)
-        if proc is not None and proc.poll() is None:
-            # unshare ignores SIGTERM while it waits for its child, but with
-            # --kill-child its PID-1 child (sshd), and with it the whole PID
-            # namespace, gets SIGKILL when unshare dies.
-            proc.kill()
-            proc.wait()
+            self.pids.pop(uid, None)
+        if proc is not None:
+            # SIGKILL to the container's PID 1 takes its whole PID
+            # namespace along; `runc run` then reaps it and exits, and
+            # delete removes whatever is left of the container (its state,
+            # its cgroup).
+            self._runc_quiet("kill", self.cid(uid), "KILL")
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            self._runc_quiet("delete", "--force", self.cid(uid))
         pdir = os.path.join(self.srv.state, "pods", uid)
         shutil.rmtree(pdir, ignore_errors=True)
+
+    def crash(self, uid):
+        """The container dies (as if OOM-killed)."""
+        with self.lock:
+            if uid not in self.procs:
+                return False
+        self._runc_quiet("kill", self.cid(uid), "KILL")
+        return True
+
+    def sweep(self):
+        """Deletes every container under this fake's runc root, e.g. those
+        of an earlier run that was SIGKILLed, and their cgroups' parent."""
+        r = subprocess.run(self.runc("list", "-q"), capture_output=True, text=True, timeout=30)
+        for cid in r.stdout.split():
+            self._runc_quiet("delete", "--force", cid)
+        # The cgroups' common parent, once no fake on the machine uses it
+        # (rmdir of a cgroup folder with children fails: another fake's).
+        for h in os.listdir("/sys/fs/cgroup"):
+            try:
+                os.rmdir(os.path.join("/sys/fs/cgroup", h, "pico-fake-k8s"))
+            except OSError:
+                pass
 
     def kill_all(self):
         with self.lock:
             uids = list(self.procs)
         for uid in uids:
             self.kill(uid)
+        self.sweep()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -817,10 +1010,19 @@ class Handler(BaseHTTPRequestHandler):
         if not raw:
             return None
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except ValueError as e:
             raise ApiError(400, "BadRequest", "the body of the request was in an "
                            "unknown format: %s" % e)
+        # Every body a client sent, for tests/deploy/k8s_schema.py to
+        # validate against the upstream schemas (<state>/bodies.jsonl).
+        if not self.path.startswith("/_fake/"):
+            line = json.dumps({"method": self.command, "path": urllib.parse.urlsplit(self.path).path,
+                               "content_type": self.headers.get("Content-Type"),
+                               "user_agent": self.headers.get("User-Agent"), "body": body})
+            with self.server.body_lock, open(os.path.join(self.server.state, "bodies.jsonl"), "a") as f:
+                f.write(line + "\n")
+        return body
 
     def handle_one(self, method):
         url = urllib.parse.urlsplit(self.path)
@@ -1135,18 +1337,16 @@ class Handler(BaseHTTPRequestHandler):
                 st = {res: [copy.deepcopy(o) for o in objs.values()]
                       for res, objs in srv.store.objects.items()}
             with srv.kubelet.lock:
-                st["sshd"] = {uid: p.pid for uid, p in srv.kubelet.procs.items()}
+                st["sshd"] = dict(srv.kubelet.pids)
+            st["runc_root"] = srv.kubelet.runc_root
             st["requests"] = list(srv.requests)[-500:]
             st["request_count"] = len(srv.requests)
             return self.send_json(200, st)
         if len(parts) == 3 and parts[0] == "pods" and parts[2] == "crash" and method == "POST":
             # The container dies (as if OOM-killed); the pod turns Failed.
             uid = parts[1]
-            with srv.kubelet.lock:
-                proc = srv.kubelet.procs.get(uid)
-            if proc is None:
+            if not srv.kubelet.crash(uid):
                 raise ApiError(404, "NotFound", "no running pod with uid " + uid)
-            proc.kill()
             return self.send_json(200, {"ok": True})
         raise ApiError(404, "NotFound", "unknown control endpoint")
 
@@ -1193,10 +1393,12 @@ def main():
     srv.state = os.path.abspath(a.state or os.path.join(ROOT, "var", "fake_k8s-%d" % a.port))
     srv.stopping = False
     srv.requests = []
+    srv.body_lock = threading.Lock()
     srv.faults = Faults()
     srv.store = Store(a.namespace or ["pico-sandboxes", "default"])
-    srv.kubelet = Kubelet(srv)
     os.makedirs(os.path.join(srv.state, "pods"), exist_ok=True)
+    srv.kubelet = Kubelet(srv)
+    srv.kubelet.sweep()
 
     def stop(signum, frame):
         srv.stopping = True
