@@ -36,6 +36,10 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SRC = os.path.join(ROOT, "tests", "deploy", "k8s-schema")
 DEST = os.path.join(ROOT, "build", "k8s-schema")
 K8S = os.path.join(ROOT, "deploy", "k8s")
+# The fake API server's JSON merge patch (RFC 7386): the bodies are merged
+# here exactly as the fake applied them.
+sys.path.insert(0, os.path.join(ROOT, "tests", "fake_k8s"))
+from server import merge_patch  # noqa: E402
 
 
 def fail(msg):
@@ -112,17 +116,6 @@ def manifest_items():
         fail("no objects rendered from %s" % K8S)
     return items
 
-
-def merge_patch(target, patch):
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = merge_patch(out.get(k), v)
-    return out
 
 
 def body_items(files):
