@@ -144,12 +144,13 @@ def open_echo(stack, sid, timeout=30):
     return s
 
 
-def echo_roundtrip(s, data):
-    """Sends data while reading the echo back; returns what came back."""
-    got = []
+def echo_roundtrip(s, data, rest=b"", timeout=120):
+    """Sends data while reading the echo back; returns what came back
+    (starting with rest, echo bytes already read with the answer)."""
+    got = [rest]
 
     def reader():
-        n = 0
+        n = len(rest)
         while n < len(data):
             chunk = s.recv(1 << 20)
             if not chunk:
@@ -160,7 +161,7 @@ def echo_roundtrip(s, data):
     t = threading.Thread(target=reader)
     t.start()
     s.sendall(data)
-    t.join(120)
+    t.join(timeout)
     return b"".join(got)
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from pico_stack import read_head, wait_for
 from test_tunnel import (EchoEndpoint, add_record, cleanup_records,  # noqa: F401
-                         connect_raw, echo, open_echo, read_body)
+                         connect_raw, echo, echo_roundtrip, open_echo,
+                         read_body)
 
 
 # -- a CONNECT never has a body ------------------------------------------
@@ -301,23 +302,7 @@ def test_tunnel_over_tls_listener(new_stack, tmp_path):
             head, rest = read_head(s)
             assert head.startswith(b"HTTP/1.1 200 "), head
             data = os.urandom(300000)
-            got = [rest]
-            import threading
-
-            def reader():
-                n = len(rest)
-                while n < len(data):
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    got.append(chunk)
-                    n += len(chunk)
-
-            t = threading.Thread(target=reader)
-            t.start()
-            s.sendall(data)
-            t.join(30)
-            assert b"".join(got) == data
+            assert echo_roundtrip(s, data, rest, timeout=30) == data
         finally:
             s.close()
         key_ = "pico:tunnels:" + sid
