@@ -98,7 +98,8 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
                                s->endpoint,    "host_key",      s->host_key,
                                "host_key_fpr", s->host_key_fpr, "sandbox_uid",
                                s->sandbox_uid};
-        rc = store_session_update_if(app->st, s->id, "pending", pairs, 5);
+        rc = store_session_transition(app->st, s->id, "pending",
+                                      "running", pairs, 5);
     }
     if (rc != 1) {
         /* Deleted or expired while starting (or Redis went away): the
@@ -118,7 +119,6 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
         return -1;
     }
     s->status = SESSION_RUNNING;
-    events_emit(app, s->id, "running", NULL);
     log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
              now_ms() - t0);
     return 0;

@@ -25,8 +25,9 @@ static const char add_lua[] =
     "unpack(ARGV, 5))\n"
     "return 1\n";
 
-/* Sessions due within the window that were not warned about this
- * deadline. KEYS: pico:expiry. ARGV: now (ms), window (ms), maxlen. */
+/* Running sessions due within the window not yet warned about this
+ * deadline. Only running ones: their "running" event is written with the
+ * status (transition.c), so "expiring" never comes before it. KEYS: pico:expiry. ARGV: now (ms), window (ms), maxlen. */
 static const char warn_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local n = 0\n"
@@ -35,8 +36,7 @@ static const char warn_lua[] =
     "  local k = 'pico:session:' .. id\n"
     "  local f = redis.call('HMGET', k, 'owner', 'expires_at', "
     "'warned_expiry', 'status')\n"
-    "  if f[1] and f[2] ~= f[3] and (f[4] == 'running' or f[4] == "
-    "'pending') then\n"
+    "  if f[1] and f[2] ~= f[3] and f[4] == 'running' then\n"
     "    redis.call('HSET', k, 'warned_expiry', f[2])\n"
     "    redis.call('XADD', 'pico:stream:' .. f[1], 'MAXLEN', '~', ARGV[3], "
     "'*', 'type', 'expiring', 'session_id', id, 'at', ARGV[1], "

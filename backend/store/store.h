@@ -42,6 +42,15 @@ int store_session_update_if(store *st, const char *id, const char *statuses,
                             const char *const *pairs, int npairs);
 
 /*
+ * The same guard, and the session's lifecycle event `event` appended to
+ * its owner's stream by the same script (transition.c). 1 done, 0 status
+ * differs or record gone, -1 error.
+ */
+int store_session_transition(store *st, const char *id, const char *statuses,
+                             const char *event, const char *const *pairs,
+                             int npairs);
+
+/*
  * Marks a pending or running session failed with reason, clears its
  * endpoint, moves its expiry to retain_until (unix seconds) when that
  * is sooner and publishes "deleted <id>" (the module closes its tunnels).
