@@ -98,8 +98,8 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
                                s->endpoint,    "host_key",      s->host_key,
                                "host_key_fpr", s->host_key_fpr, "sandbox_uid",
                                s->sandbox_uid};
-        rc = store_session_transition(app->st, s->id, "pending",
-                                      "running", pairs, 5);
+        rc = store_session_transition(app->st, s->id, "pending", "running",
+                                      pairs, 5);
     }
     if (rc != 1) {
         /* Deleted or expired while starting (or Redis went away): the

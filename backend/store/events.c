@@ -27,7 +27,8 @@ static const char add_lua[] =
 
 /* Running sessions due within the window not yet warned about this
  * deadline. Only running ones: their "running" event is written with the
- * status (transition.c), so "expiring" never comes before it. KEYS: pico:expiry. ARGV: now (ms), window (ms), maxlen. */
+ * status (transition.c), so "expiring" never comes before it. KEYS:
+ * pico:expiry. ARGV: now (ms), window (ms), maxlen. */
 static const char warn_lua[] =
     "local now = tonumber(ARGV[1])\n"
     "local n = 0\n"
