@@ -5,6 +5,11 @@
  * running sessions) can see the status without its event or the event
  * without the status. Where a change has no event, store.c's
  * store_session_update_if is the plain form of the same guard.
+ *
+ * Like that guard it is safe to send twice (store_command sends a script
+ * again when a pooled connection broke, and the first attempt may have
+ * been applied): a record that already holds every field it would set
+ * counts as done, and its event is not appended a second time.
  */
 #include <stdio.h>
 #include <string.h>
@@ -19,7 +24,14 @@ static const char transition_lua[] =
     "local f = redis.call('HMGET', KEYS[1], 'status', 'owner')\n"
     "if not f[1] or not f[2] then return 0 end\n"
     "if not string.find('|' .. ARGV[1] .. '|', '|' .. f[1] .. '|', 1, "
-    "true) then return 0 end\n"
+    "true) then\n"
+    "  if #ARGV < 7 then return 0 end\n"
+    "  for i = 6, #ARGV, 2 do\n"
+    "    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then "
+    "return 0 end\n"
+    "  end\n"
+    "  return 1\n"
+    "end\n"
     "if #ARGV > 5 then redis.call('HSET', KEYS[1], unpack(ARGV, 6)) end\n"
     "redis.call('XADD', 'pico:stream:' .. f[2], 'MAXLEN', '~', ARGV[5], "
     "'*', 'type', ARGV[3], 'session_id', ARGV[2], 'at', ARGV[4])\n"

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "core/util.h"
+#include "store/command.h"
 #include "store/store.h"
 
 static char dir[] = "/tmp/pico-store-test.XXXXXX";
@@ -105,11 +106,53 @@ static void test_update_if_retried_succeeds(void **state)
     assert_int_equal(store_session_update_if(st, s.id, "pending", pairs, 2), 0);
 }
 
+static long long stream_len(const char *principal)
+{
+    char key[128];
+    const char *argv[] = {"XLEN", key};
+
+    snprintf(key, sizeof(key), "pico:stream:%s", principal);
+    return store_reply_int(store_command(st, 2, argv));
+}
+
+/* A transition writes its fields and its event once; sent again (its
+ * first reply lost) it succeeds without a second event; from a status it
+ * does not start from it changes nothing. */
+static void test_transition_retried_adds_one_event(void **state)
+{
+    const char *pairs[] = {"status", "running", "endpoint", "unix:/x"};
+    session s;
+    long long before;
+
+    new_session(&s);
+    copy_str(s.owner, sizeof(s.owner), "alice");
+    assert_int_equal(store_session_create(st, &s, "local", "a", 10), 1);
+    before = stream_len("alice");
+    assert_int_equal(
+        store_session_transition(st, s.id, "pending", "running", pairs, 2), 1);
+    assert_int_equal(stream_len("alice"), before + 1);
+    assert_int_equal(
+        store_session_transition(st, s.id, "pending", "running", pairs, 2), 1);
+    assert_int_equal(stream_len("alice"), before + 1);
+    {
+        const char *other[] = {"status", "paused"};
+        assert_int_equal(
+            store_session_transition(st, s.id, "pending", "paused", other, 1),
+            0);
+    }
+    assert_int_equal(stream_len("alice"), before + 1);
+    assert_int_equal(store_session_claim(st, s.id, 30000), 1);
+    assert_int_equal(store_session_remove(st, s.id), 0);
+    assert_int_equal(
+        store_session_transition(st, s.id, "pending", "running", pairs, 2), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_retried_succeeds),
         cmocka_unit_test(test_update_if_retried_succeeds),
+        cmocka_unit_test(test_transition_retried_adds_one_event),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
