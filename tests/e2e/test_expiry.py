@@ -4,8 +4,11 @@ one Redis every session is reaped exactly once."""
 
 import calendar
 import glob
+import http.client
+import json
 import os
 import re
+import socket
 import time
 
 from pico_stack import wait_for
@@ -90,3 +93,63 @@ def node_of(st, i):
             if line.startswith("node_name "):
                 return line.split()[1]
     return ""
+
+
+class _UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def backend_request(backend, method, path):
+    """A request to one backend's own socket, not through nginx, so the
+    test picks which node answers."""
+    conn = _UnixHTTP(backend.sock)
+    try:
+        conn.request(method, path)
+        r = conn.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def test_delete_on_another_node_is_done_by_the_owner(new_stack):
+    """DELETE sent to the node that does not own the session: the owner's
+    reaper destroys the sandbox and the answer waits for it (200,
+    terminated, as on the owner); with
+    the owner down the answer is 503 owner_unavailable, nothing is removed
+    behind the owner's back, and the owner deletes it once it is back."""
+    st = new_stack(backends=2)
+    sid, sid2 = (st.create(ttl=600)["session_id"] for _ in range(2))
+    owner = node_of(st, 0)
+    a = 0 if st.redis_cli("HGET", "pico:session:" + sid, "node") == owner else 1
+    assert st.redis_cli("HGET", "pico:session:" + sid2, "node") in (
+        node_of(st, 0), node_of(st, 1))
+    b = 1 - a
+    status, body = backend_request(st.backends[b], "DELETE", "/v1/sessions/" + sid)
+    assert status == 200, body
+    assert json.loads(body) == {"session_id": sid, "status": "terminated"}
+    assert gone(st, sid)
+    assert re.findall(r"\breaped %s\b" % sid, st.backends[a].read_log())
+    assert "hands it to its node" in st.backends[b].read_log()
+
+    # a session of node a again, then a down
+    while True:
+        sid = st.create(ttl=600)["session_id"]
+        if st.redis_cli("HGET", "pico:session:" + sid, "node") == node_of(st, a):
+            break
+        st.delete(sid)
+    st.backends[a].stop()
+    status, body = backend_request(st.backends[b], "DELETE", "/v1/sessions/" + sid)
+    assert status == 503, body
+    assert json.loads(body)["error"]["code"] == "owner_unavailable"
+    assert st.redis_cli("EXISTS", "pico:session:" + sid) == "1"
+    assert [c for c in st.runc_containers() if sid in c]
+    st.backends[a].start()
+    wait_for(lambda: gone(st, sid), timeout=30, interval=0.2, what="owner deletes it")
+    st.delete(sid2)
