@@ -152,3 +152,34 @@ def test_leftovers_of_a_sigkilled_run_are_stopped_and_sessions_kept(run_stack):
     ssh = TunnelSSH(st, sid)
     assert ssh.ok("cat /workspace/f") == b"survived\n"
     ssh.close()
+
+
+def test_ctrl_c_again_during_the_drain_does_not_cut_it_short():
+    """Ctrl-C pressed again (and again) while the drain runs: the terminal
+    sends SIGINT to the whole process group, the drain command included.
+    The drain still deletes every session and stops every part."""
+    st = RunStack(name="sup-twice")
+    try:
+        st.start()
+        sids = [st.create(ttl=600)["session_id"] for _ in range(6)]
+        st.note_nginx()
+        before = st.processes()
+        st.signal_group(signal.SIGINT)
+        wait_for(lambda: "stopping: draining sessions" in st.output()[st.out_from:],
+                 timeout=30, interval=0.01, what="the drain to start")
+        left = [s for s in sids if os.path.exists(os.path.join(st.var, "sessions", s))]
+        st.signal_group(signal.SIGINT)
+        st.signal_group(signal.SIGTERM)
+        # the signals came while sessions were still to be deleted
+        assert left, "the drain was over before the second signal"
+        st.proc.wait(180)
+        out = st.output()[st.out_from:]
+        assert "pico: stopped" in out, out
+        assert [p for p in before if alive(p)] == []
+        assert st.runc_containers() == []
+        for sid in sids:
+            assert not os.path.exists(os.path.join(st.var, "sessions", sid)), out
+    finally:
+        st.stop(sig=signal.SIGKILL)
+        for p in st.processes():
+            os.kill(p, signal.SIGKILL)
