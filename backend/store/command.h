@@ -1,7 +1,8 @@
 /*
  * command.h - the pooled command runner of store.c, for the store's other
- * files (extend.c, idempotency.c, events.c), so each concept keeps its
- * scripts in its own file and none opens connections of its own.
+ * files (extend.c, idempotency.c, events.c, transition.c, tokens.c), so
+ * each concept keeps its scripts in its own file and none opens
+ * connections of its own.
  */
 #ifndef PICO_STORE_COMMAND_H
 #define PICO_STORE_COMMAND_H

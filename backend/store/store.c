@@ -11,7 +11,9 @@
  * removing them are Lua scripts, each a single step for every backend on
  * the same Redis.
  *
- * Reading a record back (HGETALL into a session_record) is record.c.
+ * Reading a record back (HGETALL into a session_record) is record.c;
+ * the other concepts kept in Redis have a file each (command.h lists
+ * them), all on this file's connections.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -592,101 +594,6 @@ int store_session_remove(store *st, const char *id)
     session_key(id, key, sizeof(key));
     snprintf(tkey, sizeof(tkey), "pico:tunnels:%s", id);
     return reply_int(runv(st, 8, argv)) == 1 ? 0 : -1;
-}
-
-int store_token_put(store *st, const char *token_id, const char *principal,
-                    const char *sha256_hex, long long created_at)
-{
-    char key[64], created[24];
-    const char *argv[] = {"HSET",   key,        "principal",  principal,
-                          "sha256", sha256_hex, "created_at", created};
-
-    snprintf(key, sizeof(key), "pico:token:%s", token_id);
-    snprintf(created, sizeof(created), "%lld", created_at);
-    return reply_int(runv(st, 8, argv)) >= 0 ? 0 : -1;
-}
-
-int store_token_get(store *st, const char *token_id, char sha256_hex[65],
-                    char *principal, size_t principal_len)
-{
-    char key[64];
-    const char *argv[] = {"HMGET", key, "sha256", "principal"};
-    redisReply *r;
-    int rc = 0;
-
-    snprintf(key, sizeof(key), "pico:token:%s", token_id);
-    r = runv(st, 4, argv);
-    if (r == NULL)
-        return -1;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-        rc = -1;
-    } else if (r->element[0]->type == REDIS_REPLY_STRING &&
-               r->element[1]->type == REDIS_REPLY_STRING &&
-               r->element[0]->len == 64) {
-        copy_str(sha256_hex, 65, r->element[0]->str);
-        copy_str(principal, principal_len, r->element[1]->str);
-        rc = 1;
-    }
-    freeReplyObject(r);
-    return rc;
-}
-
-/* Deletes the token and, in the same step, tells every nginx worker that
- * may have it cached (pico:events "revoked <token-id>").
- * KEYS: token key. ARGV: token id. */
-static const char token_delete_lua[] = "local n = redis.call('DEL', KEYS[1])\n"
-                                       "if n == 1 then redis.call('PUBLISH', "
-                                       "'pico:events', 'revoked ' .. ARGV[1]) "
-                                       "end\n"
-                                       "return n\n";
-
-int store_token_delete(store *st, const char *token_id)
-{
-    char key[64];
-    const char *argv[] = {"EVAL", token_delete_lua, "1", key, token_id};
-
-    snprintf(key, sizeof(key), "pico:token:%s", token_id);
-    return (int)reply_int(runv(st, 5, argv));
-}
-
-static void list_one_token(store *st, const char *key, store_token_cb cb,
-                           void *arg)
-{
-    const char *argv[] = {"HMGET", key, "principal", "created_at"};
-    redisReply *r = runv(st, 4, argv);
-
-    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_STRING)
-        cb(key + strlen("pico:token:"), r->element[0]->str,
-           r->element[1]->type == REDIS_REPLY_STRING
-               ? str_ll(r->element[1]->str)
-               : 0,
-           arg);
-    if (r)
-        freeReplyObject(r);
-}
-
-int store_token_list(store *st, store_token_cb cb, void *arg)
-{
-    char cursor[32] = "0";
-
-    do {
-        const char *argv[] = {"SCAN",         cursor,  "MATCH",
-                              "pico:token:*", "COUNT", "1000"};
-        redisReply *r = runv(st, 6, argv);
-        size_t i;
-
-        if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-            if (r)
-                freeReplyObject(r);
-            return -1;
-        }
-        copy_str(cursor, sizeof(cursor), r->element[0]->str);
-        for (i = 0; i < r->element[1]->elements; i++)
-            list_one_token(st, r->element[1]->element[i]->str, cb, arg);
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
 }
 
 /* For the store's other files (command.h): the same pooled runner. */
