@@ -142,6 +142,46 @@ def test_metrics_count_exactly_what_was_done(new_stack):
         assert stack.delete(sid).status == 200
 
 
+def test_reaper_lag_and_destroy_are_observed(new_stack):
+    stack = new_stack()
+    sid = stack.create(ttl=1)["session_id"]
+    wait_for(lambda: stack.request("GET", "/v1/sessions/" + sid).status == 404,
+             timeout=30, what="the session reaped")
+    text = scrape(stack, "/metrics")
+    promtool_check(text)
+    m = samples(text)
+    assert m["pico_reaper_lag_seconds_count"] == 1
+    assert m['pico_reaper_lag_seconds_bucket{le="+Inf"}'] == 1
+    assert m['pico_runtime_operation_duration_seconds_count{op="destroy"}'] == 1
+    assert m['pico_sessions{status="running"}'] == 0
+
+
+def test_redis_down_is_counted_on_both_sides(new_stack):
+    stack = new_stack()
+    stack.stop_redis()
+    r = stack.request("POST", "/v1/sessions", body={"ttl": 60})
+    assert r.status == 503 and "redis_unavailable" in r.body, r
+    s, status, _ = stack.open_tunnel(str(uuid.uuid4()))
+    s.close()
+    assert status.startswith("HTTP/1.1 503"), status
+
+    text = scrape(stack, "/metrics")
+    promtool_check(text)
+    m = samples(text)
+    assert m["pico_redis_up"] == 0
+    assert "pico_sessions{status=\"running\"}" not in m
+    assert m['pico_session_create_failures_total{reason="redis_unavailable"}'] == 1
+    assert m['pico_redis_errors_total{kind="connection"}'] > 0
+
+    text = scrape(stack, "/metrics/nginx")
+    promtool_check(text)
+    m = samples(text)
+    assert m['pico_redis_lookups_total{result="error"}'] == 1
+    assert m['pico_redis_lookups_total{result="found"}'] == 0
+    assert m['pico_tunnels_total{status="503"}'] == 1
+    assert m['pico_tunnels_total{status="200"}'] == 0
+
+
 # -- a real Prometheus -----------------------------------------------------
 
 PROM_CONFIG = """global:
