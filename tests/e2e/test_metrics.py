@@ -20,7 +20,7 @@ import uuid
 
 from pico_stack import free_port, read_head, wait_for
 from test_lifecycle import EventStream, ids_increase
-from test_tunnel import EchoEndpoint, echo_roundtrip
+from test_tunnel import EchoEndpoint, echo_roundtrip, new_workers, worker_pids
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
@@ -180,6 +180,35 @@ def test_redis_down_is_counted_on_both_sides(new_stack):
     assert m['pico_redis_lookups_total{result="found"}'] == 0
     assert m['pico_tunnels_total{status="503"}'] == 1
     assert m['pico_tunnels_total{status="200"}'] == 0
+
+
+def test_module_counters_survive_a_reload(new_stack):
+    """One zone for every worker, old and new: a tunnel opened before a
+    reload and closed after it leaves the gauge at 0, and the counts go
+    on from where they were."""
+    stack = new_stack()
+    echo = EchoEndpoint(stack)
+    try:
+        sid = echo_record(stack, echo.endpoint)
+        s, status, rest = stack.open_tunnel(sid, extra=b"echo\n")
+        assert status == "HTTP/1.1 200 Connection Established", status
+        assert echo_roundtrip(s, b"before", rest) == b"before"
+        m = samples(scrape(stack, "/metrics/nginx"))
+        assert m["pico_tunnels_open"] == 1
+
+        old = worker_pids(stack)
+        stack.reload_nginx()
+        wait_for(lambda: new_workers(stack, old), what="new workers")
+        assert echo_roundtrip(s, b"after") == b"after"
+        s.close()
+        wait_for(lambda: samples(scrape(stack, "/metrics/nginx"))
+                 ["pico_tunnels_open"] == 0, what="the old worker's close")
+        m = samples(scrape(stack, "/metrics/nginx"))
+        assert m['pico_tunnels_total{status="200"}'] == 1
+        assert m['pico_tunnel_bytes_total{direction="up"}'] == 5 + 6 + 5
+        assert m['pico_tunnel_bytes_total{direction="down"}'] == 6 + 5
+    finally:
+        echo.stop()
 
 
 # -- a real Prometheus -----------------------------------------------------
