@@ -172,9 +172,13 @@ static enum MHD_Result handle_health(call *c)
 
 static enum MHD_Result handle_metrics(call *c)
 {
-    struct MHD_Response *r = metrics_response(c->h->app);
+    struct MHD_Response *r;
     enum MHD_Result rc;
 
+    if (!metrics_peer_local(c->conn))
+        return fail(c, 403, "forbidden",
+                    "metrics are served to this host only");
+    r = metrics_response(c->h->app);
     if (r == NULL)
         return fail(c, 500, "internal", "out of memory");
     rc = MHD_queue_response(c->conn, 200, r);

@@ -12,4 +12,8 @@
  * memory. */
 struct MHD_Response *metrics_response(pico_app *app);
 
+/* 1 when the peer is on this host: the unix socket, or a loopback
+ * address (the backend listening on TCP); 0 for anyone else. */
+int metrics_peer_local(struct MHD_Connection *conn);
+
 #endif
