@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "core/metrics.h"
 #include "api/http_api.h"
 #include "api/tokens.h"
 #include "core/lifecycle.h"
@@ -66,7 +67,8 @@ static int open_runtime(pico_app *app)
 {
     char err[512] = "";
 
-    app->ops = pick_runtime(app->cfg.runtime);
+    /* every driver call timed for GET /metrics (core/runtime_timed.c) */
+    app->ops = runtime_timed(pick_runtime(app->cfg.runtime));
     if (app->ops == NULL || app->ops->open == NULL) {
         log_error("runtime %s: no such driver", app->cfg.runtime);
         return -1;

@@ -61,7 +61,10 @@ static ngx_int_t ngx_pico_account_merge(ngx_pico_worker_t *w, u_char *id,
  * ARGV open delta, opened delta, bytes_up delta, bytes_down delta,
  * last_activity (unix ms, "0": leave it).  Every field is incremented, by
  * 0 too: a tunnel opened and closed within one merged update still leaves
- * "open" 0 in the hash, not missing.
+ * "open" 0 in the hash, not missing.  The same update appends a
+ * tunnel_opened event per open and a tunnel_closed per close to the
+ * owner's stream (as backend/store/events.c does: MAXLEN ~ 10000, type,
+ * session_id, at); merged, the opens of one update come before its closes.
  */
 static const char ngx_pico_account_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end "
@@ -71,6 +74,20 @@ static const char ngx_pico_account_script[] =
     "end "
     "if ARGV[5] ~= '0' then "
     "redis.call('HSET', KEYS[2], 'last_activity', ARGV[5]) end "
+    /* tunnel events: opens first, then closes (opened - open) */
+    "local opens = tonumber(ARGV[2]) "
+    "local closes = opens - tonumber(ARGV[1]) "
+    "local owner = redis.call('HGET', KEYS[1], 'owner') "
+    "if owner and opens + closes > 0 then "
+    "local t = redis.call('TIME') "
+    "local at = t[1] .. string.format('%03d', math.floor(t[2] / 1000)) "
+    "local s = 'pico:stream:' .. owner "
+    "local id = string.sub(KEYS[1], 14) "
+    "for i = 1, opens + closes do "
+    "local ty = 'tunnel_closed' "
+    "if i <= opens then ty = 'tunnel_opened' end "
+    "redis.call('XADD', s, 'MAXLEN', '~', '10000', '*', 'type', ty, "
+    "'session_id', id, 'at', at) end end "
     "return 1";
 
 

@@ -36,6 +36,9 @@ static ngx_command_t ngx_pico_commands[] = {
     {ngx_string("pico_tunnel"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      ngx_pico_tunnel, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
 
+    {ngx_string("pico_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     ngx_pico_metrics_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+
     {ngx_string("pico_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
      offsetof(ngx_pico_main_conf_t, redis), NULL},
@@ -408,6 +411,10 @@ ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_pico_redis_conf(cf, pmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_pico_metrics_conf(cf, pmcf) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 

@@ -19,6 +19,7 @@
  *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
  *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
+ *   ngx_pico_metrics.c      counters in shared memory, pico_metrics
  *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Calls between the files go one way only (docs/nginx-module.md):
@@ -70,7 +71,8 @@ typedef struct {
     ngx_uint_t         enabled;     /* some location has pico_tunnel */
     ngx_uint_t         cache_size;  /* entries per worker, 0: no cache */
     ngx_msec_t         cache_max_age;
-    ngx_pico_worker_t *worker; /* this worker's state, set at init */
+    ngx_shm_zone_t    *metrics; /* ngx_pico_metrics.c */
+    ngx_pico_worker_t *worker;  /* this worker's state, set at init */
 } ngx_pico_main_conf_t;
 
 typedef struct {
@@ -171,6 +173,27 @@ ngx_int_t ngx_pico_account_init(ngx_pico_worker_t *w);
 void      ngx_pico_account_exit(ngx_pico_worker_t *w);
 ngx_int_t ngx_pico_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
                            ngx_int_t opened, off_t up, off_t down);
+
+/* ngx_pico_metrics.c: the histogram's buckets, the answers' codes */
+#define NGX_PICO_METRICS_LE 12
+#define NGX_PICO_METRICS_CODES 12
+
+typedef enum {
+    NGX_PICO_LOOKUP_FOUND = 0,
+    NGX_PICO_LOOKUP_NOT_FOUND,
+    NGX_PICO_LOOKUP_ERROR,
+    NGX_PICO_LOOKUP_TIMEOUT,
+    NGX_PICO_LOOKUP_N
+} ngx_pico_lookup_result_e;
+
+ngx_int_t ngx_pico_metrics_conf(ngx_conf_t *cf, ngx_pico_main_conf_t *pmcf);
+char     *ngx_pico_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+                                     void *conf);
+void      ngx_pico_metrics_answer(ngx_pico_main_conf_t *pmcf, ngx_uint_t code);
+void ngx_pico_metrics_opened(ngx_pico_main_conf_t *pmcf, ngx_msec_int_t ms);
+void ngx_pico_metrics_closed(ngx_pico_main_conf_t *pmcf);
+void ngx_pico_metrics_bytes(ngx_pico_main_conf_t *pmcf, off_t up, off_t down);
+void ngx_pico_metrics_lookup(ngx_pico_main_conf_t *pmcf, ngx_uint_t result);
 
 /* ngx_pico_cache.c */
 #define NGX_PICO_CACHE_SESSION 0 /* id -> endpoint, owner */
@@ -314,6 +337,7 @@ struct ngx_pico_tunnel_s {
     unsigned         queued : 1;    /* in worker->tunnels */
     unsigned         counted : 1;   /* holds a worker->active slot */
     unsigned         accounted : 1; /* open +1 sent */
+    unsigned         metered : 1;   /* counted in pico_tunnels_open */
     unsigned         released : 1;
     unsigned         checked : 1; /* the session check answered */
     unsigned         cached : 1;  /* ... from the cache */

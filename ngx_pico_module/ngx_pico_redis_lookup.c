@@ -73,6 +73,7 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
 
     ac = ngx_pico_redis_command(w, log, id);
     if (ac == NULL) {
+        ngx_pico_metrics_lookup(w->pmcf, NGX_PICO_LOOKUP_ERROR);
         return NULL;
     }
 
@@ -195,6 +196,8 @@ ngx_pico_redis_lookup_timeout(ngx_event_t *ev)
         ngx_pico_redis_drop(w);
     }
 
+    ngx_pico_metrics_lookup(w->pmcf, NGX_PICO_LOOKUP_TIMEOUT);
+
     handler(data, NULL, "timed out");
 }
 
@@ -286,6 +289,11 @@ ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
 
     /* a cancel from inside the handler must not free or call again */
     ngx_pico_redis_lookup_cancel(lk);
+
+    ngx_pico_metrics_lookup(lk->worker->pmcf, lk->error ? NGX_PICO_LOOKUP_ERROR
+                                              : lk->status.present
+                                                  ? NGX_PICO_LOOKUP_FOUND
+                                                  : NGX_PICO_LOOKUP_NOT_FOUND);
 
     if (lk->error) {
         handler(lk->data, NULL, lk->error);

@@ -189,6 +189,7 @@ static void
 ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
                               ngx_pico_relay_event_e event, char *why)
 {
+    ngx_time_t         *tp;
     ngx_pico_tunnel_t  *t = rl->data;
     ngx_http_request_t *r;
 
@@ -206,6 +207,12 @@ ngx_pico_tunnel_relay_handler(ngx_pico_relay_t      *rl,
         return;
 
     case NGX_PICO_RELAY_OPEN:
+        tp = ngx_timeofday();
+        ngx_pico_metrics_opened(
+            t->worker->pmcf, (ngx_msec_int_t)((tp->sec - r->start_sec) * 1000 +
+                                              (tp->msec - r->start_msec)));
+        t->metered = 1;
+
         r->read_event_handler = ngx_pico_tunnel_client_handler;
         r->write_event_handler = ngx_pico_tunnel_client_handler;
 
@@ -266,6 +273,9 @@ ngx_pico_tunnel_account(ngx_pico_tunnel_t *t, ngx_int_t open, ngx_int_t opened)
                          down - t->down_reported) != NGX_OK) {
         return NGX_DECLINED;
     }
+
+    ngx_pico_metrics_bytes(t->worker->pmcf, up - t->up_reported,
+                           down - t->down_reported);
 
     t->up_reported = up;
     t->down_reported = down;
@@ -371,6 +381,9 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body, char *header)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0, "pico send %ui",
                    code);
+
+    ngx_pico_metrics_answer(ngx_http_get_module_main_conf(r, ngx_pico_module),
+                            code);
 
     len = ngx_strlen(body);
 
@@ -509,6 +522,11 @@ ngx_pico_release(ngx_pico_tunnel_t *t)
     if (t->accounted) {
         (void)ngx_pico_tunnel_account(t, -1, 0);
         t->accounted = 0;
+    }
+
+    if (t->metered) {
+        ngx_pico_metrics_closed(t->worker->pmcf);
+        t->metered = 0;
     }
 
     if (t->counted) {

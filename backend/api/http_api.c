@@ -29,10 +29,12 @@
 #include <microhttpd.h>
 
 #include "api/http_api.h"
+#include "api/metrics.h"
 #include "api/sse.h"
 #include "core/events.h"
 #include "core/idempotency.h"
 #include "core/lifecycle.h"
+#include "core/metrics.h"
 #include "api/tokens.h"
 #include "core/util.h"
 
@@ -168,6 +170,22 @@ static enum MHD_Result handle_health(call *c)
     return send_json(c, redis_ok && rt_ok ? 200 : 503, body, NULL, NULL);
 }
 
+static enum MHD_Result handle_metrics(call *c)
+{
+    struct MHD_Response *r;
+    enum MHD_Result rc;
+
+    if (!metrics_peer_local(c->conn))
+        return fail(c, 403, "forbidden",
+                    "metrics are served to this host only");
+    r = metrics_response(c->h->app);
+    if (r == NULL)
+        return fail(c, 500, "internal", "out of memory");
+    rc = MHD_queue_response(c->conn, 200, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
 /* 413 or 415 for a body that cannot be read as JSON: 1 answered. */
 static int refuse_body(call *c, const request *req, enum MHD_Result *answer)
 {
@@ -200,17 +218,25 @@ static enum MHD_Result handle_create(call *c, request *req)
     char location[64];
     int rc;
 
-    if (refuse_body(c, req, &answer))
+    if (refuse_body(c, req, &answer)) {
+        metrics_create_failed(req->too_large ? "body_too_large"
+                                             : "unsupported_media_type");
         return answer;
+    }
     idem = MHD_lookup_connection_value(c->conn, MHD_HEADER_KIND,
                                        "Idempotency-Key");
-    if (idem && !idem_key_valid(idem, err, sizeof(err)))
+    if (idem && !idem_key_valid(idem, err, sizeof(err))) {
+        metrics_create_failed("invalid_request");
         return fail(c, 400, "invalid_request", "%s", err);
+    }
     memset(&s, 0, sizeof(s));
     if (session_parse_request(&app->cfg, req->body, req->len, &s, err,
-                              sizeof(err)) < 0)
+                              sizeof(err)) < 0) {
+        metrics_create_failed("invalid_request");
         return fail(c, 400, "invalid_request", "%s", err);
+    }
     if (app->ops->image_exists(app->rt, s.image) != 1) {
+        metrics_create_failed("unknown_image");
         session_free(&s);
         return fail(c, 400, "invalid_request", "image: unknown image %s",
                     s.image);
@@ -222,6 +248,7 @@ static enum MHD_Result handle_create(call *c, request *req)
                          &e);
     }
     if (rc < 0) {
+        metrics_create_failed(e.code);
         session_free(&s);
         return send_error(c, &e);
     }
@@ -438,6 +465,11 @@ static enum MHD_Result dispatch(call *c, const char *url, request *req)
         if (!is_get(c->method))
             return not_allowed(c, "GET, HEAD");
         return handle_health(c);
+    }
+    if (!strcmp(url, "/metrics")) {
+        if (!is_get(c->method))
+            return not_allowed(c, "GET, HEAD");
+        return handle_metrics(c);
     }
     if (!authorize(c, &answer))
         return answer;

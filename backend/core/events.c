@@ -5,6 +5,9 @@
  * text. The stream entry holds type, session_id, at (unix ms) and per
  * type reason, expires_at (unix s) and ttl; the SSE data is that as JSON
  * with RFC 3339 times, so it reads like the session object.
+ * tunnel_opened and tunnel_closed are written by the nginx module's
+ * accounting script (type, session_id, at only) and rendered the same way:
+ * any type of [a-z_] is passed through.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -17,6 +17,7 @@
 
 #include "core/events.h"
 #include "core/lifecycle.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 void api_error_set(api_error *e, int status, const char *code, const char *fmt,
@@ -119,6 +120,7 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
         return -1;
     }
     s->status = SESSION_RUNNING;
+    metrics_create_done(now_ms() - t0);
     log_info("created %s endpoint=%s in %lld ms", s->id, s->endpoint,
              now_ms() - t0);
     return 0;

@@ -19,6 +19,7 @@
 #include "core/events.h"
 #include "core/lifecycle.h"
 #include "core/liveness.h"
+#include "core/metrics.h"
 #include "core/reaper.h"
 #include "core/util.h"
 
@@ -62,12 +63,18 @@ int reaper_run_once(pico_app *app)
     char ids[REAP_BATCH][PICO_ID_LEN + 1];
     pthread_t workers[REAP_WORKERS];
     reap_batch b;
+    long long now = now_ms(), deadline = 0;
     int n, i, started = 0;
 
-    n = store_claim_due(app->st, now_ms(), lifecycle_lease_ms(app->ops),
+    /* the lag: how late the most overdue session is claimed */
+    if (store_oldest_due(app->st, now, &deadline) != 1)
+        deadline = 0;
+    n = store_claim_due(app->st, now, lifecycle_lease_ms(app->ops),
                         app->cfg.node_name, ids, REAP_BATCH);
     if (n <= 0)
         return 0;
+    if (deadline > 0)
+        metrics_reaper_lag(now - deadline);
     b.app = app;
     b.ids = ids;
     b.n = n;

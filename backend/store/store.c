@@ -272,10 +272,13 @@ static redisReply *run(store *st, int argc, const char **argv,
     for (attempt = 0; attempt < 2; attempt++) {
         redisContext *c = acquire(st, &fresh);
         redisReply *r;
-        if (c == NULL)
+        if (c == NULL) {
+            store_count_error(STORE_ERR_CONNECTION);
             return NULL;
+        }
         r = redisCommandArgv(c, argc, argv, lens);
         if (r == NULL) {
+            store_count_error(STORE_ERR_CONNECTION);
             log_warn("redis: %s", c->errstr);
             release(st, c);
             if (fresh)
@@ -284,6 +287,7 @@ static redisReply *run(store *st, int argc, const char **argv,
         }
         release(st, c);
         if (r->type == REDIS_REPLY_ERROR) {
+            store_count_error(STORE_ERR_REPLY);
             log_error("redis: %s: %s", argv[0], r->str);
             freeReplyObject(r);
             return NULL;

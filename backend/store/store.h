@@ -166,4 +166,20 @@ typedef void (*store_token_cb)(const char *token_id, const char *principal,
                                long long created_at, void *arg);
 int store_token_list(store *st, store_token_cb cb, void *arg);
 
+/* Metrics (stats.c). Redis failures of this process: a connection lost
+ * or refused, an error reply. */
+typedef enum {
+    STORE_ERR_CONNECTION = 0,
+    STORE_ERR_REPLY,
+    STORE_ERR_N
+} store_error;
+void store_count_error(store_error kind);
+long long store_errors(store_error kind);
+/* counts[k] = live records whose status is names[k]; 0 or -1. */
+int store_count_status(store *st, const char *const *names, long long *counts,
+                       int n);
+/* The deadline (unix ms) of the most overdue session in pico:expiry:
+ * 1 found, 0 none is due, -1 error. */
+int store_oldest_due(store *st, long long now, long long *deadline);
+
 #endif

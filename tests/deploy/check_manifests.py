@@ -26,8 +26,9 @@ cluster would only tell at apply time, or never:
     images or in pico.conf's k8s_image_prefix);
   - pico.conf: only keys pico-backend knows (conf/pico.conf.in), runtime
     kubernetes, auth on, the namespace the Role grants; nginx.conf loads
-    the module, reaches the backend's socket, and pico_redis names a
-    Service with a cluster IP (the module resolves it once).
+    the module, reaches the backend's socket, pico_redis names a
+    Service with a cluster IP (the module resolves it once), and the
+    metrics locations are loopback only.
 
 Prints one line per failed check and "N passed, M failed"; exit 1 on
 failure. --selftest breaks rendered objects on purpose and expects the
@@ -267,6 +268,7 @@ def check(docs, overlay=False):
             ok(sock.startswith("unix:") and ("server %s;" % sock) in nginx,
                "nginx.conf: upstream does not reach the backend's listen %s" % sock)
             check_redis_service(ok, nginx, by_kind.get("Service", []))
+            check_metrics_private(ok, nginx)
     ok(sandbox_ns, "no ConfigMap with pico.conf")
     for r in roles:
         ok(r["metadata"].get("namespace") == sandbox_ns,
@@ -340,6 +342,17 @@ def check_sshd_mount(fails_out):
     if not good:
         fails_out.append("deploy/sandbox/sshd_config does not read keys from the driver's mount %s" % mount)
     return 1 if good else 0
+
+
+def check_metrics_private(ok, nginx):
+    """/metrics (the backend's, no token) and /metrics/nginx have their own
+    locations that deny all but loopback, so neither falls through to the
+    public location / (docs/api.md, "Metrics")."""
+    for path in ("/metrics", "/metrics/nginx"):
+        m = re.search(r"location = %s \{([^}]*)\}" % re.escape(path), nginx)
+        body = m.group(1) if m else ""
+        ok(m is not None and "allow 127.0.0.1;" in body and "deny all;" in body,
+           "nginx.conf: %s is not a loopback-only location" % path)
 
 
 def selftest(docs):
@@ -421,10 +434,16 @@ def selftest(docs):
                     if ":" in (t.get("ipBlock") or {}).get("cidr", ""):
                         t["ipBlock"]["except"] = ["fe80::/10"]
 
+    def public_metrics(ds):
+        for cm in ds:
+            if cm.get("kind") == "ConfigMap" and "nginx.conf" in cm.get("data", {}):
+                cm["data"]["nginx.conf"] = cm["data"]["nginx.conf"].replace(
+                    "location = /metrics {", "location = /metrics-old {")
+
     out = []
     for fn in (no_limits, no_probe, wild_verbs, escalate, bad_selector, no_netpol,
                open_port, no_name, cluster_role, auth_off, typo_key, headless_redis,
-               hub_image, hub_prefix, no_ipv6, v6_unexcepted):
+               hub_image, hub_prefix, no_ipv6, v6_unexcepted, public_metrics):
         if not mutate(fn):
             out.append("selftest: breaking %s went unnoticed" % fn.__name__)
     # The base's placeholder, rendered as if it were an overlay's.

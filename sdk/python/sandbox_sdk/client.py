@@ -379,7 +379,8 @@ class SandboxClient:
 class Event:
     """One lifecycle event: ``id`` (resume after it with
     ``last_event_id``), ``type`` (``created``, ``running``, ``failed``,
-    ``ttl_changed``, ``expiring``, ``terminated``), ``session_id``,
+    ``ttl_changed``, ``expiring``, ``tunnel_opened``, ``tunnel_closed``,
+    ``terminated``), ``session_id``,
     ``time`` and the whole ``data`` (``reason``, ``expires_at``, ``ttl``
     where the type has them)."""
 
