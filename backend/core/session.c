@@ -291,6 +291,28 @@ static int parse_isolation(const pico_config *cfg, json_t *v, session *s,
     return 0;
 }
 
+/* "network": "none" or "egress", the latter where network_allowed says. */
+static int parse_network(const pico_config *cfg, json_t *v, session *s,
+                         char *err, size_t errlen)
+{
+    const char *t = json_is_string(v) ? json_string_value(v) : NULL;
+
+    if (t == NULL || strlen(t) != json_string_length(v) ||
+        (strcmp(t, "none") != 0 && strcmp(t, "egress") != 0)) {
+        snprintf(err, errlen, "network: must be \"none\" or \"egress\"");
+        return -1;
+    }
+    if (!netpolicy_network_allowed(cfg, t)) {
+        snprintf(err, errlen,
+                 "network: %s is not allowed on this server (allowed: %s)", t,
+                 netpolicy_network_allowed(cfg, "egress") ? "none, egress"
+                                                          : "none");
+        return -1;
+    }
+    copy_str(s->network, sizeof(s->network), t);
+    return 0;
+}
+
 static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                        session *s, char *err, size_t errlen)
 {
@@ -326,6 +348,8 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                  json_string_value(v));
     } else if (!strcmp(key, "isolation")) {
         return parse_isolation(cfg, v, s, err, errlen);
+    } else if (!strcmp(key, "network")) {
+        return parse_network(cfg, v, s, err, errlen);
     } else if (!strcmp(key, "metadata")) {
         return parse_metadata(v, s, err, errlen);
     } else if (!strcmp(key, "resources")) {
@@ -333,7 +357,7 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
     } else {
         snprintf(err, errlen,
                  "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
-                 "isolation, metadata, resources)",
+                 "isolation, network, metadata, resources)",
                  key);
         return -1;
     }
@@ -356,6 +380,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     s->limits.disk_mb = cfg->disk_mb_default;
     s->ssh_public_key[0] = '\0';
     copy_str(s->isolation, sizeof(s->isolation), cfg->isolation);
+    copy_str(s->network, sizeof(s->network), "none");
     s->metadata_json = NULL;
     if (len == 0)
         return 0;
@@ -382,6 +407,11 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
         }
     }
     json_decref(root);
+    if (rc == 0 && strcmp(s->network, "egress") == 0 &&
+        strcmp(s->isolation, "gvisor") == 0) {
+        snprintf(err, errlen, "network: egress needs isolation runc");
+        rc = -1;
+    }
     if (rc < 0)
         session_free(s);
     return rc;
@@ -514,6 +544,9 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         json_object_set_new(
             o, "isolation",
             json_string(s->isolation[0] ? s->isolation : "runc"));
+    if (o)
+        json_object_set_new(o, "network",
+                            json_string(s->network[0] ? s->network : "none"));
     if (o && s->ssh_public_key[0])
         json_object_set_new(o, "ssh_public_key",
                             json_string(s->ssh_public_key));

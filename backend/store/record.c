@@ -68,6 +68,7 @@ static const record_field_def record_fields[] = {
     STR_FIELD("sandbox_uid", s.sandbox_uid),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
     STR_FIELD("isolation", s.isolation),
+    STR_FIELD("network", s.network),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 
