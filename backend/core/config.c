@@ -85,6 +85,9 @@ static const config_key keys[] = {
     STR(egress_dns),
     STR(egress_allow_cidrs),
     STR(egress_deny_cidrs),
+    STR(egress_allow_domains),
+    STR(egress_deny_domains),
+    STR(dnsmasq),
     STR(slirp4netns),
     STR(nft),
     STR(k8s_api),
@@ -139,6 +142,7 @@ void config_defaults(pico_config *cfg)
     copy_str(cfg->slirp4netns, sizeof(cfg->slirp4netns),
              "/usr/bin/slirp4netns");
     copy_str(cfg->nft, sizeof(cfg->nft), "/usr/sbin/nft");
+    copy_str(cfg->dnsmasq, sizeof(cfg->dnsmasq), "/usr/sbin/dnsmasq");
     /* empty = only the default */
     copy_str(cfg->k8s_namespace, sizeof(cfg->k8s_namespace), "pico-sandboxes");
     cfg->k8s_ready_timeout_s = 120;

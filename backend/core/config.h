@@ -59,6 +59,9 @@ typedef struct pico_config {
     char egress_dns[64];              /* the resolver sandboxes use */
     char egress_allow_cidrs[2048];    /* "" = everything not denied */
     char egress_deny_cidrs[2048];
+    char egress_allow_domains[4096]; /* names resolvable (and reachable) */
+    char egress_deny_domains[4096];  /* names not resolvable */
+    char dnsmasq[PICO_PATH_MAX];
     char slirp4netns[PICO_PATH_MAX];
     char nft[PICO_PATH_MAX];
 

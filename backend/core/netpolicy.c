@@ -112,6 +112,58 @@ int cidr_list_parse(const char *text, pico_cidr_list *out, char *why,
     return 0;
 }
 
+int domain_valid(const char *s, size_t n)
+{
+    size_t label = 0, labels = 1;
+
+    if (n == 0 || n > PICO_DOMAIN_MAX || s[0] == '.' || s[n - 1] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return 0;
+            label = 0;
+            labels++;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                   (c == '-' && label > 0)) {
+            if (++label > 63)
+                return 0;
+        } else {
+            return 0;
+        }
+    }
+    return labels >= 2 && s[n - 1] != '-';
+}
+
+int domain_list_check(const char *text, char *why, size_t whylen)
+{
+    const char *p = text;
+    int count = 0;
+
+    while (*p) {
+        size_t n;
+        p += strspn(p, " ,\t");
+        n = strcspn(p, " ,\t");
+        if (n == 0)
+            break;
+        if (count == PICO_DOMAINS_MAX) {
+            snprintf(why, whylen, "more than %d names", PICO_DOMAINS_MAX);
+            return -1;
+        }
+        if (!domain_valid(p, n)) {
+            snprintf(why, whylen,
+                     "%.*s is not a domain name like api.github.com "
+                     "(lowercase)",
+                     (int)(n > 64 ? 64 : n), p);
+            return -1;
+        }
+        count++;
+        p += n;
+    }
+    return count;
+}
+
 static pico_cidr blocked_range(int i)
 {
     const char *t = netpolicy_always_blocked[i];
@@ -216,8 +268,8 @@ static int check_lists(const pico_config *cfg, char *why, size_t whylen)
 {
     pico_cidr_list allow, deny;
     pico_cidr dns;
-    char what[96];
-    int some = 0;
+    char what[128];
+    int some, domains;
 
     if (cidr_list_parse(cfg->egress_allow_cidrs, &allow, what, sizeof(what)) <
         0) {
@@ -229,8 +281,17 @@ static int check_lists(const pico_config *cfg, char *why, size_t whylen)
         snprintf(why, whylen, "egress_deny_cidrs: %s", what);
         return -1;
     }
-    if (allow.n == 0)
+    if ((domains = domain_list_check(cfg->egress_allow_domains, what,
+                                     sizeof(what))) < 0 ||
+        domain_list_check(cfg->egress_deny_domains, what, sizeof(what)) < 0) {
+        snprintf(why, whylen, "egress_%s_domains: %s",
+                 domains < 0 ? "allow" : "deny", what);
+        return -1;
+    }
+    /* with allowed names, the ranges allowed are only the listed ones */
+    if (allow.n == 0 && domains == 0)
         allow.v[allow.n++] = (pico_cidr){0, 0};
+    some = domains > 0;
     for (int i = 0; i < allow.n; i++)
         some |= !denied(&allow.v[i], &deny);
     if (!some) {

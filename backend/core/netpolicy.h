@@ -46,6 +46,17 @@ int cidr_within(const pico_cidr *a, const pico_cidr *b);
  * entry. */
 int cidr_list_parse(const char *text, pico_cidr_list *out, char *why,
                     size_t whylen);
+#define PICO_DOMAINS_MAX 64 /* names in one list */
+#define PICO_DOMAIN_MAX 253
+
+/* 1 for a DNS name pico passes to its resolver: lowercase labels of
+ * letters, digits and inner hyphens, 1-63 each, dot-separated, at most
+ * 253 in all, at least two labels. */
+int domain_valid(const char *s, size_t n);
+/* Checks a blank- or comma-separated list of names; the number of names,
+ * or -1 with why naming the bad one. */
+int domain_list_check(const char *text, char *why, size_t whylen);
+
 /* 1 when addr is inside an always-blocked range. */
 int netpolicy_blocked(uint32_t addr);
 

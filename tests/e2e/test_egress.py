@@ -227,6 +227,12 @@ def slirps(stack):
     return [l for l in out.splitlines() if stack.var in l]
 
 
+def dnsmasqs(stack):
+    out = subprocess.run(["pgrep", "-a", "dnsmasq"], capture_output=True,
+                         text=True).stdout
+    return [l for l in out.splitlines() if stack.var in l]
+
+
 def netns_mounts(stack):
     with open("/proc/self/mountinfo") as f:
         return [l for l in f if stack.var in l and "/netns" in l]
@@ -291,6 +297,59 @@ def test_egress_against_the_fake_internet(new_stack, fake):
     assert netns_mounts(stack) == []
 
 
+def test_egress_allowed_domains(new_stack, fake):
+    """Allow-list mode: only allowed names resolve (through the sandbox's
+    own dnsmasq), and only their answers are reachable."""
+    stack = new_stack(conf=egress_conf(fake, egress_deny_cidrs="",
+                                       egress_allow_domains="api.github.com"))
+    a = stack.create(network="egress")
+    box = Sandbox(endpoint_path(stack, a["session_id"]))
+    try:
+        assert box.ok("cat /etc/resolv.conf").split() == [
+            "nameserver", "127.0.0.1"]
+        # before any answer pinned it, the address itself is refused
+        refused(box, "ping -c 1 -W 5 %s" % FAKE_DNS)
+        out = box.ok("nslookup api.github.com")
+        assert "Address: %s" % FAKE_DNS in out, out
+        put_file(box, os.path.join(fake.tmp, "ca.pem"), "/tmp/ca.pem")
+        body = box.ok("curl -sS --cacert /tmp/ca.pem "
+                      "https://api.github.com/users/github")
+        assert json.loads(body) == FAKE_JSON
+        assert " 0% packet loss" in box.ok("ping -c 3 %s" % FAKE_DNS)
+        # a name not allowed does not resolve, not even by asking the
+        # upstream resolver directly
+        refused(box, "nslookup google.com")
+        refused(box, "nslookup -timeout=3 -retry=1 google.com %s" % FAKE_DNS)
+        # an address no allowed name gave is refused, though it answers
+        assert fake.from_eg("curl", "-sS", "-m", "10", "http://%s/"
+                            % DENIED_HOST).stdout == "reachable\n"
+        refused(box, "curl -sS -m 10 http://%s/" % DENIED_HOST)
+    finally:
+        box.close()
+    assert stack.delete(a["session_id"]).status == 200
+    assert slirps(stack) == [] and dnsmasqs(stack) == []
+    assert netns_mounts(stack) == []
+
+
+def test_egress_denied_domains(new_stack, fake):
+    """Deny-list mode: denied names do not resolve, others do."""
+    stack = new_stack(conf=egress_conf(fake,
+                                       egress_deny_domains="denied.example"))
+    a = stack.create(network="egress")
+    box = Sandbox(endpoint_path(stack, a["session_id"]))
+    try:
+        out = box.ok("nslookup google.com")
+        assert "Address: %s" % FAKE_DNS in out, out
+        refused(box, "nslookup denied.example")
+        refused(box, "nslookup sub.denied.example")
+        refused(box, "nslookup -timeout=3 -retry=1 denied.example %s"
+                % FAKE_DNS)
+    finally:
+        box.close()
+    assert stack.delete(a["session_id"]).status == 200
+    assert dnsmasqs(stack) == []
+
+
 def test_egress_refused_unless_allowed(stack):
     r = stack.request("POST", "/v1/sessions", body={"network": "egress"})
     assert r.status == 400, r
@@ -308,6 +367,8 @@ def test_egress_refused_unless_allowed(stack):
     ({"egress_deny_cidrs": "198.51.100.1/24"}, "egress_deny_cidrs"),
     ({"egress_dns": "127.0.0.1"}, "egress_dns"),
     ({"network_allowed": "none,wifi"}, "network_allowed"),
+    ({"egress_allow_domains": "API.github.com"}, "egress_allow_domains"),
+    ({"egress_deny_domains": "a..b"}, "egress_deny_domains"),
 ])
 def test_egress_config_errors(tmp_path, keys, message):
     conf = {"network_allowed": "none,egress", "egress_dns": FAKE_DNS}

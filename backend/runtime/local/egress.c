@@ -195,6 +195,11 @@ static void build_ruleset(const egress_conf *e, const host_addrs *ha,
                           ruleset *r)
 {
     pico_cidr_list blocked = {.n = 0}, all = {.n = 1, .v = {{0, 0}}};
+    /* with a domain policy only dnsmasq asks egress_dns: it runs as the
+     * host's nobody, a uid no sandbox process has (theirs are mapped to
+     * their own ranges, idmap.c) */
+    const char *who =
+        e->allow_names + e->deny_names > 0 ? "meta skuid 65534 " : "";
 
     for (int i = 0; netpolicy_always_blocked[i] != NULL; i++)
         (void)cidr_parse(netpolicy_always_blocked[i],
@@ -205,19 +210,28 @@ static void build_ruleset(const egress_conf *e, const host_addrs *ha,
     add(r, "table ip pico_egress {\n");
     add_set(r, "blocked", &blocked);
     add_set(r, "deny", &e->deny);
-    add_set(r, "allow", e->allow.n > 0 ? &e->allow : &all);
+    /* allowed names narrow the ranges to the listed ones */
+    add_set(r, "allow",
+            e->allow.n > 0 || e->allow_names > 0 ? &e->allow : &all);
+    /* the answers dnsmasq gave for allowed names (egress_dns.c) */
+    add(r, "\tset dns_ok {\n\t\ttype ipv4_addr;\n\t}\n");
     add(r,
         "\tchain out {\n"
         "\t\ttype filter hook output priority 0; policy drop;\n"
         "\t\toifname \"lo\" accept\n"
-        "\t\tip daddr %s udp dport 53 accept\n"
-        "\t\tip daddr %s tcp dport 53 accept\n"
+        "\t\t%sip daddr %s udp dport 53 accept\n"
+        "\t\t%sip daddr %s tcp dport 53 accept\n"
+        "\t\t%s\n"
         "\t\tip daddr @blocked reject\n"
         "\t\tip daddr @deny reject\n"
+        "\t\tip daddr @dns_ok accept\n"
         "\t\tip daddr @allow accept\n"
         "\t\treject\n"
         "\t}\n}\n",
-        e->dns, e->dns);
+        who, e->dns, who, e->dns,
+        /* and nobody else asks any resolver, even one at an allowed
+         * address */
+        who[0] ? "meta l4proto { tcp, udp } th dport 53 reject" : "");
     add(r, "table ip6 pico_egress6 {\n"
            "\tchain out {\n"
            "\t\ttype filter hook output priority 0; policy drop;\n"
@@ -258,8 +272,8 @@ static int write_ruleset(const runtime *rt, const session_paths *p, char *path,
 /* Inside the new namespace (the calling thread is there): ping's ICMP
  * echo sockets for every group (only the sandbox lives here), then the
  * filter, before anything of the sandbox runs. */
-static int configure_inside(const runtime *rt, const char *nft_file, char *err,
-                            size_t errlen)
+static int configure_inside(const runtime *rt, const session_paths *p,
+                            const char *nft_file, char *err, size_t errlen)
 {
     static const char range[] = "0 2147483647\n";
     const char *argv[] = {rt->egress.nft, "-f", nft_file, NULL};
@@ -280,6 +294,8 @@ static int configure_inside(const runtime *rt, const char *nft_file, char *err,
     close(fd);
     if (subprocess_run(&sp, err, errlen) != 0)
         return -1;
+    if (rt->egress.allow_names + rt->egress.deny_names > 0)
+        return egress_dns_start(rt, p, err, errlen);
     return 0;
 }
 
@@ -305,7 +321,7 @@ static int make_netns(const runtime *rt, const session_paths *p,
             close(self);
         return -1;
     }
-    rc = configure_inside(rt, nft_file, err, errlen);
+    rc = configure_inside(rt, p, nft_file, err, errlen);
     if (rc == 0 &&
         mount("/proc/thread-self/ns/net", p->netns, NULL, MS_BIND, NULL) < 0) {
         snprintf(err, errlen, "egress: bind mount of the netns: %s",
@@ -385,9 +401,10 @@ static int start_slirp(const runtime *rt, const session_paths *p, char *err,
     return rc;
 }
 
-/* 1 when /proc/<pid> is the slirp4netns of this netns path: its argv has
- * the path (a live one), or it is a zombie slirp4netns (argv is gone). */
-static int is_our_slirp(pid_t pid, const char *netns)
+/* 1 when /proc/<pid> is this session's helper: its argv has `mark` (a
+ * live one), or it is a zombie named `zombie` (argv is gone; NULL: only
+ * live ones count). */
+static int is_ours(pid_t pid, const char *mark, const char *zombie)
 {
     char path[64], buf[4096], *comm;
     ssize_t n;
@@ -398,30 +415,32 @@ static int is_our_slirp(pid_t pid, const char *netns)
     n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
     if (fd >= 0)
         close(fd);
-    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1) {
+    if (n > 0)
         buf[n] = '\0';
-        if (strcmp(buf + i, netns) == 0)
+    for (ssize_t i = 0; i < n; i += (ssize_t)strlen(buf + i) + 1)
+        if (strcmp(buf + i, mark) == 0)
             return 1;
-    }
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
     if (fd >= 0)
         close(fd);
-    if (n <= 0)
+    if (n <= 0 || zombie == NULL)
         return 0;
     buf[n] = '\0';
-    comm = strstr(buf, " (slirp4netns) Z ");
+    comm = strstr(buf, zombie);
     return comm != NULL;
 }
 
-/* Kills the session's slirp4netns through a pidfd (a recycled pid cannot
- * be mistaken for it) and reaps it when it is our child; after a backend
- * restart it is not, and init reaps it. */
-static void stop_slirp(const session_paths *p)
+/* Kills the helper whose pid is in pid_file through a pidfd (a recycled
+ * pid cannot be mistaken for it) and reaps it when it is our child; a
+ * daemonized dnsmasq, or slirp4netns after a backend restart, is not,
+ * and init reaps it. */
+static void stop_helper(const char *pid_file, const char *mark,
+                        const char *zombie)
 {
     char text[24] = "";
-    int fd = open(p->slirp, O_RDONLY | O_CLOEXEC), pidfd;
+    int fd = open(pid_file, O_RDONLY | O_CLOEXEC), pidfd;
     struct pollfd pf;
     ssize_t n;
     long pid;
@@ -435,7 +454,7 @@ static void stop_slirp(const session_paths *p)
     pidfd = (int)pidfd_open((pid_t)pid, 0);
     if (pidfd < 0)
         return;
-    if (is_our_slirp((pid_t)pid, p->netns)) {
+    if (is_ours((pid_t)pid, mark, zombie)) {
         (void)pidfd_send_signal(pidfd, SIGKILL, NULL, 0);
         pf = (struct pollfd){pidfd, POLLIN, 0};
         (void)poll(&pf, 1, SLIRP_EXIT_MS);
@@ -462,7 +481,11 @@ int egress_setup(const runtime *rt, const session_paths *p, char *err,
     if (make_netns(rt, p, nft_file, err, errlen) < 0 ||
         start_slirp(rt, p, err, errlen) < 0)
         goto fail;
-    snprintf(resolv, sizeof(resolv), "nameserver %s\n", rt->egress.dns);
+    /* with a domain policy the sandbox's own dnsmasq, else the upstream */
+    snprintf(resolv, sizeof(resolv), "nameserver %s\n",
+             rt->egress.allow_names + rt->egress.deny_names > 0
+                 ? "127.0.0.1"
+                 : rt->egress.dns);
     if (write_file(p->resolv, resolv, strlen(resolv), 0644) < 0) {
         snprintf(err, errlen, "resolv.conf: %s", strerror(errno));
         goto fail;
@@ -475,7 +498,11 @@ fail:
 
 void egress_teardown(const session_paths *p)
 {
-    stop_slirp(p);
+    char mark[PICO_PATH_MAX + 16];
+
+    stop_helper(p->slirp, p->netns, " (slirp4netns) Z ");
+    if (fmt_exact(mark, sizeof(mark), "--pid-file=%s", p->dnsmasq) == 0)
+        stop_helper(p->dnsmasq, mark, NULL);
     /* EINVAL: not mounted (no egress, or released by reconcile's
      * disk_reconcile after a crash); the file goes with the folder */
     if (umount2(p->netns, MNT_DETACH | UMOUNT_NOFOLLOW) < 0 &&
@@ -536,6 +563,26 @@ int egress_open(runtime *rt, const pico_config *cfg, char *err, size_t errlen)
                  "local runtime: network egress needs %s and %s "
                  "(scripts/deps.sh installs them): %s",
                  e->slirp, e->nft, strerror(errno));
+        return -1;
+    }
+    e->allow_names =
+        domain_list_check(cfg->egress_allow_domains, why, sizeof(why));
+    e->deny_names =
+        domain_list_check(cfg->egress_deny_domains, why, sizeof(why));
+    if (e->allow_names < 0 || e->deny_names < 0 ||
+        fmt_exact(e->allow_domains, sizeof(e->allow_domains), "%s",
+                  cfg->egress_allow_domains) < 0 ||
+        fmt_exact(e->deny_domains, sizeof(e->deny_domains), "%s",
+                  cfg->egress_deny_domains) < 0 ||
+        fmt_exact(e->dnsmasq, sizeof(e->dnsmasq), "%s", cfg->dnsmasq) < 0) {
+        snprintf(err, errlen, "local runtime: bad egress domain lists");
+        return -1;
+    }
+    if (e->allow_names + e->deny_names > 0 && access(e->dnsmasq, X_OK) < 0) {
+        snprintf(err, errlen,
+                 "local runtime: egress domain lists need %s "
+                 "(dnsmasq-base): %s",
+                 e->dnsmasq, strerror(errno));
         return -1;
     }
     return 0;

@@ -82,6 +82,10 @@ typedef struct {
     char slirp[PICO_PATH_MAX];  /* slirp4netns */
     char nft[PICO_PATH_MAX];    /* nft */
     pico_cidr_list allow, deny; /* allow empty = everything */
+    /* domain policy: a dnsmasq per sandbox answers only what these allow */
+    int allow_names, deny_names; /* how many in each list */
+    char allow_domains[4096], deny_domains[4096];
+    char dnsmasq[PICO_PATH_MAX];
 } egress_conf;
 
 struct runtime {
@@ -113,9 +117,10 @@ typedef struct {
     char image[PICO_PATH_MAX]; /* the quota image, disk.img */
     char loop[PICO_PATH_MAX];  /* disk.loop: its loop device's number */
     char ep[PICO_PATH_MAX]; /* gvisor: folder of the socket pico-init makes */
-    char netns[PICO_PATH_MAX];  /* egress: the sandbox's netns, bind-mounted */
-    char resolv[PICO_PATH_MAX]; /* egress: its /etc/resolv.conf */
-    char slirp[PICO_PATH_MAX];  /* egress: slirp4netns's pid, decimal */
+    char netns[PICO_PATH_MAX];   /* egress: the sandbox's netns, bind-mounted */
+    char resolv[PICO_PATH_MAX];  /* egress: its /etc/resolv.conf */
+    char slirp[PICO_PATH_MAX];   /* egress: slirp4netns's pid, decimal */
+    char dnsmasq[PICO_PATH_MAX]; /* egress with domains: dnsmasq's pid */
     char cid[128];
     char cgroup[160];
     int gvisor; /* run by runsc instead of runc */
@@ -192,6 +197,10 @@ int egress_open(runtime *rt, const struct pico_config *cfg, char *err,
  * failure undoes what it made. */
 int egress_setup(const runtime *rt, const session_paths *p, char *err,
                  size_t errlen);
+/* egress_dns.c: starts the sandbox's dnsmasq (the thread is in its
+ * namespace) */
+int egress_dns_start(const runtime *rt, const session_paths *p, char *err,
+                     size_t errlen);
 /* Stops slirp4netns and releases the netns mount, when there are any. */
 void egress_teardown(const session_paths *p);
 

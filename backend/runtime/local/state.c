@@ -157,6 +157,8 @@ int paths_in(const char *parent, const char *folder, const char *name,
                              p->dir) ||
                    fmt_exact(p->slirp, sizeof(p->slirp), "%s/slirp.pid",
                              p->dir) ||
+                   fmt_exact(p->dnsmasq, sizeof(p->dnsmasq), "%s/dnsmasq.pid",
+                             p->dir) ||
                    fmt_exact(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
                    fmt_exact(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s",
                              name)
