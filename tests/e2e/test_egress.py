@@ -238,7 +238,7 @@ def netns_mounts(stack):
         return [l for l in f if stack.var in l and "/netns" in l]
 
 
-def test_egress_against_the_fake_internet(new_stack, fake):
+def test_egress_against_the_fake_internet(fake, new_stack):
     stack = new_stack(conf=egress_conf(fake))
     a = stack.create(network="egress")
     b = stack.create(network="egress")
@@ -297,7 +297,7 @@ def test_egress_against_the_fake_internet(new_stack, fake):
     assert netns_mounts(stack) == []
 
 
-def test_egress_allowed_domains(new_stack, fake):
+def test_egress_allowed_domains(fake, new_stack):
     """Allow-list mode: only allowed names resolve (through the sandbox's
     own dnsmasq), and only their answers are reachable."""
     stack = new_stack(conf=egress_conf(fake, egress_deny_cidrs="",
@@ -331,7 +331,7 @@ def test_egress_allowed_domains(new_stack, fake):
     assert netns_mounts(stack) == []
 
 
-def test_egress_denied_domains(new_stack, fake):
+def test_egress_denied_domains(fake, new_stack):
     """Deny-list mode: denied names do not resolve, others do."""
     stack = new_stack(conf=egress_conf(fake,
                                        egress_deny_domains="denied.example"))

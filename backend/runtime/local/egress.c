@@ -532,7 +532,7 @@ static int check_netns(const char *path, char *err, size_t errlen)
 int egress_open(runtime *rt, const pico_config *cfg, char *err, size_t errlen)
 {
     egress_conf *e = &rt->egress;
-    char why[128];
+    char why[PICO_PATH_MAX + 128];
 
     memset(e, 0, sizeof(*e));
     e->enabled = netpolicy_network_allowed(cfg, "egress");
@@ -546,8 +546,11 @@ int egress_open(runtime *rt, const pico_config *cfg, char *err, size_t errlen)
         snprintf(err, errlen, "local runtime: egress_netns too long");
         return -1;
     }
-    if ((e->netns[0] != '\0' && check_netns(e->netns, err, errlen) < 0))
-        return -1;
+    /* Only a warning: the driver must open without it, or a vanished
+     * egress_netns would keep reconcile and drain from removing the
+     * sandboxes it has; creates fail with the reason meanwhile. */
+    if (e->netns[0] != '\0' && check_netns(e->netns, why, sizeof(why)) < 0)
+        log_warn("%s", why);
     if (fmt_exact(e->dns, sizeof(e->dns), "%s", cfg->egress_dns) < 0 ||
         fmt_exact(e->slirp, sizeof(e->slirp), "%s", cfg->slirp4netns) < 0 ||
         fmt_exact(e->nft, sizeof(e->nft), "%s", cfg->nft) < 0 ||
