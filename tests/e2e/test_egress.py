@@ -24,8 +24,8 @@ requests and a policy that allows nothing are refused."""
 import json
 import os
 import secrets
+import signal
 import subprocess
-import time
 
 import paramiko
 import pytest
@@ -348,6 +348,27 @@ def test_egress_denied_domains(fake, new_stack):
         box.close()
     assert stack.delete(a["session_id"]).status == 200
     assert dnsmasqs(stack) == []
+
+
+def test_egress_survives_a_backend_kill(fake, new_stack):
+    """SIGKILL of the backend: the sandbox keeps its network (slirp4netns
+    is no child to stop), and the restarted backend's DELETE still removes
+    slirp4netns, the netns mount and the container."""
+    stack = new_stack(conf=egress_conf(fake))
+    a = stack.create(network="egress")
+    stack.backend.stop(sig=signal.SIGKILL)
+    stack.backend.start()
+    wait_for(lambda: stack.request("GET", "/health").status == 200,
+             what="the restarted backend")
+    box = Sandbox(endpoint_path(stack, a["session_id"]))
+    try:
+        assert " 0% packet loss" in box.ok("ping -c 3 %s" % FAKE_DNS)
+        refused(box, "curl -sS -m 10 http://%s/" % METADATA)
+    finally:
+        box.close()
+    assert stack.delete(a["session_id"]).status == 200
+    wait_for(lambda: slirps(stack) == [], what="slirp4netns gone")
+    assert netns_mounts(stack) == []
 
 
 def test_egress_refused_unless_allowed(stack):
