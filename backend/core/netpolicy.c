@@ -12,6 +12,7 @@
 
 #include "core/config.h"
 #include "core/netpolicy.h"
+#include <jansson.h>
 
 /*
  * Never reachable from a sandbox, whatever the lists say: "this network"
@@ -325,4 +326,121 @@ int netpolicy_check_config(const pico_config *cfg, char *why, size_t whylen)
         return -1;
     }
     return check_lists(cfg, why, whylen);
+}
+
+/* One array of the request's "egress" object into l and its text form. */
+static int request_list(json_t *a, const char *name, pico_cidr_list *l,
+                        char *text, char *err, size_t errlen)
+{
+    size_t i, used = 0;
+    json_t *e;
+
+    l->n = 0;
+    text[0] = '\0';
+    if (a == NULL)
+        return 0;
+    if (!json_is_array(a) || json_array_size(a) > PICO_REQ_CIDRS_MAX) {
+        snprintf(err, errlen,
+                 "egress.%s: must be an array of at most %d "
+                 "IPv4 ranges",
+                 name, PICO_REQ_CIDRS_MAX);
+        return -1;
+    }
+    json_array_foreach(a, i, e)
+    {
+        const char *t = json_string_value(e);
+        if (t == NULL || strlen(t) != json_string_length(e) ||
+            cidr_parse(t, strlen(t), &l->v[l->n]) < 0) {
+            snprintf(err, errlen,
+                     "egress.%s: %.40s is not an IPv4 range like "
+                     "192.0.2.0/24 (no bits set past the prefix)",
+                     name, t ? t : "(not a string)");
+            return -1;
+        }
+        cidr_format(&l->v[l->n], text + used, PICO_REQ_CIDRS_TEXT + 1 - used);
+        used = strlen(text);
+        if (i + 1 < json_array_size(a))
+            text[used++] = ',';
+        text[used] = '\0';
+        l->n++;
+    }
+    return 0;
+}
+
+/* 1 when c lies inside a range the configuration allows. */
+static int server_allows(const pico_cidr_list *allow, int names,
+                         const pico_cidr *c)
+{
+    if (allow->n == 0)
+        return names == 0; /* everything, unless names narrowed it */
+    for (int i = 0; i < allow->n; i++)
+        if (cidr_within(c, &allow->v[i]))
+            return 1;
+    return 0;
+}
+
+int netpolicy_parse_request(const pico_config *cfg, json_t *v, char *allow_text,
+                            char *deny_text, char *err, size_t errlen)
+{
+    json_t *x;
+    pico_cidr_list sa, sd, ra, rd;
+    char why[128];
+    const char *key;
+    int names, some;
+
+    if (!json_is_object(v)) {
+        snprintf(err, errlen,
+                 "egress: must be an object with allow_cidrs "
+                 "and/or deny_cidrs");
+        return -1;
+    }
+    json_object_foreach(v, key, x)
+    {
+        if (strcmp(key, "allow_cidrs") != 0 && strcmp(key, "deny_cidrs") != 0) {
+            snprintf(err, errlen,
+                     "egress.%.32s: unknown field (allowed: allow_cidrs, "
+                     "deny_cidrs)",
+                     key);
+            return -1;
+        }
+    }
+    if (request_list(json_object_get(v, "allow_cidrs"), "allow_cidrs", &ra,
+                     allow_text, err, errlen) < 0 ||
+        request_list(json_object_get(v, "deny_cidrs"), "deny_cidrs", &rd,
+                     deny_text, err, errlen) < 0)
+        return -1;
+    /* config.c checked these */
+    names = domain_list_check(cfg->egress_allow_domains, why, sizeof(why));
+    if (cidr_list_parse(cfg->egress_allow_cidrs, &sa, why, sizeof(why)) < 0 ||
+        cidr_list_parse(cfg->egress_deny_cidrs, &sd, why, sizeof(why)) < 0 ||
+        names < 0) {
+        snprintf(err, errlen, "egress: the server's policy is invalid");
+        return -1;
+    }
+    for (int i = 0; i < ra.n; i++) {
+        if (!server_allows(&sa, names, &ra.v[i])) {
+            cidr_format(&ra.v[i], why, sizeof(why));
+            snprintf(err, errlen,
+                     "egress.allow_cidrs: %s is not inside the server's "
+                     "allowed ranges",
+                     why);
+            return -1;
+        }
+    }
+    for (int i = 0; i < rd.n && sd.n < PICO_CIDRS_MAX; i++)
+        sd.v[sd.n++] = rd.v[i];
+    if (ra.n == 0 && sa.n == 0 && names == 0)
+        ra.v[ra.n++] = (pico_cidr){0, 0};
+    else if (ra.n == 0)
+        ra = sa;
+    some = ra.n == 0 && names > 0; /* only names: they stay allowed */
+    for (int i = 0; i < ra.n; i++)
+        some |= !denied(&ra.v[i], &sd);
+    if (!some) {
+        snprintf(err, errlen,
+                 "egress: allows nothing (every allowed range is denied or "
+                 "always blocked)");
+        return -1;
+    }
+    return 0;
 }

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 struct pico_config;
+struct json_t;
 
 #define PICO_NETWORK_MAX 7 /* "none" | "egress" */
 #define PICO_CIDRS_MAX 64  /* ranges in one list */
@@ -59,6 +60,19 @@ int domain_list_check(const char *text, char *why, size_t whylen);
 
 /* 1 when addr is inside an always-blocked range. */
 int netpolicy_blocked(uint32_t addr);
+
+/* A request's own lists ("egress": {"allow_cidrs": [...], "deny_cidrs":
+ * [...]}) may only narrow the server's: at most this many ranges each,
+ * kept in the session as "a.b.c.d/n,..." text. */
+#define PICO_REQ_CIDRS_MAX 16
+#define PICO_REQ_CIDRS_TEXT (PICO_REQ_CIDRS_MAX * 19)
+
+/* Checks the request's "egress" object v against the configuration and
+ * writes its lists as text into allow and deny (PICO_REQ_CIDRS_TEXT + 1
+ * bytes each). Every allowed range must lie inside one the server allows,
+ * and something must stay allowed. 0, or -1 with err (a 400's message). */
+int netpolicy_parse_request(const struct pico_config *cfg, struct json_t *v,
+                            char *allow, char *deny, char *err, size_t errlen);
 
 /* 1 when network ("none" or "egress") is in the configured allowed set;
  * "none" always is. */

@@ -371,6 +371,50 @@ def test_egress_survives_a_backend_kill(fake, new_stack):
     assert netns_mounts(stack) == []
 
 
+def test_egress_request_lists(fake, new_stack):
+    """A request's own lists narrow the server's, never widen them."""
+    stack = new_stack(conf=egress_conf(fake))
+    bad = [({"network": "egress", "egress": {"allow_cidrs": [
+        "198.51.100.0/25"]}}, "egress: allows nothing"),
+        ({"network": "egress", "egress": {"allow_cidrs": ["169.254.0.0/16"]}},
+         "egress: allows nothing"),
+        ({"egress": {"deny_cidrs": ["192.0.2.0/24"]}},
+         'egress: needs "network": "egress"'),
+        ({"network": "egress", "egress": {"allow_cidrs": ["192.0.2.1/24"]}},
+         "egress.allow_cidrs: 192.0.2.1/24 is not an IPv4 range"),
+        ({"network": "egress", "egress": {"ports": [80]}},
+         "egress.ports: unknown field"),
+        ({"network": "egress", "egress": []}, "egress: must be an object")]
+    for body, message in bad:
+        r = stack.request("POST", "/v1/sessions", body=body)
+        assert r.status == 400, (body, r)
+        assert message in r.json()["error"]["message"], (body, r)
+
+    narrow = stack.create(network="egress",
+                          egress={"allow_cidrs": ["192.0.2.10/32"]})
+    deny = stack.create(network="egress",
+                        egress={"deny_cidrs": ["192.0.2.0/24"]})
+    assert narrow["egress"] == {"allow_cidrs": ["192.0.2.10/32"],
+                                "deny_cidrs": []}
+    got = stack.request("GET", "/v1/sessions/" + deny["session_id"]).json()
+    assert got["network"] == "egress" and got["egress"] == {
+        "allow_cidrs": [], "deny_cidrs": ["192.0.2.0/24"]}, got
+    boxes = [Sandbox(endpoint_path(stack, x["session_id"]))
+             for x in (narrow, deny)]
+    try:
+        n, d = boxes
+        # the fake's veth address answers ping from any plain egress box
+        assert " 0% packet loss" in d.ok("ping -c 1 %s" % NET_ADDR)
+        assert " 0% packet loss" in n.ok("ping -c 1 %s" % FAKE_DNS)
+        refused(n, "ping -c 1 -W 5 %s" % NET_ADDR)
+        refused(d, "ping -c 1 -W 5 %s" % FAKE_DNS)
+    finally:
+        for b in boxes:
+            b.close()
+    for x in (narrow, deny):
+        assert stack.delete(x["session_id"]).status == 200
+
+
 def test_egress_refused_unless_allowed(stack):
     r = stack.request("POST", "/v1/sessions", body={"network": "egress"})
     assert r.status == 400, r

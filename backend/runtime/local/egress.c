@@ -239,21 +239,42 @@ static void build_ruleset(const egress_conf *e, const host_addrs *ha,
            "\t}\n}\n");
 }
 
+/* The server's policy narrowed by the request's lists (session.c checked
+ * them against it): its allowed ranges replace the server's, its denied
+ * ones add to them. */
+static void session_policy(const runtime *rt, const session *s, egress_conf *e)
+{
+    pico_cidr_list l;
+    char why[128];
+
+    *e = rt->egress;
+    if (cidr_list_parse(s->egress_allow, &l, why, sizeof(why)) == 0 && l.n > 0)
+        e->allow = l;
+    if (cidr_list_parse(s->egress_deny, &l, why, sizeof(why)) == 0)
+        for (int i = 0; i < l.n && e->deny.n < PICO_CIDRS_MAX; i++)
+            e->deny.v[e->deny.n++] = l.v[i];
+}
+
 /* Writes the ruleset to <dir>/egress.nft (kept: it is what the sandbox
  * got) and returns its path in path. */
-static int write_ruleset(const runtime *rt, const session_paths *p, char *path,
-                         size_t pathlen, char *err, size_t errlen)
+static int write_ruleset(const runtime *rt, const session *s,
+                         const session_paths *p, char *path, size_t pathlen,
+                         char *err, size_t errlen)
 {
     ruleset r = {malloc(RULESET_MAX), 0, 0};
+    egress_conf *e = malloc(sizeof(*e));
     host_addrs ha;
     int rc = -1;
 
-    if (r.text == NULL) {
+    if (r.text == NULL || e == NULL) {
+        free(r.text);
+        free(e);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    if (outside_addrs(&rt->egress, &ha, err, errlen) == 0) {
-        build_ruleset(&rt->egress, &ha, &r);
+    session_policy(rt, s, e);
+    if (outside_addrs(e, &ha, err, errlen) == 0) {
+        build_ruleset(e, &ha, &r);
         if (r.full || fmt_exact(path, pathlen, "%s/egress.nft", p->dir) < 0)
             snprintf(err, errlen, "egress: ruleset too long");
         else if (write_file(path, r.text, r.len, 0600) < 0)
@@ -262,6 +283,7 @@ static int write_ruleset(const runtime *rt, const session_paths *p, char *path,
             rc = 0;
     }
     free(r.text);
+    free(e);
     return rc;
 }
 
@@ -467,8 +489,8 @@ static void stop_helper(const char *pid_file, const char *mark,
  * Entry points
  * ------------------------------------------------------------------- */
 
-int egress_setup(const runtime *rt, const session_paths *p, char *err,
-                 size_t errlen)
+int egress_setup(const runtime *rt, const session *s, const session_paths *p,
+                 char *err, size_t errlen)
 {
     char nft_file[PICO_PATH_MAX], resolv[64];
 
@@ -476,7 +498,7 @@ int egress_setup(const runtime *rt, const session_paths *p, char *err,
         snprintf(err, errlen, "network egress is not enabled");
         return -1;
     }
-    if (write_ruleset(rt, p, nft_file, sizeof(nft_file), err, errlen) < 0)
+    if (write_ruleset(rt, s, p, nft_file, sizeof(nft_file), err, errlen) < 0)
         return -1;
     if (make_netns(rt, p, nft_file, err, errlen) < 0 ||
         start_slirp(rt, p, err, errlen) < 0)

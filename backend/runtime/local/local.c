@@ -275,7 +275,7 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         goto fail;
     }
     if (strcmp(s->network, "egress") == 0 &&
-        egress_setup(rt, p, err, errlen) < 0)
+        egress_setup(rt, s, p, err, errlen) < 0)
         goto fail;
     if (prepare_bundle(rt, s, p, rootfs, slot < 0 ? 0 : idmap_base(slot), hk,
                        err, errlen) < 0)

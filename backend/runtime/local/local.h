@@ -195,8 +195,8 @@ int egress_open(runtime *rt, const struct pico_config *cfg, char *err,
                 size_t errlen);
 /* Makes p->netns, its filter and resolv.conf, starts slirp4netns; on
  * failure undoes what it made. */
-int egress_setup(const runtime *rt, const session_paths *p, char *err,
-                 size_t errlen);
+int egress_setup(const runtime *rt, const session *s, const session_paths *p,
+                 char *err, size_t errlen);
 /* egress_dns.c: starts the sandbox's dnsmasq (the thread is in its
  * namespace) */
 int egress_dns_start(const runtime *rt, const session_paths *p, char *err,
