@@ -7,7 +7,8 @@
  *     size-limited tmpfs (charged to the sandbox's memory cgroup)
  *   - new pid, ipc, uts, mount, network and cgroup namespaces; the network
  *     namespace has only lo, so nothing on the host (Redis, the backend,
- *     anything on the host's loopback) is reachable from inside
+ *     anything on the host's loopback) is reachable from inside; with
+ *     egress, one the backend made and filters instead (egress.c)
  *   - root inside keeps only the capabilities sshd needs to switch to the
  *     user (setuid/setgid, chroot for privilege separation, chown of the
  *     pty, kill of the session); no new privileges after that
