@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/netpolicy.h"
 #include "core/session.h"
 #include "core/util.h"
 
@@ -79,6 +80,16 @@ static const config_key keys[] = {
     STR(runsc),
     STR(isolation),
     STR(isolation_allowed),
+    STR(network_allowed),
+    STR(egress_netns),
+    STR(egress_dns),
+    STR(egress_allow_cidrs),
+    STR(egress_deny_cidrs),
+    STR(egress_allow_domains),
+    STR(egress_deny_domains),
+    STR(dnsmasq),
+    STR(slirp4netns),
+    STR(nft),
     STR(k8s_api),
     STR(k8s_kubeconfig),
     STR(k8s_namespace),
@@ -128,6 +139,10 @@ void config_defaults(pico_config *cfg)
     copy_str(cfg->mkfs_ext4, sizeof(cfg->mkfs_ext4), "/usr/sbin/mkfs.ext4");
     copy_str(cfg->runsc, sizeof(cfg->runsc), "/usr/bin/runsc");
     copy_str(cfg->isolation, sizeof(cfg->isolation), "runc");
+    copy_str(cfg->slirp4netns, sizeof(cfg->slirp4netns),
+             "/usr/bin/slirp4netns");
+    copy_str(cfg->nft, sizeof(cfg->nft), "/usr/sbin/nft");
+    copy_str(cfg->dnsmasq, sizeof(cfg->dnsmasq), "/usr/sbin/dnsmasq");
     /* empty = only the default */
     copy_str(cfg->k8s_namespace, sizeof(cfg->k8s_namespace), "pico-sandboxes");
     cfg->k8s_ready_timeout_s = 120;
@@ -342,7 +357,8 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
                  "resource defaults must not exceed their *_max keys");
         return -1;
     }
-    if (check_isolation(cfg, why, whylen) < 0)
+    if (check_isolation(cfg, why, whylen) < 0 ||
+        netpolicy_check_config(cfg, why, whylen) < 0)
         return -1;
     if (cfg->disk_mb_default != 0 && cfg->disk_mb_default < PICO_DISK_MB_MIN) {
         snprintf(why, whylen,

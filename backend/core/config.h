@@ -52,6 +52,19 @@ typedef struct pico_config {
     char isolation[16];
     char isolation_allowed[64];
 
+    /* network (netpolicy.h): the allowed set ("none" always is), where
+     * the local runtime's NAT runs, and the egress policy */
+    char network_allowed[64];
+    char egress_netns[PICO_PATH_MAX]; /* "" = the backend's own */
+    char egress_dns[64];              /* the resolver sandboxes use */
+    char egress_allow_cidrs[2048];    /* "" = everything not denied */
+    char egress_deny_cidrs[2048];
+    char egress_allow_domains[4096]; /* names resolvable (and reachable) */
+    char egress_deny_domains[4096];  /* names not resolvable */
+    char dnsmasq[PICO_PATH_MAX];
+    char slirp4netns[PICO_PATH_MAX];
+    char nft[PICO_PATH_MAX];
+
     /* kubernetes runtime */
     char k8s_api[PICO_PATH_MAX]; /* "" = in-cluster or kubeconfig */
     char k8s_kubeconfig[PICO_PATH_MAX];

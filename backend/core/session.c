@@ -291,6 +291,28 @@ static int parse_isolation(const pico_config *cfg, json_t *v, session *s,
     return 0;
 }
 
+/* "network": "none" or "egress", the latter where network_allowed says. */
+static int parse_network(const pico_config *cfg, json_t *v, session *s,
+                         char *err, size_t errlen)
+{
+    const char *t = json_is_string(v) ? json_string_value(v) : NULL;
+
+    if (t == NULL || strlen(t) != json_string_length(v) ||
+        (strcmp(t, "none") != 0 && strcmp(t, "egress") != 0)) {
+        snprintf(err, errlen, "network: must be \"none\" or \"egress\"");
+        return -1;
+    }
+    if (!netpolicy_network_allowed(cfg, t)) {
+        snprintf(err, errlen,
+                 "network: %s is not allowed on this server (allowed: %s)", t,
+                 netpolicy_network_allowed(cfg, "egress") ? "none, egress"
+                                                          : "none");
+        return -1;
+    }
+    copy_str(s->network, sizeof(s->network), t);
+    return 0;
+}
+
 static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                        session *s, char *err, size_t errlen)
 {
@@ -326,6 +348,11 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                  json_string_value(v));
     } else if (!strcmp(key, "isolation")) {
         return parse_isolation(cfg, v, s, err, errlen);
+    } else if (!strcmp(key, "network")) {
+        return parse_network(cfg, v, s, err, errlen);
+    } else if (!strcmp(key, "egress")) {
+        return netpolicy_parse_request(cfg, v, s->egress_allow, s->egress_deny,
+                                       err, errlen);
     } else if (!strcmp(key, "metadata")) {
         return parse_metadata(v, s, err, errlen);
     } else if (!strcmp(key, "resources")) {
@@ -333,7 +360,7 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
     } else {
         snprintf(err, errlen,
                  "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
-                 "isolation, metadata, resources)",
+                 "isolation, network, egress, metadata, resources)",
                  key);
         return -1;
     }
@@ -346,7 +373,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     json_error_t jerr;
     json_t *root, *v;
     const char *key;
-    int rc = 0;
+    int rc = 0, lists;
 
     s->ttl = cfg->ttl_default;
     copy_str(s->image, sizeof(s->image), cfg->default_image);
@@ -356,6 +383,8 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     s->limits.disk_mb = cfg->disk_mb_default;
     s->ssh_public_key[0] = '\0';
     copy_str(s->isolation, sizeof(s->isolation), cfg->isolation);
+    copy_str(s->network, sizeof(s->network), "none");
+    s->egress_allow[0] = s->egress_deny[0] = '\0';
     s->metadata_json = NULL;
     if (len == 0)
         return 0;
@@ -381,7 +410,17 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
             break;
         }
     }
+    lists = json_object_get(root, "egress") != NULL;
     json_decref(root);
+    if (rc == 0 && strcmp(s->network, "egress") == 0 &&
+        strcmp(s->isolation, "gvisor") == 0) {
+        snprintf(err, errlen, "network: egress needs isolation runc");
+        rc = -1;
+    }
+    if (rc == 0 && lists && strcmp(s->network, "egress") != 0) {
+        snprintf(err, errlen, "egress: needs \"network\": \"egress\"");
+        rc = -1;
+    }
     if (rc < 0)
         session_free(s);
     return rc;
@@ -484,6 +523,22 @@ static json_t *tunnels_json(const session_tunnels *t)
                      time_or_null(t->last_activity_ms / 1000));
 }
 
+/* "a/n,b/n" (the stored form of a request's egress list) as a JSON
+ * array of strings. */
+static json_t *cidr_text_array(const char *text)
+{
+    json_t *a = json_array();
+    const char *p = text;
+
+    while (a != NULL && *p) {
+        size_t n = strcspn(p, ",");
+        if (n > 0)
+            json_array_append_new(a, json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    return a;
+}
+
 json_t *session_to_json(const session *s, const session_tunnels *t)
 {
     char tunnel_path[64 + PICO_ID_LEN];
@@ -514,6 +569,15 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         json_object_set_new(
             o, "isolation",
             json_string(s->isolation[0] ? s->isolation : "runc"));
+    if (o)
+        json_object_set_new(o, "network",
+                            json_string(s->network[0] ? s->network : "none"));
+    if (o && (s->egress_allow[0] || s->egress_deny[0]))
+        json_object_set_new(o, "egress",
+                            json_pack("{s:o, s:o}", "allow_cidrs",
+                                      cidr_text_array(s->egress_allow),
+                                      "deny_cidrs",
+                                      cidr_text_array(s->egress_deny)));
     if (o && s->ssh_public_key[0])
         json_object_set_new(o, "ssh_public_key",
                             json_string(s->ssh_public_key));

@@ -12,6 +12,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include "core/netpolicy.h"
 
 #define PICO_ID_LEN 36 /* canonical UUID text, lowercase */
 #define PICO_IMAGE_MAX 128
@@ -66,9 +67,13 @@ typedef struct {
     session_limits limits;
     char ssh_public_key[PICO_PUBKEY_MAX + 1]; /* optional, "" if none */
     char isolation[PICO_ISOLATION_MAX + 1];   /* "runc" | "gvisor" */
-    char host_key[PICO_HOSTKEY_MAX + 1];      /* "ssh-ed25519 AAAA..." */
-    char host_key_fpr[PICO_FPR_MAX + 1];      /* "SHA256:..." */
-    char sandbox_uid[PICO_UID_MAX + 1];       /* the pod's uid, "" if none */
+    char network[PICO_NETWORK_MAX + 1];       /* "none" | "egress" */
+    /* the request's narrower egress lists, "a.b.c.d/n,...", or "" */
+    char egress_allow[PICO_REQ_CIDRS_TEXT + 1];
+    char egress_deny[PICO_REQ_CIDRS_TEXT + 1];
+    char host_key[PICO_HOSTKEY_MAX + 1]; /* "ssh-ed25519 AAAA..." */
+    char host_key_fpr[PICO_FPR_MAX + 1]; /* "SHA256:..." */
+    char sandbox_uid[PICO_UID_MAX + 1];  /* the pod's uid, "" if none */
     char *metadata_json; /* compact JSON object text or NULL; heap-owned */
 } session;
 

@@ -68,6 +68,9 @@ static const record_field_def record_fields[] = {
     STR_FIELD("sandbox_uid", s.sandbox_uid),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
     STR_FIELD("isolation", s.isolation),
+    STR_FIELD("network", s.network),
+    STR_FIELD("egress_allow", s.egress_allow),
+    STR_FIELD("egress_deny", s.egress_deny),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 

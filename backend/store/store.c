@@ -388,6 +388,9 @@ int store_session_create(store *st, const session *s, const char *runtime,
     PAIR("host_key_fpr", s->host_key_fpr);
     PAIR("ssh_public_key", s->ssh_public_key);
     PAIR("isolation", s->isolation[0] ? s->isolation : "runc");
+    PAIR("network", s->network[0] ? s->network : "none");
+    PAIR("egress_allow", s->egress_allow);
+    PAIR("egress_deny", s->egress_deny);
     PAIR("metadata", s->metadata_json ? s->metadata_json : "{}");
 #undef PAIR
 #undef ARG

@@ -10,6 +10,7 @@
 #include "core/events.h"
 #include "core/idempotency.h"
 #include "core/session_api.h"
+#include "core/util.h"
 
 /* The header as libmicrohttpd hands it over: NUL-terminated. */
 static void fuzz_idem_key(const uint8_t *data, size_t size)
@@ -38,6 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (!ready) {
         config_defaults(&cfg);
+        /* egress allowed, so "network" and "egress" reach their checks */
+        copy_str(cfg.network_allowed, sizeof(cfg.network_allowed),
+                 "none,egress");
+        copy_str(cfg.egress_dns, sizeof(cfg.egress_dns), "192.0.2.10");
+        copy_str(cfg.egress_deny_cidrs, sizeof(cfg.egress_deny_cidrs),
+                 "198.51.100.0/24");
         ready = 1;
     }
     memset(&s, 0, sizeof(s));

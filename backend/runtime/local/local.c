@@ -163,6 +163,8 @@ static runtime *local_open(const struct pico_config *cfg, char *err,
         snprintf(err, errlen, "local runtime: out of memory");
         goto fail;
     }
+    if (egress_open(rt, cfg, err, errlen) < 0)
+        goto fail;
     if (pool_open(rt, cfg, err, errlen) < 0) {
         pool_close(rt);
         goto fail;
@@ -272,6 +274,9 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         snprintf(err, errlen, "container file: %s", strerror(errno));
         goto fail;
     }
+    if (strcmp(s->network, "egress") == 0 &&
+        egress_setup(rt, s, p, err, errlen) < 0)
+        goto fail;
     if (prepare_bundle(rt, s, p, rootfs, slot < 0 ? 0 : idmap_base(slot), hk,
                        err, errlen) < 0)
         goto fail;
@@ -308,6 +313,7 @@ fail:
     if (started)
         (void)runc_delete(rt, p, ignored, sizeof(ignored));
     disk_release(p);
+    egress_teardown(p);
     if (remove_tree(p->dir) == 0)
         idmap_put(rt->slots, slot);
     return -1;
@@ -323,6 +329,11 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
         snprintf(err, errlen, "invalid session id or state_dir too long");
         return -1;
     }
+    if (strcmp(s->network, "egress") == 0 &&
+        strcmp(s->isolation, "gvisor") == 0) {
+        snprintf(err, errlen, "network egress needs isolation runc");
+        return -1;
+    }
     if (strcmp(s->isolation, "gvisor") == 0) {
         if (!rt->gvisor) {
             snprintf(err, errlen, "isolation gvisor is not enabled");
@@ -333,7 +344,8 @@ static int local_create(runtime *rt, session *s, char *err, size_t errlen)
             snprintf(err, errlen, "state_dir too long");
             return -1;
         }
-    } else {
+    } else if (strcmp(s->network, "egress") != 0) {
+        /* pool sandboxes have no network; egress ones start cold */
         rc = pool_claim(rt, s, &p, err, errlen);
         if (rc <= 0)
             return rc;
@@ -370,6 +382,7 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
         return -1;
     }
     disk_release(p);
+    egress_teardown(p);
     /* Only once the container is gone: nothing in it can race the walk
      * through its files any more. */
     if (remove_tree(p->dir) < 0) {

@@ -11,6 +11,7 @@
  *   runc.c      running runc and telling what it left running
  *   endpoint.c  the session's unix listener and the readiness probe
  *   idmap.c     user namespace ranges per sandbox, the idmapped rootfs
+ *   egress.c    "network": "egress": the netns, its filter, slirp4netns
  *   oci.c, disk.c, subprocess.c, hostkey.c (runtime/)  their own headers
  */
 #ifndef PICO_RUNTIME_LOCAL_INTERNAL_H
@@ -73,6 +74,20 @@ typedef struct {
     pthread_t thread;
 } warm_pool;
 
+/* "network": "egress" (egress.c), from the configuration */
+typedef struct {
+    int enabled;                /* network_allowed has egress */
+    char netns[PICO_PATH_MAX];  /* where the NAT's outside end runs; "" own */
+    char dns[16];               /* the resolver in each sandbox's resolv.conf */
+    char slirp[PICO_PATH_MAX];  /* slirp4netns */
+    char nft[PICO_PATH_MAX];    /* nft */
+    pico_cidr_list allow, deny; /* allow empty = everything */
+    /* domain policy: a dnsmasq per sandbox answers only what these allow */
+    int allow_names, deny_names; /* how many in each list */
+    char allow_domains[4096], deny_domains[4096];
+    char dnsmasq[PICO_PATH_MAX];
+} egress_conf;
+
 struct runtime {
     char runc[PICO_PATH_MAX];
     char runc_root[PICO_PATH_MAX];    /* <state_dir>/runc */
@@ -88,6 +103,7 @@ struct runtime {
     int ready_timeout_ms;
     idmap_slots *slots; /* which user namespace ranges are taken */
     warm_pool pool;
+    egress_conf egress;
 };
 
 typedef struct {
@@ -101,6 +117,10 @@ typedef struct {
     char image[PICO_PATH_MAX]; /* the quota image, disk.img */
     char loop[PICO_PATH_MAX];  /* disk.loop: its loop device's number */
     char ep[PICO_PATH_MAX]; /* gvisor: folder of the socket pico-init makes */
+    char netns[PICO_PATH_MAX];   /* egress: the sandbox's netns, bind-mounted */
+    char resolv[PICO_PATH_MAX];  /* egress: its /etc/resolv.conf */
+    char slirp[PICO_PATH_MAX];   /* egress: slirp4netns's pid, decimal */
+    char dnsmasq[PICO_PATH_MAX]; /* egress with domains: dnsmasq's pid */
     char cid[128];
     char cgroup[160];
     int gvisor; /* run by runsc instead of runc */
@@ -169,6 +189,20 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
                   const char *pool_name, hostkey *hk, char *err, size_t errlen);
 int destroy_paths(const runtime *rt, const session_paths *p, char *err,
                   size_t errlen);
+
+/* -- egress.c: "network": "egress" -------------------------------------- */
+int egress_open(runtime *rt, const struct pico_config *cfg, char *err,
+                size_t errlen);
+/* Makes p->netns, its filter and resolv.conf, starts slirp4netns; on
+ * failure undoes what it made. */
+int egress_setup(const runtime *rt, const session *s, const session_paths *p,
+                 char *err, size_t errlen);
+/* egress_dns.c: starts the sandbox's dnsmasq (the thread is in its
+ * namespace) */
+int egress_dns_start(const runtime *rt, const session_paths *p, char *err,
+                     size_t errlen);
+/* Stops slirp4netns and releases the netns mount, when there are any. */
+void egress_teardown(const session_paths *p);
 
 /* -- pool.c: the warm pool ------------------------------------------------ */
 int pool_open(runtime *rt, const struct pico_config *cfg, char *err,

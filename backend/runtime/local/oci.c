@@ -7,7 +7,8 @@
  *     size-limited tmpfs (charged to the sandbox's memory cgroup)
  *   - new pid, ipc, uts, mount, network and cgroup namespaces; the network
  *     namespace has only lo, so nothing on the host (Redis, the backend,
- *     anything on the host's loopback) is reachable from inside
+ *     anything on the host's loopback) is reachable from inside; with
+ *     egress, one the backend made and filters instead (egress.c)
  *   - root inside keeps only the capabilities sshd needs to switch to the
  *     user (setuid/setgid, chroot for privilege separation, chown of the
  *     pty, kill of the session); no new privileges after that
@@ -74,6 +75,19 @@ static json_t *bind_mount(const char *dest, const char *source, int ro)
                                "nosuid", "nodev"));
 }
 
+/* sysfs can be mounted only from the user namespace owning the network
+ * namespace; an egress sandbox's belongs to the host (egress.c), so it
+ * gets an empty, read-only /sys rather than the host's. */
+static json_t *sys_mount(const oci_params *p)
+{
+    if (p->netns != NULL)
+        return oci_mount("/sys", "tmpfs", "tmpfs",
+                         json_pack("[s,s,s,s,s]", "nosuid", "noexec", "nodev",
+                                   "ro", "size=4k"));
+    return oci_mount("/sys", "sysfs", "sysfs",
+                     json_pack("[s,s,s,s]", "nosuid", "noexec", "nodev", "ro"));
+}
+
 static json_t *mounts(const oci_params *p)
 {
     char tmpsize[32];
@@ -95,8 +109,7 @@ static json_t *mounts(const oci_params *p)
                             "mode=1777", "size=65536k")),
         oci_mount("/dev/mqueue", "mqueue", "mqueue",
                   json_pack("[s,s,s]", "nosuid", "noexec", "nodev")),
-        oci_mount("/sys", "sysfs", "sysfs",
-                  json_pack("[s,s,s,s]", "nosuid", "noexec", "nodev", "ro")),
+        sys_mount(p),
         oci_mount(
             "/tmp", "tmpfs", "tmpfs",
             json_pack("[s,s,s,s]", "nosuid", "nodev", "mode=1777", tmpsize)),
@@ -110,6 +123,13 @@ static json_t *mounts(const oci_params *p)
     /* gvisor: the folder pico-init binds its socket in, under /run */
     if (m != NULL && p->ep != NULL &&
         json_array_append_new(m, bind_mount("/run/pico", p->ep, 0)) < 0) {
+        json_decref(m);
+        return NULL;
+    }
+    /* egress: the resolver the policy allows (egress.c) */
+    if (m != NULL && p->resolv != NULL &&
+        json_array_append_new(m, bind_mount("/etc/resolv.conf", p->resolv, 1)) <
+            0) {
         json_decref(m);
         return NULL;
     }
@@ -290,6 +310,15 @@ static json_t *linux_section(const oci_params *p)
         "network", "type", "cgroup", "maskedPaths", string_array(masked_paths),
         "readonlyPaths", string_array(readonly_paths), "seccomp", seccomp());
 
+    /* egress: a namespace the backend made (egress.c), owned by the host's
+     * user namespace, so the sandbox's root cannot change its routes or
+     * filter; runc joins it before it makes the user namespace */
+    if (l != NULL && p->netns != NULL &&
+        json_object_set_new(json_array_get(json_object_get(l, "namespaces"), 4),
+                            "path", json_string(p->netns)) < 0) {
+        json_decref(l);
+        return NULL;
+    }
     /* the sandbox's root is an unprivileged host user of its own range
      * (idmap.c): an escape through the kernel lands as nobody the host
      * knows, and no capability of it counts outside */

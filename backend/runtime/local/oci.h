@@ -24,6 +24,8 @@ typedef struct {
     unsigned id_size;   /* ids mapped from there (0 = no user namespace) */
     const char *listen; /* gvisor: pico-init --listen <path>, else NULL */
     const char *ep;     /* gvisor: host folder mounted at dirname(listen) */
+    const char *netns;  /* egress: the network namespace to join, or NULL */
+    const char *resolv; /* egress: mounted at /etc/resolv.conf, or NULL */
 } oci_params;
 
 /* The path inside the sandbox where pico-init is mounted and run. */

@@ -152,6 +152,13 @@ int paths_in(const char *parent, const char *folder, const char *name,
                    fmt_exact(p->loop, sizeof(p->loop), "%s/disk.loop",
                              p->dir) ||
                    fmt_exact(p->ep, sizeof(p->ep), "%s/ep", p->dir) ||
+                   fmt_exact(p->netns, sizeof(p->netns), "%s/netns", p->dir) ||
+                   fmt_exact(p->resolv, sizeof(p->resolv), "%s/resolv.conf",
+                             p->dir) ||
+                   fmt_exact(p->slirp, sizeof(p->slirp), "%s/slirp.pid",
+                             p->dir) ||
+                   fmt_exact(p->dnsmasq, sizeof(p->dnsmasq), "%s/dnsmasq.pid",
+                             p->dir) ||
                    fmt_exact(p->cid, sizeof(p->cid), CID_PREFIX "%s", name) ||
                    fmt_exact(p->cgroup, sizeof(p->cgroup), CGROUP_PARENT "/%s",
                              name)
@@ -283,6 +290,8 @@ int prepare_bundle(const runtime *rt, const session *s, const session_paths *p,
         .id_size = p->gvisor ? 0 : IDMAP_SIZE,
         .listen = p->gvisor ? GVISOR_SOCK : NULL,
         .ep = p->gvisor ? p->ep : NULL,
+        .netns = strcmp(s->network, "egress") == 0 ? p->netns : NULL,
+        .resolv = strcmp(s->network, "egress") == 0 ? p->resolv : NULL,
     };
     config = oci_config_json(&op);
     if (config == NULL) {

@@ -140,7 +140,9 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, int fd3, int out_w,
                         : posix_spawn_file_actions_addopen(fa, 1, "/dev/null",
                                                            O_WRONLY, 0);
     if (rc == 0)
-        rc = posix_spawn_file_actions_adddup2(fa, err_w, 2);
+        rc = err_w >= 0 ? posix_spawn_file_actions_adddup2(fa, err_w, 2)
+                        : posix_spawn_file_actions_addopen(fa, 2, "/dev/null",
+                                                           O_WRONLY, 0);
     /* dup2 of an fd onto itself clears close-on-exec (glibc >= 2.29) */
     if (rc == 0 && fd3 >= 0)
         rc = posix_spawn_file_actions_adddup2(fa, fd3, 3);
@@ -288,4 +290,32 @@ int subprocess_run(const subprocess *sp, char *err, size_t errlen)
         close(c.errfd);
     free(c.err.data);
     return status;
+}
+
+int subprocess_start(const subprocess *sp, pid_t *pid, char *err, size_t errlen)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    int rc;
+
+    if (posix_spawnattr_init(&attr) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (posix_spawn_file_actions_init(&fa) != 0) {
+        posix_spawnattr_destroy(&attr);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = spawn_actions(&fa, sp->fd3, -1, -1);
+    if (rc == 0)
+        rc = clean_signals(&attr);
+    if (rc == 0)
+        rc = posix_spawn(pid, sp->argv[0], &fa, &attr, (char *const *)sp->argv,
+                         child_env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0)
+        snprintf(err, errlen, "cannot run %s: %s", sp->name, strerror(rc));
+    return rc == 0 ? 0 : -1;
 }

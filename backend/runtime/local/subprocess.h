@@ -10,6 +10,7 @@
 #define PICO_SUBPROCESS_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Captured output: data is NUL-terminated (or NULL when nothing came);
  * the caller frees data. */
@@ -35,5 +36,14 @@ typedef struct {
  * its stderr, else "<what> failed (status N)".
  */
 int subprocess_run(const subprocess *sp, char *err, size_t errlen);
+
+/*
+ * Starts a long-running helper (slirp4netns) the same way, but with
+ * stdout and stderr /dev/null and without waiting: *pid is the caller's
+ * to kill and reap. Only argv, fd3 and name of sp are used. 0, or -1 with
+ * err set.
+ */
+int subprocess_start(const subprocess *sp, pid_t *pid, char *err,
+                     size_t errlen);
 
 #endif
