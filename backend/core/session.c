@@ -17,7 +17,7 @@
 #include "core/util.h"
 
 static const char *const status_names[] = {
-    "pending", "running", "terminating", "terminated", "failed",
+    "pending", "running", "terminating", "terminated", "failed", "paused",
 };
 
 const char *session_status_name(session_status s)
@@ -326,6 +326,17 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
                  json_string_value(v));
     } else if (!strcmp(key, "isolation")) {
         return parse_isolation(cfg, v, s, err, errlen);
+    } else if (!strcmp(key, "idle_timeout")) {
+        json_int_t n;
+        if (!json_is_integer(v) || (n = json_integer_value(v)) < 0 ||
+            n > cfg->idle_timeout_max) {
+            snprintf(err, errlen,
+                     "idle_timeout: must be an integer between 0 (off) and "
+                     "%lld",
+                     cfg->idle_timeout_max);
+            return -1;
+        }
+        s->idle_timeout = n;
     } else if (!strcmp(key, "metadata")) {
         return parse_metadata(v, s, err, errlen);
     } else if (!strcmp(key, "resources")) {
@@ -333,7 +344,7 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
     } else {
         snprintf(err, errlen,
                  "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
-                 "isolation, metadata, resources)",
+                 "isolation, metadata, resources, idle_timeout)",
                  key);
         return -1;
     }
@@ -356,6 +367,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     s->limits.disk_mb = cfg->disk_mb_default;
     s->ssh_public_key[0] = '\0';
     copy_str(s->isolation, sizeof(s->isolation), cfg->isolation);
+    s->idle_timeout = cfg->idle_timeout_default;
     s->metadata_json = NULL;
     if (len == 0)
         return 0;
@@ -514,6 +526,9 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
         json_object_set_new(
             o, "isolation",
             json_string(s->isolation[0] ? s->isolation : "runc"));
+    if (o)
+        json_object_set_new(o, "idle_timeout",
+                            json_integer((json_int_t)s->idle_timeout));
     if (o && s->ssh_public_key[0])
         json_object_set_new(o, "ssh_public_key",
                             json_string(s->ssh_public_key));

@@ -68,6 +68,8 @@ static const record_field_def record_fields[] = {
     STR_FIELD("sandbox_uid", s.sandbox_uid),
     STR_FIELD("ssh_public_key", s.ssh_public_key),
     STR_FIELD("isolation", s.isolation),
+    NUM_FIELD("idle_timeout", FIELD_LL, s.idle_timeout),
+    NUM_FIELD("active_at", FIELD_LL, s.active_at),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 
