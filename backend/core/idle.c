@@ -13,8 +13,8 @@
  * node's running sessions only (their sandboxes are here).
  *
  * "idle" is appended to the stream first, then "paused" (pause.c) or
- * "terminated" (the reaper's delete) follows. A pause that fails falls
- * back to the delete, so an idle session always stops.
+ * "terminated" (the delete, as DELETE does it) follows. A pause that fails
+ * falls back to the delete, so an idle session always stops.
  */
 #include <stdio.h>
 #include <string.h>
@@ -52,9 +52,11 @@ static void idle_stop(pico_app *app, const char *id, long long timeout)
         return;
     if (pause)
         log_warn("idle %s: pause failed (%s); deleting instead", id, e.message);
-    /* due now: the reaper's next pass deletes it like an expiry */
-    if (store_session_expire_now(app->st, id) < 0)
-        log_error("idle %s: cannot make it due (redis)", id);
+    /* claimed like a DELETE (a failed destroy is retried when the lease
+     * ends); the session is this node's, its sandbox here */
+    if (store_session_claim(app->st, id, lifecycle_lease_ms(app->ops)) == 1 &&
+        lifecycle_destroy_claimed(app, id) == 0)
+        log_info("deleted idle %s", id);
 }
 
 int idle_check(pico_app *app)
