@@ -111,6 +111,11 @@ def test_pause_resume_keeps_files_and_processes(stack):
               "echo $i > /workspace/counter.new; "
               "mv /workspace/counter.new /workspace/counter; sleep 0.1; done' "
               ">/dev/null 2>&1 < /dev/null &").check()
+        # and 64 MiB held, so the memory measured is more than sshd's
+        s.run("setsid nohup python3 -c 'import time; b = bytearray(64 << 20); "
+              "b[::4096] = b\"x\" * len(b[::4096]); time.sleep(3600)' "
+              ">/dev/null 2>&1 < /dev/null &").check()
+        wait_for(lambda: memory_bytes(sid) > 64 << 20, what="64 MiB held")
         first = counter_value(stack, sid)
         wait_for(lambda: read_counter(stack, sid) > first + 5, what="counting")
         mem_running = memory_bytes(sid)
