@@ -289,3 +289,16 @@ def test_drain_deletes_paused_sessions(new_stack):
         assert status(st, sid) == 404
         nothing_left(st, sid)
 
+
+
+def test_make_run_drain_deletes_paused_sessions(run_stack):
+    """Ctrl-C / SIGTERM to `make run`'s supervisor (scripts/run.sh)
+    drains paused sessions too: nothing frozen is left."""
+    st = run_stack(name="pause-drain")
+    ids = [st.create(ttl=600)["session_id"] for _ in range(2)]
+    assert action(st, ids[0], "pause").status == 200
+    assert freezer_state(ids[0]) == "FROZEN"
+    st.stop()
+    assert st.runc_containers() == []
+    for sid in ids:
+        nothing_left(st, sid)
