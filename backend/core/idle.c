@@ -10,7 +10,8 @@
  * moves bytes and when it closes. So an open SSH connection keeps its
  * session whatever its traffic, and the clock starts when the last one
  * closes. The reaper thread runs this about once a second, for this
- * node's running sessions only (their sandboxes are here).
+ * node's running sessions that have an idle_timeout (one script finds
+ * them; only those are read in full).
  *
  * "idle" is appended to the stream first, then "paused" (pause.c) or
  * "terminated" (the delete, as DELETE does it) follows. A pause that fails
@@ -65,8 +66,8 @@ int idle_check(pico_app *app)
     size_t n, i;
     int stopped = 0;
 
-    if (store_node_running(app->st, app->cfg.node_name, app->ops->name, &ids,
-                           &n) < 0)
+    if (store_node_idle_candidates(app->st, app->cfg.node_name, app->ops->name,
+                                   &ids, &n) < 0)
         return -1;
     for (i = 0; i < n; i++) {
         session_record rec;
