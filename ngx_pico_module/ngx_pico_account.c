@@ -142,7 +142,10 @@ ngx_pico_account(ngx_pico_worker_t *w, u_char *id, ngx_int_t open,
     ngx_time_t *tp;
 
     tp = ngx_timeofday();
-    last = (up || down || opened) ? (uint64_t)tp->sec * 1000 + tp->msec : 0;
+    /* a close (open < 0) is activity too: the idle clock starts there */
+    last = (up || down || opened || open < 0)
+               ? (uint64_t)tp->sec * 1000 + tp->msec
+               : 0;
 
     ngx_log_debug6(NGX_LOG_DEBUG_HTTP, w->log, 0,
                    "pico account %*s open:%i opened:%i up:%O down:%O",

@@ -199,6 +199,19 @@ ngx_pico_check_record(ngx_pico_tunnel_t *t, ngx_pico_record_t *rec)
         return NGX_DECLINED;
     }
 
+    /* paused (POST .../pause or idle stop): a clear 409, not "not ready";
+     * the client resumes it through the API (docs/api.md) */
+    if (rec->status.len == sizeof("paused") - 1 &&
+        ngx_strncmp(rec->status.data, "paused", rec->status.len) == 0) {
+        ngx_pico_reply(t, NGX_HTTP_CONFLICT,
+                       "{\"error\":{\"code\":\"session_paused\",\"message\":"
+                       "\"the session is paused; POST "
+                       "/v1/sessions/<id>/resume first\",\"status\":"
+                       "\"paused\"}}\n",
+                       NULL);
+        return NGX_DECLINED;
+    }
+
     if (rec->status.len != sizeof("running") - 1 ||
         ngx_strncmp(rec->status.data, "running", rec->status.len) != 0 ||
         rec->endpoint.len == 0) {

@@ -389,8 +389,14 @@ ngx_pico_send(ngx_http_request_t *r, ngx_uint_t code, char *body, char *header)
 
     r->headers_out.status = code;
     r->headers_out.content_length_n = (off_t)len;
-    ngx_str_set(&r->headers_out.content_type, "text/plain");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+    /* the answer to a paused session is JSON (ngx_pico_check_record) */
+    if (body[0] == '{') {
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+
+    } else {
+        ngx_str_set(&r->headers_out.content_type, "text/plain");
+    }
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->keepalive = 0;
 
     if (header) {
@@ -456,6 +462,9 @@ ngx_pico_reply(ngx_pico_tunnel_t *t, ngx_uint_t code, char *body,
         break;
     case NGX_HTTP_BAD_GATEWAY:
         ngx_pico_set_status(t, "connect_failed");
+        break;
+    case NGX_HTTP_CONFLICT:
+        ngx_pico_set_status(t, "paused");
         break;
     default:
         ngx_pico_set_status(t, "error");

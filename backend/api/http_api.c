@@ -35,6 +35,7 @@
 #include "core/idempotency.h"
 #include "core/lifecycle.h"
 #include "core/metrics.h"
+#include "core/pause.h"
 #include "api/tokens.h"
 #include "core/util.h"
 
@@ -329,6 +330,23 @@ static enum MHD_Result handle_delete(call *c, const char *id)
         NULL);
 }
 
+/* POST /v1/sessions/<id>/pause and /resume (core/pause.c); no body. */
+static enum MHD_Result handle_pause(call *c, const char *id, int pause)
+{
+    session_record rec;
+    api_error e;
+    json_t *body;
+
+    if (strcmp(c->method, "POST") != 0)
+        return not_allowed(c, "POST");
+    if ((pause ? lifecycle_pause(c->h->app, id, c->principal, &rec, &e)
+               : lifecycle_resume(c->h->app, id, c->principal, &rec, &e)) < 0)
+        return send_error(c, &e);
+    body = session_to_json(&rec.s, &rec.tunnels);
+    session_free(&rec.s);
+    return send_json(c, 200, body, NULL, NULL);
+}
+
 /* Where a stream resumes: after a Last-Event-ID the principal's stream
  * still holds; 1 with after set, or 0 with the answer sent. */
 static int resume_point(call *c, const char *last, char *after, size_t len,
@@ -421,6 +439,8 @@ static enum MHD_Result route_session(call *c, const char *rest, request *req)
             return not_allowed(c, "CONNECT"); /* nginx's module serves it */
         if (strcmp(slash, "/events") == 0)
             return handle_events(c, id);
+        if (!strcmp(slash, "/pause") || !strcmp(slash, "/resume"))
+            return handle_pause(c, id, slash[1] == 'p');
         return fail(c, 404, "not_found", "no such path");
     }
     if (is_get(c->method))

@@ -69,6 +69,9 @@ static const config_key keys[] = {
     INT(disk_mb_default, 0, 16777216),
     INT(disk_mb_max, PICO_DISK_MB_MIN, 16777216),
     INT(reaper_interval_ms, 10, 60000),
+    LL(idle_timeout_default, 0, 31536000),
+    LL(idle_timeout_max, 0, 31536000),
+    STR(idle_action),
     STR(images_dir),
     STR(runc),
     STR(init_binary),
@@ -129,6 +132,8 @@ void config_defaults(pico_config *cfg)
     cfg->disk_mb_default = 0;
     cfg->disk_mb_max = 10240;
     cfg->reaper_interval_ms = 200;
+    cfg->idle_timeout_max = 86400;
+    copy_str(cfg->idle_action, sizeof(cfg->idle_action), "pause");
     copy_str(cfg->images_dir, sizeof(cfg->images_dir), "/var/lib/pico/images");
     copy_str(cfg->runc, sizeof(cfg->runc), "/usr/sbin/runc");
     copy_str(cfg->init_binary, sizeof(cfg->init_binary),
@@ -347,6 +352,16 @@ static int check_config(const pico_config *cfg, char *why, size_t whylen)
     }
     if (cfg->ttl_max > cfg->lifetime_max) {
         snprintf(why, whylen, "ttl_max: must not exceed lifetime_max");
+        return -1;
+    }
+    if (cfg->idle_timeout_default > cfg->idle_timeout_max) {
+        snprintf(why, whylen,
+                 "idle_timeout_default: must not exceed idle_timeout_max");
+        return -1;
+    }
+    if (strcmp(cfg->idle_action, "pause") != 0 &&
+        strcmp(cfg->idle_action, "delete") != 0) {
+        snprintf(why, whylen, "idle_action: must be pause or delete");
         return -1;
     }
     if (cfg->memory_mb_default > cfg->memory_mb_max ||

@@ -35,6 +35,9 @@ typedef struct pico_config {
     int pids_default, pids_max;
     int disk_mb_default, disk_mb_max; /* 0 default = no disk quota */
     int reaper_interval_ms;           /* how often the reaper looks */
+    long long idle_timeout_default;   /* seconds, 0 = no idle stop */
+    long long idle_timeout_max;       /* largest idle_timeout asked for */
+    char idle_action[16];             /* "pause" | "delete" (core/pause.c) */
 
     /* local runtime */
     char images_dir[PICO_PATH_MAX];  /* <images_dir>/<name>_<tag>/rootfs */

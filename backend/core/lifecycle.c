@@ -95,12 +95,19 @@ int lifecycle_create(pico_app *app, session *s, const char *owner, api_error *e)
     }
 
     {
-        const char *pairs[] = {"status",       "running",       "endpoint",
-                               s->endpoint,    "host_key",      s->host_key,
-                               "host_key_fpr", s->host_key_fpr, "sandbox_uid",
-                               s->sandbox_uid};
+        char idle[24], at[24];
+        const char *pairs[] = {"status",       "running",
+                               "endpoint",     s->endpoint,
+                               "host_key",     s->host_key,
+                               "host_key_fpr", s->host_key_fpr,
+                               "sandbox_uid",  s->sandbox_uid,
+                               "idle_timeout", idle,
+                               "active_at",    at};
+        s->active_at = now_ms(); /* the idle clock starts (idle.c) */
+        snprintf(idle, sizeof(idle), "%lld", s->idle_timeout);
+        snprintf(at, sizeof(at), "%lld", s->active_at);
         rc = store_session_transition(app->st, s->id, "pending", "running",
-                                      pairs, 5);
+                                      pairs, 7);
     }
     if (rc != 1) {
         /* Deleted or expired while starting (or Redis went away): the

@@ -8,7 +8,8 @@
  * listens, the sorted set is not.
  *
  * The same thread runs the liveness check (liveness.c) about once a
- * second: a sandbox that died under a running session turns it failed.
+ * second: a sandbox that died under a running session turns it failed;
+ * and the idle stop (idle.c).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -20,6 +21,7 @@
 #include "core/lifecycle.h"
 #include "core/liveness.h"
 #include "core/metrics.h"
+#include "core/pause.h"
 #include "core/reaper.h"
 #include "core/util.h"
 
@@ -101,6 +103,7 @@ static void *reaper_main(void *arg)
         reaper_run_once(r->app);
         if (now_ms() - checked >= PICO_LIVENESS_INTERVAL_MS) {
             liveness_check(r->app);
+            idle_check(r->app); /* idle.c: idle_timeout's stop */
             /* about once a second: "expiring" 60 s before each deadline */
             store_event_warn_expiring(r->app->st, now_ms(),
                                       PICO_EXPIRING_WARN_MS);

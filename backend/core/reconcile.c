@@ -4,7 +4,7 @@
  *
  *   sandbox without a record (or with a "terminated" one): nobody can
  *     reach or delete it through the API any more, so it is destroyed;
- *   record "running"/"pending" whose sandbox is gone: marked "failed"
+ *   record "running"/"pending"/"paused" whose sandbox is gone: marked "failed"
  *     with a reason, endpoint cleared, so clients see why; the reaper
  *     removes it at its expiry like any other.
  *
@@ -56,7 +56,10 @@ static void reconcile_record(pico_app *app, const char *id, int *failed)
     if (strcmp(rec.runtime, app->ops->name) != 0 ||
         strcmp(rec.node, app->cfg.node_name) != 0)
         return; /* another node's: its sandbox is not ours to judge */
-    if (rec.s.status != SESSION_RUNNING && rec.s.status != SESSION_PENDING)
+    /* paused: its frozen sandbox is alive and stays paused; after a host
+     * restart its processes are gone and it fails like a running one */
+    if (rec.s.status != SESSION_RUNNING && rec.s.status != SESSION_PENDING &&
+        rec.s.status != SESSION_PAUSED)
         return;
     if (rec.s.status == SESSION_PENDING &&
         rec.s.created_at > now_s() - PICO_PENDING_GRACE_S)

@@ -17,7 +17,7 @@
 #include "core/util.h"
 
 static const char *const status_names[] = {
-    "pending", "running", "terminating", "terminated", "failed",
+    "pending", "running", "terminating", "terminated", "failed", "paused",
 };
 
 const char *session_status_name(session_status s)
@@ -353,15 +353,27 @@ static int parse_field(const pico_config *cfg, const char *key, json_t *v,
     } else if (!strcmp(key, "egress")) {
         return netpolicy_parse_request(cfg, v, s->egress_allow, s->egress_deny,
                                        err, errlen);
+    } else if (!strcmp(key, "idle_timeout")) {
+        json_int_t n;
+        if (!json_is_integer(v) || (n = json_integer_value(v)) < 0 ||
+            n > cfg->idle_timeout_max) {
+            snprintf(err, errlen,
+                     "idle_timeout: must be an integer between 0 (off) and "
+                     "%lld",
+                     cfg->idle_timeout_max);
+            return -1;
+        }
+        s->idle_timeout = n;
     } else if (!strcmp(key, "metadata")) {
         return parse_metadata(v, s, err, errlen);
     } else if (!strcmp(key, "resources")) {
         return parse_resources(cfg, v, s, err, errlen);
     } else {
-        snprintf(err, errlen,
-                 "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
-                 "isolation, network, egress, metadata, resources)",
-                 key);
+        snprintf(
+            err, errlen,
+            "%.64s: unknown field (allowed: ttl, image, ssh_public_key, "
+            "isolation, network, egress, metadata, resources, idle_timeout)",
+            key);
         return -1;
     }
     return 0;
@@ -385,6 +397,7 @@ int session_parse_request(const pico_config *cfg, const char *body, size_t len,
     copy_str(s->isolation, sizeof(s->isolation), cfg->isolation);
     copy_str(s->network, sizeof(s->network), "none");
     s->egress_allow[0] = s->egress_deny[0] = '\0';
+    s->idle_timeout = cfg->idle_timeout_default;
     s->metadata_json = NULL;
     if (len == 0)
         return 0;
@@ -578,6 +591,9 @@ json_t *session_to_json(const session *s, const session_tunnels *t)
                                       cidr_text_array(s->egress_allow),
                                       "deny_cidrs",
                                       cidr_text_array(s->egress_deny)));
+    if (o)
+        json_object_set_new(o, "idle_timeout",
+                            json_integer((json_int_t)s->idle_timeout));
     if (o && s->ssh_public_key[0])
         json_object_set_new(o, "ssh_public_key",
                             json_string(s->ssh_public_key));

@@ -31,7 +31,8 @@ typedef enum {
     SESSION_RUNNING,
     SESSION_TERMINATING,
     SESSION_TERMINATED,
-    SESSION_FAILED
+    SESSION_FAILED,
+    SESSION_PAUSED /* frozen by POST .../pause or idle stop (core/pause.c) */
 } session_status;
 
 /* Below these a sandbox cannot run sshd plus a shell and Python, so a
@@ -74,6 +75,9 @@ typedef struct {
     char host_key[PICO_HOSTKEY_MAX + 1]; /* "ssh-ed25519 AAAA..." */
     char host_key_fpr[PICO_FPR_MAX + 1]; /* "SHA256:..." */
     char sandbox_uid[PICO_UID_MAX + 1];  /* the pod's uid, "" if none */
+    long long
+        idle_timeout;    /* seconds without a tunnel before idle stop, 0 off */
+    long long active_at; /* ms: running since (created or resumed), 0 unset */
     char *metadata_json; /* compact JSON object text or NULL; heap-owned */
 } session;
 

@@ -69,12 +69,25 @@ typedef struct {
      * other backend takes over a delete that is still running. */
     long long destroy_max_ms;
 
-    /* 1 if the sandbox exists and runs, 0 if gone, -1 if unknown (error). */
+    /*
+     * Optional (NULL: the driver cannot pause; the core answers 501).
+     * pause freezes every process of the sandbox where it stands (it
+     * holds its memory but gets no CPU); resume thaws them. Files stay.
+     * Idempotent: pausing a paused sandbox, resuming a running one is
+     * success. 0, or -1 with a reason fit for users in err.
+     */
+    int (*pause)(runtime *rt, const char *session_id, char *err, size_t errlen);
+    int (*resume)(runtime *rt, const char *session_id, char *err,
+                  size_t errlen);
+
+    /* 1 if the sandbox exists and runs (or is paused), 0 if gone, -1 if
+     * unknown (error). */
     int (*alive)(runtime *rt, const char *session_id);
 
     /* The reaper's every-second liveness check of this node's running
      * sessions: like alive, but cheap enough to call for every session
-     * each second (no subprocess, no remote call). 1 runs, 0 dead or
+     * each second (no subprocess, no remote call). 1 runs (a paused
+     * sandbox runs: its init lives, frozen), 0 dead or
      * gone, -1 cannot tell. NULL when the driver has no cheap way yet
      * (kubernetes): its sandboxes are then not checked. */
     int (*running)(runtime *rt, const char *session_id);

@@ -71,6 +71,8 @@ static const record_field_def record_fields[] = {
     STR_FIELD("network", s.network),
     STR_FIELD("egress_allow", s.egress_allow),
     STR_FIELD("egress_deny", s.egress_deny),
+    NUM_FIELD("idle_timeout", FIELD_LL, s.idle_timeout),
+    NUM_FIELD("active_at", FIELD_LL, s.active_at),
     NUM_FIELD("metadata", FIELD_JSON, s.metadata_json),
 };
 

@@ -78,7 +78,8 @@ static const char update_if_lua[] =
  * ARGV: id, reason, retain-until. */
 static const char fail_lua[] =
     "local st = redis.call('HGET', KEYS[1], 'status')\n"
-    "if st ~= 'pending' and st ~= 'running' then return 0 end\n"
+    "if st ~= 'pending' and st ~= 'running' and st ~= 'paused' then return 0 "
+    "end\n"
     "redis.call('HSET', KEYS[1], 'status', 'failed', 'reason', ARGV[2], "
     "'endpoint', '')\n"
     "local until_s = tonumber(ARGV[3])\n"

@@ -51,14 +51,21 @@ int store_session_transition(store *st, const char *id, const char *statuses,
                              int npairs);
 
 /*
- * Marks a pending or running session failed with reason, clears its
+ * Marks a pending, running or paused session failed with reason, clears its
  * endpoint, moves its expiry to retain_until (unix seconds) when that
  * is sooner and publishes "deleted <id>" (the module closes its tunnels).
- * 1 done, 0 not pending/running (or gone), -1 error.
+ * 1 done, 0 not pending/running/paused (or gone), -1 error.
  */
 int store_session_fail(store *st, const char *id, const char *reason,
                        long long retain_until);
 
+/* Publishes "changed <id>" on pico:events: the nginx modules drop their
+ * cached verdict of the session (pause.c). 0 or -1. */
+int store_session_changed(store *st, const char *id);
+/* Ids of the running sessions of node and runtime with an idle_timeout
+ * (pause.c; the idle stop). Caller frees with store_free_ids. 0 or -1. */
+int store_node_idle_candidates(store *st, const char *node, const char *runtime,
+                               char ***ids, size_t *n);
 /* 1 found (rec filled, caller frees rec->s), 0 missing, -1 error. */
 int store_session_get(store *st, const char *id, session_record *rec);
 

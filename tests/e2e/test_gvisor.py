@@ -5,13 +5,14 @@ and behaves like a runc sandbox for the user; the tier is refused with a
 400 when the server does not allow it. runsc is installed by
 scripts/deps.sh: its absence fails these tests, it never skips them."""
 
+import json
 import os
 import shutil
 import subprocess
 
 import pytest
 
-from pico_stack import Stack
+from pico_stack import Stack, wait_for
 from test_sandbox import Sandbox, endpoint_path
 
 RUNSC = shutil.which("runsc") or "/usr/bin/runsc"
@@ -182,3 +183,28 @@ def test_gvisor_sandbox_killed_from_outside_turns_failed(gstack):
     s.close()
     assert status.split()[1] == "503", status
     assert gstack.delete(sid).status == 200
+
+
+def test_gvisor_pause_and_resume(gstack):
+    """runsc pause/resume (docs/runtime-local.md, "Pause"): a counter
+    stands still while paused and goes on after resume."""
+    sid = gstack.create(isolation="gvisor", ttl=300)["session_id"]
+    box = Sandbox(endpoint_path(gstack, sid))
+    try:
+        box.ok("setsid nohup sh -c 'i=0; while :; do i=$((i+1)); "
+               "echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done' "
+               ">/dev/null 2>&1 < /dev/null &")
+        wait_for(lambda: box.run("cat /tmp/n")[0] == 0, what="counter")
+        r = gstack.request("POST", "/v1/sessions/%s/pause" % sid)
+        assert r.status == 200 and r.json()["status"] == "paused", r
+        state = subprocess.run([RUNSC, "--root", os.path.join(gstack.var, "runsc"),
+                                "state", "pico-" + sid], capture_output=True,
+                               text=True).stdout
+        assert json.loads(state)["status"] == "paused", state
+        r = gstack.request("POST", "/v1/sessions/%s/resume" % sid)
+        assert r.status == 200 and r.json()["status"] == "running", r
+        before = int(box.ok("cat /tmp/n"))
+        wait_for(lambda: int(box.ok("cat /tmp/n")) > before, what="counting on")
+    finally:
+        box.close()
+        assert gstack.delete(sid).status == 200

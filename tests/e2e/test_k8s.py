@@ -1024,3 +1024,22 @@ def test_driver_request_bodies_match_upstream_schema(fake, dfake):
     assert r.returncode == 0, r.stdout + r.stderr
     assert " 0 invalid" in r.stdout, r.stdout
 
+
+
+def test_pause_is_refused_and_idle_deletes(kstack, fake):
+    """The Kubernetes driver cannot pause (docs/kubernetes.md, "Pause"):
+    501 not_supported, the pod untouched; an idle session is deleted
+    instead of paused."""
+    sid = kstack.create(ttl=300)["session_id"]
+    for what in ("pause", "resume"):
+        r = kstack.request("POST", "/v1/sessions/%s/%s" % (sid, what))
+        assert r.status == 501, r
+        err = r.json()["error"]
+        assert err == {"code": "not_supported",
+                       "message": "the kubernetes runtime cannot pause sessions"}
+    assert session_status(kstack, sid)["status"] == "running"
+    assert kstack.delete(sid).status == 200
+    idle = kstack.create(ttl=300, idle_timeout=1)["session_id"]
+    wait_for(lambda: kstack.request("GET", "/v1/sessions/" + idle).status == 404,
+             timeout=30, what="idle delete")
+    pods_gone(fake, "sandbox-" + idle)

@@ -134,6 +134,9 @@ static void test_bad_values(void **state)
         "disk_mb_default 20000\n", /* above disk_mb_max */
         "disk_mb_max 8\n",
         "disk_mb_default -1\n",
+        "idle_timeout_default 100000\n", /* above idle_timeout_max */
+        "idle_timeout_max -1\n",
+        "idle_action stop\n",
     };
     pico_config cfg;
     char err[256];

@@ -90,6 +90,22 @@ static void test_ttl(void **state)
     refused("{\"ttl\":true}", "ttl:");
 }
 
+static void test_idle_timeout(void **state)
+{
+    session s;
+    char err[256];
+
+    assert_int_equal(req("{}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.idle_timeout, 0); /* the default: off */
+    assert_int_equal(req("{\"idle_timeout\":86400}", &s, err, sizeof(err)), 0);
+    assert_int_equal(s.idle_timeout, 86400);
+    refused("{\"idle_timeout\":-1}", "idle_timeout: must be an integer");
+    refused("{\"idle_timeout\":86401}", "idle_timeout:");
+    refused("{\"idle_timeout\":\"5\"}", "idle_timeout:");
+    refused("{\"idle_timeout\":1.5}", "idle_timeout:");
+    refused("{\"idle_timeout\":null}", "idle_timeout:");
+}
+
 static void test_image(void **state)
 {
     refused("{\"image\":\";rm -rf /\"}", "image:");
@@ -299,18 +315,28 @@ static void test_status_names(void **state)
     assert_int_equal(session_status_parse("terminating", &st), 0);
     assert_int_equal(st, SESSION_TERMINATING);
     assert_string_equal(session_status_name(SESSION_PENDING), "pending");
+    assert_int_equal(session_status_parse("paused", &st), 0);
+    assert_int_equal(st, SESSION_PAUSED);
+    assert_string_equal(session_status_name(SESSION_PAUSED), "paused");
     assert_int_equal(session_status_parse("bogus", &st), -1);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),   cmocka_unit_test(test_valid_request),
-        cmocka_unit_test(test_ttl),        cmocka_unit_test(test_image),
-        cmocka_unit_test(test_body_shape), cmocka_unit_test(test_metadata),
-        cmocka_unit_test(test_resources),  cmocka_unit_test(test_disk),
-        cmocka_unit_test(test_isolation),  cmocka_unit_test(test_pubkey),
-        cmocka_unit_test(test_json),       cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_valid_request),
+        cmocka_unit_test(test_ttl),
+        cmocka_unit_test(test_image),
+        cmocka_unit_test(test_body_shape),
+        cmocka_unit_test(test_metadata),
+        cmocka_unit_test(test_resources),
+        cmocka_unit_test(test_disk),
+        cmocka_unit_test(test_isolation),
+        cmocka_unit_test(test_pubkey),
+        cmocka_unit_test(test_json),
+        cmocka_unit_test(test_status_names),
+        cmocka_unit_test(test_idle_timeout),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

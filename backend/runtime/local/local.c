@@ -373,7 +373,13 @@ int destroy_paths(const runtime *rt, const session_paths *p, char *err,
     pid_t pid = 0;
     int running = 0, slot = idmap_read_slot(p->dir);
 
-    if (runc_state(rt, p, &pid, &running) == 1 && running)
+    if (runc_state(rt, p, &pid, &running) == 1 && running == RUNC_PAUSED) {
+        /* a frozen process takes no signal: thaw first, so the kill
+         * lands and no frozen cgroup is left behind */
+        if (runc_freeze(rt, p, "resume", why, sizeof(why)) < 0)
+            log_warn("destroy %s: %s", p->cid, why);
+    }
+    if (running)
         kill_init(pid, p);
     /* stopped now (or gone, or runc state failed): delete --force removes
      * what is left, and is still right if the kill did not work */
@@ -415,7 +421,32 @@ static int local_alive(runtime *rt, const char *session_id)
     if (paths_for(rt, session_id, &p) < 0)
         return -1;
     rc = runc_state(rt, &p, &pid, &running);
-    return rc == 1 ? running : rc;
+    return rc == 1 ? running != 0 : rc;
+}
+
+/* runtime_ops.pause and resume: `runc pause|resume` (runsc's too). */
+static int local_freeze(runtime *rt, const char *session_id, const char *op,
+                        char *err, size_t errlen)
+{
+    session_paths p;
+
+    if (paths_for(rt, session_id, &p) < 0) {
+        snprintf(err, errlen, "invalid session id");
+        return -1;
+    }
+    return runc_freeze(rt, &p, op, err, errlen);
+}
+
+static int local_pause(runtime *rt, const char *session_id, char *err,
+                       size_t errlen)
+{
+    return local_freeze(rt, session_id, "pause", err, errlen);
+}
+
+static int local_resume(runtime *rt, const char *session_id, char *err,
+                        size_t errlen)
+{
+    return local_freeze(rt, session_id, "resume", err, errlen);
 }
 
 static int local_running(runtime *rt, const char *session_id)
@@ -543,6 +574,8 @@ const runtime_ops runtime_local_ops = {
     .create = local_create,
     .destroy = local_destroy,
     .destroy_max_ms = DESTROY_MAX_MS,
+    .pause = local_pause,
+    .resume = local_resume,
     .alive = local_alive,
     .running = local_running,
     .list = local_list,

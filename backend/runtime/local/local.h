@@ -168,8 +168,11 @@ int runc_delete(const runtime *rt, const session_paths *p, char *err,
                 size_t errlen);
 int start_container(const runtime *rt, const session_paths *p, int lfd,
                     char *err, size_t errlen);
+#define RUNC_PAUSED 2 /* runc_state's *running for a frozen container */
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
                int *running);
+int runc_freeze(const runtime *rt, const session_paths *p, const char *op,
+                char *err, size_t errlen);
 int pid_in_sandbox(pid_t pid, const session_paths *p);
 int runc_init_running(const runtime *rt, const session_paths *p);
 void kill_init(pid_t pid, const session_paths *p);

@@ -89,8 +89,9 @@ int start_container(const runtime *rt, const session_paths *p, int lfd,
 }
 
 /*
- * `runc state`: 1 with the init pid and whether it runs when the container
- * exists, 0 when it does not, -1 when runc fails otherwise.
+ * `runc state`: 1 with the init pid and *running (1 runs, RUNC_PAUSED
+ * frozen by `runc pause`, 0 otherwise) when the container exists, 0 when
+ * it does not, -1 when runc fails otherwise.
  */
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
                int *running)
@@ -120,10 +121,44 @@ int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
     if (st == NULL)
         return -1;
     status = json_string_value(json_object_get(st, "status"));
-    *running = status != NULL && strcmp(status, "running") == 0;
+    *running = status == NULL                   ? 0
+               : strcmp(status, "running") == 0 ? 1
+               : strcmp(status, "paused") == 0  ? RUNC_PAUSED
+                                                : 0;
     *pid = (pid_t)json_integer_value(json_object_get(st, "pid"));
     json_decref(st);
     return 1;
+}
+
+/*
+ * `runc pause` / `runc resume` (op): freezes or thaws every process of
+ * the container through its freezer cgroup. Already in the state asked
+ * for is success, so a retry after a lost answer does no harm.
+ */
+int runc_freeze(const runtime *rt, const session_paths *p, const char *op,
+                char *err, size_t errlen)
+{
+    const char *args[] = {op, p->cid, NULL};
+    int want = strcmp(op, "pause") == 0 ? RUNC_PAUSED : 1, running = 0;
+    char why[PICO_REASON_MAX];
+    pid_t pid;
+    int rc = runc_state(rt, p, &pid, &running);
+
+    if (rc == 0) {
+        snprintf(err, errlen, "the sandbox is gone");
+        return -1;
+    }
+    if (rc == 1 && running == want)
+        return 0;
+    if (rc == 1 && running == 0) {
+        snprintf(err, errlen, "the sandbox is not running");
+        return -1;
+    }
+    if (run_runc(rt, p->gvisor, args, -1, NULL, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "%s failed: %s", op, why);
+        return -1;
+    }
+    return 0;
 }
 
 /* 1 when pid is in the sandbox's own pids cgroup, so it is its init and

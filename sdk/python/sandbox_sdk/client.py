@@ -156,6 +156,7 @@ class SandboxClient:
                        timeout: Optional[float] = None,
                        idempotency_key: Optional[str] = None,
                        retries: int = 2,
+                       idle_timeout: Optional[int] = None,
                        **options: Any) -> Session:
         """Creates a session and returns it once its sandbox is running.
 
@@ -184,6 +185,10 @@ class SandboxClient:
                 key, after a connection failure or timeout (the answer may
                 have been lost) or a 503 from a service that is not
                 answering; 0 = never.
+            idle_timeout: seconds without an open tunnel after which the
+                service pauses (or deletes, by its ``idle_action``) the
+                session; 0 = never; ``None`` leaves it to the service's
+                default.
             **options: further fields sent as they are.
 
         If the service answers while the sandbox is still ``pending``, this
@@ -207,6 +212,8 @@ class SandboxClient:
             body["metadata"] = metadata
         if resources is not None:
             body["resources"] = resources
+        if idle_timeout is not None:
+            body["idle_timeout"] = idle_timeout
         body.update(options)
         if timeout is None:
             timeout = None if self.timeout is None else max(self.timeout, 180.0)
@@ -280,6 +287,24 @@ class SandboxClient:
             raise TypeError("ttl must be an int, not %r" % (ttl,))
         _, data = self._request("PATCH", "/v1/sessions/%s" % _quote(session_id),
                                 {"ttl": ttl})
+        return self._session(data)
+
+    def pause_session(self, session_id: str) -> Session:
+        """Freezes a running session's sandbox (status ``paused``): its
+        files and processes stay, new tunnels are refused (409) until
+        :meth:`resume_session`. Raises :class:`Conflict` (409) when the
+        session is not running (already paused, being deleted, failed),
+        :class:`SandboxError` (501, ``not_supported``) on a runtime that
+        cannot pause, :class:`SessionNotFound` (404)."""
+        _, data = self._request("POST", "/v1/sessions/%s/pause" %
+                                _quote(session_id))
+        return self._session(data)
+
+    def resume_session(self, session_id: str) -> Session:
+        """Thaws a paused session: its processes go on where they stood.
+        Raises :class:`Conflict` (409) when it is not paused."""
+        _, data = self._request("POST", "/v1/sessions/%s/resume" %
+                                _quote(session_id))
         return self._session(data)
 
     def delete_session(self, session_id: str) -> None:
@@ -379,8 +404,9 @@ class SandboxClient:
 class Event:
     """One lifecycle event: ``id`` (resume after it with
     ``last_event_id``), ``type`` (``created``, ``running``, ``failed``,
-    ``ttl_changed``, ``expiring``, ``tunnel_opened``, ``tunnel_closed``,
-    ``terminated``), ``session_id``,
+    ``ttl_changed``, ``expiring``, ``idle``, ``paused``, ``resumed``,
+    ``tunnel_opened``, ``tunnel_closed``, ``terminated``; a type added
+    later comes through as it is), ``session_id``,
     ``time`` and the whole ``data`` (``reason``, ``expires_at``, ``ttl``
     where the type has them)."""
 

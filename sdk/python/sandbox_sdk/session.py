@@ -137,7 +137,8 @@ class Session:
     not meant to be built by hand.
 
     Fields (as last reported by the service): ``session_id``, ``status``
-    (``pending``, ``running``, ``terminating``, ``terminated``, ``failed``),
+    (``pending``, ``running``, ``paused``, ``terminating``, ``terminated``,
+    ``failed``), ``idle_timeout`` (seconds, 0 = off),
     ``image``, ``ttl`` (seconds), ``created_at`` and ``expires_at``
     (timezone-aware ``datetime``), ``sandbox_name``, ``tunnel_path``,
     ``ssh_user``, ``host_key``, ``host_key_fingerprint``, ``resources``,
@@ -156,6 +157,7 @@ class Session:
     status: str
     image: str
     ttl: Optional[int]
+    idle_timeout: Optional[int]
     created_at: Optional[_dt.datetime]
     expires_at: Optional[_dt.datetime]
     sandbox_name: str
@@ -196,6 +198,8 @@ class Session:
         self.host_key = data.get("host_key") or None
         self.host_key_fingerprint = (data.get("host_key_fingerprint") or
                                      data.get("host_key_fpr") or None)
+        idle = data.get("idle_timeout")
+        self.idle_timeout = int(idle) if isinstance(idle, int) else None
         self.resources = dict(data.get("resources") or {})
         self.metadata = dict(data.get("metadata") or {})
         self.tunnels = dict(data.get("tunnels") or {})
@@ -241,6 +245,18 @@ class Session:
         shorten the session); returns self with the new fields. See
         :meth:`SandboxClient.extend_session`."""
         self._update(self._client.extend_session(self.session_id, ttl).raw)
+        return self
+
+    def pause(self) -> "Session":
+        """Freezes the sandbox (status ``paused``); see
+        :meth:`SandboxClient.pause_session`."""
+        self._update(self._client.pause_session(self.session_id).raw)
+        return self
+
+    def resume(self) -> "Session":
+        """Thaws a paused sandbox; see
+        :meth:`SandboxClient.resume_session`."""
+        self._update(self._client.resume_session(self.session_id).raw)
         return self
 
     def delete(self) -> None:
