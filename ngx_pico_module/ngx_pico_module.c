@@ -292,13 +292,38 @@ ngx_pico_check_body(ngx_pico_tunnel_t *t)
 static ngx_int_t
 ngx_pico_check_path(ngx_pico_tunnel_t *t)
 {
+    int                  rc;
+    size_t               restlen;
+    unsigned             port;
     ngx_http_request_t  *r;
-    const unsigned char *id;
+    const unsigned char *id, *rest;
 
     r = t->request;
 
-    switch (pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len,
-                                   &id)) {
+    rc = pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len, &id);
+
+    if (rc == PICO_PATH_NOT_FOUND) {
+        /* CONNECT /v1/sessions/<id>/ports/<port>/tunnel: ngx_pico_ports.c */
+        switch (pico_parse_ports_path(r->unparsed_uri.data, r->unparsed_uri.len,
+                                      &id, &port, &rest, &restlen)) {
+        case PICO_PORTS_OK:
+            rc = pico_parse_ports_tunnel(rest, restlen) ? PICO_PATH_OK
+                                                        : PICO_PATH_NOT_FOUND;
+            t->port = port;
+            break;
+
+        case PICO_PORTS_BAD_ID:
+            rc = PICO_PATH_BAD_ID;
+            break;
+
+        case PICO_PORTS_BAD_PORT:
+            ngx_pico_set_status(t, "bad_request");
+            return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST,
+                                 "Invalid port: expected 1..65535\n", NULL);
+        }
+    }
+
+    switch (rc) {
     case PICO_PATH_OK:
         break;
 

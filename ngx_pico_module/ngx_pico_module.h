@@ -17,13 +17,15 @@
  *                           pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
  *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
+ *   ngx_pico_ports.c        ports tunnels: the port's endpoint, the port
+ *                           relay's header and status
  *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> session -> tunnel -> connect -> relay -> pipe
+ *   module -> session -> tunnel -> connect -> ports -> relay -> pipe
  *      |         |`--> cache  |
  *      |         +------------+-> redis_lookup -> redis -> redis_event
  *      |         |            `---------------------^
@@ -250,6 +252,7 @@ struct ngx_pico_relay_s {
     ngx_pico_loc_conf_t  *plcf;
     ngx_str_t            *session_id; /* for messages */
     ngx_str_t             endpoint;
+    ngx_uint_t            port; /* a ports tunnel's port, 0: SSH */
     ngx_peer_connection_t peer;
 
     ngx_pico_dir_t    up;    /* client -> sandbox */
@@ -267,10 +270,16 @@ struct ngx_pico_relay_s {
     ngx_pico_relay_handler_pt handler;
     void                     *data;
     unsigned                  relaying : 1;
+    unsigned                  port_header : 1; /* pico-init's port relay */
 };
 
 /* ngx_pico_connect.c */
 void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
+
+/* ngx_pico_ports.c (tunnel -> ports for the endpoint, connect -> ports) */
+ngx_int_t ngx_pico_ports_endpoint(ngx_pico_relay_t *rl, ngx_str_t *ep);
+char     *ngx_pico_ports_connect_error(ngx_pico_relay_t *rl, ngx_err_t err);
+void      ngx_pico_ports_open(ngx_pico_relay_t *rl);
 
 /* ngx_pico_relay.c (connect -> relay) */
 void ngx_pico_relay_connected(ngx_pico_relay_t *rl);
@@ -299,6 +308,7 @@ struct ngx_pico_tunnel_s {
 
     u_char     id[PICO_ID_LEN];
     ngx_str_t  session_id; /* points at id, empty before */
+    ngx_uint_t port;       /* CONNECT .../ports/<port>/tunnel, else 0 */
     u_char     token[PICO_TOKEN_LEN];
     ngx_uint_t has_token;
 
