@@ -27,6 +27,7 @@ static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_pico_preview(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
 static void      ngx_pico_exit_process(ngx_cycle_t *cycle);
 
@@ -35,6 +36,9 @@ static ngx_command_t ngx_pico_commands[] = {
 
     {ngx_string("pico_tunnel"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      ngx_pico_tunnel, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+
+    {ngx_string("pico_preview"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     ngx_pico_preview, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
 
     {ngx_string("pico_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
@@ -94,7 +98,7 @@ static ngx_command_t ngx_pico_commands[] = {
 
 static ngx_http_module_t ngx_pico_module_ctx = {
     ngx_pico_add_variables,    /* preconfiguration */
-    NULL,                      /* postconfiguration */
+    ngx_pico_preview_init,     /* postconfiguration */
     ngx_pico_create_main_conf, /* create main configuration */
     ngx_pico_init_main_conf,   /* init main configuration */
     NULL,                      /* create server configuration */
@@ -460,6 +464,7 @@ ngx_pico_create_loc_conf(ngx_conf_t *cf)
     }
 
     plcf->tunnel = NGX_CONF_UNSET;
+    plcf->preview = NGX_CONF_UNSET;
     plcf->auth = NGX_CONF_UNSET;
     plcf->splice = NGX_CONF_UNSET;
     plcf->connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -478,6 +483,7 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_pico_loc_conf_t *conf = child;
 
     ngx_conf_merge_value(conf->tunnel, prev->tunnel, 0);
+    ngx_conf_merge_value(conf->preview, prev->preview, 0);
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_value(conf->splice, prev->splice, 1);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
@@ -519,6 +525,26 @@ ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_pico_handler;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_pico_module);
+    pmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* an HTTP preview location (ngx_pico_preview.c): Redis is needed */
+static char *
+ngx_pico_preview(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_pico_loc_conf_t  *plcf = conf;
+    ngx_pico_main_conf_t *pmcf;
+
+    if (plcf->preview != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    plcf->preview = 1;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_pico_module);
     pmcf->enabled = 1;

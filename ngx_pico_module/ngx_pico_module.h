@@ -19,6 +19,9 @@
  *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
  *   ngx_pico_ports.c        ports tunnels: the port's endpoint, the port
  *                           relay's header and status
+ *   ngx_pico_preview.c      HTTP preview: the access check of a
+ *                           pico_preview location, its variables
+ *   ngx_pico_preview_cookie.c  the preview cookie: read, stripped
  *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
@@ -77,6 +80,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t tunnel;
+    ngx_flag_t preview; /* pico_preview: an HTTP preview location */
     ngx_flag_t auth;
     ngx_flag_t splice;
     ngx_msec_t connect_timeout;
@@ -154,6 +158,10 @@ typedef struct {
     ngx_str_t  principal;
     ngx_uint_t found; /* session record exists */
     ngx_uint_t token_found;
+    ngx_str_t  preview_session; /* a preview link's (pico:preview:<digest>) */
+    ngx_str_t  preview_port;
+    ngx_str_t  preview_expires; /* unix seconds */
+    ngx_uint_t preview_found;
 } ngx_pico_record_t;
 
 /* rec is NULL when the lookup failed; error says why */
@@ -201,8 +209,12 @@ ngx_pico_lookup_t *ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id,
                                          u_char *token, ngx_log_t *log,
                                          ngx_pico_lookup_handler_pt handler,
                                          void                      *data);
-void               ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
-ngx_int_t          ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
+ngx_pico_lookup_t *
+ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
+                              ngx_log_t                 *log,
+                              ngx_pico_lookup_handler_pt handler, void *data);
+void      ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
+ngx_int_t ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
 
 /* ngx_pico_redis_event.c */
 typedef void (*ngx_pico_redis_closed_pt)(struct redisAsyncContext *ac,
@@ -280,6 +292,11 @@ void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
 ngx_int_t ngx_pico_ports_endpoint(ngx_pico_relay_t *rl, ngx_str_t *ep);
 char     *ngx_pico_ports_connect_error(ngx_pico_relay_t *rl, ngx_err_t err);
 void      ngx_pico_ports_open(ngx_pico_relay_t *rl);
+
+/* ngx_pico_preview.c, ngx_pico_preview_cookie.c */
+ngx_int_t ngx_pico_preview_init(ngx_conf_t *cf);
+ngx_int_t ngx_pico_preview_cookie_get(ngx_http_request_t *r, ngx_str_t *value);
+ngx_int_t ngx_pico_preview_cookie_strip(ngx_http_request_t *r, ngx_str_t *out);
 
 /* ngx_pico_relay.c (connect -> relay) */
 void ngx_pico_relay_connected(ngx_pico_relay_t *rl);

@@ -10,7 +10,8 @@ libssh-dev libssl-dev libmicrohttpd-dev libcmocka-dev
 redis-server runc runsc mmdebstrap openssh-client openssh-sftp-server
 python3 python3-pytest python3-paramiko python3-yaml python3-venv
 python3-pip python3-setuptools jq curl iproute2
-openssl e2fsprogs systemd procps util-linux"
+openssl e2fsprogs systemd procps util-linux
+chromium"
 
 missing=""
 for p in $PKGS; do

@@ -4,6 +4,7 @@ reach the sandbox over SSH through its endpoint socket (as test_sandbox.py
 does), and the apps are started detached so they outlive that connection.
 """
 
+import os
 import socket
 
 import paramiko
@@ -77,6 +78,18 @@ class Box:
     def tcp_echo(self, port):
         self.put("/tmp/echo-%d.py" % port, TCP_ECHO.replace("PORT", str(port)))
         self.start("python3 /tmp/echo-%d.py" % port, port)
+
+    def ws_app(self, port):
+        here = os.path.dirname(os.path.abspath(__file__))
+        with open(os.path.join(here, "apps", "ws_app.py")) as f:
+            self.put("/tmp/ws_app.py", f.read())
+        self.start("python3 /tmp/ws_app.py %d" % port, port)
+
+    def http_server(self, port, html):
+        self.ok("mkdir -p /tmp/www-%d" % port)
+        self.put("/tmp/www-%d/index.html" % port, html)
+        self.start("python3 -m http.server %d --bind 127.0.0.1 --directory "
+                   "/tmp/www-%d" % (port, port), port)
 
     def interfaces(self):
         return sorted(self.ok("ls /sys/class/net").split())
