@@ -291,3 +291,19 @@ def test_sdk_expose(new_stack):
     finally:
         box.close()
         session.delete()
+
+
+def test_preview_under_make_run(run_stack):
+    """As `make run` runs pico (scripts/run.sh, auth off): the preview path
+    of a session serves its app to curl, and the sandbox has only lo."""
+    st = run_stack(name="run-preview")
+    sid = st.create(ttl=300)["session_id"]
+    box = Box(st, sid)
+    try:
+        box.http_server(WEB_PORT, PAGE)
+        status, _, body = curl(st, prefix(sid, WEB_PORT) + "/")
+        assert status == 200 and "hello from the sandbox" in body, (status, body)
+        assert box.interfaces() == ["lo"]
+    finally:
+        box.close()
+        assert st.delete(sid).status == 200
