@@ -457,22 +457,12 @@ ngx_pico_preview_json(ngx_http_request_t *r, ngx_uint_t status, char *message)
     ngx_table_elt_t *h;
     char            *code;
 
-    switch (status) {
-    case NGX_HTTP_BAD_REQUEST:
-        code = "invalid_request";
-        break;
-    case NGX_HTTP_UNAUTHORIZED:
-        code = "unauthorized";
-        break;
-    case NGX_HTTP_FORBIDDEN:
-        code = "forbidden";
-        break;
-    case NGX_HTTP_NOT_FOUND:
-        code = "not_found";
-        break;
-    default:
-        code = "unavailable";
-    }
+    /* the REST API's codes for the same answers */
+    code = status == NGX_HTTP_BAD_REQUEST    ? "invalid_request"
+           : status == NGX_HTTP_UNAUTHORIZED ? "unauthorized"
+           : status == NGX_HTTP_FORBIDDEN    ? "forbidden"
+           : status == NGX_HTTP_NOT_FOUND    ? "not_found"
+                                             : "unavailable";
 
     b = ngx_create_temp_buf(r->pool,
                             64 + ngx_strlen(code) + ngx_strlen(message));

@@ -116,6 +116,11 @@ def test_app_sees_its_own_path_and_the_prefix(stack, apps):
     # neither credential reaches the app; other cookies do
     assert hdrs.get("cookie") == "theme=dark"
     assert "authorization" not in hdrs
+    # a POST keeps its method and body on the way
+    status, _, body = curl(stack, prefix(sid, WS_PORT) + "/form", "-d", "a=1&b=2")
+    assert status == 200, body
+    seen = json.loads(body)
+    assert (seen["method"], seen["path"], seen["body"]) == ("POST", "/form", "a=1&b=2")
 
 
 @pytest.mark.parametrize("port,status", [("0", 400), ("65536", 400),

@@ -60,8 +60,10 @@ class App(http.server.BaseHTTPRequestHandler):
                 rendered.wait_for(lambda: counts["rendered"] >= counts["held"], 60)
             body, ctype = GIF, "image/gif"
         else:
-            body = json.dumps({"path": self.path,
-                               "headers": dict(self.headers)}).encode()
+            n = int(self.headers.get("Content-Length") or 0)
+            body = json.dumps({"method": self.command, "path": self.path,
+                               "headers": dict(self.headers),
+                               "body": self.rfile.read(n).decode()}).encode()
             ctype = "application/json"
         self.send_response(200)
         self.send_header("Content-Type", ctype)
