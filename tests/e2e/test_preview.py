@@ -9,6 +9,7 @@ network interface but lo throughout."""
 import base64
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -152,26 +153,66 @@ def test_websocket_echo_through_preview(stack, apps):
     assert ws_echo(stack, prefix(sid, WS_PORT) + "/ws", "hello ws") == "hello ws"
 
 
-def chromium(tmp_path, *args):
-    """Headless Chromium that talks to nothing but the URL it is given."""
+LOOPBACK = ('inet_addr("127.', '"::1"', '"::ffff:127.')
+
+
+def outside_traffic(trace):
+    """What a strace -f -yy of connect and the send calls shows going
+    beyond loopback: TCP connects, DNS, datagrams sent with an address,
+    and anything sent on a UDP socket connected outside. A UDP connect
+    alone sends nothing: Chromium's route probe to 2001:4860:: is one."""
+    bad, outside = [], set()
+    for line in trace.splitlines():
+        m = re.search(r"\(\d+<(TCP|UDP)v?6?:\[([^\]]*)\]>", line)
+        if m is None:
+            continue
+        inet = "AF_INET" in line and not any(a in line for a in LOOPBACK)
+        if " connect(" in line and inet:
+            if m.group(1) == "TCP" or "htons(53)" in line:
+                bad.append(line[:200])
+            outside.add(m.group(2))
+        elif " connect(" not in line and (inet or m.group(2) in outside):
+            bad.append(line[:200])
+    return bad
+
+
+def chromium(tmp_path, *args, trace=False):
+    """Headless Chromium that talks to nothing but the URL it is given:
+    no background services, and every host name resolves to nothing
+    (--host-resolver-rules), so not even a DNS query leaves. trace=True
+    runs it under strace and fails on any traffic beyond loopback."""
     cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
            "--no-first-run", "--no-default-browser-check",
            "--disable-background-networking", "--disable-component-update",
            "--disable-sync", "--disable-default-apps", "--disable-extensions",
            "--metrics-recording-only", "--disable-domain-reliability",
            "--disable-breakpad", "--no-pings", "--dns-prefetch-disable",
+           "--no-proxy-server", "--disable-features=MediaRouter,OptimizationHints",
+           "--disable-client-side-phishing-detection",
+           "--safebrowsing-disable-auto-update",
+           "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
            "--user-data-dir=%s" % (tmp_path / "chromium-profile"),
            "--virtual-time-budget=10000", *args]
+    log = tmp_path / "chromium.strace"
+    if trace:
+        cmd = ["strace", "-f", "-qq", "-yy", "-e",
+               "trace=connect,sendto,sendmsg,sendmmsg,write,writev",
+               "-o", str(log)] + cmd
     p = subprocess.run(cmd, capture_output=True, timeout=120,
                        cwd=str(tmp_path))
     assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    if trace:
+        text = log.read_text(errors="replace")
+        assert "AF_INET" in text  # it did connect: the check saw something
+        assert outside_traffic(text) == []
     return p.stdout.decode("utf-8", "replace")
 
 
 def test_chromium_renders_the_pages_and_the_websocket(stack, apps, tmp_path):
     sid, _ = apps
     base = "http://127.0.0.1:%d" % stack.port
-    dom = chromium(tmp_path, "--dump-dom", base + prefix(sid, WEB_PORT) + "/")
+    dom = chromium(tmp_path, "--dump-dom", base + prefix(sid, WEB_PORT) + "/",
+                   trace=True)
     assert "hello from the sandbox" in dom
     # the page's own script opened the WebSocket and rendered its echo
     dom = chromium(tmp_path, "--dump-dom", base + prefix(sid, WS_PORT) + "/")
