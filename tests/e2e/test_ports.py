@@ -210,3 +210,49 @@ def test_ports_auth_and_ownership(new_stack):
     finally:
         box.close()
         assert st.delete(sid, token=alice).status == 200
+
+
+def test_pooled_sandbox_has_ports_too(new_stack):
+    """A warm-pool sandbox was started before its session existed: its
+    ports.sock was bound then and moved with its folder on the claim."""
+    from test_pool import container_of, wait_pool_full
+
+    st = new_stack(conf={"pico.conf": {"warm_pool": "1"}})
+    wait_pool_full(st, 1)
+    sid = st.create(ttl=300)["session_id"]
+    assert "session %s: sandbox %s from pool" % (
+        sid, container_of(st, sid)[len("pico-"):]) in st.backend.read_log()
+    box = Box(st, sid)
+    try:
+        box.tcp_echo(ECHO_PORT)
+        s, status, _, _ = connect_port(st, sid, ECHO_PORT)
+        try:
+            assert " 200 " in status, status
+            assert echo_roundtrip(s, b"pooled") == b"pooled"
+        finally:
+            s.close()
+        assert box.interfaces() == ["lo"]
+    finally:
+        box.close()
+        assert st.delete(sid).status == 200
+
+
+def test_sandbox_without_port_relay_says_so(stack):
+    """A sandbox started before ports existed has no ports.sock: the 502
+    says what to do. (Its socket removed here stands for such a one.)"""
+    sid = stack.create(ttl=300)["session_id"]
+    try:
+        ep = stack.redis_cli("HGET", "pico:session:" + sid, "endpoint")
+        os.unlink(os.path.join(os.path.dirname(ep[len("unix:"):]), "ports.sock"))
+        s, status, head, rest = connect_port(stack, sid, 80)
+        try:
+            assert " 502 " in status, status
+            assert "no port relay" in body_of(s, head, rest)
+        finally:
+            s.close()
+        # and its SSH tunnel is not affected
+        s, status, _ = stack.open_tunnel(sid)
+        s.close()
+        assert " 200 " in status, status
+    finally:
+        assert stack.delete(sid).status == 200
