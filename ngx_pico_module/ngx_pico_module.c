@@ -98,7 +98,7 @@ static ngx_command_t ngx_pico_commands[] = {
 
 static ngx_http_module_t ngx_pico_module_ctx = {
     ngx_pico_add_variables,    /* preconfiguration */
-    ngx_pico_preview_init,     /* postconfiguration */
+    NULL,                      /* postconfiguration */
     ngx_pico_create_main_conf, /* create main configuration */
     ngx_pico_init_main_conf,   /* init main configuration */
     NULL,                      /* create server configuration */

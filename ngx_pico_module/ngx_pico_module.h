@@ -22,6 +22,7 @@
  *   ngx_pico_preview.c      HTTP preview: the access check of a
  *                           pico_preview location, its variables
  *   ngx_pico_preview_cookie.c  the preview cookie: read, stripped
+ *   ngx_pico_preview_vars.c the $pico_preview_* variables
  *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ../common/pico_parse.c  pure parsing, shared with the backend
@@ -33,6 +34,8 @@
  *      |         +------------+-> redis_lookup -> redis -> redis_event
  *      |         |            `---------------------^
  *      +--> redis_conf, variables, cache (init/exit)
+ *
+ *   preview -> preview_vars, preview_cookie, ports, redis_lookup
  *
  * Whatever reports back upwards (a lookup's answer, a relay's end, a
  * deleted session) does so through a handler the caller registered, never
@@ -293,8 +296,38 @@ ngx_int_t ngx_pico_ports_endpoint(ngx_pico_relay_t *rl, ngx_str_t *ep);
 char     *ngx_pico_ports_connect_error(ngx_pico_relay_t *rl, ngx_err_t err);
 void      ngx_pico_ports_open(ngx_pico_relay_t *rl);
 
-/* ngx_pico_preview.c, ngx_pico_preview_cookie.c */
-ngx_int_t ngx_pico_preview_init(ngx_conf_t *cf);
+/* ngx_pico_preview.c: one HTTP preview request (its own context slot) */
+#define NGX_PICO_PREVIEW_HEX 64 /* a preview link's token, and its digest */
+
+typedef enum {
+    NGX_PICO_PV_OPEN = 0, /* pico_auth off */
+    NGX_PICO_PV_BEARER,
+    NGX_PICO_PV_LINK,   /* the ?pico_preview= of a link: set the cookie */
+    NGX_PICO_PV_COOKIE, /* the cookie a link set */
+} ngx_pico_pv_cred_e;
+
+typedef struct {
+    ngx_http_request_t *request;
+    ngx_pico_lookup_t  *lookup;
+    u_char              id[PICO_ID_LEN];
+    ngx_uint_t          port;
+    ngx_pico_pv_cred_e  cred;
+    u_char              token[PICO_TOKEN_LEN];        /* bearer */
+    u_char              link[NGX_PICO_PREVIEW_HEX];   /* link token */
+    u_char              digest[NGX_PICO_PREVIEW_HEX]; /* its SHA-256 */
+    ngx_str_t           rest;     /* path and args after the prefix */
+    ngx_str_t           prefix;   /* /v1/sessions/<id>/ports/<port> */
+    ngx_str_t           upstream; /* the verdict's, for proxy_pass */
+    time_t              expires;  /* the link's */
+    ngx_int_t           status;   /* the verdict: 0 pass, else answer */
+    char               *message;
+    unsigned            done : 1;
+} ngx_pico_preview_t;
+
+extern ngx_module_t ngx_pico_preview_module;
+
+/* ngx_pico_preview_vars.c, ngx_pico_preview_cookie.c */
+ngx_int_t ngx_pico_preview_variables(ngx_conf_t *cf);
 ngx_int_t ngx_pico_preview_cookie_get(ngx_http_request_t *r, ngx_str_t *value);
 ngx_int_t ngx_pico_preview_cookie_strip(ngx_http_request_t *r, ngx_str_t *out);
 

@@ -22,8 +22,15 @@
  * prefix and a redirect to the same URL without it, so the token leaves
  * the address bar and the app never sees it.
  *
- * Calls: module -> preview -> redis_lookup (the answer comes back
- * through a handler, as for tunnels).
+ * Calls: preview -> preview_vars, preview_cookie, ports (the endpoint
+ * rule), redis_lookup (whose answer comes back through a handler, as for
+ * tunnels).
+ *
+ * ngx_pico_preview_module is a second module of the same .so only for
+ * its own request context slot: a tunnel's context (ngx_pico_module's)
+ * is read by the access-log variables of every request, and must never
+ * be a preview's.  Its directive and configuration are ngx_pico_module's
+ * (pico_preview, pico_auth).
  */
 
 #include <openssl/crypto.h>
@@ -32,32 +39,7 @@
 #include "ngx_pico_module.h"
 
 #define NGX_PICO_PREVIEW_ARG "pico_preview"
-#define NGX_PICO_PREVIEW_HEX 64
 
-typedef enum {
-    NGX_PICO_PV_OPEN = 0, /* pico_auth off */
-    NGX_PICO_PV_BEARER,
-    NGX_PICO_PV_LINK,   /* the ?pico_preview= of a link: set the cookie */
-    NGX_PICO_PV_COOKIE, /* the cookie a link set */
-} ngx_pico_pv_cred_e;
-
-typedef struct {
-    ngx_http_request_t *request;
-    ngx_pico_lookup_t  *lookup;
-    u_char              id[PICO_ID_LEN];
-    ngx_uint_t          port;
-    ngx_pico_pv_cred_e  cred;
-    u_char              token[PICO_TOKEN_LEN];        /* bearer */
-    u_char              link[NGX_PICO_PREVIEW_HEX];   /* link token */
-    u_char              digest[NGX_PICO_PREVIEW_HEX]; /* its SHA-256 */
-    ngx_str_t           rest;     /* path and args after the prefix */
-    ngx_str_t           prefix;   /* /v1/sessions/<id>/ports/<port> */
-    ngx_str_t           upstream; /* the verdict's, for proxy_pass */
-    time_t              expires;  /* the link's */
-    ngx_int_t           status;   /* the verdict: 0 pass, else answer */
-    char               *message;
-    unsigned            done : 1;
-} ngx_pico_preview_t;
 
 static ngx_int_t ngx_pico_preview_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_pico_preview_start(ngx_http_request_t *r);
@@ -79,11 +61,35 @@ static ngx_int_t ngx_pico_preview_redirect(ngx_http_request_t *r,
                                            ngx_pico_preview_t *pv);
 static void      ngx_pico_preview_cleanup(void *data);
 static ngx_int_t ngx_pico_preview_sha256(u_char *in, size_t len, u_char *hex);
-static ngx_int_t ngx_pico_preview_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_pico_preview_init(ngx_conf_t *cf);
+
+static ngx_http_module_t ngx_pico_preview_module_ctx = {
+    NULL,                  /* preconfiguration */
+    ngx_pico_preview_init, /* postconfiguration */
+    NULL,                  /* create main configuration */
+    NULL,                  /* init main configuration */
+    NULL,                  /* create server configuration */
+    NULL,                  /* merge server configuration */
+    NULL,                  /* create location configuration */
+    NULL                   /* merge location configuration */
+};
+
+ngx_module_t ngx_pico_preview_module = {NGX_MODULE_V1,
+                                        &ngx_pico_preview_module_ctx,
+                                        NULL,            /* directives */
+                                        NGX_HTTP_MODULE, /* module type */
+                                        NULL,            /* init master */
+                                        NULL,            /* init module */
+                                        NULL,            /* init process */
+                                        NULL,            /* init thread */
+                                        NULL,            /* exit thread */
+                                        NULL,            /* exit process */
+                                        NULL,            /* exit master */
+                                        NGX_MODULE_V1_PADDING};
 
 
 /* postconfiguration: the access-phase handler and the variables */
-ngx_int_t
+static ngx_int_t
 ngx_pico_preview_init(ngx_conf_t *cf)
 {
     ngx_http_handler_pt       *h;
@@ -113,7 +119,7 @@ ngx_pico_preview_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    pv = ngx_http_get_module_ctx(r, ngx_pico_module);
+    pv = ngx_http_get_module_ctx(r, ngx_pico_preview_module);
 
     if (pv == NULL) {
         return ngx_pico_preview_start(r);
@@ -173,7 +179,7 @@ ngx_pico_preview_start(ngx_http_request_t *r)
     pv->prefix.data = r->unparsed_uri.data;
     pv->prefix.len = rest - r->unparsed_uri.data;
 
-    ngx_http_set_ctx(r, pv, ngx_pico_module);
+    ngx_http_set_ctx(r, pv, ngx_pico_preview_module);
 
     /* .../ports/8080 -> .../ports/8080/: relative links need the slash */
     if (restlen == 0 || rest[0] == '?') {
@@ -613,81 +619,6 @@ ngx_pico_preview_sha256(u_char *in, size_t len, u_char *hex)
     }
 
     ngx_hex_dump(hex, md, 32);
-
-    return NGX_OK;
-}
-
-
-/* -- variables ----------------------------------------------------------- */
-
-static ngx_int_t
-ngx_pico_preview_var(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-                     uintptr_t data)
-{
-    u_char             *p;
-    ngx_str_t           s;
-    ngx_pico_preview_t *pv;
-
-    pv = ngx_http_get_module_ctx(r, ngx_pico_module);
-
-    if (pv == NULL || pv->request != r || !pv->done || pv->status != 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    switch (data) {
-    case 0:
-        s = pv->upstream;
-        break;
-    case 1:
-        s = pv->rest;
-        break;
-    case 2:
-        s = pv->prefix;
-        break;
-    case 3:
-        p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        s.data = p;
-        s.len = ngx_sprintf(p, "%ui", pv->port) - p;
-        break;
-    default:
-        if (ngx_pico_preview_cookie_strip(r, &s) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
-    v->data = s.data;
-    v->len = s.len;
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_pico_preview_variables(ngx_conf_t *cf)
-{
-    ngx_uint_t           i;
-    ngx_http_variable_t *v;
-    static ngx_str_t     names[] = {
-            ngx_string("pico_preview_upstream"), ngx_string("pico_preview_uri"),
-            ngx_string("pico_preview_prefix"), ngx_string("pico_preview_port"),
-            ngx_string("pico_preview_cookie")};
-
-    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-        v = ngx_http_add_variable(cf, &names[i], NGX_HTTP_VAR_NOCACHEABLE);
-        if (v == NULL) {
-            return NGX_ERROR;
-        }
-
-        v->get_handler = ngx_pico_preview_var;
-        v->data = i;
-    }
 
     return NGX_OK;
 }
