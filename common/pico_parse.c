@@ -87,6 +87,85 @@ int pico_parse_tunnel_path(const unsigned char *p, size_t len,
     return PICO_PATH_OK;
 }
 
+unsigned pico_parse_port(const unsigned char *p, size_t len)
+{
+    unsigned port;
+    size_t i;
+
+    if (len == 0 || len > PICO_PORT_MAX_LEN || p[0] == '0') {
+        return 0;
+    }
+
+    port = 0;
+
+    for (i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return 0;
+        }
+
+        port = port * 10 + (unsigned)(p[i] - '0');
+    }
+
+    return port <= 65535 ? port : 0;
+}
+
+int pico_parse_ports_path(const unsigned char *p, size_t len,
+                          const unsigned char **id, unsigned *port,
+                          const unsigned char **rest, size_t *restlen)
+{
+    static const char ports[] = "/ports/";
+    size_t plen, n, i;
+    const unsigned char *seg, *end;
+
+    plen = sizeof(PICO_PATH_PREFIX) - 1;
+    end = p + len;
+
+    if (len < plen || memcmp(p, PICO_PATH_PREFIX, plen) != 0) {
+        return PICO_PORTS_NOT_FOUND;
+    }
+
+    /* the id segment ends at the next '/' */
+    seg = p + plen;
+    for (i = 0; seg + i < end && seg[i] != '/'; i++) {
+        if (seg[i] == '?') {
+            return PICO_PORTS_NOT_FOUND;
+        }
+    }
+
+    n = sizeof(ports) - 1;
+    if ((size_t)(end - (seg + i)) < n || memcmp(seg + i, ports, n) != 0) {
+        return PICO_PORTS_NOT_FOUND;
+    }
+
+    if (!pico_parse_uuid(seg, i)) {
+        return PICO_PORTS_BAD_ID;
+    }
+
+    *id = seg;
+    seg += i + n;
+
+    /* the port segment ends at '/', '?' or the end */
+    for (i = 0; seg + i < end && seg[i] != '/' && seg[i] != '?'; i++) {
+        /* scan */
+    }
+
+    *port = pico_parse_port(seg, i);
+    if (*port == 0) {
+        return PICO_PORTS_BAD_PORT;
+    }
+
+    *rest = seg + i;
+    *restlen = (size_t)(end - *rest);
+
+    return PICO_PORTS_OK;
+}
+
+int pico_parse_ports_tunnel(const unsigned char *rest, size_t restlen)
+{
+    return restlen == sizeof(PICO_PATH_SUFFIX) - 1 &&
+           memcmp(rest, PICO_PATH_SUFFIX, restlen) == 0;
+}
+
 int pico_parse_token(const unsigned char *p, size_t len,
                      const unsigned char **tid)
 {

@@ -1,9 +1,10 @@
 /*
  * Pure parsing shared by ngx_pico_module and the backend: the tunnel path,
- * session ids, the Authorization header, tokens and pico:events messages.
- * libc only: no nginx or backend types and no allocation, so either side
- * (and the libFuzzer harness tests/fuzz/common_parse.c) links this file
- * alone.  One rule per input, whoever parses it.
+ * the ports paths (and the port, which pico-init reads too), session ids, the
+ * Authorization header, tokens and pico:events messages. libc only: no nginx or
+ * backend types and no allocation, so either side (and the libFuzzer harness
+ * tests/fuzz/common_parse.c) links this file alone.  One rule per input,
+ * whoever parses it.
  */
 
 #ifndef PICO_PARSE_H
@@ -37,6 +38,33 @@ int pico_parse_uuid(const unsigned char *p, size_t len);
  */
 int pico_parse_tunnel_path(const unsigned char *p, size_t len,
                            const unsigned char **id);
+
+/* a port of a sandbox: 1..65535 in decimal, no sign, no leading zero */
+#define PICO_PORT_MAX_LEN 5
+
+enum {
+    PICO_PORTS_OK = 0,   /* /v1/sessions/<uuid>/ports/<port>[/...] */
+    PICO_PORTS_BAD_ID,   /* /v1/sessions/<not a uuid>/ports/... */
+    PICO_PORTS_BAD_PORT, /* /v1/sessions/<uuid>/ports/<not a port>... */
+    PICO_PORTS_NOT_FOUND /* not a ports path */
+};
+
+/* The port p[0..len) names, or 0 when it is not 1..65535 as above. */
+unsigned pico_parse_port(const unsigned char *p, size_t len);
+
+/*
+ * Classifies a request target under /v1/sessions/<id>/ports/<port>: on
+ * PICO_PORTS_OK *id points at the 36 id characters inside p, *port is
+ * the port and *rest, *restlen what follows the port (empty, or starting
+ * with '/' or '?').  The ports tunnel is the rest "/tunnel" exactly
+ * (pico_parse_ports_tunnel()); any rest is an HTTP preview's path.
+ */
+int pico_parse_ports_path(const unsigned char *p, size_t len,
+                          const unsigned char **id, unsigned *port,
+                          const unsigned char **rest, size_t *restlen);
+
+/* 1 if the rest of a ports path is the tunnel's, "/tunnel" */
+int pico_parse_ports_tunnel(const unsigned char *rest, size_t restlen);
 
 /*
  * 1 if p[0..len) is pico_<16 hex>_<64 hex> (lowercase); *tid points at the

@@ -14,7 +14,8 @@ BACKEND_LIBS := $(shell pkg-config --libs $(BACKEND_PKGS)) -lpthread
 # store/, runtime/ and the drivers below runtime/): a new file is built
 # without being listed. pico-init is not part of the backend: it is PID 1
 # of a local sandbox, linked statically on its own (mk/runtime.mk).
-BACKEND_INIT := backend/runtime/local/pico-init.c
+BACKEND_INIT := backend/runtime/local/pico-init.c \
+                backend/runtime/local/port_relay.c
 BACKEND_SRCS := $(sort $(filter-out $(BACKEND_INIT),\
                   $(wildcard backend/*.c backend/*/*.c backend/*/*/*.c)) \
                   $(wildcard common/*.c))

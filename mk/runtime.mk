@@ -10,9 +10,12 @@ INIT_CFLAGS := -std=gnu11 -O2 -g $(WARN) -D_FORTIFY_SOURCE=2 \
 
 BUILD_TARGETS += $(BIN)/pico-init
 
-$(BIN)/pico-init: $(BACKEND_INIT) mk/runtime.mk
+# the port relay parses the port with common/pico_parse.c (libc only)
+$(BIN)/pico-init: $(BACKEND_INIT) backend/runtime/local/port_relay.h \
+                  common/pico_parse.c common/pico_parse.h mk/runtime.mk
 	@mkdir -p $(BIN)
-	$(CC) $(INIT_CFLAGS) -static -o $@.tmp $<
+	$(CC) $(INIT_CFLAGS) -static -I. -Ibackend -o $@.tmp $(BACKEND_INIT) \
+	    common/pico_parse.c
 	@mv $@.tmp $@
 
 # -- unit tests ------------------------------------------------------------

@@ -1,7 +1,8 @@
 /*
  * Connecting a relay to its session's endpoint (unix:/path or ip:port,
  * never a name), within pico_connect_timeout.  Once connected the relay
- * file takes over (ngx_pico_relay_connected()); a connect that fails is
+ * file takes over (through ngx_pico_ports_open(), which first asks a
+ * ports tunnel's port relay for its port); a connect that fails is
  * the relay handler's FAILED, the 502's body its why.
  *
  * A unix listener whose backlog is full fails connect(2) with EAGAIN at
@@ -19,7 +20,7 @@
 static void      ngx_pico_relay_try(ngx_pico_relay_t *rl);
 static void      ngx_pico_relay_retry_handler(ngx_event_t *ev);
 static ngx_int_t ngx_pico_relay_endpoint(ngx_pico_relay_t *rl);
-static ngx_int_t ngx_pico_relay_test_connect(ngx_connection_t *c);
+static ngx_err_t ngx_pico_relay_test_connect(ngx_connection_t *c);
 static void      ngx_pico_relay_upstream_handler(ngx_event_t *ev);
 
 
@@ -114,7 +115,9 @@ ngx_pico_relay_try(ngx_pico_relay_t *rl)
             peer->connection = NULL;
         }
 
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
+        rl->handler(rl, NGX_PICO_RELAY_FAILED,
+                    rl->port ? ngx_pico_ports_connect_error(rl, err)
+                             : "Sandbox unreachable\n");
         return;
     }
 
@@ -155,7 +158,7 @@ ngx_pico_relay_try(ngx_pico_relay_t *rl)
         return;
     }
 
-    ngx_pico_relay_connected(rl);
+    ngx_pico_ports_open(rl);
 }
 
 
@@ -207,7 +210,8 @@ ngx_pico_relay_endpoint(ngx_pico_relay_t *rl)
 }
 
 
-static ngx_int_t
+/* 0, or the error of the connect */
+static ngx_err_t
 ngx_pico_relay_test_connect(ngx_connection_t *c)
 {
     int       err;
@@ -222,16 +226,16 @@ ngx_pico_relay_test_connect(ngx_connection_t *c)
 
     if (err) {
         (void)ngx_connection_error(c, err, "connect() failed");
-        return NGX_ERROR;
     }
 
-    return NGX_OK;
+    return err;
 }
 
 
 static void
 ngx_pico_relay_upstream_handler(ngx_event_t *ev)
 {
+    ngx_err_t         err;
     ngx_connection_t *pc;
     ngx_pico_relay_t *rl;
 
@@ -246,10 +250,13 @@ ngx_pico_relay_upstream_handler(ngx_event_t *ev)
         return;
     }
 
-    if (ngx_pico_relay_test_connect(pc) != NGX_OK) {
-        rl->handler(rl, NGX_PICO_RELAY_FAILED, "Sandbox unreachable\n");
+    err = ngx_pico_relay_test_connect(pc);
+    if (err) {
+        rl->handler(rl, NGX_PICO_RELAY_FAILED,
+                    rl->port ? ngx_pico_ports_connect_error(rl, err)
+                             : "Sandbox unreachable\n");
         return;
     }
 
-    ngx_pico_relay_connected(rl);
+    ngx_pico_ports_open(rl);
 }

@@ -27,6 +27,7 @@ static char *ngx_pico_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_pico_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child);
 static char *ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_pico_preview(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_pico_init_process(ngx_cycle_t *cycle);
 static void      ngx_pico_exit_process(ngx_cycle_t *cycle);
 
@@ -38,6 +39,8 @@ static ngx_command_t ngx_pico_commands[] = {
 
     {ngx_string("pico_metrics"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
      ngx_pico_metrics_directive, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
+    {ngx_string("pico_preview"), NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS,
+     ngx_pico_preview, NGX_HTTP_LOC_CONF_OFFSET, 0, NULL},
 
     {ngx_string("pico_redis"), NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1,
      ngx_conf_set_str_slot, NGX_HTTP_MAIN_CONF_OFFSET,
@@ -295,13 +298,38 @@ ngx_pico_check_body(ngx_pico_tunnel_t *t)
 static ngx_int_t
 ngx_pico_check_path(ngx_pico_tunnel_t *t)
 {
+    int                  rc;
+    size_t               restlen;
+    unsigned             port;
     ngx_http_request_t  *r;
-    const unsigned char *id;
+    const unsigned char *id, *rest;
 
     r = t->request;
 
-    switch (pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len,
-                                   &id)) {
+    rc = pico_parse_tunnel_path(r->unparsed_uri.data, r->unparsed_uri.len, &id);
+
+    if (rc == PICO_PATH_NOT_FOUND) {
+        /* CONNECT /v1/sessions/<id>/ports/<port>/tunnel: ngx_pico_ports.c */
+        switch (pico_parse_ports_path(r->unparsed_uri.data, r->unparsed_uri.len,
+                                      &id, &port, &rest, &restlen)) {
+        case PICO_PORTS_OK:
+            rc = pico_parse_ports_tunnel(rest, restlen) ? PICO_PATH_OK
+                                                        : PICO_PATH_NOT_FOUND;
+            t->port = port;
+            break;
+
+        case PICO_PORTS_BAD_ID:
+            rc = PICO_PATH_BAD_ID;
+            break;
+
+        case PICO_PORTS_BAD_PORT:
+            ngx_pico_set_status(t, "bad_request");
+            return ngx_pico_send(r, NGX_HTTP_BAD_REQUEST,
+                                 "Invalid port: expected 1..65535\n", NULL);
+        }
+    }
+
+    switch (rc) {
     case PICO_PATH_OK:
         break;
 
@@ -442,6 +470,7 @@ ngx_pico_create_loc_conf(ngx_conf_t *cf)
     }
 
     plcf->tunnel = NGX_CONF_UNSET;
+    plcf->preview = NGX_CONF_UNSET;
     plcf->auth = NGX_CONF_UNSET;
     plcf->splice = NGX_CONF_UNSET;
     plcf->connect_timeout = NGX_CONF_UNSET_MSEC;
@@ -460,6 +489,7 @@ ngx_pico_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_pico_loc_conf_t *conf = child;
 
     ngx_conf_merge_value(conf->tunnel, prev->tunnel, 0);
+    ngx_conf_merge_value(conf->preview, prev->preview, 0);
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_value(conf->splice, prev->splice, 1);
     ngx_conf_merge_msec_value(conf->connect_timeout, prev->connect_timeout,
@@ -501,6 +531,26 @@ ngx_pico_tunnel(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_pico_handler;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_pico_module);
+    pmcf->enabled = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+/* an HTTP preview location (ngx_pico_preview.c): Redis is needed */
+static char *
+ngx_pico_preview(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_pico_loc_conf_t  *plcf = conf;
+    ngx_pico_main_conf_t *pmcf;
+
+    if (plcf->preview != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    plcf->preview = 1;
 
     pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_pico_module);
     pmcf->enabled = 1;

@@ -17,6 +17,12 @@
  *                           pico:events
  *   ngx_pico_redis_event.c  hiredis on nginx events, nothing else
  *   ngx_pico_connect.c      connecting to the sandbox (unix backlog retries)
+ *   ngx_pico_ports.c        ports tunnels: the port's endpoint, the port
+ *                           relay's header and status
+ *   ngx_pico_preview.c      HTTP preview: the access check of a
+ *                           pico_preview location, its variables
+ *   ngx_pico_preview_cookie.c  the preview cookie: read, stripped
+ *   ngx_pico_preview_vars.c the $pico_preview_* variables
  *   ngx_pico_relay.c        the 200 and relaying bytes
  *   ngx_pico_pipe.c         the per-worker cache of splice pipes
  *   ngx_pico_metrics.c      counters in shared memory, pico_metrics
@@ -24,11 +30,13 @@
  *
  * Calls between the files go one way only (docs/nginx-module.md):
  *
- *   module -> session -> tunnel -> connect -> relay -> pipe
+ *   module -> session -> tunnel -> connect -> ports -> relay -> pipe
  *      |         |`--> cache  |
  *      |         +------------+-> redis_lookup -> redis -> redis_event
  *      |         |            `---------------------^
  *      +--> redis_conf, variables, cache (init/exit)
+ *
+ *   preview -> preview_vars, preview_cookie, ports, redis_lookup
  *
  * Whatever reports back upwards (a lookup's answer, a relay's end, a
  * deleted session) does so through a handler the caller registered, never
@@ -77,6 +85,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t tunnel;
+    ngx_flag_t preview; /* pico_preview: an HTTP preview location */
     ngx_flag_t auth;
     ngx_flag_t splice;
     ngx_msec_t connect_timeout;
@@ -154,6 +163,10 @@ typedef struct {
     ngx_str_t  principal;
     ngx_uint_t found; /* session record exists */
     ngx_uint_t token_found;
+    ngx_str_t  preview_session; /* a preview link's (pico:preview:<digest>) */
+    ngx_str_t  preview_port;
+    ngx_str_t  preview_expires; /* unix seconds */
+    ngx_uint_t preview_found;
 } ngx_pico_record_t;
 
 /* rec is NULL when the lookup failed; error says why */
@@ -222,8 +235,12 @@ ngx_pico_lookup_t *ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id,
                                          u_char *token, ngx_log_t *log,
                                          ngx_pico_lookup_handler_pt handler,
                                          void                      *data);
-void               ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
-ngx_int_t          ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
+ngx_pico_lookup_t *
+ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
+                              ngx_log_t                 *log,
+                              ngx_pico_lookup_handler_pt handler, void *data);
+void      ngx_pico_redis_lookup_cancel(ngx_pico_lookup_t *lk);
+ngx_int_t ngx_pico_redis_recheck(ngx_pico_worker_t *w, u_char *id);
 
 /* ngx_pico_redis_event.c */
 typedef void (*ngx_pico_redis_closed_pt)(struct redisAsyncContext *ac,
@@ -273,6 +290,7 @@ struct ngx_pico_relay_s {
     ngx_pico_loc_conf_t  *plcf;
     ngx_str_t            *session_id; /* for messages */
     ngx_str_t             endpoint;
+    ngx_uint_t            port; /* a ports tunnel's port, 0: SSH */
     ngx_peer_connection_t peer;
 
     ngx_pico_dir_t    up;    /* client -> sandbox */
@@ -290,10 +308,51 @@ struct ngx_pico_relay_s {
     ngx_pico_relay_handler_pt handler;
     void                     *data;
     unsigned                  relaying : 1;
+    unsigned                  port_header : 1; /* pico-init's port relay */
 };
 
 /* ngx_pico_connect.c */
 void ngx_pico_relay_connect(ngx_pico_relay_t *rl);
+
+/* ngx_pico_ports.c (tunnel -> ports for the endpoint, connect -> ports) */
+ngx_int_t ngx_pico_ports_endpoint(ngx_pico_relay_t *rl, ngx_str_t *ep);
+char     *ngx_pico_ports_connect_error(ngx_pico_relay_t *rl, ngx_err_t err);
+void      ngx_pico_ports_open(ngx_pico_relay_t *rl);
+
+/* ngx_pico_preview.c: one HTTP preview request (its own context slot) */
+#define NGX_PICO_PREVIEW_HEX 64 /* a preview link's token, and its digest */
+
+typedef enum {
+    NGX_PICO_PV_OPEN = 0, /* pico_auth off */
+    NGX_PICO_PV_BEARER,
+    NGX_PICO_PV_LINK,   /* the ?pico_preview= of a link: set the cookie */
+    NGX_PICO_PV_COOKIE, /* the cookie a link set */
+} ngx_pico_pv_cred_e;
+
+typedef struct {
+    ngx_http_request_t *request;
+    ngx_pico_lookup_t  *lookup;
+    u_char              id[PICO_ID_LEN];
+    ngx_uint_t          port;
+    ngx_pico_pv_cred_e  cred;
+    u_char              token[PICO_TOKEN_LEN];        /* bearer */
+    u_char              link[NGX_PICO_PREVIEW_HEX];   /* link token */
+    u_char              digest[NGX_PICO_PREVIEW_HEX]; /* its SHA-256 */
+    ngx_str_t           rest;     /* path and args after the prefix */
+    ngx_str_t           prefix;   /* /v1/sessions/<id>/ports/<port> */
+    ngx_str_t           upstream; /* the verdict's, for proxy_pass */
+    time_t              expires;  /* the link's */
+    ngx_int_t           status;   /* the verdict: 0 pass, else answer */
+    char               *message;
+    unsigned            done : 1;
+} ngx_pico_preview_t;
+
+extern ngx_module_t ngx_pico_preview_module;
+
+/* ngx_pico_preview_vars.c, ngx_pico_preview_cookie.c */
+ngx_int_t ngx_pico_preview_variables(ngx_conf_t *cf);
+ngx_int_t ngx_pico_preview_cookie_get(ngx_http_request_t *r, ngx_str_t *value);
+ngx_int_t ngx_pico_preview_cookie_strip(ngx_http_request_t *r, ngx_str_t *out);
 
 /* ngx_pico_relay.c (connect -> relay) */
 void ngx_pico_relay_connected(ngx_pico_relay_t *rl);
@@ -322,6 +381,7 @@ struct ngx_pico_tunnel_s {
 
     u_char     id[PICO_ID_LEN];
     ngx_str_t  session_id; /* points at id, empty before */
+    ngx_uint_t port;       /* CONNECT .../ports/<port>/tunnel, else 0 */
     u_char     token[PICO_TOKEN_LEN];
     ngx_uint_t has_token;
 

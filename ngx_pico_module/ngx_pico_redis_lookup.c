@@ -1,6 +1,7 @@
 /*
  * Session lookups of ngx_pico_module: a pipelined HMGET of the token (when
- * auth is on) and of the session on the worker's command connection
+ * auth is on), or of a preview link (ngx_pico_redis_lookup_preview()), and
+ * of the session on the worker's command connection
  * (ngx_pico_redis.c).  A lookup is a handle, as nginx's resolver contexts
  * are: ngx_pico_redis_lookup() takes a handler and its data,
  * ngx_pico_redis_lookup_cancel() makes sure the handler is never called.
@@ -40,17 +41,25 @@ struct ngx_pico_lookup_s {
     ngx_pico_field_t           owner;
     ngx_pico_field_t           sha256;
     ngx_pico_field_t           principal;
+    ngx_pico_field_t           pv_session; /* pico:preview:<digest> */
+    ngx_pico_field_t           pv_port;
+    ngx_pico_field_t           pv_expires;
 };
 
-static void ngx_pico_redis_lookup_timeout(ngx_event_t *ev);
-static void ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
-                                       void *privdata);
-static void ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
-                                         void *privdata);
-static void ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
-                                  char *unexpected, ngx_pico_field_t **fields,
-                                  size_t n);
-static void ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
+static void      ngx_pico_redis_lookup_timeout(ngx_event_t *ev);
+static void      ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r,
+                                            void *privdata);
+static void      ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r,
+                                              void *privdata);
+static void      ngx_pico_redis_preview_reply(redisAsyncContext *ac, void *r,
+                                              void *privdata);
+static ngx_int_t ngx_pico_redis_send_session(ngx_pico_lookup_t *lk,
+                                             redisAsyncContext *ac, u_char *id,
+                                             ngx_log_t *log);
+static void      ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
+                                       char *unexpected, ngx_pico_field_t **fields,
+                                       size_t n);
+static void      ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
 
 
 /*
@@ -68,7 +77,6 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
     const char        *argv[5];
     ngx_pico_lookup_t *lk;
     redisAsyncContext *ac;
-    u_char             skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
     u_char             tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
 
     ac = ngx_pico_redis_command(w, log, id);
@@ -108,6 +116,81 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
         lk->pending++;
     }
 
+    if (ngx_pico_redis_send_session(lk, ac, id, log) != NGX_OK) {
+        return NULL;
+    }
+
+    return lk;
+}
+
+
+/*
+ * As ngx_pico_redis_lookup(), with the preview link whose SHA-256 is
+ * digest (64 hex) instead of a token: the record's pv_* fields.
+ */
+ngx_pico_lookup_t *
+ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
+                              ngx_log_t                 *log,
+                              ngx_pico_lookup_handler_pt handler, void *data)
+{
+    size_t             argvlen[5];
+    const char        *argv[5];
+    ngx_pico_lookup_t *lk;
+    redisAsyncContext *ac;
+    u_char             pkey[sizeof("pico:preview:") - 1 + 64];
+
+    ac = ngx_pico_redis_command(w, log, id);
+    if (ac == NULL) {
+        return NULL;
+    }
+
+    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
+    if (lk == NULL) {
+        return NULL;
+    }
+
+    lk->handler = handler;
+    lk->data = data;
+    lk->worker = w;
+
+    ngx_memcpy(ngx_cpymem(pkey, "pico:preview:", 13), digest, 64);
+
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = (char *)pkey;
+    argvlen[1] = sizeof(pkey);
+    argv[2] = "session";
+    argvlen[2] = 7;
+    argv[3] = "port";
+    argvlen[3] = 4;
+    argv[4] = "expires";
+    argvlen[4] = 7;
+
+    if (redisAsyncCommandArgv(ac, ngx_pico_redis_preview_reply, lk, 5, argv,
+                              argvlen) != REDIS_OK) {
+        ngx_free(lk);
+        return NULL;
+    }
+
+    lk->pending++;
+
+    if (ngx_pico_redis_send_session(lk, ac, id, log) != NGX_OK) {
+        return NULL;
+    }
+
+    return lk;
+}
+
+
+/* the session's HMGET, after the token's or the link's (pending 1) */
+static ngx_int_t
+ngx_pico_redis_send_session(ngx_pico_lookup_t *lk, redisAsyncContext *ac,
+                            u_char *id, ngx_log_t *log)
+{
+    size_t      argvlen[5];
+    const char *argv[5];
+    u_char      skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+
     ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
 
     argv[0] = "HMGET";
@@ -132,7 +215,7 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
             ngx_free(lk);
         }
 
-        return NULL;
+        return NGX_ERROR;
     }
 
     lk->pending++;
@@ -144,9 +227,9 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
     lk->timer.handler = ngx_pico_redis_lookup_timeout;
     lk->timer.data = lk;
     lk->timer.log = log;
-    ngx_add_timer(&lk->timer, w->pmcf->redis_timeout);
+    ngx_add_timer(&lk->timer, lk->worker->pmcf->redis_timeout);
 
-    return lk;
+    return NGX_OK;
 }
 
 
@@ -260,6 +343,18 @@ ngx_pico_redis_token_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 
 static void
+ngx_pico_redis_preview_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    ngx_pico_lookup_t *lk = privdata;
+    ngx_pico_field_t  *fields[] = {&lk->pv_session, &lk->pv_port,
+                                   &lk->pv_expires};
+
+    ngx_pico_redis_fields(lk, r, "unexpected reply to HMGET pico:preview",
+                          fields, 3);
+}
+
+
+static void
 ngx_pico_redis_session_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
     ngx_pico_lookup_t *lk = privdata;
@@ -314,6 +409,13 @@ ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk)
     rec.token_sha256.len = lk->sha256.len;
     rec.principal.data = lk->principal.data;
     rec.principal.len = lk->principal.len;
+    rec.preview_found = lk->pv_session.present;
+    rec.preview_session.data = lk->pv_session.data;
+    rec.preview_session.len = lk->pv_session.len;
+    rec.preview_port.data = lk->pv_port.data;
+    rec.preview_port.len = lk->pv_port.len;
+    rec.preview_expires.data = lk->pv_expires.data;
+    rec.preview_expires.len = lk->pv_expires.len;
 
     handler(lk->data, &rec, NULL);
 

@@ -170,14 +170,30 @@ ngx_pico_tunnel_connect(ngx_pico_tunnel_t *t, ngx_str_t *endpoint)
 
     r = t->request;
 
-    t->relay.endpoint.data = ngx_pstrdup(r->pool, endpoint);
-    if (t->relay.endpoint.data == NULL) {
-        ngx_pico_reply(t, NGX_HTTP_INTERNAL_SERVER_ERROR, "Internal error\n",
-                       NULL);
-        return;
+    t->relay.port = t->port;
+
+    if (t->port) {
+        /* ngx_pico_ports.c: the port's own endpoint */
+        if (ngx_pico_ports_endpoint(&t->relay, endpoint) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "pico: session %V: no port endpoint for \"%V\"",
+                          &t->session_id, endpoint);
+            ngx_pico_reply(t, NGX_HTTP_BAD_GATEWAY, "Bad sandbox endpoint\n",
+                           NULL);
+            return;
+        }
+
+    } else {
+        t->relay.endpoint.data = ngx_pstrdup(r->pool, endpoint);
+        if (t->relay.endpoint.data == NULL) {
+            ngx_pico_reply(t, NGX_HTTP_INTERNAL_SERVER_ERROR,
+                           "Internal error\n", NULL);
+            return;
+        }
+
+        t->relay.endpoint.len = endpoint->len;
     }
 
-    t->relay.endpoint.len = endpoint->len;
     t->relay.header_in = r->header_in;
     t->state = NGX_PICO_ST_CONNECT;
 

@@ -11,7 +11,8 @@ redis-server runc runsc mmdebstrap openssh-client openssh-sftp-server
 python3 python3-pytest python3-paramiko python3-yaml python3-venv
 python3-pip python3-setuptools jq curl iproute2
 openssl e2fsprogs systemd procps util-linux prometheus
-slirp4netns nftables dnsmasq-base"
+slirp4netns nftables dnsmasq-base
+chromium strace"
 
 missing=""
 for p in $PKGS; do

@@ -43,7 +43,8 @@ ngx="$ngx -isystem $ngx_obj $(pkg-config --cflags hiredis)"
 
 flags_for() {
     case $1 in
-    backend/runtime/local/pico-init.c) echo "$std" ;; # libc only (mk/runtime.mk)
+    backend/runtime/local/pico-init.c | backend/runtime/local/port_relay.c)
+        echo "$std -I. -Ibackend" ;; # libc only (mk/runtime.mk)
     tests/fuzz/tt_*) echo "$tt" ;; # test-tunnel's harnesses (mk/test-tunnel.mk)
     common/* | tests/unit/test_common_parse.c | tests/fuzz/common_parse.c)
         echo "$std -Icommon" ;; # shared parsers and their tests: libc only

@@ -39,6 +39,12 @@ static const struct flag flag_table[] = {
     {"fdpass", FLAG_BOOL, NULL,
      "hand the tunnel to ssh itself (ProxyCommand with -o "
      "ProxyUseFdpass=yes; http:// -api only)"},
+    {"port", FLAG_STRING, NULL,
+     "a TCP port in the sandbox (1..65535) instead of its sshd; with -stdio "
+     "or -listen"},
+    {"listen", FLAG_STRING, NULL,
+     "with -port: listen on ADDR:PORT and forward each connection (PORT 0: "
+     "any free port, printed)"},
     {"timeout", FLAG_SECONDS, "30",
      "seconds allowed for connecting and each handshake (0 = no limit)"},
 };
@@ -138,6 +144,21 @@ static int parse_seconds(const char *v, long *out)
     return 0;
 }
 
+/* A sandbox port: decimal 1..65535, nothing else. */
+static int parse_port(const char *v, int *out)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno || end == v || *end != '\0' || v[0] < '1' || v[0] > '9' ||
+        n < 1 || n > 65535)
+        return -1;
+    *out = (int)n;
+    return 0;
+}
+
 /* Stores one flag's value; returns 0, or -1 when the value is invalid. */
 static int flag_set(struct options *o, const struct flag *f, const char *v)
 {
@@ -167,6 +188,10 @@ static int flag_set(struct options *o, const struct flag *f, const char *v)
         return parse_bool(v, &o->fdpass);
     else if (strcmp(name, "timeout") == 0)
         return parse_seconds(v, &o->timeout);
+    else if (strcmp(name, "port") == 0)
+        return parse_port(v, &o->port);
+    else if (strcmp(name, "listen") == 0)
+        o->listen = v;
     return 0;
 }
 
@@ -236,6 +261,12 @@ int flags_parse(struct options *o, int argc, char **argv)
         return usage_error("Error: -session is required", "");
     if (o->stdio && o->fdpass)
         return usage_error("Error: -stdio and -fdpass exclude each other", "");
+    if (o->listen && !o->port)
+        return usage_error("Error: -listen needs -port", "");
+    if (o->port && !o->stdio && !o->listen)
+        return usage_error("Error: -port needs -stdio or -listen", "");
+    if (o->listen && (o->stdio || o->fdpass))
+        return usage_error("Error: -listen excludes -stdio and -fdpass", "");
     return FLAGS_OK;
 }
 

@@ -28,6 +28,8 @@ struct options {
     long timeout;       /* seconds for connecting and handshakes; 0 = none */
     int stdio;  /* relay stdin/stdout through the tunnel and nothing else */
     int fdpass; /* hand the tunnel's socket to ssh (ProxyUseFdpass) */
+    int port;   /* -port: a ports tunnel to this port (1..65535), 0: SSH */
+    const char *listen; /* -listen ADDR:PORT: forward a local port */
     struct transfer *uploads;
     size_t nuploads;
     struct transfer *downloads;

@@ -6,7 +6,9 @@
  * REST record), the -cmd, then a few probes of the sandbox (cwd, user,
  * Python). -upload/-download move files over SFTP on the same session;
  * -stdio stops after the CONNECT and relays stdin/stdout instead, so
- * OpenSSH's own clients can use the tunnel as a ProxyCommand.
+ * OpenSSH's own clients can use the tunnel as a ProxyCommand. -port N
+ * makes the tunnel one to TCP port N in the sandbox (with -stdio, or
+ * -listen ADDR:PORT to forward a local port, port_forward.c).
  *
  * An https:// -api is spoken over TLS (tls.c); everything after the CONNECT
  * then runs over a plain socket relayed to the TLS stream.
@@ -30,6 +32,7 @@
 #include "sftp.h"
 #include "ssh.h"
 #include "fdpass.h"
+#include "port_forward.h"
 #include "stdio_relay.h"
 #include "tls.h"
 
@@ -81,8 +84,10 @@ static int open_tunnel(const struct options *o, const struct api_addr *a,
     logln("Connecting to %s", a->hostport);
     if (dial_api(o, a, c) < 0)
         return -1;
-    if (asprintf(&path, "%s/v1/sessions/%s/tunnel", a->prefix, o->session) <
-        0) {
+    if ((o->port ? asprintf(&path, "%s/v1/sessions/%s/ports/%d/tunnel",
+                            a->prefix, o->session, o->port)
+                 : asprintf(&path, "%s/v1/sessions/%s/tunnel", a->prefix,
+                            o->session)) < 0) {
         log_error("out of memory");
         conn_close(c);
         return -1;
@@ -359,6 +364,35 @@ static int run_fdpass(const struct options *o, const struct api_addr *a)
     return rc < 0 ? 1 : 0;
 }
 
+struct forward_ctx {
+    const struct options *o;
+    const struct api_addr *a;
+};
+
+/* One tunnel of -listen, in its child: a socket to it, or -1. */
+static int forward_open(void *data)
+{
+    struct forward_ctx *f = data;
+    struct tls_relay *relay;
+    struct api_conn c;
+
+    if (open_tunnel(f->o, f->a, &c) < 0)
+        return -1;
+    return tunnel_socket(&c, &relay); /* the relay ends with the child */
+}
+
+/* The -listen mode: serves until killed. */
+static int run_listen(const struct options *o, const struct api_addr *a)
+{
+    struct forward_ctx f = {o, a};
+    char err[ERRLEN];
+
+    log_set_quiet(1);
+    if (port_forward(o->listen, forward_open, &f, err, sizeof(err)) < 0)
+        log_error("%s", err);
+    return 1;
+}
+
 static int run_session(const struct options *o, ssh_session s)
 {
     if (do_uploads(o, s) < 0 || run_command(o, s) < 0 ||
@@ -421,6 +455,8 @@ int main(int argc, char **argv)
         rc = run_stdio(&o, &a);
     else if (o.fdpass)
         rc = run_fdpass(&o, &a);
+    else if (o.listen)
+        rc = run_listen(&o, &a);
     else
         rc = run_test(&o, &a);
     ssh_finalize();

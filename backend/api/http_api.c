@@ -30,6 +30,7 @@
 
 #include "api/http_api.h"
 #include "api/metrics.h"
+#include "api/preview_api.h"
 #include "api/sse.h"
 #include "core/events.h"
 #include "core/idempotency.h"
@@ -420,7 +421,24 @@ static enum MHD_Result handle_events(call *c, const char *id)
     return answer;
 }
 
-/* /v1/sessions/<rest>: <id>, <id>/tunnel or <id>/events. */
+/* POST /v1/sessions/<id>/ports/<port>/preview: preview_api.c */
+static enum MHD_Result handle_ports(call *c, const char *id, const char *rest,
+                                    request *req)
+{
+    enum MHD_Result answer;
+    api_error e;
+    json_t *body;
+
+    if (strcmp(c->method, "POST") != 0)
+        return not_allowed(c, "POST");
+    if (refuse_body(c, req, &answer))
+        return answer;
+    body = preview_api_post(c->h->app, c->conn, id, c->principal, rest,
+                            req->body, req->len, &e);
+    return body ? send_json(c, 201, body, NULL, NULL) : send_error(c, &e);
+}
+
+/* /v1/sessions/<rest>: <id>, <id>/tunnel, <id>/events, <id>/ports/... */
 static enum MHD_Result route_session(call *c, const char *rest, request *req)
 {
     const char *slash = strchr(rest, '/');
@@ -441,6 +459,8 @@ static enum MHD_Result route_session(call *c, const char *rest, request *req)
             return handle_events(c, id);
         if (!strcmp(slash, "/pause") || !strcmp(slash, "/resume"))
             return handle_pause(c, id, slash[1] == 'p');
+        if (strncmp(slash, "/ports/", 7) == 0)
+            return handle_ports(c, id, slash + 7, req);
         return fail(c, 404, "not_found", "no such path");
     }
     if (is_get(c->method))

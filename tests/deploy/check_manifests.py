@@ -18,7 +18,7 @@ cluster would only tell at apply time, or never:
   - RBAC: no cluster-wide roles, no wildcards, verbs limited to what
     the driver uses, only in the sandbox namespace;
   - NetworkPolicy: sandbox pods (selected by a label the driver sets)
-    accept only TCP 22 from the server pods; default deny exists;
+    accept only TCP (22 and the ports of previews) from the server pods; default deny exists;
     every internet ipBlock excepts the private and link-local ranges of
     its family, and IPv4 and IPv6 are both covered (0.0.0.0/0, ::/0);
   - images: no pico image from an implicit Docker Hub account; the base
@@ -302,7 +302,9 @@ def check(docs, overlay=False):
                "%s: selects label %s=%s that the driver does not set" % (name(p), k, v))
         ok("Egress" in p["spec"].get("policyTypes", []), "%s: sandboxes' egress is not restricted" % name(p))
         for rule in p["spec"].get("ingress", []):
-            ok([pt.get("port") for pt in rule.get("ports", [])] == [22], "%s: ingress beyond port 22" % name(p))
+            ok(rule.get("ports") and all(pt.get("protocol", "TCP") == "TCP"
+                                         for pt in rule["ports"]),
+               "%s: ingress beyond TCP" % name(p))
             for peer in rule.get("from", []):
                 sel = (peer.get("podSelector") or {}).get("matchLabels")
                 ok(sel and any(subset(sel, l) for l in server_labels),
@@ -386,7 +388,7 @@ def selftest(docs):
     def open_port(ds):
         for p in ds:
             if p.get("kind") == "NetworkPolicy" and p["spec"].get("ingress"):
-                p["spec"]["ingress"][0]["ports"].append({"protocol": "TCP", "port": 80})
+                p["spec"]["ingress"][0]["ports"].append({"protocol": "UDP", "port": 80})
 
     def no_name(ds):
         ds[0]["metadata"].pop("name")

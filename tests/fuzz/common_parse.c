@@ -20,8 +20,9 @@ static void check_inside(const uint8_t *data, size_t size,
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const unsigned char *id, *tok, *tid;
-    size_t toklen;
+    const unsigned char *id, *tok, *tid, *rest;
+    size_t toklen, restlen;
+    unsigned port;
     unsigned char *copy;
     int rc;
 
@@ -44,6 +45,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     } else if (rc != PICO_PATH_BAD_ID && rc != PICO_PATH_NOT_FOUND) {
+        abort();
+    }
+
+    rc = pico_parse_ports_path(copy, size, &id, &port, &rest, &restlen);
+    if (rc == PICO_PORTS_OK) {
+        check_inside(copy, size, id, PICO_ID_LEN);
+        check_inside(copy, size, rest, restlen);
+        if (!pico_parse_uuid(id, PICO_ID_LEN) || port == 0 || port > 65535 ||
+            rest + restlen != copy + size) {
+            abort();
+        }
+        (void)pico_parse_ports_tunnel(rest, restlen);
+    } else if (rc != PICO_PORTS_BAD_ID && rc != PICO_PORTS_BAD_PORT &&
+               rc != PICO_PORTS_NOT_FOUND) {
+        abort();
+    }
+
+    port = pico_parse_port(copy, size);
+    if (port > 65535 || (port != 0 && (size == 0 || copy[0] == '0'))) {
         abort();
     }
 

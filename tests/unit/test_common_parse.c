@@ -67,6 +67,86 @@ static void test_path(void **state)
     assert_int_equal(path("", &id), PICO_PATH_NOT_FOUND);
 }
 
+static int ports(const char *p, unsigned *port, const char **rest)
+{
+    const unsigned char *id, *r = NULL;
+    size_t rlen = 0;
+    int rc;
+
+    rc = pico_parse_ports_path((const unsigned char *)p, strlen(p), &id, port,
+                               &r, &rlen);
+    if (rc == PICO_PORTS_OK) {
+        assert_memory_equal(id, ID, 36);
+        assert_true(r + rlen == (const unsigned char *)p + strlen(p));
+        *rest = (const char *)r;
+    }
+    return rc;
+}
+
+static void test_port(void **state)
+{
+    (void)state;
+    assert_int_equal(pico_parse_port((const unsigned char *)"1", 1), 1);
+    assert_int_equal(pico_parse_port((const unsigned char *)"65535", 5), 65535);
+    assert_int_equal(pico_parse_port((const unsigned char *)"8080", 4), 8080);
+    assert_int_equal(pico_parse_port((const unsigned char *)"0", 1), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"65536", 5), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"99999", 5), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"080", 3), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"100000", 6), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"abc", 3), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"+80", 3), 0);
+    assert_int_equal(pico_parse_port((const unsigned char *)"", 0), 0);
+}
+
+static void test_ports_path(void **state)
+{
+    unsigned port = 0;
+    const char *rest = NULL;
+
+    (void)state;
+    assert_int_equal(
+        ports("/v1/sessions/" ID "/ports/8080/tunnel", &port, &rest),
+        PICO_PORTS_OK);
+    assert_int_equal(port, 8080);
+    assert_string_equal(rest, "/tunnel");
+    assert_true(pico_parse_ports_tunnel((const unsigned char *)rest, 7));
+    assert_false(pico_parse_ports_tunnel((const unsigned char *)"/tunnel/", 8));
+
+    assert_int_equal(ports("/v1/sessions/" ID "/ports/80", &port, &rest),
+                     PICO_PORTS_OK);
+    assert_string_equal(rest, "");
+    assert_int_equal(ports("/v1/sessions/" ID "/ports/80?a=/b", &port, &rest),
+                     PICO_PORTS_OK);
+    assert_string_equal(rest, "?a=/b");
+    assert_int_equal(
+        ports("/v1/sessions/" ID "/ports/3000/a/b.html", &port, &rest),
+        PICO_PORTS_OK);
+    assert_int_equal(port, 3000);
+    assert_string_equal(rest, "/a/b.html");
+
+    assert_int_equal(ports("/v1/sessions/" ID "/ports/0/tunnel", &port, &rest),
+                     PICO_PORTS_BAD_PORT);
+    assert_int_equal(
+        ports("/v1/sessions/" ID "/ports/65536/tunnel", &port, &rest),
+        PICO_PORTS_BAD_PORT);
+    assert_int_equal(ports("/v1/sessions/" ID "/ports/abc/", &port, &rest),
+                     PICO_PORTS_BAD_PORT);
+    assert_int_equal(ports("/v1/sessions/" ID "/ports/", &port, &rest),
+                     PICO_PORTS_BAD_PORT);
+    assert_int_equal(ports("/v1/sessions/x/ports/80/tunnel", &port, &rest),
+                     PICO_PORTS_BAD_ID);
+    assert_int_equal(ports("/v1/sessions/" ID "/tunnel", &port, &rest),
+                     PICO_PORTS_NOT_FOUND);
+    assert_int_equal(ports("/v1/sessions/" ID "/port/80", &port, &rest),
+                     PICO_PORTS_NOT_FOUND);
+    assert_int_equal(ports("/v1/sessions/" ID "?/ports/80", &port, &rest),
+                     PICO_PORTS_NOT_FOUND);
+    assert_int_equal(ports("/v1/sessions/", &port, &rest),
+                     PICO_PORTS_NOT_FOUND);
+    assert_int_equal(ports("", &port, &rest), PICO_PORTS_NOT_FOUND);
+}
+
 static void test_token(void **state)
 {
     const unsigned char *tid = NULL;
@@ -158,6 +238,7 @@ int main(void)
         cmocka_unit_test(test_uuid),  cmocka_unit_test(test_path),
         cmocka_unit_test(test_token), cmocka_unit_test(test_authorization),
         cmocka_unit_test(test_event), cmocka_unit_test(test_sha256_hex),
+        cmocka_unit_test(test_port),  cmocka_unit_test(test_ports_path),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -110,6 +110,37 @@ static void test_flag_errors(void **state)
     flags_free(&o);
 }
 
+static void test_flag_port(void **state)
+{
+    const char *stdio[] = {"tt", "-session", "a", "-port", "8080", "-stdio"};
+    const char *listen[] = {"tt",    "-session", "a",
+                            "-port", "1",        "-listen=127.0.0.1:0"};
+    const char *bad[][6] = {
+        {"tt", "-session", "a", "-port", "0", "-stdio"},
+        {"tt", "-session", "a", "-port", "65536", "-stdio"},
+        {"tt", "-session", "a", "-port", "08", "-stdio"},
+        {"tt", "-session", "a", "-port", "x", "-stdio"},
+        {"tt", "-session", "a", "-port", "80", "-fdpass"}, /* no -stdio */
+        {"tt", "-session", "a", "-listen", "127.0.0.1:1",
+         "-stdio"}, /* no -port */
+    };
+    struct options o;
+    size_t i;
+
+    assert_int_equal(parse(&o, 6, stdio), FLAGS_OK);
+    assert_int_equal(o.port, 8080);
+    assert_null(o.listen);
+    flags_free(&o);
+    assert_int_equal(parse(&o, 6, listen), FLAGS_OK);
+    assert_int_equal(o.port, 1);
+    assert_string_equal(o.listen, "127.0.0.1:0");
+    flags_free(&o);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(parse(&o, 6, bad[i]), FLAGS_USAGE);
+        flags_free(&o);
+    }
+}
+
 /* -- the -api address ------------------------------------------------ */
 
 static void check_addr(const char *url, const char *host, const char *port,
@@ -301,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_flag_spellings),
         cmocka_unit_test(test_flag_transfers),
         cmocka_unit_test(test_flag_errors),
+        cmocka_unit_test(test_flag_port),
         cmocka_unit_test(test_api_addr),
         cmocka_unit_test(test_connect_keeps_the_banner),
         cmocka_unit_test(test_connect_errors),

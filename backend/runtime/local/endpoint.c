@@ -2,7 +2,9 @@
  * endpoint.c - a local sandbox's endpoint, <dir>/ssh.sock: the backend
  * binds and listens on it before the container exists and hands the
  * listener to pico-init; the readiness probe is a connection made before
- * the container starts that must see sshd's banner.
+ * the container starts that must see sshd's banner. Beside it
+ * <dir>/ports.sock, bound the same way, is pico-init's port relay (fd 4,
+ * port_relay.c); nginx derives its path from the endpoint's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -58,6 +60,18 @@ int sandbox_listen(const runtime *rt, const char *path, char *err,
         return -1;
     }
     return fd;
+}
+
+int ports_listen(const runtime *rt, const session_paths *p, char *err,
+                 size_t errlen)
+{
+    char path[PICO_PATH_MAX];
+
+    if (fmt_exact(path, sizeof(path), "%s/ports.sock", p->dir) < 0) {
+        snprintf(err, errlen, "ports socket path too long");
+        return -1;
+    }
+    return sandbox_listen(rt, path, err, errlen);
 }
 
 /* Connects to the session's own listener before the container exists:

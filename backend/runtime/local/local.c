@@ -207,21 +207,22 @@ static int local_image_exists(runtime *rt, const char *image)
  */
 static int start_container_ns(const runtime *rt, const session *s,
                               const session_paths *p, const char *rootfs,
-                              int slot, int lfd, char *err, size_t errlen)
+                              int slot, int lfd, int pfd, char *err,
+                              size_t errlen)
 {
     disk_ns ns;
     int rc;
 
     /* gvisor: its gofer serves the rootfs, no user namespace of ours */
     if (p->gvisor && s->limits.disk_mb <= 0)
-        return start_container(rt, p, lfd, err, errlen);
+        return start_container(rt, p, lfd, pfd, err, errlen);
     if (disk_ns_enter(&ns, err, errlen) < 0)
         return -1;
     rc = p->gvisor ? 0 : idmap_mount_rootfs(rootfs, slot, err, errlen);
     if (rc == 0 && s->limits.disk_mb > 0)
         rc = disk_setup(rootfs, p, idmap_base(slot), err, errlen);
     if (rc == 0)
-        rc = start_container(rt, p, lfd, err, errlen);
+        rc = start_container(rt, p, lfd, pfd, err, errlen);
     (void)disk_ns_leave(&ns);
     return rc;
 }
@@ -238,7 +239,7 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
 {
     char dir[PICO_PATH_MAX], rootfs[PICO_PATH_MAX], path[PICO_PATH_MAX],
         ignored[PICO_REASON_MAX];
-    int lfd = -1, probe = -1, started = 0, slot;
+    int lfd = -1, pfd = -1, probe = -1, started = 0, slot;
 
     if (check_sock_len(p->sock, err, errlen) < 0)
         return -1;
@@ -288,14 +289,19 @@ int start_sandbox(const runtime *rt, const session *s, const session_paths *p,
         lfd = sandbox_listen(rt, p->sock, err, errlen);
         if (lfd < 0 || (probe = probe_connect(p->sock, err, errlen)) < 0)
             goto fail;
+        pfd = ports_listen(rt, p, err, errlen);
+        if (pfd < 0)
+            goto fail;
     }
     started = 1; /* from here a half-made container may exist */
-    if (start_container_ns(rt, s, p, rootfs, slot, lfd, err, errlen) < 0)
+    if (start_container_ns(rt, s, p, rootfs, slot, lfd, pfd, err, errlen) < 0)
         goto fail;
-    /* the container holds the listener now */
+    /* the container holds the listeners now */
     if (lfd >= 0)
         close(lfd);
-    lfd = -1;
+    if (pfd >= 0)
+        close(pfd);
+    lfd = pfd = -1;
     if (p->gvisor &&
         (probe = gvisor_endpoint(rt, p, rt->ready_timeout_ms, err, errlen)) < 0)
         goto fail;
@@ -308,6 +314,8 @@ fail:
     hostkey_wipe(hk);
     if (lfd >= 0)
         close(lfd);
+    if (pfd >= 0)
+        close(pfd);
     if (probe >= 0)
         close(probe);
     if (started)
@@ -471,7 +479,7 @@ static int list_runsc(runtime *rt, json_t **arr, char *err, size_t errlen)
     buf_t out = {0};
     json_t *more;
 
-    if (run_runc(rt, 1, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, 1, args, -1, -1, &out, why, sizeof(why)) != 0) {
         free(out.data);
         snprintf(err, errlen, "runsc list: %s", why);
         return -1;
@@ -504,7 +512,7 @@ static int local_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     size_t i;
     DIR *d;
 
-    if (run_runc(rt, 0, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, 0, args, -1, -1, &out, why, sizeof(why)) != 0) {
         free(out.data);
         snprintf(err, errlen, "runc list: %s", why);
         return -1;

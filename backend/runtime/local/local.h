@@ -163,10 +163,11 @@ int idmap_mount_rootfs(const char *rootfs, int slot, char *err, size_t errlen);
 
 /* -- runc.c --------------------------------------------------------------- */
 int run_runc(const runtime *rt, int gvisor, const char *const *args,
-             int keep_fd, buf_t *out, char *errbuf, size_t errlen);
+             int keep_fd, int ports_fd, buf_t *out, char *errbuf,
+             size_t errlen);
 int runc_delete(const runtime *rt, const session_paths *p, char *err,
                 size_t errlen);
-int start_container(const runtime *rt, const session_paths *p, int lfd,
+int start_container(const runtime *rt, const session_paths *p, int lfd, int pfd,
                     char *err, size_t errlen);
 #define RUNC_PAUSED 2 /* runc_state's *running for a frozen container */
 int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
@@ -179,6 +180,9 @@ void kill_init(pid_t pid, const session_paths *p);
 
 /* -- endpoint.c: the session's socket ------------------------------------- */
 int check_sock_len(const char *sock, char *err, size_t errlen);
+/* <dir>/ports.sock, the listener of pico-init's port relay (fd 4) */
+int ports_listen(const runtime *rt, const session_paths *p, char *err,
+                 size_t errlen);
 int sandbox_listen(const runtime *rt, const char *path, char *err,
                    size_t errlen);
 int probe_connect(const char *path, char *err, size_t errlen);

@@ -3,10 +3,13 @@
  *
  * The backend binds a unix socket for each session and hands its
  * listening descriptor to the container as fd 3 (`runc run --preserve-fds
- * 1`). pico-init accepts connections on it and runs `sshd -i` (inetd mode)
- * for each one, with the connection as stdin and stdout. As PID 1 it also
- * reaps every orphan in the sandbox, and it exits on SIGTERM, which takes
- * the whole pid namespace down with it.
+ * 2`). pico-init accepts connections on it and runs `sshd -i` (inetd mode)
+ * for each one, with the connection as stdin and stdout. A second
+ * listener, ports.sock as fd 4, reaches the sandbox's TCP ports: each of
+ * its connections gets a forked relay to 127.0.0.1:<port>
+ * (port_relay.c). A sandbox started without fd 4 (gvisor) has no ports. As PID
+ * 1 it also reaps every orphan in the sandbox, and it exits on SIGTERM, which
+ * takes the whole pid namespace down with it.
  *
  * It is bind-mounted read-only from the host (config init_binary), so it
  * is linked statically and needs nothing from the sandbox's root
@@ -27,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "runtime/local/port_relay.h"
+
 #define LISTEN_FD 3
 #define SSHD "/usr/sbin/sshd"
 #define PRIVSEP_DIR "/run/sshd" /* sshd's chroot; /run is a fresh tmpfs */
@@ -36,20 +41,34 @@ static char *const sshd_envp[] = {
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     "LANG=C.UTF-8", NULL};
 
-/* Close everything but 0-2 and the listener: runc passes only those, but a
- * leaked descriptor here would reach every session. */
+/* Close everything but 0-2 and the listeners: runc passes only those, but
+ * a leaked descriptor here would reach every session. */
 static void close_other_fds(void)
 {
     int fd;
     long max;
 
-    if (close_range(LISTEN_FD + 1, ~0U, 0) == 0)
+    if (close_range(PORTS_FD + 1, ~0U, 0) == 0)
         return;
     max = sysconf(_SC_OPEN_MAX); /* kernels before 5.9 */
     if (max < 0 || max > 65536)
         max = 65536;
-    for (fd = LISTEN_FD + 1; fd < max; fd++)
+    for (fd = PORTS_FD + 1; fd < max; fd++)
         (void)close(fd);
+}
+
+/* 1 when fd 4 is the ports listener: non-blocking and close-on-exec as
+ * fd 3; a launcher that passed only fd 3 gives no ports. */
+static int ports_listener(void)
+{
+    struct stat st;
+    int flags;
+
+    if (fstat(PORTS_FD, &st) < 0 || !S_ISSOCK(st.st_mode))
+        return 0;
+    flags = fcntl(PORTS_FD, F_GETFL);
+    return flags >= 0 && fcntl(PORTS_FD, F_SETFL, flags | O_NONBLOCK) == 0 &&
+           fcntl(PORTS_FD, F_SETFD, FD_CLOEXEC) == 0;
 }
 
 /*
@@ -105,8 +124,10 @@ static void pause_ms(long ms)
 
 static void reap(void)
 {
-    while (waitpid(-1, NULL, WNOHANG) > 0)
-        ;
+    pid_t pid;
+
+    while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+        port_relay_reaped(pid);
 }
 
 /* Dispositions and the signal mask survive exec: whatever the starter
@@ -167,13 +188,13 @@ int main(int argc, char **argv)
 {
     sigset_t mask;
     struct signalfd_siginfo si;
-    struct pollfd pfd[2];
-    int sfd, flags;
+    struct pollfd pfd[3];
+    int sfd, flags, nfds, ours[3];
     long backoff;
 
     if (argc == 3 && strcmp(argv[1], "--listen") == 0 && listen_on(argv[2]) < 0)
         return 1;
-    close_other_fds();
+    close_other_fds(); /* --listen closed fd 4 already: no ports there */
     null_stdio();
     (void)umask(022);
     (void)mkdir(PRIVSEP_DIR, 0755);
@@ -202,8 +223,18 @@ int main(int argc, char **argv)
     pfd[0].events = POLLIN;
     pfd[1].fd = sfd;
     pfd[1].events = POLLIN;
+    nfds = 2;
+    if (ports_listener()) {
+        pfd[2].fd = PORTS_FD;
+        pfd[2].events = POLLIN;
+        nfds = 3;
+    }
+    /* what a port relay child must not hold */
+    ours[0] = LISTEN_FD;
+    ours[1] = sfd;
+    ours[2] = PORTS_FD;
     for (;;) {
-        if (poll(pfd, 2, -1) < 0) {
+        if (poll(pfd, (nfds_t)nfds, -1) < 0) {
             if (errno != EINTR)
                 pause_ms(100);
             continue;
@@ -219,6 +250,14 @@ int main(int argc, char **argv)
             return 1;
         if (pfd[0].revents & POLLIN) {
             backoff = accept_one();
+            if (backoff)
+                pause_ms(backoff);
+        }
+        /* a broken ports listener must not take sshd down with it */
+        if (nfds == 3 && (pfd[2].revents & (POLLERR | POLLNVAL)))
+            nfds = 2;
+        else if (nfds == 3 && (pfd[2].revents & POLLIN)) {
+            backoff = port_relay_accept(PORTS_FD, ours, 3);
             if (backoff)
                 pause_ms(backoff);
         }

@@ -19,22 +19,24 @@
 /*
  * Runs `runc --root <runc_root> <args...>` through subprocess.c (no
  * shell; nothing of ours but keep_fd, which, if >= 0, becomes runc's fd
- * 3). stdout is captured into out when out is not NULL. Returns runc's
- * exit status (0 = success), or -1 when runc could not be run or timed
- * out; errbuf says why: the last line of runc's stderr (logrus prints its
- * warnings before the error) or "runc <args[0]> failed (status N)".
+ * 3, and ports_fd, which, if > 3, becomes fd 4). stdout is captured into out
+ * when out is not NULL. Returns runc's exit status (0 = success), or -1 when
+ * runc could not be run or timed out; errbuf says why: the last line of runc's
+ * stderr (logrus prints its warnings before the error) or "runc <args[0]>
+ * failed (status N)".
  *
  * runc run --detach leaves the container holding runc's stdio until
  * pico-init swaps it for /dev/null, so subprocess.c tells the end of runc
  * by its pidfd, never by EOF on the pipes.
  */
 int run_runc(const runtime *rt, int gvisor, const char *const *args,
-             int keep_fd, buf_t *out, char *errbuf, size_t errlen)
+             int keep_fd, int ports_fd, buf_t *out, char *errbuf, size_t errlen)
 {
     const char *argv[16];
     char what[64];
     subprocess sp = {.argv = argv,
                      .fd3 = keep_fd,
+                     .fd4 = ports_fd,
                      .out = out,
                      .timeout_ms = RUNC_TIMEOUT_MS,
                      .name = "runc",
@@ -67,13 +69,15 @@ int runc_delete(const runtime *rt, const session_paths *p, char *err,
 {
     const char *args[] = {"delete", "--force", p->cid, NULL};
 
-    return run_runc(rt, p->gvisor, args, -1, NULL, err, errlen) == 0 ? 0 : -1;
+    return run_runc(rt, p->gvisor, args, -1, -1, NULL, err, errlen) == 0 ? 0
+                                                                         : -1;
 }
 
-int start_container(const runtime *rt, const session_paths *p, int lfd,
+int start_container(const runtime *rt, const session_paths *p, int lfd, int pfd,
                     char *err, size_t errlen)
 {
-    const char *args[] = {"run",      "--detach", "--preserve-fds", "1",
+    /* fd 3 the SSH listener, fd 4 the ports listener (port_relay.c) */
+    const char *args[] = {"run",      "--detach", "--preserve-fds", "2",
                           "--bundle", p->dir,     p->cid,           NULL};
     /* runsc hands no descriptor in: pico-init listens itself */
     const char *gv_args[] = {"run",  "--detach", "--bundle",
@@ -81,7 +85,8 @@ int start_container(const runtime *rt, const session_paths *p, int lfd,
     char why[PICO_REASON_MAX];
 
     if (run_runc(rt, p->gvisor, p->gvisor ? gv_args : args,
-                 p->gvisor ? -1 : lfd, NULL, why, sizeof(why)) != 0) {
+                 p->gvisor ? -1 : lfd, p->gvisor ? -1 : pfd, NULL, why,
+                 sizeof(why)) != 0) {
         snprintf(err, errlen, "sandbox failed to start: %s", why);
         return -1;
     }
@@ -102,7 +107,7 @@ int runc_state(const runtime *rt, const session_paths *p, pid_t *pid,
     json_t *st;
     const char *status;
 
-    if (run_runc(rt, p->gvisor, args, -1, &out, why, sizeof(why)) != 0) {
+    if (run_runc(rt, p->gvisor, args, -1, -1, &out, why, sizeof(why)) != 0) {
         char statedir[PICO_PATH_MAX];
         free(out.data);
         /* runc fails on a missing container; tell that from a broken runc

@@ -130,8 +130,8 @@ static void stderr_line(const char *text, int first, char *out, size_t outlen)
             *c = ' ';
 }
 
-static int spawn_actions(posix_spawn_file_actions_t *fa, int fd3, int out_w,
-                         int err_w)
+static int spawn_actions(posix_spawn_file_actions_t *fa, int fd3, int fd4,
+                         int out_w, int err_w)
 {
     int rc = posix_spawn_file_actions_addopen(fa, 0, "/dev/null", O_RDONLY, 0);
 
@@ -146,10 +146,17 @@ static int spawn_actions(posix_spawn_file_actions_t *fa, int fd3, int out_w,
     /* dup2 of an fd onto itself clears close-on-exec (glibc >= 2.29) */
     if (rc == 0 && fd3 >= 0)
         rc = posix_spawn_file_actions_adddup2(fa, fd3, 3);
+    /* fd 3 would be overwritten before it is moved to 4: never so in
+     * the backend, whose own descriptors take the low numbers first */
+    if (rc == 0 && fd3 >= 0 && fd4 == 3)
+        rc = EINVAL;
+    if (rc == 0 && fd3 >= 0 && fd4 > 3)
+        rc = posix_spawn_file_actions_adddup2(fa, fd4, 4);
     /* nothing else of ours, e.g. another session's socket being set up by
      * another thread, reaches the program */
     if (rc == 0)
-        rc = posix_spawn_file_actions_addclosefrom_np(fa, fd3 >= 0 ? 4 : 3);
+        rc = posix_spawn_file_actions_addclosefrom_np(
+            fa, fd3 < 0 ? 3 : (fd4 > 3 ? 5 : 4));
     return rc;
 }
 
@@ -191,7 +198,7 @@ static int start(const subprocess *sp, child *c, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         rc = -1;
     } else {
-        rc = spawn_actions(&fa, sp->fd3, outp[1], errp[1]);
+        rc = spawn_actions(&fa, sp->fd3, sp->fd4, outp[1], errp[1]);
         if (rc == 0)
             rc = clean_signals(&attr);
         if (rc == 0)

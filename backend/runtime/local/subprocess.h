@@ -2,9 +2,9 @@
  * subprocess.h - runs a helper program (runc, mkfs.ext4) the one way the
  * backend runs programs: posix_spawn with an argv array and a fixed
  * environment, never a shell; stdin /dev/null; stdout captured or
- * /dev/null; stderr captured for the message; optionally one descriptor
- * handed over as fd 3 and nothing else of ours; signals reset; bounded by
- * a timeout after which the program is killed and reaped.
+ * /dev/null; stderr captured for the message; optionally descriptors
+ * handed over as fd 3 (and 4) and nothing else of ours; signals reset; bounded
+ * by a timeout after which the program is killed and reaped.
  */
 #ifndef PICO_SUBPROCESS_H
 #define PICO_SUBPROCESS_H
@@ -22,11 +22,12 @@ typedef struct {
 typedef struct {
     const char *const *argv; /* argv[0] is the program's path; NULL-ended */
     int fd3;                 /* becomes the program's fd 3; -1: none */
-    buf_t *out;              /* gets stdout; NULL: stdout is /dev/null */
-    int timeout_ms;          /* then SIGKILL */
-    const char *name;        /* messages: "cannot run <name>: ..." */
-    const char *what;        /* "<what> timed out", "<what> failed ..." */
-    int first_line; /* the message is stderr's first line, else its last */
+    int fd4;    /* with fd3, becomes fd 4 (the ports listener); <= 2: none */
+    buf_t *out; /* gets stdout; NULL: stdout is /dev/null */
+    int timeout_ms;   /* then SIGKILL */
+    const char *name; /* messages: "cannot run <name>: ..." */
+    const char *what; /* "<what> timed out", "<what> failed ..." */
+    int first_line;   /* the message is stderr's first line, else its last */
 } subprocess;
 
 /*

@@ -23,6 +23,7 @@ import paramiko
 
 from .errors import (CommandError, SandboxError, SandboxNotReady, SessionNotFound,
                      SSHError, TransferError)
+from .ports import PortForward, check_port
 from .ssh import SSHConnection
 from .tunnel import TunnelSocket
 
@@ -295,6 +296,32 @@ class Session:
         (503), :class:`AuthenticationError` (401), :class:`TunnelError`
         (502) or :class:`SandboxConnectionError`."""
         return self._client._open_tunnel(self.tunnel_path)
+
+    # -- ports ---------------------------------------------------------
+    def open_port_tunnel(self, port: int) -> TunnelSocket:
+        """A raw byte stream to TCP ``port`` (1..65535) on 127.0.0.1 inside
+        the sandbox; the caller owns and closes it. A port nothing listens
+        on raises :class:`TunnelError` (502) with the server's message."""
+        return self._client._open_tunnel("/v1/sessions/%s/ports/%d/tunnel" % (
+            self.session_id, check_port(port)))
+
+    def forward(self, port: int, local_port: int = 0,
+                host: str = "127.0.0.1") -> PortForward:
+        """Listens on ``host:local_port`` (0: any free port; see
+        ``.port``) and relays each connection to ``port`` in the sandbox
+        through its own tunnel. Close it (or use ``with``) when done."""
+        check_port(port)
+        return PortForward(lambda: self.open_port_tunnel(port), host, local_port)
+
+    def expose(self, port: int, ttl: Optional[int] = None) -> str:
+        """A preview URL of ``port`` for a browser: a signed link the
+        server makes (``POST .../ports/<port>/preview``), good for ``ttl``
+        seconds (server default 900) and never past the session."""
+        body = {"ttl": ttl} if ttl is not None else None
+        _, data = self._client._request(
+            "POST", "/v1/sessions/%s/ports/%d/preview" % (
+                self.session_id, check_port(port)), body)
+        return self._client.api_url + data["path"]
 
     def _ssh(self) -> SSHConnection:
         """The session's SSH connection, opened (or reopened, if it died)
