@@ -11,24 +11,19 @@
  * session.c before it reaches Redis keys, the runtime or a log line: ids
  * must be canonical UUIDs, bodies pass session_parse_request().
  */
-#include <errno.h>
-#include <grp.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <microhttpd.h>
 
 #include "api/http_api.h"
+#include "api/listen.h"
 #include "api/metrics.h"
 #include "api/preview_api.h"
 #include "api/sse.h"
@@ -611,82 +606,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warn("http: %s", line);
 }
 
-/* A unix socket at path, mode 0660, group `group` (nginx's workers). */
-static int listen_unix(const char *path, const char *group, char *err,
-                       size_t errlen)
-{
-    int fd;
-
-    if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-        snprintf(err, errlen, "listen: socket path too long: %s", path);
-        return -1;
-    }
-    /* A socket file nobody answers on is left over from a crash. */
-    fd = unix_connect(path, 0);
-    if (fd >= 0) {
-        snprintf(err, errlen, "listen: %s is in use by another process", path);
-        close(fd);
-        return -1;
-    }
-    unlink(path);
-    fd = unix_bind(path);
-    if (fd < 0) {
-        snprintf(err, errlen, "listen: bind %s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (chmod(path, 0660) < 0)
-        log_warn("listen: chmod %s: %s", path, strerror(errno));
-    if (group[0]) {
-        struct group *gr = getgrnam(group);
-        if (gr == NULL)
-            log_warn("listen: no group %s; %s keeps its group", group, path);
-        else if (chown(path, (uid_t)-1, gr->gr_gid) < 0)
-            log_warn("listen: chgrp %s %s: %s", group, path, strerror(errno));
-    }
-    if (listen(fd, 1024) < 0) {
-        snprintf(err, errlen, "listen %s: %s", path, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int listen_tcp(const char *addr, char *err, size_t errlen)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    struct addrinfo hints, *res = NULL;
-    size_t n = colon ? (size_t)(colon - addr) : 0;
-    int fd, one = 1, rc;
-
-    if (colon == NULL || n >= sizeof(host)) {
-        snprintf(err, errlen, "listen: bad address %s", addr);
-        return -1;
-    }
-    memcpy(host, addr, n);
-    host[n] = '\0';
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        snprintf(err, errlen, "listen %s: %s", addr, gai_strerror(rc));
-        return -1;
-    }
-    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-        snprintf(err, errlen, "listen %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 http_api *http_api_start(pico_app *app, char *err, size_t errlen)
 {
     http_api *h = calloc(1, sizeof(*h));
@@ -700,9 +619,7 @@ http_api *http_api_start(pico_app *app, char *err, size_t errlen)
     atomic_init(&h->inflight, 0);
     atomic_init(&h->streams, 0);
     atomic_init(&h->stopping, 0);
-    h->listen_fd = !strncmp(l, "unix:", 5)
-                       ? listen_unix(l + 5, app->cfg.listen_group, err, errlen)
-                       : listen_tcp(l, err, errlen);
+    h->listen_fd = api_listen(l, app->cfg.listen_group, err, errlen);
     if (h->listen_fd < 0) {
         free(h);
         return NULL;

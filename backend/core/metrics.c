@@ -49,10 +49,11 @@ static const char *const fail_reasons[] = {"invalid_request",
 #define NFAIL NLE(fail_reasons)
 
 static const char *const op_names[METRIC_OP_N] = {
-    "image_exists", "create", "destroy", "alive", "running", "list", "health"};
+    "image_exists", "create", "destroy", "alive", "running",
+    "list",         "health", "pause",   "resume"};
 
-static const char *const statuses[] = {"pending", "running", "terminating",
-                                       "failed"};
+static const char *const statuses[] = {"pending", "running", "paused",
+                                       "terminating", "failed"};
 #define NSTATUS NLE(statuses)
 
 static atomic_llong creates;
@@ -60,6 +61,7 @@ static atomic_llong failures[NFAIL];
 static histogram create_h = {create_le, NLE(create_le), {0}, 0};
 static histogram lag_h = {lag_le, NLE(lag_le), {0}, 0};
 static histogram op_h[METRIC_OP_N] = {
+    {op_le, NLE(op_le), {0}, 0}, {op_le, NLE(op_le), {0}, 0},
     {op_le, NLE(op_le), {0}, 0}, {op_le, NLE(op_le), {0}, 0},
     {op_le, NLE(op_le), {0}, 0}, {op_le, NLE(op_le), {0}, 0},
     {op_le, NLE(op_le), {0}, 0}, {op_le, NLE(op_le), {0}, 0},

@@ -22,6 +22,8 @@ typedef enum {
     METRIC_OP_RUNNING,
     METRIC_OP_LIST,
     METRIC_OP_HEALTH,
+    METRIC_OP_PAUSE,
+    METRIC_OP_RESUME,
     METRIC_OP_N
 } metric_op;
 

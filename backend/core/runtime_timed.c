@@ -47,6 +47,24 @@ static int t_destroy(runtime *rt, const char *id, char *err, size_t errlen)
     return rc;
 }
 
+static int t_pause(runtime *rt, const char *id, char *err, size_t errlen)
+{
+    long long t0 = mono_us();
+    int rc = inner->pause(rt, id, err, errlen);
+
+    metrics_runtime_op(METRIC_OP_PAUSE, mono_us() - t0);
+    return rc;
+}
+
+static int t_resume(runtime *rt, const char *id, char *err, size_t errlen)
+{
+    long long t0 = mono_us();
+    int rc = inner->resume(rt, id, err, errlen);
+
+    metrics_runtime_op(METRIC_OP_RESUME, mono_us() - t0);
+    return rc;
+}
+
 static int t_alive(runtime *rt, const char *id)
 {
     long long t0 = mono_us();
@@ -93,6 +111,8 @@ const runtime_ops *runtime_timed(const runtime_ops *ops)
     timed.image_exists = ops->image_exists ? t_image_exists : NULL;
     timed.create = ops->create ? t_create : NULL;
     timed.destroy = ops->destroy ? t_destroy : NULL;
+    timed.pause = ops->pause ? t_pause : NULL;
+    timed.resume = ops->resume ? t_resume : NULL;
     timed.alive = ops->alive ? t_alive : NULL;
     timed.running = ops->running ? t_running : NULL;
     timed.list = ops->list ? t_list : NULL;

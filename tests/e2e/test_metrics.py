@@ -138,6 +138,18 @@ def test_metrics_count_exactly_what_was_done(new_stack):
     m = samples(scrape(stack, "/metrics"))
     assert m['pico_sessions{status="running"}'] == 2
     assert m['pico_runtime_operation_duration_seconds_count{op="destroy"}'] == 1
+
+    # a pause and a resume: counted as operations, the session by status
+    op = "pico_runtime_operation_duration_seconds_count"
+    assert stack.request("POST", "/v1/sessions/%s/pause" % sids[1]).status == 200
+    m = samples(scrape(stack, "/metrics"))
+    assert m['pico_sessions{status="paused"}'] == 1
+    assert m['pico_sessions{status="running"}'] == 1
+    assert (m[op + '{op="pause"}'], m[op + '{op="resume"}']) == (1, 0)
+    assert stack.request("POST", "/v1/sessions/%s/resume" % sids[1]).status == 200
+    m = samples(scrape(stack, "/metrics"))
+    assert m['pico_sessions{status="paused"}'] == 0
+    assert (m[op + '{op="pause"}'], m[op + '{op="resume"}']) == (1, 1)
     for sid in sids[1:]:
         assert stack.delete(sid).status == 200
 

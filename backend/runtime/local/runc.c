@@ -159,7 +159,7 @@ int runc_freeze(const runtime *rt, const session_paths *p, const char *op,
         snprintf(err, errlen, "the sandbox is not running");
         return -1;
     }
-    if (run_runc(rt, p->gvisor, args, -1, NULL, why, sizeof(why)) != 0) {
+    if (run_runc(rt, p->gvisor, args, -1, -1, NULL, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "%s failed: %s", op, why);
         return -1;
     }

@@ -314,7 +314,7 @@ int subprocess_start(const subprocess *sp, pid_t *pid, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    rc = spawn_actions(&fa, sp->fd3, -1, -1);
+    rc = spawn_actions(&fa, sp->fd3, sp->fd4, -1, -1);
     if (rc == 0)
         rc = clean_signals(&attr);
     if (rc == 0)
