@@ -63,6 +63,37 @@ static void      ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
 
 
 /*
+ * A new lookup on the worker's command connection, returned in *ac.
+ * NULL: the store is unavailable now (counted as a lookup error), or
+ * there is no memory.
+ */
+static ngx_pico_lookup_t *
+ngx_pico_redis_lookup_new(ngx_pico_worker_t *w, u_char *id, ngx_log_t *log,
+                          ngx_pico_lookup_handler_pt handler, void *data,
+                          redisAsyncContext **ac)
+{
+    ngx_pico_lookup_t *lk;
+
+    *ac = ngx_pico_redis_command(w, log, id);
+    if (*ac == NULL) {
+        ngx_pico_metrics_lookup(w->pmcf, NGX_PICO_LOOKUP_ERROR);
+        return NULL;
+    }
+
+    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
+    if (lk == NULL) {
+        return NULL;
+    }
+
+    lk->handler = handler;
+    lk->data = data;
+    lk->worker = w;
+
+    return lk;
+}
+
+
+/*
  * Starts a lookup of session id (and of token, when not NULL).  NULL: the
  * store is unavailable now, the handler will not be called.  Otherwise the
  * handler is called exactly once, from the event loop, unless the lookup
@@ -79,20 +110,10 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
     redisAsyncContext *ac;
     u_char             tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
 
-    ac = ngx_pico_redis_command(w, log, id);
-    if (ac == NULL) {
-        ngx_pico_metrics_lookup(w->pmcf, NGX_PICO_LOOKUP_ERROR);
-        return NULL;
-    }
-
-    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
+    lk = ngx_pico_redis_lookup_new(w, id, log, handler, data, &ac);
     if (lk == NULL) {
         return NULL;
     }
-
-    lk->handler = handler;
-    lk->data = data;
-    lk->worker = w;
 
     if (token) {
         ngx_memcpy(ngx_cpymem(tkey, "pico:token:", 11), token + 5,
@@ -139,19 +160,10 @@ ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
     redisAsyncContext *ac;
     u_char             pkey[sizeof("pico:preview:") - 1 + 64];
 
-    ac = ngx_pico_redis_command(w, log, id);
-    if (ac == NULL) {
-        return NULL;
-    }
-
-    lk = ngx_calloc(sizeof(ngx_pico_lookup_t), log);
+    lk = ngx_pico_redis_lookup_new(w, id, log, handler, data, &ac);
     if (lk == NULL) {
         return NULL;
     }
-
-    lk->handler = handler;
-    lk->data = data;
-    lk->worker = w;
 
     ngx_memcpy(ngx_cpymem(pkey, "pico:preview:", 13), digest, 64);
 

@@ -5,11 +5,9 @@ does), and the apps are started detached so they outlive that connection.
 """
 
 import os
-import socket
-
-import paramiko
 
 from pico_stack import wait_for
+from test_sandbox import Sandbox, endpoint_path
 
 TCP_ECHO = r"""
 import socketserver
@@ -27,37 +25,11 @@ socketserver.ThreadingTCPServer(("127.0.0.1", PORT), Echo).serve_forever()
 """
 
 
-def endpoint_path(stack, sid):
-    ep = stack.redis_cli("HGET", "pico:session:%s" % sid, "endpoint")
-    assert ep.startswith("unix:"), ep
-    return ep[len("unix:"):]
-
-
-class Box:
-    """SSH straight to a sandbox's endpoint socket."""
+class Box(Sandbox):
+    """SSH straight to a sandbox's endpoint socket, with the apps."""
 
     def __init__(self, stack, sid, timeout=20):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(endpoint_path(stack, sid))
-        self.transport = paramiko.Transport(self.sock)
-        self.transport.start_client(timeout=timeout)
-        self.transport.auth_password("sandbox", "sandbox")
-
-    def run(self, cmd, timeout=60):
-        ch = self.transport.open_session(timeout=timeout)
-        ch.settimeout(timeout)
-        ch.exec_command(cmd)
-        out = ch.makefile("rb").read().decode("utf-8", "replace")
-        err = ch.makefile_stderr("rb").read().decode("utf-8", "replace")
-        rc = ch.recv_exit_status()
-        ch.close()
-        return rc, out, err
-
-    def ok(self, cmd, timeout=60):
-        rc, out, err = self.run(cmd, timeout)
-        assert rc == 0, (cmd, rc, out, err)
-        return out
+        super().__init__(endpoint_path(stack, sid), timeout=timeout)
 
     def put(self, path, text):
         sftp = self.transport.open_sftp_client()
