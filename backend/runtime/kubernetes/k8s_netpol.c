@@ -88,8 +88,9 @@ static json_t *dns_rule(void)
         "ports", "protocol", "UDP", "port", 53, "protocol", "TCP", "port", 53);
 }
 
-/* The egress rules of an "egress" session; the caller checks something
- * stays allowed (netpolicy.c made sure at config and request time). */
+/* The egress rules of an "egress" session. Some range stays allowed:
+ * netpolicy.c refused lists that allow nothing, at start and at create,
+ * against the same blocked ranges (netpolicy_cluster_blocked). */
 static json_t *egress_rules(const runtime *rt, const session *s)
 {
     pico_cidr_list allow = {.n = 0}, deny;
