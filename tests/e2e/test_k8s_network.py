@@ -98,6 +98,10 @@ def test_none_session_has_a_deny_all_policy_on_its_pod(nstack, nfake, kubeconfig
         assert [(o["kind"], o["name"], o["uid"]) for o in owner] == \
             [("Pod", "sandbox-" + a, pods["sandbox-" + a]["metadata"]["uid"])]
         assert pa["metadata"]["labels"]["managed-by"] == "pico-apiserver"
+        # made before the pod, so the pod never runs without it
+        posts = [path.rsplit("/", 1)[-1] for m, path, _, _ in nfake.state_dump()["requests"]
+                 if m == "POST" and path.startswith(("/api/", "/apis/"))]
+        assert "networkpolicies" in posts and posts.index("networkpolicies") < posts.index("pods"), posts
         code, out, err = kubectl(kubeconfig, "get", "netpol")
         assert code == 0 and "sandbox-" + a in out and "session-id=" + a in out, out + err
     finally:
