@@ -1044,3 +1044,14 @@ def test_pause_is_refused_and_idle_deletes(kstack, fake):
     wait_for(lambda: kstack.request("GET", "/v1/sessions/" + idle).status == 404,
              timeout=30, what="idle delete")
     pods_gone(fake, "sandbox-" + idle)
+
+
+def test_network_not_allowed_is_400(kstack, fake):
+    """This stack's network_allowed is the default, none: egress is a 400
+    and nothing is made (test_k8s_network.py has the allowed cases)."""
+    before = {p["metadata"]["name"] for p in fake.state_dump()["networkpolicies"]}
+    r = kstack.request("POST", "/v1/sessions", body={"ttl": 60, "network": "egress"})
+    assert r.status == 400, r
+    assert r.json()["error"]["message"] == \
+        "network: egress is not allowed on this server (allowed: none)", r.json()
+    assert {p["metadata"]["name"] for p in fake.state_dump()["networkpolicies"]} == before

@@ -19,7 +19,9 @@ from pico_stack import ROOT, Stack, backend_binary, wait_for
 from test_k8s import (NS, READY_TIMEOUT_S, FakeK8s, pods_gone,  # noqa: F401
                       prerequisites)
 
-DENY = "198.51.100.0/24"  # the stack's egress_deny_cidrs
+DENY = "198.51.100.0/24"  # in the stack's egress_deny_cidrs...
+# ...with 63 more, the most the key takes with the blocked ranges beside
+DENY_ALL = [DENY] + ["198.18.%d.0/24" % i for i in range(63)]
 CLUSTER_BLOCKED = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10",
                    "169.254.0.0/16", "127.0.0.0/8"}
 
@@ -37,7 +39,7 @@ def nstack(nfake):
     s.configure()
     s.set_conf("k8s_ready_timeout_s", str(READY_TIMEOUT_S))
     s.set_conf("network_allowed", "none,egress")
-    s.set_conf("egress_deny_cidrs", DENY)
+    s.set_conf("egress_deny_cidrs", ",".join(DENY_ALL))
     s.start(configure=False)
     yield s
     s.stop()
@@ -131,7 +133,7 @@ def test_egress_session_policy(nstack, nfake, kubeconfig):
         assert sorted((x["protocol"], x["port"]) for x in dns[0]["ports"]) == [("TCP", 53), ("UDP", 53)]
         blocks = ip_blocks(p)
         assert set(blocks) == {"0.0.0.0/0"}, blocks
-        assert CLUSTER_BLOCKED | {DENY} <= blocks["0.0.0.0/0"]
+        assert CLUSTER_BLOCKED | set(DENY_ALL) <= blocks["0.0.0.0/0"]
         # the request's narrower lists, the server's deny list not inside
         blocks = ip_blocks(pols["sandbox-" + narrow])
         assert blocks == {"203.0.113.0/24": {"203.0.113.128/25"}}, blocks

@@ -36,32 +36,40 @@ static void add_list(pico_cidr_list *to, const char *text)
         to->v[to->n++] = l.v[i];
 }
 
-/* The blocked ranges and both deny lists, as one list. */
-static void deny_list(const runtime *rt, const session *s, pico_cidr_list *out)
+/* The blocked ranges and both deny lists, each a list of its own (each
+ * fits one: at most 64 configured, 16 requested). */
+#define DENY_LISTS 3
+static void deny_lists(const runtime *rt, const session *s,
+                       pico_cidr_list out[DENY_LISTS])
 {
-    out->n = 0;
+    for (int i = 0; i < DENY_LISTS; i++)
+        out[i].n = 0;
     for (int i = 0; netpolicy_cluster_blocked[i] != NULL; i++)
-        add_list(out, netpolicy_cluster_blocked[i]);
-    add_list(out, rt->egress_deny);
-    add_list(out, s->egress_deny);
+        add_list(&out[0], netpolicy_cluster_blocked[i]);
+    add_list(&out[1], rt->egress_deny);
+    add_list(&out[2], s->egress_deny);
 }
 
 /* One ipBlock rule for allowed range a, or NULL when a is wholly denied.
  * Ranges are nested or apart, so what lies strictly inside a is its
  * except list (the API refuses an except not inside the cidr). */
-static json_t *ip_rule(const pico_cidr *a, const pico_cidr_list *deny)
+static json_t *ip_rule(const pico_cidr *a, const pico_cidr_list deny[])
 {
     json_t *except = json_array();
     char text[20];
 
-    for (int i = 0; i < deny->n; i++) {
-        if (cidr_within(a, &deny->v[i])) {
-            json_decref(except);
-            return NULL;
-        }
-        if (cidr_within(&deny->v[i], a)) {
-            cidr_format(&deny->v[i], text, sizeof(text));
-            json_array_append_new(except, json_string(text));
+    for (int l = 0; l < DENY_LISTS; l++) {
+        for (int i = 0; i < deny[l].n; i++) {
+            const pico_cidr *d = &deny[l].v[i];
+
+            if (cidr_within(a, d)) {
+                json_decref(except);
+                return NULL;
+            }
+            if (cidr_within(d, a)) {
+                cidr_format(d, text, sizeof(text));
+                json_array_append_new(except, json_string(text));
+            }
         }
     }
     cidr_format(a, text, sizeof(text));
@@ -93,7 +101,7 @@ static json_t *dns_rule(void)
  * against the same blocked ranges (netpolicy_cluster_blocked). */
 static json_t *egress_rules(const runtime *rt, const session *s)
 {
-    pico_cidr_list allow = {.n = 0}, deny;
+    pico_cidr_list allow = {.n = 0}, deny[DENY_LISTS];
     json_t *rules = json_array();
     int everything;
 
@@ -102,10 +110,10 @@ static json_t *egress_rules(const runtime *rt, const session *s)
         allow.n == 0 && s->egress_deny[0] == '\0' && rt->egress_deny[0] == '\0';
     if (allow.n == 0)
         allow.v[allow.n++] = (pico_cidr){0, 0};
-    deny_list(rt, s, &deny);
+    deny_lists(rt, s, deny);
     json_array_append_new(rules, dns_rule());
     for (int i = 0; i < allow.n; i++) {
-        json_t *r = ip_rule(&allow.v[i], &deny);
+        json_t *r = ip_rule(&allow.v[i], deny);
 
         if (r != NULL)
             json_array_append_new(rules, r);
