@@ -106,6 +106,8 @@ def test_none_session_has_a_deny_all_policy_on_its_pod(nstack, nfake, kubeconfig
         assert "networkpolicies" in posts and posts.index("networkpolicies") < posts.index("pods"), posts
         code, out, err = kubectl(kubeconfig, "get", "netpol")
         assert code == 0 and "sandbox-" + a in out and "session-id=" + a in out, out + err
+        code, out, err = kubectl(kubeconfig, "get", "networkpolicy", "sandbox-" + a, "-o", "yaml")
+        assert code == 0 and "kind: NetworkPolicy" in out and "session-id: " + a in out, out + err
     finally:
         for sid in (a, b):
             assert nstack.delete(sid).status == 200
@@ -178,6 +180,20 @@ def test_delete_removes_the_policy_itself(nstack, nfake, kubeconfig):
     assert "sandbox-" + sid not in policies(kubeconfig)
     code, _, err = kubectl(kubeconfig, "get", "networkpolicy", "sandbox-" + sid)
     assert code != 0 and "NotFound" in err, err
+
+
+def test_policy_goes_with_its_pod(nstack, nfake, kubeconfig):
+    """The owner link at work: the pod deleted behind pico's back, the
+    garbage collector removes the policy (and reconcile fails the
+    session)."""
+    sid = nstack.create(ttl=300, network="egress")["session_id"]
+    try:
+        code, _ = nfake.call("DELETE", "/api/v1/namespaces/%s/pods/sandbox-%s" % (NS, sid))
+        assert code == 200
+        wait_for(lambda: "sandbox-" + sid not in policies(kubeconfig), timeout=30, interval=0.2,
+                 what="the policy collected with its pod")
+    finally:
+        nstack.delete(sid)
 
 
 @pytest.mark.parametrize("fault", [
