@@ -15,12 +15,15 @@ cluster would only tell at apply time, or never:
   - every container has requests + limits, readiness + liveness probes,
     no privilege escalation; mounts name existing volumes; ConfigMaps
     referenced exist;
-  - RBAC: no cluster-wide roles, no wildcards, verbs limited to what
-    the driver uses, only in the sandbox namespace;
+  - RBAC: no cluster-wide roles, no wildcards, exactly the verbs the
+    driver uses on each resource (in its API group), only in the sandbox
+    namespace;
   - NetworkPolicy: sandbox pods (selected by a label the driver sets)
     accept only TCP (22 and the ports of previews) from the server pods; default deny exists;
-    every internet ipBlock excepts the private and link-local ranges of
-    its family, and IPv4 and IPv6 are both covered (0.0.0.0/0, ::/0);
+    no namespace-wide policy grants sandboxes egress (policies add up:
+    egress is the per-session policies' alone, k8s_netpol.c), and the
+    driver's blocked ranges include the private and link-local ranges of
+    each family;
   - images: no pico image from an implicit Docker Hub account; the base
     may carry the REGISTRY.example placeholder, an overlay may not (in
     images or in pico.conf's k8s_image_prefix);
