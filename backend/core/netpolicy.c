@@ -1,7 +1,8 @@
 /*
  * netpolicy.c - "network" values and the egress policy's IPv4 ranges
  * (netpolicy.h). The drivers enforce the policy (the local one with
- * nftables in the sandbox's network namespace, runtime-local.md); this
+ * nftables in the sandbox's network namespace, runtime-local.md; the
+ * kubernetes one as a NetworkPolicy per session, kubernetes.md); this
  * file only says what is well-formed and what the configuration allows,
  * so a bad key stops the backend and a bad request gets a 400 before
  * anything is started.
