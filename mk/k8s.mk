@@ -14,10 +14,12 @@ K8S_OVERLAY ?= deploy/k8s/overlays/production
 K8S_IMAGE_PREFIX ?=
 K8S_TAG     ?= latest
 # The driver's folder, plus what it uses outside it: the host key helper
-# both drivers share, the core's util.c and the parsers it calls.
+# both drivers share, the core's util.c, netpolicy.c (the egress ranges)
+# and the parsers they call.
 K8S_DIR     := backend/runtime/kubernetes
 K8S_DRIVER  := $(sort $(wildcard $(K8S_DIR)/*.c)) backend/runtime/hostkey.c \
-               backend/core/util.c $(wildcard common/*.c)
+               backend/core/util.c backend/core/netpolicy.c \
+               $(wildcard common/*.c)
 K8S_DRIVER_SRCS := tests/fake_k8s/driver_cli.c $(K8S_DRIVER)
 
 BUILD_TARGETS += $(BUILD)/k8s/driver_cli

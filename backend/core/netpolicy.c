@@ -1,7 +1,8 @@
 /*
  * netpolicy.c - "network" values and the egress policy's IPv4 ranges
  * (netpolicy.h). The drivers enforce the policy (the local one with
- * nftables in the sandbox's network namespace, runtime-local.md); this
+ * nftables in the sandbox's network namespace, runtime-local.md; the
+ * kubernetes one as a NetworkPolicy per session, kubernetes.md); this
  * file only says what is well-formed and what the configuration allows,
  * so a bad key stops the backend and a bad request gets a 400 before
  * anything is started.
@@ -25,6 +26,18 @@
 const char *const netpolicy_always_blocked[] = {
     "0.0.0.0/8",   "10.0.2.0/24", "127.0.0.0/8", "169.254.0.0/16",
     "224.0.0.0/4", "240.0.0.0/4", NULL};
+
+/*
+ * On Kubernetes the cluster's own networks take the place of the NAT's:
+ * pods, Services and nodes are usually on private or shared (100.64/10)
+ * space, so all of it is blocked, as is link-local (cloud metadata).
+ */
+const char *const netpolicy_cluster_blocked[] = {
+    "0.0.0.0/8",      "10.0.0.0/8",
+    "100.64.0.0/10",  "127.0.0.0/8",
+    "169.254.0.0/16", "172.16.0.0/12",
+    "192.168.0.0/16", "224.0.0.0/4",
+    "240.0.0.0/4",    NULL};
 
 static uint32_t prefix_mask(int prefix)
 {
@@ -165,9 +178,9 @@ int domain_list_check(const char *text, char *why, size_t whylen)
     return count;
 }
 
-static pico_cidr blocked_range(int i)
+static pico_cidr blocked_range(const char *const *blk, int i)
 {
-    const char *t = netpolicy_always_blocked[i];
+    const char *t = blk[i];
     pico_cidr c = {0, 32};
 
     (void)cidr_parse(t, strlen(t), &c);
@@ -179,21 +192,28 @@ int netpolicy_blocked(uint32_t addr)
     pico_cidr a = {addr, 32};
 
     for (int i = 0; netpolicy_always_blocked[i] != NULL; i++) {
-        pico_cidr b = blocked_range(i);
+        pico_cidr b = blocked_range(netpolicy_always_blocked, i);
         if (cidr_within(&a, &b))
             return 1;
     }
     return 0;
 }
 
-/* 1 when c is wholly denied: inside an entry of deny or always blocked. */
-static int denied(const pico_cidr *c, const pico_cidr_list *deny)
+const char *const *netpolicy_blocked_list(const pico_config *cfg)
+{
+    return strcmp(cfg->runtime, "kubernetes") == 0 ? netpolicy_cluster_blocked
+                                                   : netpolicy_always_blocked;
+}
+
+/* 1 when c is wholly denied: inside an entry of deny or of blk. */
+static int denied(const pico_cidr *c, const pico_cidr_list *deny,
+                  const char *const *blk)
 {
     for (int i = 0; i < deny->n; i++)
         if (cidr_within(c, &deny->v[i]))
             return 1;
-    for (int i = 0; netpolicy_always_blocked[i] != NULL; i++) {
-        pico_cidr b = blocked_range(i);
+    for (int i = 0; blk[i] != NULL; i++) {
+        pico_cidr b = blocked_range(blk, i);
         if (cidr_within(c, &b))
             return 1;
     }
@@ -294,13 +314,16 @@ static int check_lists(const pico_config *cfg, char *why, size_t whylen)
         allow.v[allow.n++] = (pico_cidr){0, 0};
     some = domains > 0;
     for (int i = 0; i < allow.n; i++)
-        some |= !denied(&allow.v[i], &deny);
+        some |= !denied(&allow.v[i], &deny, netpolicy_blocked_list(cfg));
     if (!some) {
         snprintf(why, whylen,
                  "egress_allow_cidrs: allows nothing (every range is denied "
                  "or always blocked)");
         return -1;
     }
+    /* the cluster's DNS serves pods there; egress_dns is the local NAT's */
+    if (strcmp(cfg->runtime, "kubernetes") == 0)
+        return 0;
     if (cidr_parse(cfg->egress_dns, strlen(cfg->egress_dns), &dns) < 0 ||
         dns.prefix != 32 || netpolicy_blocked(dns.addr)) {
         snprintf(why, whylen,
@@ -319,10 +342,13 @@ int netpolicy_check_config(const pico_config *cfg, char *why, size_t whylen)
         return -1;
     if (!netpolicy_network_allowed(cfg, "egress"))
         return 0;
-    if (strcmp(cfg->runtime, "local") != 0) {
+    if (strcmp(cfg->runtime, "kubernetes") == 0 &&
+        (cfg->egress_allow_domains[0] || cfg->egress_deny_domains[0])) {
         snprintf(why, whylen,
-                 "network_allowed: egress is available on the local runtime "
-                 "only");
+                 "egress_%s_domains: not available with runtime kubernetes: "
+                 "its egress policy is a NetworkPolicy, which matches "
+                 "addresses, never names (docs/kubernetes.md, Network)",
+                 cfg->egress_allow_domains[0] ? "allow" : "deny");
         return -1;
     }
     return check_lists(cfg, why, whylen);
@@ -396,6 +422,15 @@ int netpolicy_parse_request(const pico_config *cfg, json_t *v, char *allow_text,
     }
     json_object_foreach(v, key, x)
     {
+        if (strstr(key, "domains") != NULL &&
+            strcmp(cfg->runtime, "kubernetes") == 0) {
+            snprintf(err, errlen,
+                     "egress.%.32s: domain lists are not available on this "
+                     "server: a Kubernetes NetworkPolicy cannot enforce "
+                     "names, only address ranges (allow_cidrs, deny_cidrs)",
+                     key);
+            return -1;
+        }
         if (strcmp(key, "allow_cidrs") != 0 && strcmp(key, "deny_cidrs") != 0) {
             snprintf(err, errlen,
                      "egress.%.32s: unknown field (allowed: allow_cidrs, "
@@ -435,7 +470,7 @@ int netpolicy_parse_request(const pico_config *cfg, json_t *v, char *allow_text,
         ra = sa;
     some = ra.n == 0 && names > 0; /* only names: they stay allowed */
     for (int i = 0; i < ra.n; i++)
-        some |= !denied(&ra.v[i], &sd);
+        some |= !denied(&ra.v[i], &sd, netpolicy_blocked_list(cfg));
     if (!some) {
         snprintf(err, errlen,
                  "egress: allows nothing (every allowed range is denied or "

@@ -32,8 +32,12 @@ typedef struct {
     int n;
 } pico_cidr_list;
 
-/* The ranges no sandbox ever reaches, NULL-terminated ("a.b.c.d/n"). */
+/* The ranges no sandbox ever reaches, NULL-terminated ("a.b.c.d/n"):
+ * on the local runtime, and on Kubernetes (the cluster's private
+ * networks too); netpolicy_blocked_list picks the configured runtime's. */
 extern const char *const netpolicy_always_blocked[];
+extern const char *const netpolicy_cluster_blocked[];
+const char *const *netpolicy_blocked_list(const struct pico_config *cfg);
 
 /* "a.b.c.d/n" or "a.b.c.d" (a /32) in s[0..n-1]; 0, or -1 when it is not
  * one, or has bits set past the prefix (so a typo is not silently

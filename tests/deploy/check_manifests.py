@@ -15,12 +15,15 @@ cluster would only tell at apply time, or never:
   - every container has requests + limits, readiness + liveness probes,
     no privilege escalation; mounts name existing volumes; ConfigMaps
     referenced exist;
-  - RBAC: no cluster-wide roles, no wildcards, verbs limited to what
-    the driver uses, only in the sandbox namespace;
+  - RBAC: no cluster-wide roles, no wildcards, exactly the verbs the
+    driver uses on each resource (in its API group), only in the sandbox
+    namespace;
   - NetworkPolicy: sandbox pods (selected by a label the driver sets)
     accept only TCP (22 and the ports of previews) from the server pods; default deny exists;
-    every internet ipBlock excepts the private and link-local ranges of
-    its family, and IPv4 and IPv6 are both covered (0.0.0.0/0, ::/0);
+    no namespace-wide policy grants sandboxes egress (policies add up:
+    egress is the per-session policies' alone, k8s_netpol.c), and the
+    driver's blocked ranges include the private and link-local ranges of
+    each family;
   - images: no pico image from an implicit Docker Hub account; the base
     may carry the REGISTRY.example placeholder, an overlay may not (in
     images or in pico.conf's k8s_image_prefix);
@@ -63,8 +66,11 @@ CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding",
                   "PersistentVolume", "StorageClass", "CustomResourceDefinition"}
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 # What the driver (backend/runtime/kubernetes/) does with each resource, and nothing more.
+# The Role must grant exactly these (a verb fewer and the driver fails).
 ALLOWED_VERBS = {"pods": {"create", "get", "list", "watch", "delete"},
-                 "secrets": {"create", "list", "patch", "delete"}}
+                 "secrets": {"create", "list", "patch", "delete"},
+                 "networkpolicies": {"create", "list", "patch", "delete"}}
+API_GROUPS = {"pods": "", "secrets": "", "networkpolicies": "networking.k8s.io"}
 
 
 # -- rendering ---------------------------------------------------------------
@@ -168,23 +174,6 @@ def check_images(ok, docs, overlay):
                "pico.conf: k8s_image_prefix is still the placeholder %r" % prefix)
 
 
-def check_egress_blocks(ok, name, rules):
-    """Internet egress by ipBlock: each family covered, with its exceptions."""
-    cidrs = set()
-    for rule in rules:
-        for peer in rule.get("to", []):
-            blk = peer.get("ipBlock")
-            if not blk:
-                continue
-            cidrs.add(blk["cidr"])
-            want = PRIVATE_V6 if ":" in blk["cidr"] else PRIVATE_V4
-            ok(want <= set(blk.get("except", [])),
-               "%s: egress ipBlock %s lets sandboxes reach private/cluster ranges" % (name, blk["cidr"]))
-    if cidrs:
-        ok({"0.0.0.0/0", "::/0"} <= cidrs,
-           "%s: internet egress covers %s only (IPv4 and IPv6 both, or neither)" % (name, sorted(cidrs)))
-
-
 def check(docs, overlay=False):
     """Returns (passed, [failure messages])."""
     fails, passed = [], [0]
@@ -273,13 +262,19 @@ def check(docs, overlay=False):
     for r in roles:
         ok(r["metadata"].get("namespace") == sandbox_ns,
            "%s: Role is in %s, sandboxes in %s" % (name(r), r["metadata"].get("namespace"), sandbox_ns))
+        granted = {}
         for rule in r.get("rules", []):
             ok("*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []),
                "%s: wildcard in a rule" % name(r))
             for res in rule.get("resources", []):
                 ok(res in ALLOWED_VERBS, "%s: resource %s is not needed" % (name(r), res))
-                ok(set(rule.get("verbs", [])) <= ALLOWED_VERBS.get(res, set()),
-                   "%s: verbs %s on %s beyond what the driver uses" % (name(r), rule.get("verbs"), res))
+                ok(rule.get("apiGroups") == [API_GROUPS.get(res)],
+                   "%s: %s in apiGroups %s" % (name(r), res, rule.get("apiGroups")))
+                granted.setdefault(res, set()).update(rule.get("verbs", []))
+        for res, verbs in ALLOWED_VERBS.items():
+            ok(granted.get(res, set()) == verbs,
+               "%s: verbs %s on %s, the driver uses exactly %s" % (
+                   name(r), sorted(granted.get(res, set())), res, sorted(verbs)))
     for rb in by_kind.get("RoleBinding", []):
         sas = [s for s in rb.get("subjects", []) if s.get("kind") == "ServiceAccount"]
         ok(sas and all(any(sa["metadata"]["name"] == s["name"] and sa["metadata"].get("namespace") == s.get("namespace")
@@ -309,7 +304,18 @@ def check(docs, overlay=False):
                 sel = (peer.get("podSelector") or {}).get("matchLabels")
                 ok(sel and any(subset(sel, l) for l in server_labels),
                    "%s: ingress from something other than the server pods" % name(p))
-        check_egress_blocks(ok, name(p), p["spec"].get("egress", []))
+        # Policies add up: egress granted here would reach every
+        # session, "none" ones too. The driver's per-session policy
+        # (k8s_netpol.c) is where egress comes from.
+        ok(not p["spec"].get("egress"),
+           "%s: grants egress to every sandbox (it belongs in the per-session policies)" % name(p))
+    # ...which excepts the cluster's ranges from every ipBlock.
+    with open(os.path.join(ROOT, "backend", "core", "netpolicy.c")) as f:
+        blocked = f.read().split("netpolicy_cluster_blocked[]", 1)[-1].split("NULL", 1)[0]
+    for cidr in sorted(PRIVATE_V4):
+        ok('"%s"' % cidr in blocked, "netpolicy.c: %s is not in netpolicy_cluster_blocked" % cidr)
+    for cidr in sorted(PRIVATE_V6):
+        ok('"%s"' % cidr in driver_src, "the driver's IPv6 rule does not except %s" % cidr)
     check_images(ok, docs, overlay)
     return passed[0], fails
 
@@ -422,19 +428,14 @@ def selftest(docs):
                 cm["data"]["pico.conf"] = re.sub(r'k8s_image_prefix .*', 'k8s_image_prefix "pico/"',
                                                  cm["data"]["pico.conf"])
 
-    def no_ipv6(ds):
+    def base_egress(ds):
         for p in ds:
-            if p.get("kind") == "NetworkPolicy" and p["spec"].get("egress"):
-                p["spec"]["egress"] = [r for r in p["spec"]["egress"]
-                                       if not any(":" in (t.get("ipBlock") or {}).get("cidr", "")
-                                                  for t in r.get("to", []))]
+            if p.get("kind") == "NetworkPolicy" and p["metadata"]["name"] == "sandboxes":
+                p["spec"]["egress"] = [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
 
-    def v6_unexcepted(ds):
-        for p in ds:
-            for r in (p.get("spec") or {}).get("egress", []) if p.get("kind") == "NetworkPolicy" else []:
-                for t in r.get("to", []):
-                    if ":" in (t.get("ipBlock") or {}).get("cidr", ""):
-                        t["ipBlock"]["except"] = ["fe80::/10"]
+    def no_netpol_verbs(ds):
+        first(ds, "Role")["rules"] = [r for r in first(ds, "Role")["rules"]
+                                      if "networkpolicies" not in r.get("resources", [])]
 
     def public_metrics(ds):
         for cm in ds:
@@ -445,7 +446,7 @@ def selftest(docs):
     out = []
     for fn in (no_limits, no_probe, wild_verbs, escalate, bad_selector, no_netpol,
                open_port, no_name, cluster_role, auth_off, typo_key, headless_redis,
-               hub_image, hub_prefix, no_ipv6, v6_unexcepted, public_metrics):
+               hub_image, hub_prefix, base_egress, no_netpol_verbs, public_metrics):
         if not mutate(fn):
             out.append("selftest: breaking %s went unnoticed" % fn.__name__)
     # The base's placeholder, rendered as if it were an overlay's.

@@ -1004,8 +1004,8 @@ def test_driver_request_bodies_match_upstream_schema(fake, dfake):
     """Every body the driver sent to either fake in this module (the
     stack's creates and deletes, the driver-alone runs) is valid against
     the upstream Kubernetes OpenAPI schemas, unknown fields refused
-    (tests/deploy/k8s_schema.py): the Pod and Secret as POSTed, the
-    Secret's ownerReferences merge patch applied, DeleteOptions."""
+    (tests/deploy/k8s_schema.py): the Pod, Secret and NetworkPolicy as
+    POSTed, the ownerReferences merge patches applied, DeleteOptions."""
     logs = [os.path.join(f.state, "bodies.jsonl") for f in (fake, dfake)]
     logs = [p for p in logs if os.path.exists(p)]
     seen = set()
@@ -1017,7 +1017,8 @@ def test_driver_request_bodies_match_upstream_schema(fake, dfake):
                     continue
                 kind = rec["body"].get("kind") if isinstance(rec["body"], dict) else None
                 seen.add((rec["method"], kind))
-    for want in (("POST", "Pod"), ("POST", "Secret"), ("PATCH", None), ("DELETE", "DeleteOptions")):
+    for want in (("POST", "Pod"), ("POST", "Secret"), ("POST", "NetworkPolicy"), ("PATCH", None),
+                 ("DELETE", "DeleteOptions")):
         assert want in seen, "no %s %s body logged: %s" % (want + (seen,))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "deploy", "k8s_schema.py"),
                         "--bodies"] + logs, capture_output=True, text=True, timeout=600)
@@ -1043,3 +1044,14 @@ def test_pause_is_refused_and_idle_deletes(kstack, fake):
     wait_for(lambda: kstack.request("GET", "/v1/sessions/" + idle).status == 404,
              timeout=30, what="idle delete")
     pods_gone(fake, "sandbox-" + idle)
+
+
+def test_network_not_allowed_is_400(kstack, fake):
+    """This stack's network_allowed is the default, none: egress is a 400
+    and nothing is made (test_k8s_network.py has the allowed cases)."""
+    before = {p["metadata"]["name"] for p in fake.state_dump()["networkpolicies"]}
+    r = kstack.request("POST", "/v1/sessions", body={"ttl": 60, "network": "egress"})
+    assert r.status == 400, r
+    assert r.json()["error"]["message"] == \
+        "network: egress is not allowed on this server (allowed: none)", r.json()
+    assert {p["metadata"]["name"] for p in fake.state_dump()["networkpolicies"]} == before

@@ -17,6 +17,9 @@ written from the Kubernetes API reference for the subset the driver uses:
          checked: 409 Conflict when stale)
   PATCH  /api/v1/namespaces/{ns}/{pods|secrets}/{name}     merge patch
   DELETE /api/v1/namespaces/{ns}/{pods|secrets}/{name}
+  and the same for /apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies
+  (stored and validated, not enforced: the pods share the host's network
+  namespace, so the tests read the policies instead)
 
 Errors are Status objects with the API's codes and reasons (NotFound 404,
 AlreadyExists 409, Conflict 409, Invalid 422, BadRequest 400,
@@ -145,7 +148,10 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 
-KINDS = {"pods": "Pod", "secrets": "Secret"}
+KINDS = {"pods": "Pod", "secrets": "Secret", "networkpolicies": "NetworkPolicy"}
+# Each resource's group version: its URL prefix and its objects' apiVersion.
+GROUP_VERSION = {"pods": "v1", "secrets": "v1", "networkpolicies": "networking.k8s.io/v1"}
+NETPOL_GROUP = "networking.k8s.io"
 
 
 def now_rfc3339():
@@ -249,8 +255,8 @@ def fields_match(obj, reqs):
 
 
 # Discovery, as kubectl reads it before any other call (the legacy,
-# unaggregated form, which kubectl falls back to): the core group only,
-# with the resources and verbs this server serves.
+# unaggregated form, which kubectl falls back to): the core group and
+# networking.k8s.io, with the resources and verbs this server serves.
 RESOURCES = [
     {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
      "verbs": ["get"], "shortNames": ["ns"]},
@@ -262,12 +268,29 @@ RESOURCES = [
 ]
 
 
+NETPOL_RESOURCES = [
+    {"name": "networkpolicies", "singularName": "networkpolicy", "namespaced": True,
+     "kind": "NetworkPolicy", "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+     "shortNames": ["netpol"]},
+]
+NETPOL_GROUP_OBJ = {"name": NETPOL_GROUP,
+                    "versions": [{"groupVersion": NETPOL_GROUP + "/v1", "version": "v1"}],
+                    "preferredVersion": {"groupVersion": NETPOL_GROUP + "/v1", "version": "v1"}}
+DISCOVERY_PATHS = (["api"], ["api", "v1"], ["apis"], ["apis", NETPOL_GROUP],
+                   ["apis", NETPOL_GROUP, "v1"])
+
+
 def discovery(parts):
     if parts == ["api"]:
         return {"kind": "APIVersions", "versions": ["v1"],
                 "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
     if parts == ["apis"]:
-        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+        return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [NETPOL_GROUP_OBJ]}
+    if parts == ["apis", NETPOL_GROUP]:
+        return dict(NETPOL_GROUP_OBJ, kind="APIGroup", apiVersion="v1")
+    if parts == ["apis", NETPOL_GROUP, "v1"]:
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": NETPOL_GROUP + "/v1",
+                "resources": NETPOL_RESOURCES}
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "v1",
             "resources": RESOURCES}
 
@@ -299,6 +322,12 @@ def as_table(resource, objs, md, include):
                 ("Restarts", "integer", ""), ("Age", "string", ""), ("IP", "string", ""),
                 ("Node", "string", "")]
         row = pod_row
+    elif resource == "networkpolicies":
+        cols = [("Name", "string", "name"), ("Pod-Selector", "string", ""), ("Age", "string", "")]
+        row = lambda o: [o["metadata"]["name"],
+                         ",".join("%s=%s" % kv for kv in sorted(
+                             ((o.get("spec") or {}).get("podSelector") or {}).get("matchLabels", {}).items()))
+                         or "<none>", age(o["metadata"].get("creationTimestamp"))]
     else:
         cols = [("Name", "string", "name"), ("Type", "string", ""), ("Data", "integer", ""),
                 ("Age", "string", "")]
@@ -458,7 +487,7 @@ class Store:
     def __init__(self, namespaces):
         self.cond = threading.Condition()
         self.rv = 100
-        self.objects = {"pods": {}, "secrets": {}}  # (ns, name) -> obj
+        self.objects = {res: {} for res in KINDS}  # (ns, name) -> obj
         self.events = []  # (rv, resource, type, obj)
         self.oldest_rv = self.rv
         self.namespaces = {ns: {"kind": "Namespace", "apiVersion": "v1",
@@ -616,6 +645,8 @@ def validate(resource, obj):
                 if not str(m.get("mountPath", "")).startswith("/"):
                     causes.append(("spec.containers[%d].volumeMounts.mountPath" % i,
                                    "Invalid value: must be an absolute path"))
+    elif resource == "networkpolicies":
+        causes += netpol_causes(obj.get("spec"))
     elif resource == "secrets":
         for k, v in (obj.get("data") or {}).items():
             try:
@@ -629,6 +660,45 @@ def validate(resource, obj):
                        {"name": name, "kind": kind,
                         "causes": [{"field": f, "message": m, "reason": "FieldValueInvalid"}
                                    for f, m in causes]})
+
+
+def netpol_causes(spec):
+    """A NetworkPolicy's spec as the API server's validation sees it: a
+    podSelector, known policyTypes, ipBlocks whose except ranges lie
+    strictly inside their cidr, ports of a known protocol."""
+    if not isinstance(spec, dict):
+        return [("spec", "Required value")]
+    causes = []
+    if not isinstance(spec.get("podSelector"), dict):
+        causes.append(("spec.podSelector", "Required value"))
+    for t in spec.get("policyTypes") or []:
+        if t not in ("Ingress", "Egress"):
+            causes.append(("spec.policyTypes", 'Unsupported value: %r: supported values: '
+                           '"Ingress", "Egress"' % t))
+    for i, rule in enumerate(spec.get("egress") or []):
+        for j, peer in enumerate(rule.get("to") or []):
+            blk = peer.get("ipBlock")
+            if blk is None:
+                continue
+            where = "spec.egress[%d].to[%d].ipBlock" % (i, j)
+            try:
+                net = ipaddress.ip_network(blk.get("cidr", ""))
+            except ValueError:
+                causes.append((where + ".cidr", "Invalid value: %r" % blk.get("cidr")))
+                continue
+            for e in blk.get("except") or []:
+                try:
+                    ex = ipaddress.ip_network(e)
+                    inside = ex.version == net.version and ex.subnet_of(net) and ex != net
+                except ValueError:
+                    inside = False
+                if not inside:
+                    causes.append((where + ".except", "Invalid value: %r: must be a strict subset "
+                                   "of `cidr`" % e))
+        for p in rule.get("ports") or []:
+            if p.get("protocol", "TCP") not in ("TCP", "UDP", "SCTP"):
+                causes.append(("spec.egress[%d].ports.protocol" % i, "Unsupported value"))
+    return causes
 
 
 class Kubelet:
@@ -1038,10 +1108,12 @@ class Handler(BaseHTTPRequestHandler):
             if method == "GET" and parts == ["version"]:
                 return self.send_json(200, {"major": "1", "minor": "32", "gitVersion": "v1.32.0-fake",
                                             "platform": "linux/amd64"})
-            if method == "GET" and parts in (["api"], ["api", "v1"], ["apis"]):
+            if method == "GET" and parts in DISCOVERY_PATHS:
                 return self.send_json(200, discovery(parts))
             if len(parts) >= 4 and parts[:3] == ["api", "v1", "namespaces"]:
-                return self.api(method, parts[3], parts[4:], q)
+                return self.api(method, parts[3], parts[4:], q, "v1")
+            if len(parts) >= 5 and parts[:4] == ["apis", NETPOL_GROUP, "v1", "namespaces"]:
+                return self.api(method, parts[4], parts[5:], q, NETPOL_GROUP + "/v1")
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         except ApiError as e:
             self.send_json(e.code, e.status, e.headers)
@@ -1055,7 +1127,7 @@ class Handler(BaseHTTPRequestHandler):
     do_DELETE = lambda self: self.handle_one("DELETE")
 
     # -- the API -----------------------------------------------------------
-    def api(self, method, ns, rest, q):
+    def api(self, method, ns, rest, q, group_version):
         store = self.server.store
         if not rest:
             if method != "GET":
@@ -1066,7 +1138,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise not_found("namespaces", ns)
             return self.send_json(200, nsobj)
         resource = rest[0]
-        if resource not in KINDS or len(rest) > 2:
+        if GROUP_VERSION.get(resource) != group_version or len(rest) > 2:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) == 2 else None
         kind = KINDS[resource]
@@ -1081,9 +1153,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(400, "BadRequest", "the body of the request is not an object")
             if obj.get("kind", kind) != kind:
                 raise ApiError(400, "BadRequest", "the kind %r does not match %s" % (obj.get("kind"), kind))
+            if obj.get("apiVersion", group_version) != group_version:
+                raise ApiError(400, "BadRequest", "the API version in the data (%s) does not match "
+                               "the expected API version (%s)" % (obj.get("apiVersion"), group_version))
             obj.setdefault("metadata", {})
             check_body_ns(obj, ns)
-            obj["kind"], obj["apiVersion"] = kind, "v1"
+            obj["kind"], obj["apiVersion"] = kind, group_version
             validate(resource, obj)
             if resource == "pods":
                 obj["status"] = {"phase": "Pending", "qosClass": "Guaranteed",
@@ -1124,7 +1199,7 @@ class Handler(BaseHTTPRequestHandler):
             items = items[start:start + limit] if limit else items[start:]
             if wants_table(self.headers.get("Accept")):
                 return self.send_json(200, as_table(resource, items, md, q.get("includeObject")))
-            return self.send_json(200, {"kind": kind + "List", "apiVersion": "v1",
+            return self.send_json(200, {"kind": kind + "List", "apiVersion": group_version,
                                         "metadata": md, "items": items})
         if name is None:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method")
@@ -1155,7 +1230,7 @@ class Handler(BaseHTTPRequestHandler):
                     raise ApiError(400, "BadRequest", "the name of the object (%s) does not match "
                                    "the name on the URL (%s)" % (new.get("metadata", {}).get("name"), name))
             check_body_ns(body, ns)
-            new["kind"], new["apiVersion"] = kind, "v1"
+            new["kind"], new["apiVersion"] = kind, group_version
             if resource == "pods":
                 if new.get("spec") != cur.get("spec"):
                     raise ApiError(422, "Invalid", 'Pod "%s" is invalid: spec: Forbidden: pod '
@@ -1281,7 +1356,7 @@ class Handler(BaseHTTPRequestHandler):
             quiet_since = time.monotonic()
 
             def bookmark():
-                send("BOOKMARK", {"kind": KINDS[resource], "apiVersion": "v1",
+                send("BOOKMARK", {"kind": KINDS[resource], "apiVersion": GROUP_VERSION[resource],
                                   "metadata": {"resourceVersion": str(last)}})
             while True:
                 with store.cond:

@@ -106,12 +106,31 @@ static void test_config(void **state)
                            why, sizeof(why)),
                      -1);
     assert_non_null(strstr(why, "egress_netns"));
-    assert_int_equal(check("network_allowed egress\n"
-                           "egress_dns 192.0.2.10\n"
+}
+
+/* On Kubernetes: no egress_dns (the cluster's), the cluster's private
+ * ranges blocked, and no domain lists (a NetworkPolicy has no names). */
+static void test_config_kubernetes(void **state)
+{
+    char why[256];
+
+    assert_int_equal(check("network_allowed none,egress\n"
                            "runtime kubernetes\n",
                            why, sizeof(why)),
+                     0);
+    assert_int_equal(check("network_allowed none,egress\n"
+                           "runtime kubernetes\n"
+                           "egress_allow_cidrs 10.1.0.0/16\n",
+                           why, sizeof(why)),
                      -1);
-    assert_non_null(strstr(why, "local runtime only"));
+    assert_non_null(strstr(why, "allows nothing"));
+    assert_int_equal(check("network_allowed none,egress\n"
+                           "runtime kubernetes\n"
+                           "egress_deny_domains example.com\n",
+                           why, sizeof(why)),
+                     -1);
+    assert_non_null(strstr(why, "egress_deny_domains"));
+    assert_non_null(strstr(why, "NetworkPolicy"));
 }
 
 int main(void)
@@ -121,6 +140,7 @@ int main(void)
         cmocka_unit_test(test_cidr_list),
         cmocka_unit_test(test_blocked),
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config_kubernetes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

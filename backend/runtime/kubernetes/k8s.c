@@ -7,11 +7,14 @@
  *      spec; the pod mounts the Secret read-only at /etc/ssh/pico-secret
  *      and its command copies the keys to /etc/ssh/pico, where the
  *      image's sshd_config (deploy/sandbox/sshd_config) looks.
- *   2. Pod sandbox-<id>: the sandbox image, sshd on 22, a tcpSocket
+ *   2. NetworkPolicy sandbox-<id>: the session's "network" (k8s_netpol.c),
+ *      before the pod, so the pod never runs without it.
+ *   3. Pod sandbox-<id>: the sandbox image, sshd on 22, a tcpSocket
  *      readiness probe, the session's limits as requests and limits.
- *   3. The Secret's ownerReference to the Pod (its uid is known only now),
- *      so the garbage collector removes the Secret with the Pod even if
- *      pico never gets to; destroy() still deletes both itself.
+ *   4. The Secret's and the policy's ownerReference to the Pod (its uid
+ *      is known only now), so the garbage collector removes them with
+ *      the Pod even if pico never gets to; destroy() still deletes all
+ *      three itself.
  * and then watches the pod until it is Ready (endpoint "<podIP>:22") or
  * k8s_ready_timeout_s passes. Whatever fails, everything made is deleted
  * before create() returns.
@@ -108,6 +111,10 @@ static runtime *k8s_open(const struct pico_config *cfg, char *err,
              cfg->k8s_image_prefix);
     snprintf(rt->runtime_class, sizeof(rt->runtime_class), "%s",
              cfg->k8s_runtime_class);
+    snprintf(rt->egress_allow, sizeof(rt->egress_allow), "%s",
+             cfg->egress_allow_cidrs);
+    snprintf(rt->egress_deny, sizeof(rt->egress_deny), "%s",
+             cfg->egress_deny_cidrs);
     rt->ready_timeout_s =
         cfg->k8s_ready_timeout_s > 0 ? cfg->k8s_ready_timeout_s : 120;
     return rt;
@@ -130,7 +137,8 @@ static int k8s_image_exists(runtime *rt, const char *image)
     return image != NULL && image[0] != '\0';
 }
 
-/* Secret, then Pod, then the owner link; on failure undoes what exists. */
+/* Secret, then the policy, then Pod, then the owner links; on failure
+ * undoes what exists. */
 static int start_objects(runtime *rt, session *s, const hostkey *hk,
                          ready_state *st, double deadline, char *err,
                          size_t errlen)
@@ -143,10 +151,17 @@ static int start_objects(runtime *rt, session *s, const hostkey *hk,
     if (created == NULL)
         return -1;
     json_decref(created);
+    created = create_object(rt, "networkpolicies", netpol_object(rt, s),
+                            deadline, err, errlen);
+    if (created == NULL) {
+        delete_all(rt, s->id);
+        return -1;
+    }
+    json_decref(created);
     created =
         create_object(rt, "pods", pod_object(rt, s), deadline, err, errlen);
     if (created == NULL) {
-        delete_both(rt, s->id);
+        delete_all(rt, s->id);
         return -1;
     }
     uid = jstr(created, "metadata", "uid");
@@ -154,15 +169,16 @@ static int start_objects(runtime *rt, session *s, const hostkey *hk,
     if (uid == NULL || rv == NULL) {
         snprintf(err, errlen, "the created pod has no uid/resourceVersion");
         json_decref(created);
-        delete_both(rt, s->id);
+        delete_all(rt, s->id);
         return -1;
     }
     snprintf(st->rv, sizeof(st->rv), "%s", rv);
     snprintf(st->uid, sizeof(st->uid), "%s", uid);
     judge_pod(st, created);
-    if (own_secret(rt, s, uid, deadline, err, errlen) < 0) {
+    if (own_secret(rt, s, uid, deadline, err, errlen) < 0 ||
+        own_netpol(rt, s, uid, deadline, err, errlen) < 0) {
         json_decref(created);
-        delete_both(rt, s->id);
+        delete_all(rt, s->id);
         return -1;
     }
     json_decref(created);
@@ -207,7 +223,7 @@ static int k8s_create(runtime *rt, session *s, char *err, size_t errlen)
         snprintf(err, errlen, "pod did not become ready within %ds%s%s%s",
                  rt->ready_timeout_s, st.why[0] ? " (" : "", st.why,
                  st.why[0] ? ")" : "");
-    delete_both(rt, s->id);
+    delete_all(rt, s->id);
     return -1;
 }
 
@@ -226,7 +242,11 @@ static int k8s_destroy(runtime *rt, const char *session_id, char *err,
     /* Garbage collection would remove it too, but not at once, and not
      * at all if the owner link was never made. */
     secret_name(session_id, name, sizeof(name));
-    return delete_object(rt, "secrets", name, K8S_CALL_TIMEOUT_S, err, errlen);
+    if (delete_object(rt, "secrets", name, K8S_CALL_TIMEOUT_S, err, errlen) < 0)
+        return -1;
+    netpol_name(session_id, name, sizeof(name));
+    return delete_object(rt, "networkpolicies", name, K8S_CALL_TIMEOUT_S, err,
+                         errlen);
 }
 
 static int k8s_alive(runtime *rt, const char *session_id)
@@ -289,7 +309,8 @@ const runtime_ops runtime_k8s_ops = {
     .image_exists = k8s_image_exists,
     .create = k8s_create,
     .destroy = k8s_destroy,
-    .destroy_max_ms = 2LL * K8S_CALL_TIMEOUT_S * 1000, /* pod, then secret */
+    /* pod, secret, network policy */
+    .destroy_max_ms = 3LL * K8S_CALL_TIMEOUT_S * 1000,
     .alive = k8s_alive,
     .list = k8s_list,
     .health = k8s_health,

@@ -6,6 +6,8 @@
  *
  *   k8s.c         runtime_ops: open, create, destroy, alive, health
  *   k8s_pods.c    a session's Secret and Pod: names, objects, API calls
+ *   k8s_netpol.c  a session's NetworkPolicy: its "network" as the cluster
+ *                 enforces it
  *   k8s_ready.c   watching a new pod until it is Ready (or fails)
  *   k8s_list.c    list(): the sandboxes reconcile compares with Redis
  *   k8s_follow.c  watch(): every sandbox pod, for as long as pico serves
@@ -51,6 +53,8 @@ struct runtime {
     char ns[128];
     char image_prefix[256];
     char runtime_class[254]; /* runtimeClassName, or "" */
+    char egress_allow[2048]; /* egress_allow_cidrs, egress_deny_cidrs */
+    char egress_deny[2048];
     int ready_timeout_s;
 };
 
@@ -75,16 +79,26 @@ void pod_name(const char *id, char *out, size_t outlen);
 void secret_name(const char *id, char *out, size_t outlen);
 void object_path(const runtime *rt, const char *kind, const char *name,
                  char *out, size_t outlen);
+json_t *object_labels(const session *s);
 json_t *secret_object(const runtime *rt, const session *s, const hostkey *hk);
 json_t *pod_object(const runtime *rt, const session *s);
 double mono_now(void);
 long call_timeout(double deadline);
 int delete_object(runtime *rt, const char *kind, const char *name,
                   long timeout_s, char *err, size_t errlen);
-void delete_both(runtime *rt, const char *id);
+void delete_all(runtime *rt, const char *id);
 json_t *create_object(runtime *rt, const char *kind, json_t *obj,
                       double deadline, char *err, size_t errlen);
+int own_object(runtime *rt, const char *kind, const char *name,
+               const session *s, const char *pod_uid, double deadline,
+               char *err, size_t errlen);
 int own_secret(runtime *rt, const session *s, const char *pod_uid,
+               double deadline, char *err, size_t errlen);
+
+/* -- k8s_netpol.c: a session's NetworkPolicy ------------------------------ */
+void netpol_name(const char *id, char *out, size_t outlen);
+json_t *netpol_object(const runtime *rt, const session *s);
+int own_netpol(runtime *rt, const session *s, const char *pod_uid,
                double deadline, char *err, size_t errlen);
 
 /* -- k8s_ready.c: readiness ----------------------------------------------- */

@@ -1,9 +1,9 @@
 /*
- * k8s_list.c - list(): every session id that has a pod or a secret with
- * pico's labels in the sandbox namespace, page by page, each reported
- * once, so reconcile can remove what Redis does not know. Continue
- * tokens of any length are passed back; an expired one (410) lists again
- * from the start.
+ * k8s_list.c - list(): every session id that has a pod, a secret or a
+ * network policy with pico's labels in the sandbox namespace, page by page,
+ * each reported once, so reconcile can remove what Redis does not know.
+ * Continue tokens of any length are passed back; an expired one (410) lists
+ * again from the start.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* asprintf */
@@ -146,8 +146,8 @@ static int list_kind(runtime *rt, const char *kind, id_set *seen,
     return rc;
 }
 
-/* Pods, and Secrets too: a backend that died between making the Secret
- * and the Pod leaves a Secret no Pod owns. */
+/* Pods, and Secrets and NetworkPolicies too: a backend that died between
+ * making them and the Pod leaves objects no Pod owns. */
 int k8s_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
              size_t errlen)
 {
@@ -157,6 +157,8 @@ int k8s_list(runtime *rt, runtime_list_cb cb, void *arg, char *err,
     rc = list_kind(rt, "pods", &seen, cb, arg, err, errlen);
     if (rc == 0)
         rc = list_kind(rt, "secrets", &seen, cb, arg, err, errlen);
+    if (rc == 0)
+        rc = list_kind(rt, "networkpolicies", &seen, cb, arg, err, errlen);
     free(seen.ids);
     return rc;
 }

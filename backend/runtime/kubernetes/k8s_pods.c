@@ -2,7 +2,8 @@
  * k8s_pods.c - a session's objects in the sandbox namespace: their names
  * (from the session id), the Secret (host key, authorized_keys) and the
  * Pod as JSON, and the create / patch / delete calls that make and remove
- * them, each bounded by the create's deadline. What create() does with
+ * them (and the NetworkPolicy, k8s_netpol.c), each bounded by the
+ * create's deadline. What create() does with
  * them, in order, is in k8s.c.
  */
 #include <stdio.h>
@@ -56,14 +57,17 @@ void secret_name(const char *id, char *out, size_t outlen)
     snprintf(out, outlen, "sandbox-%s-ssh", id);
 }
 
+/* NetworkPolicies are in the networking.k8s.io group, the rest core. */
 void object_path(const runtime *rt, const char *kind, const char *name,
                  char *out, size_t outlen)
 {
-    snprintf(out, outlen, "/api/v1/namespaces/%s/%s%s%s", rt->ns, kind,
-             name ? "/" : "", name ? name : "");
+    snprintf(out, outlen, "/%s/namespaces/%s/%s%s%s",
+             strcmp(kind, "networkpolicies") == 0 ? "apis/networking.k8s.io/v1"
+                                                  : "api/v1",
+             rt->ns, kind, name ? "/" : "", name ? name : "");
 }
 
-static json_t *labels(const session *s)
+json_t *object_labels(const session *s)
 {
     char pod[PICO_NAME_MAX + 16];
 
@@ -89,8 +93,8 @@ json_t *secret_object(const runtime *rt, const session *s, const hostkey *hk)
     if (key != NULL && auth != NULL)
         o = json_pack("{s:s, s:s, s:{s:s, s:s, s:o}, s:s, s:{s:s, s:s}}",
                       "apiVersion", "v1", "kind", "Secret", "metadata", "name",
-                      name, "namespace", rt->ns, "labels", labels(s), "type",
-                      "Opaque", "data", "ssh_host_ed25519_key", key,
+                      name, "namespace", rt->ns, "labels", object_labels(s),
+                      "type", "Opaque", "data", "ssh_host_ed25519_key", key,
                       "authorized_keys", auth);
     if (key != NULL) {
         memset(key, 0, strlen(key));
@@ -198,15 +202,15 @@ json_t *pod_object(const runtime *rt, const session *s)
         "s:{s:{s:s}}, s:[o], s:[{s:s, s:{s:s, s:i, s:[{s:s, s:s, s:i}, "
         "{s:s, s:s, s:i}]}}, o]}}",
         "apiVersion", "v1", "kind", "Pod", "metadata", "name", name,
-        "namespace", rt->ns, "labels", labels(s), "spec", "restartPolicy",
-        "Never", "hostname", "sandbox", "automountServiceAccountToken", 0,
-        "enableServiceLinks", 0, "terminationGracePeriodSeconds", 5,
-        "securityContext", "seccompProfile", "type", "RuntimeDefault",
-        "containers", container(rt, s), "volumes", "name", "ssh-keys", "secret",
-        "secretName", secret, "defaultMode", 0400, "items", "key",
-        "ssh_host_ed25519_key", "path", "ssh_host_ed25519_key", "mode", 0400,
-        "key", "authorized_keys", "path", "authorized_keys", "mode", 0444,
-        workspace_volume(s));
+        "namespace", rt->ns, "labels", object_labels(s), "spec",
+        "restartPolicy", "Never", "hostname", "sandbox",
+        "automountServiceAccountToken", 0, "enableServiceLinks", 0,
+        "terminationGracePeriodSeconds", 5, "securityContext", "seccompProfile",
+        "type", "RuntimeDefault", "containers", container(rt, s), "volumes",
+        "name", "ssh-keys", "secret", "secretName", secret, "defaultMode", 0400,
+        "items", "key", "ssh_host_ed25519_key", "path", "ssh_host_ed25519_key",
+        "mode", 0400, "key", "authorized_keys", "path", "authorized_keys",
+        "mode", 0444, workspace_volume(s));
     /* gVisor, Kata...: a second wall around the sandbox, where the
      * cluster offers one (k8s_runtime_class). */
     if (pod != NULL && rt->runtime_class[0])
@@ -264,7 +268,8 @@ int delete_object(runtime *rt, const char *kind, const char *name,
     return rc;
 }
 
-void delete_both(runtime *rt, const char *id)
+/* The pod first: the policy goes only once nothing runs under it. */
+void delete_all(runtime *rt, const char *id)
 {
     char name[PICO_NAME_MAX + 16], err[PICO_REASON_MAX];
 
@@ -272,6 +277,9 @@ void delete_both(runtime *rt, const char *id)
     delete_object(rt, "pods", name, K8S_CLEANUP_TIMEOUT_S, err, sizeof(err));
     secret_name(id, name, sizeof(name));
     delete_object(rt, "secrets", name, K8S_CLEANUP_TIMEOUT_S, err, sizeof(err));
+    netpol_name(id, name, sizeof(name));
+    delete_object(rt, "networkpolicies", name, K8S_CLEANUP_TIMEOUT_S, err,
+                  sizeof(err));
 }
 
 /* POSTs obj (and releases it); on 201 returns the created object, which
@@ -300,7 +308,9 @@ json_t *create_object(runtime *rt, const char *kind, json_t *obj,
         char what[64];
 
         snprintf(what, sizeof(what), "creating the %s",
-                 strcmp(kind, "pods") == 0 ? "pod" : "secret");
+                 strcmp(kind, "pods") == 0      ? "pod"
+                 : strcmp(kind, "secrets") == 0 ? "secret"
+                                                : "network policy");
         k8s_error(&r, what, err, errlen);
     }
     k8s_resp_free(&r);
@@ -309,19 +319,19 @@ json_t *create_object(runtime *rt, const char *kind, json_t *obj,
     return out;
 }
 
-/* Makes the Pod the Secret's owner (merge patch of ownerReferences). */
-int own_secret(runtime *rt, const session *s, const char *pod_uid,
-               double deadline, char *err, size_t errlen)
+/* Makes the Pod the owner of a session's object (merge patch of
+ * ownerReferences). */
+int own_object(runtime *rt, const char *kind, const char *name,
+               const session *s, const char *pod_uid, double deadline,
+               char *err, size_t errlen)
 {
-    char name[PICO_NAME_MAX + 16], pod[PICO_NAME_MAX + 16];
-    char path[K8S_PATH_MAX];
+    char pod[PICO_NAME_MAX + 16], path[K8S_PATH_MAX], what[96];
     json_t *patch;
     k8s_resp r;
     int rc = 0;
 
-    secret_name(s->id, name, sizeof(name));
     pod_name(s->id, pod, sizeof(pod));
-    object_path(rt, "secrets", name, path, sizeof(path));
+    object_path(rt, kind, name, path, sizeof(path));
     patch = json_pack("{s:{s:[{s:s, s:s, s:s, s:s}]}}", "metadata",
                       "ownerReferences", "apiVersion", "v1", "kind", "Pod",
                       "name", pod, "uid", pod_uid);
@@ -331,10 +341,21 @@ int own_secret(runtime *rt, const session *s, const char *pod_uid,
         return -1;
     }
     if (r.status != 200) {
-        k8s_error(&r, "making the pod own its secret", err, errlen);
+        snprintf(what, sizeof(what), "making the pod own its %s",
+                 strcmp(kind, "secrets") == 0 ? "secret" : "network policy");
+        k8s_error(&r, what, err, errlen);
         rc = -1;
     }
     k8s_resp_free(&r);
     json_decref(patch);
     return rc;
+}
+
+int own_secret(runtime *rt, const session *s, const char *pod_uid,
+               double deadline, char *err, size_t errlen)
+{
+    char name[PICO_NAME_MAX + 16];
+
+    secret_name(s->id, name, sizeof(name));
+    return own_object(rt, "secrets", name, s, pod_uid, deadline, err, errlen);
 }
