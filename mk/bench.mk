@@ -1,15 +1,15 @@
 # make bench: runs each part's benchmark (bench-create from mk/backend.mk,
-# bench-tunnel from mk/module.mk, bench-ssh and bench-gvisor below; each
-# writes a markdown section into build/bench/) and assembles
+# bench-tunnel from mk/module.mk, bench-ssh, bench-gvisor and bench-ports
+# below; each writes a markdown section into build/bench/) and assembles
 # docs/BENCHMARKS.md from them.
 
-.PHONY: bench bench-ssh bench-gvisor
+.PHONY: bench bench-ssh bench-gvisor bench-ports
 
 bench: build-all rootfs
 	@mkdir -p $(BUILD)/bench
 	@rm -f $(BUILD)/bench/*.md
 	$(MAKE) --no-print-directory bench-create bench-tunnel bench-ssh \
-	    bench-gvisor
+	    bench-gvisor bench-ports
 	@scripts/bench-report.sh $(BUILD)/bench > docs/BENCHMARKS.md
 	@echo "wrote docs/BENCHMARKS.md"
 
@@ -35,3 +35,9 @@ bench-gvisor: build-all rootfs
 	    --total 8 -c 2 > $(BUILD)/bench/create-gvisor.md
 	$(PYTHON) bench/ssh.py --isolation gvisor --mib 128 \
 	    --out $(BUILD)/bench/ssh-gvisor.md
+
+# Port tunnels through nginx vs the sandbox's port relay reached straight
+# (bench/ports.py): what nginx adds on the ports path.
+bench-ports: build-all rootfs
+	@mkdir -p $(BUILD)/bench
+	$(PYTHON) bench/ports.py --out $(BUILD)/bench/ports.md
