@@ -16,7 +16,8 @@
 #include "ngx_pico_module.h"
 
 #define NGX_PICO_MAX_FIELD 512
-#define NGX_PICO_HUNG 3 /* timeouts in a row that drop the connection */
+#define NGX_PICO_HUNG 3         /* timeouts in a row that drop the connection */
+#define NGX_PICO_HMGET_FIELDS 3 /* the most fields one lookup HMGET reads */
 
 /* a copied field of a reply: reply memory is gone after the callback */
 typedef struct {
@@ -62,6 +63,45 @@ static void      ngx_pico_redis_fields(ngx_pico_lookup_t *lk, redisReply *reply,
 static void      ngx_pico_redis_lookup_end(ngx_pico_lookup_t *lk);
 
 
+/* the fields each HMGET reads, in the order the replies copy them */
+static const char *ngx_pico_token_fields[] = {"sha256", "principal"};
+static const char *ngx_pico_preview_fields[] = {"session", "port", "expires"};
+static const char *ngx_pico_session_fields[] = {"status", "endpoint", "owner"};
+
+
+/*
+ * HMGET key fields[0..n-1] on ac, its reply to fn with lk as privdata;
+ * NGX_OK once queued (lk->pending counts it).
+ */
+static ngx_int_t
+ngx_pico_redis_hmget(redisAsyncContext *ac, redisCallbackFn *fn,
+                     ngx_pico_lookup_t *lk, u_char *key, size_t keylen,
+                     const char **fields, size_t n)
+{
+    size_t      i, argvlen[2 + NGX_PICO_HMGET_FIELDS];
+    const char *argv[2 + NGX_PICO_HMGET_FIELDS];
+
+    argv[0] = "HMGET";
+    argvlen[0] = 5;
+    argv[1] = (const char *)key;
+    argvlen[1] = keylen;
+
+    for (i = 0; i < n && i < NGX_PICO_HMGET_FIELDS; i++) {
+        argv[2 + i] = fields[i];
+        argvlen[2 + i] = ngx_strlen(fields[i]);
+    }
+
+    if (redisAsyncCommandArgv(ac, fn, lk, (int)(2 + i), argv, argvlen) !=
+        REDIS_OK) {
+        return NGX_ERROR;
+    }
+
+    lk->pending++;
+
+    return NGX_OK;
+}
+
+
 /*
  * A new lookup on the worker's command connection, returned in *ac.
  * NULL: the store is unavailable now (counted as a lookup error), or
@@ -104,8 +144,6 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
                       ngx_log_t *log, ngx_pico_lookup_handler_pt handler,
                       void *data)
 {
-    size_t             argvlen[5];
-    const char        *argv[5];
     ngx_pico_lookup_t *lk;
     redisAsyncContext *ac;
     u_char             tkey[sizeof("pico:token:") - 1 + PICO_TOKEN_ID_LEN];
@@ -119,22 +157,12 @@ ngx_pico_redis_lookup(ngx_pico_worker_t *w, u_char *id, u_char *token,
         ngx_memcpy(ngx_cpymem(tkey, "pico:token:", 11), token + 5,
                    PICO_TOKEN_ID_LEN);
 
-        argv[0] = "HMGET";
-        argvlen[0] = 5;
-        argv[1] = (char *)tkey;
-        argvlen[1] = sizeof(tkey);
-        argv[2] = "sha256";
-        argvlen[2] = 6;
-        argv[3] = "principal";
-        argvlen[3] = 9;
-
-        if (redisAsyncCommandArgv(ac, ngx_pico_redis_token_reply, lk, 4, argv,
-                                  argvlen) != REDIS_OK) {
+        if (ngx_pico_redis_hmget(ac, ngx_pico_redis_token_reply, lk, tkey,
+                                 sizeof(tkey), ngx_pico_token_fields,
+                                 2) != NGX_OK) {
             ngx_free(lk);
             return NULL;
         }
-
-        lk->pending++;
     }
 
     if (ngx_pico_redis_send_session(lk, ac, id, log) != NGX_OK) {
@@ -154,8 +182,6 @@ ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
                               ngx_log_t                 *log,
                               ngx_pico_lookup_handler_pt handler, void *data)
 {
-    size_t             argvlen[5];
-    const char        *argv[5];
     ngx_pico_lookup_t *lk;
     redisAsyncContext *ac;
     u_char             pkey[sizeof("pico:preview:") - 1 + 64];
@@ -167,24 +193,12 @@ ngx_pico_redis_lookup_preview(ngx_pico_worker_t *w, u_char *id, u_char *digest,
 
     ngx_memcpy(ngx_cpymem(pkey, "pico:preview:", 13), digest, 64);
 
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
-    argv[1] = (char *)pkey;
-    argvlen[1] = sizeof(pkey);
-    argv[2] = "session";
-    argvlen[2] = 7;
-    argv[3] = "port";
-    argvlen[3] = 4;
-    argv[4] = "expires";
-    argvlen[4] = 7;
-
-    if (redisAsyncCommandArgv(ac, ngx_pico_redis_preview_reply, lk, 5, argv,
-                              argvlen) != REDIS_OK) {
+    if (ngx_pico_redis_hmget(ac, ngx_pico_redis_preview_reply, lk, pkey,
+                             sizeof(pkey), ngx_pico_preview_fields,
+                             3) != NGX_OK) {
         ngx_free(lk);
         return NULL;
     }
-
-    lk->pending++;
 
     if (ngx_pico_redis_send_session(lk, ac, id, log) != NGX_OK) {
         return NULL;
@@ -199,25 +213,13 @@ static ngx_int_t
 ngx_pico_redis_send_session(ngx_pico_lookup_t *lk, redisAsyncContext *ac,
                             u_char *id, ngx_log_t *log)
 {
-    size_t      argvlen[5];
-    const char *argv[5];
-    u_char      skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
+    u_char skey[sizeof("pico:session:") - 1 + PICO_ID_LEN];
 
     ngx_memcpy(ngx_cpymem(skey, "pico:session:", 13), id, PICO_ID_LEN);
 
-    argv[0] = "HMGET";
-    argvlen[0] = 5;
-    argv[1] = (char *)skey;
-    argvlen[1] = sizeof(skey);
-    argv[2] = "status";
-    argvlen[2] = 6;
-    argv[3] = "endpoint";
-    argvlen[3] = 8;
-    argv[4] = "owner";
-    argvlen[4] = 5;
-
-    if (redisAsyncCommandArgv(ac, ngx_pico_redis_session_reply, lk, 5, argv,
-                              argvlen) != REDIS_OK) {
+    if (ngx_pico_redis_hmget(ac, ngx_pico_redis_session_reply, lk, skey,
+                             sizeof(skey), ngx_pico_session_fields,
+                             3) != NGX_OK) {
         if (lk->pending) {
             /* the token reply will free it */
             lk->handler = NULL;
@@ -229,8 +231,6 @@ ngx_pico_redis_send_session(ngx_pico_lookup_t *lk, redisAsyncContext *ac,
 
         return NGX_ERROR;
     }
-
-    lk->pending++;
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                    "pico redis lookup %p sent, %ui replies to come", lk,
