@@ -220,6 +220,17 @@ static int denied(const pico_cidr *c, const pico_cidr_list *deny,
     return 0;
 }
 
+/* 1 when some range of allow is not wholly denied (by deny or by what
+ * the runtime always blocks): the policy lets something through. */
+static int some_allowed(const pico_cidr_list *allow, const pico_cidr_list *deny,
+                        const pico_config *cfg)
+{
+    for (int i = 0; i < allow->n; i++)
+        if (!denied(&allow->v[i], deny, netpolicy_blocked_list(cfg)))
+            return 1;
+    return 0;
+}
+
 /* Walks a blank- or comma-separated list; 1 when word is in it. */
 static int in_list(const char *list, const char *word)
 {
@@ -290,7 +301,7 @@ static int check_lists(const pico_config *cfg, char *why, size_t whylen)
     pico_cidr_list allow, deny;
     pico_cidr dns;
     char what[128];
-    int some, domains;
+    int domains;
 
     if (cidr_list_parse(cfg->egress_allow_cidrs, &allow, what, sizeof(what)) <
         0) {
@@ -312,10 +323,7 @@ static int check_lists(const pico_config *cfg, char *why, size_t whylen)
     /* with allowed names, the ranges allowed are only the listed ones */
     if (allow.n == 0 && domains == 0)
         allow.v[allow.n++] = (pico_cidr){0, 0};
-    some = domains > 0;
-    for (int i = 0; i < allow.n; i++)
-        some |= !denied(&allow.v[i], &deny, netpolicy_blocked_list(cfg));
-    if (!some) {
+    if (domains == 0 && !some_allowed(&allow, &deny, cfg)) {
         snprintf(why, whylen,
                  "egress_allow_cidrs: allows nothing (every range is denied "
                  "or always blocked)");
@@ -412,7 +420,7 @@ int netpolicy_parse_request(const pico_config *cfg, json_t *v, char *allow_text,
     pico_cidr_list sa, sd, ra, rd;
     char why[128];
     const char *key;
-    int names, some;
+    int names;
 
     if (!json_is_object(v)) {
         snprintf(err, errlen,
@@ -468,10 +476,8 @@ int netpolicy_parse_request(const pico_config *cfg, json_t *v, char *allow_text,
         ra.v[ra.n++] = (pico_cidr){0, 0};
     else if (ra.n == 0)
         ra = sa;
-    some = ra.n == 0 && names > 0; /* only names: they stay allowed */
-    for (int i = 0; i < ra.n; i++)
-        some |= !denied(&ra.v[i], &sd, netpolicy_blocked_list(cfg));
-    if (!some) {
+    /* only names: they stay allowed */
+    if (!(ra.n == 0 && names > 0) && !some_allowed(&ra, &sd, cfg)) {
         snprintf(err, errlen,
                  "egress: allows nothing (every allowed range is denied or "
                  "always blocked)");
