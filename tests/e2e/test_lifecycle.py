@@ -293,6 +293,15 @@ class EventStream:
             name, _, value = line.partition(": ")
             ev[name] = value
 
+    def rest(self):
+        """Every event up to the end of the stream."""
+        events = []
+        while True:
+            e = self.next()
+            if e is None:
+                return events
+            events.append(e)
+
     def until(self, etype, sid=None):
         seen = []
         while True:
@@ -318,12 +327,7 @@ def test_session_events_in_order_and_the_stream_ends(stack):
     try:
         assert patch(stack, sid, {"ttl": 300}).status == 200
         assert stack.delete(sid).status == 200
-        events = []
-        while True:
-            e = es.next()
-            if e is None:
-                break
-            events.append(e)
+        events = es.rest()
     finally:
         es.close()
     types = [e[1] for e in events]

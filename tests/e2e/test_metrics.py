@@ -348,12 +348,7 @@ def test_session_stream_has_tunnel_events_in_order(stack):
     es = EventStream(stack, "/v1/sessions/%s/events" % sid)
     try:
         assert stack.delete(sid).status == 200
-        events = []
-        while True:
-            e = es.next()
-            if e is None:
-                break
-            events.append(e)
+        events = es.rest()
     finally:
         es.close()
     types = [e[1] for e in events]
